@@ -1,0 +1,178 @@
+//! Error kinds and their sysexits exit codes (as sendmail and msmtp use).
+//!
+//! Data errors carry where they happened (file, line or CSV row, column) so the
+//! user can fix the input; reply errors carry the server's reply.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Exit codes from `sysexits.h`, the contract of SPEC.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Every recipient accepted.
+    Ok = 0,
+    /// Command line usage error.
+    Usage = 64,
+    /// Invalid job, CSV or template; nothing sent.
+    DataErr = 65,
+    /// An input file is missing or unreadable.
+    NoInput = 66,
+    /// Some recipients were permanently rejected.
+    Rejected = 67,
+    /// Internal software error.
+    Software = 70,
+    /// The server could not be reached.
+    Unavailable = 69,
+    /// Transient failures or uncertain messages remain; rerun to resume.
+    TempFail = 75,
+    /// Authentication failed.
+    NoPerm = 77,
+}
+
+/// Where in the input a problem is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line in the file (YAML line, template line, CSV physical line).
+    pub line: Option<u64>,
+    /// 1-based column in the line, when known.
+    pub column: Option<u64>,
+    /// 1-based CSV data row (the header is row 0), when the problem is about a recipient.
+    pub row: Option<u64>,
+    /// The CSV column name or template variable concerned, when known.
+    pub field: Option<String>,
+}
+
+impl Location {
+    /// A location that names only a file.
+    pub fn file(file: impl Into<PathBuf>) -> Self {
+        Location {
+            file: file.into(),
+            ..Default::default()
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        let mut parts = Vec::new();
+        if let Some(row) = self.row {
+            parts.push(format!("row {row}"));
+        }
+        if let Some(field) = &self.field {
+            parts.push(format!("column \"{field}\""));
+        }
+        if self.line.is_none() {
+            if let Some(col) = self.column {
+                parts.push(format!("column {col}"));
+            }
+        }
+        if !parts.is_empty() {
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// One problem found in the user's input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Where it is.
+    pub location: Location,
+    /// What is wrong, in words a user can act on.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// A diagnostic at `location`.
+    pub fn new(location: Location, message: impl Into<String>) -> Self {
+        Diagnostic {
+            location,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Every error mailshot reports; each maps to one exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command line.
+    #[error("{0}")]
+    Usage(String),
+    /// An input file is missing or unreadable.
+    #[error("{}: {message}", path.display())]
+    NoInput {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        message: String,
+    },
+    /// The job, CSV or templates are invalid: every problem found.
+    #[error("{}", format_diagnostics(.0))]
+    Invalid(Vec<Diagnostic>),
+    /// The server could not be reached or refused the session.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Authentication failed.
+    #[error("{0}")]
+    Auth(String),
+    /// A transient condition; rerun to resume.
+    #[error("{0}")]
+    TempFail(String),
+    /// Anything else (I/O on outputs, internal errors).
+    #[error("{0}")]
+    Software(String),
+}
+
+fn format_diagnostics(diags: &[Diagnostic]) -> String {
+    diags
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Error {
+    /// The sysexits code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Usage(_) => ExitCode::Usage,
+            Error::NoInput { .. } => ExitCode::NoInput,
+            Error::Invalid(_) => ExitCode::DataErr,
+            Error::Unavailable(_) => ExitCode::Unavailable,
+            Error::Auth(_) => ExitCode::NoPerm,
+            Error::TempFail(_) => ExitCode::TempFail,
+            Error::Software(_) => ExitCode::Software,
+        }
+    }
+
+    /// A single-diagnostic invalid-input error.
+    pub fn invalid(location: Location, message: impl Into<String>) -> Self {
+        Error::Invalid(vec![Diagnostic::new(location, message)])
+    }
+
+    /// A missing/unreadable file error from an I/O error.
+    pub fn no_input(path: impl Into<PathBuf>, err: &std::io::Error) -> Self {
+        Error::NoInput {
+            path: path.into(),
+            message: err.to_string(),
+        }
+    }
+}
+
+/// Shorthand result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

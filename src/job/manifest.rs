@@ -1,0 +1,1 @@
+//! Raw serde types of the job file (deny unknown keys).

@@ -1,0 +1,1 @@
+//! Provider presets (qq, 163, 126, gmail, outlook, ...): host, port, security.

@@ -1,0 +1,1 @@
+//! `smtps://`, `smtp://` and `smtp+plain://` URLs into SMTP settings.

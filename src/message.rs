@@ -1,0 +1,100 @@
+//! The values passed between stages: a mailbox, a rendered draft, and the
+//! outgoing message (envelope + bytes) the SMTP engine carries.
+
+use std::sync::Arc;
+
+/// One address with an optional display name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    /// Display name, unencoded (may be non-ASCII); never contains CR or LF.
+    pub name: Option<String>,
+    /// The addr-spec `local@domain` (the domain may be internationalised).
+    pub addr: String,
+}
+
+/// A file to attach (or to embed inline when `content_id` is set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// File name shown to the recipient (may be non-ASCII).
+    pub name: String,
+    /// MIME type, e.g. `application/pdf`.
+    pub content_type: String,
+    /// The bytes.
+    pub data: Arc<Vec<u8>>,
+    /// Content-ID for inline parts referenced as `cid:` from HTML.
+    pub content_id: Option<String>,
+}
+
+/// Everything rendered for one recipient, before MIME encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Draft {
+    /// 1-based CSV data row.
+    pub row: u64,
+    /// The row's email column value (the report key).
+    pub email: String,
+    /// From header and envelope sender.
+    pub from: Option<Mailbox>,
+    /// Reply-To.
+    pub reply_to: Vec<Mailbox>,
+    /// To.
+    pub to: Vec<Mailbox>,
+    /// Cc.
+    pub cc: Vec<Mailbox>,
+    /// Bcc: envelope only, never a header.
+    pub bcc: Vec<Mailbox>,
+    /// Subject, unencoded; never contains CR or LF.
+    pub subject: String,
+    /// Extra headers (name, unencoded value without CR/LF), in job order.
+    pub headers: Vec<(String, String)>,
+    /// List-Unsubscribe URIs (without angle brackets).
+    pub list_unsubscribe: Vec<String>,
+    /// Plain-text body.
+    pub text: Option<String>,
+    /// HTML body.
+    pub html: Option<String>,
+    /// Attachments (and inline images).
+    pub attachments: Vec<Attachment>,
+}
+
+impl Draft {
+    /// Every envelope recipient: To, Cc and Bcc addresses, deduplicated
+    /// case-insensitively, in that order.
+    pub fn envelope_recipients(&self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.to
+            .iter()
+            .chain(&self.cc)
+            .chain(&self.bcc)
+            .filter(|m| seen.insert(m.addr.to_lowercase()))
+            .map(|m| m.addr.clone())
+            .collect()
+    }
+}
+
+/// The SMTP envelope of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// MAIL FROM address (may be empty for a null reverse-path).
+    pub mail_from: String,
+    /// RCPT TO addresses.
+    pub rcpt_to: Vec<String>,
+}
+
+/// A rendered, encoded message ready for the SMTP engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// 1-based CSV data row this message belongs to.
+    pub row: u64,
+    /// The row's email (report key).
+    pub email: String,
+    /// The Message-ID header value, with angle brackets.
+    pub message_id: String,
+    /// Envelope.
+    pub envelope: Envelope,
+    /// RFC 5322 bytes, CRLF line endings, not dot-stuffed.
+    pub data: Arc<Vec<u8>>,
+    /// The body has 8-bit octets (needs BODY=8BITMIME).
+    pub eight_bit: bool,
+    /// Addresses or headers need SMTPUTF8.
+    pub smtputf8: bool,
+}

@@ -1,0 +1,7 @@
+//! Running a job: scheduling over sessions, the durable journal, the report
+//! and progress display.
+
+pub mod journal;
+pub mod progress;
+pub mod report;
+pub mod scheduler;
