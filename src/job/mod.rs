@@ -187,8 +187,8 @@ pub struct Job {
     pub from: String,
     /// Reply-To template.
     pub reply_to: Option<String>,
-    /// To template (default `{{ <email_column> }}`).
-    pub to: String,
+    /// To template; `None` means the row's email column.
+    pub to: Option<String>,
     /// Cc template (comma-separated list).
     pub cc: Option<String>,
     /// Bcc template (comma-separated list; envelope only).
