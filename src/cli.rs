@@ -1,1 +1,159 @@
-//! Command-line arguments (clap derive): raw values only.
+//! Command-line arguments (clap derive): raw values only; `app` checks them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// mailshot — a scriptable batch mailer: YAML job + CSV recipients + minijinja
+/// templates, sent over pipelined SMTP.
+#[derive(Debug, Parser)]
+#[command(name = "mailshot", version, about, long_about = None)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands of SPEC.md.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send the job (validates every row first; nothing is sent if any row fails).
+    Run(RunArgs),
+    /// Validate the job, CSV, templates, addresses and attachments for every row; no network.
+    Check(CheckArgs),
+    /// Print the raw RFC 5322 message for one row to stdout.
+    Preview(PreviewArgs),
+    /// Send one message, mailx-style; the body comes from stdin.
+    Send(SendArgs),
+    /// Run a local capture SMTP server that stores each message as DIR/*.eml.
+    Capture(CaptureArgs),
+}
+
+/// Options shared by the commands that read a job.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// The job file (YAML).
+    pub job: PathBuf,
+    /// Add KEY=VALUE to the job's `vars` (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+}
+
+/// `mailshot run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Render every message into --out DIR instead of sending.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output folder for --dry-run (one ROW.eml per recipient).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Only the first N rows.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Parallel SMTP sessions (overrides smtp.sessions).
+    #[arg(long, value_name = "N")]
+    pub sessions: Option<usize>,
+    /// Rate limit across sessions, e.g. 20/s, 300/min, 1000/h.
+    #[arg(long, value_name = "RATE")]
+    pub rate: Option<String>,
+    /// Write the SMTP conversation to FILE, or `-` for stderr (secrets redacted).
+    #[arg(long, value_name = "FILE|-")]
+    pub trace: Option<String>,
+    /// The report CSV (default: JOB.report.csv next to the job).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Forget the journal of an earlier run and start from scratch.
+    #[arg(long)]
+    pub restart: bool,
+    /// Resend messages whose outcome is unknown (same Message-ID).
+    #[arg(long)]
+    pub resend_uncertain: bool,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+    /// One JSON event per line on stdout instead of the progress bar.
+    #[arg(long)]
+    pub json: bool,
+    /// SMTP server URL, overriding the job and the user config.
+    #[arg(long, value_name = "URL")]
+    pub smtp: Option<String>,
+}
+
+/// `mailshot check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The job.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Also open the SMTP session (TLS, AUTH) and quit.
+    #[arg(long)]
+    pub connect: bool,
+    /// SMTP server URL, overriding the job and the user config.
+    #[arg(long, value_name = "URL")]
+    pub smtp: Option<String>,
+    /// Write the SMTP conversation of --connect to FILE or `-`.
+    #[arg(long, value_name = "FILE|-")]
+    pub trace: Option<String>,
+}
+
+/// `mailshot preview`.
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// The job.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// The 1-based data row to show.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub row: u64,
+}
+
+/// `mailshot send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// To address (repeatable, or comma-separated).
+    #[arg(long, required = true, value_name = "ADDR")]
+    pub to: Vec<String>,
+    /// Cc address (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub cc: Vec<String>,
+    /// Bcc address (repeatable; envelope only).
+    #[arg(long, value_name = "ADDR")]
+    pub bcc: Vec<String>,
+    /// The subject.
+    #[arg(long, short = 's')]
+    pub subject: String,
+    /// An HTML file for the HTML part (stdin stays the text part).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// A file to attach (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub attach: Vec<PathBuf>,
+    /// The From address (default: the SMTP username).
+    #[arg(long, value_name = "ADDR")]
+    pub from: Option<String>,
+    /// SMTP server URL, overriding the user config.
+    #[arg(long, value_name = "URL")]
+    pub smtp: Option<String>,
+    /// Print the message instead of sending it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the SMTP conversation to FILE or `-`.
+    #[arg(long, value_name = "FILE|-")]
+    pub trace: Option<String>,
+}
+
+/// `mailshot capture`.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    pub listen: SocketAddr,
+    /// Folder for the captured .eml files.
+    #[arg(long, default_value = "outbox")]
+    pub dir: PathBuf,
+}

@@ -97,6 +97,8 @@ pub struct SmtpSettings {
     pub data_timeout: Duration,
     /// Attempts per message before giving up on transient failures.
     pub max_attempts: u32,
+    /// First retry delay after a transient failure; doubles per attempt (with jitter).
+    pub retry_delay: Duration,
     /// Name sent in EHLO/HELO (default: the local host name).
     pub helo: Option<String>,
     /// Allow AUTH over a connection that is not TLS-protected (`allow_plaintext_auth: true`).
@@ -122,6 +124,7 @@ impl SmtpSettings {
             timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             max_attempts: 5,
+            retry_delay: Duration::from_secs(2),
             helo: None,
             allow_plaintext_auth: false,
             provider: None,

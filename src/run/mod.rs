@@ -2,6 +2,7 @@
 //! and progress display.
 
 pub mod journal;
+pub mod limiter;
 pub mod progress;
 pub mod report;
 pub mod scheduler;

@@ -1,1 +1,784 @@
-//! Run: scheduler.
+//! Queue → sessions: hands rendered messages to `sessions` parallel SMTP
+//! sessions, reconnects after `max_messages_per_session`, a 421 or a dropped
+//! connection, applies the shared rate limit, retries transient failures with
+//! exponential backoff and jitter, and settles every message into exactly one
+//! final [`RowOutcome`] through the [`Ledger`] (the journal, the report and the
+//! progress display behind it).
+//!
+//! Exactly-once rests on one ordering rule: a message is recorded in flight
+//! (durably, by the ledger) before it is handed to the protocol core, so before
+//! its final dot or `BDAT LAST` can leave; its outcome is recorded before the
+//! next one is reported.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::limiter::Limiter;
+use crate::error::Error;
+use crate::job::Rate;
+use crate::message::Outgoing;
+use crate::smtp::client::{
+    ClientConfig, CloseReason, Event, SessionError, Transaction, TxOutcome, TxResult,
+};
+use crate::smtp::connection::{Endpoint, Session, SessionFailure, Trace};
+use crate::smtp::reply::Reply;
+
+/// What finally happened to one recipient row (SPEC.md report statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// The server accepted the message.
+    Sent,
+    /// Permanently refused (5xx).
+    Rejected,
+    /// Transient failures until the attempts ran out; a rerun retries it.
+    Failed,
+    /// The connection was lost after the final dot, before the reply.
+    Uncertain,
+    /// Not sent on purpose (duplicate address, invalid row).
+    Skipped,
+}
+
+impl Status {
+    /// The report spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Sent => "sent",
+            Status::Rejected => "rejected",
+            Status::Failed => "failed",
+            Status::Uncertain => "uncertain",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+/// The settled outcome of one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowOutcome {
+    /// 1-based data row.
+    pub row: u64,
+    /// The row's email.
+    pub email: String,
+    /// What happened.
+    pub status: Status,
+    /// SMTP reply code, if a reply decided it.
+    pub code: Option<u16>,
+    /// Enhanced status code (`5.1.1`), if any.
+    pub enhanced: Option<String>,
+    /// Reply text or a description of the failure (one line).
+    pub reply: String,
+    /// The message's Message-ID.
+    pub message_id: String,
+    /// Attempts made so far (across reruns).
+    pub attempts: u32,
+}
+
+/// Where the scheduler records what happens; implemented by the run driver
+/// over the journal, report and progress display.
+pub trait Ledger: Sync {
+    /// Durably record that these messages are about to be handed to a session
+    /// (row, message id, attempt). An error stops all sending.
+    fn inflight(&self, batch: &[(u64, &str, u32)]) -> io::Result<()>;
+    /// Durably record final outcomes, then report them. An error stops all sending.
+    fn settled(&self, batch: &[RowOutcome]) -> io::Result<()>;
+    /// Sessions currently connected (for the progress display).
+    fn sessions_active(&self, _n: usize) {}
+}
+
+/// One message on its way, with what is left of its envelope.
+#[derive(Debug, Clone)]
+pub struct Work {
+    /// The rendered message.
+    pub out: Outgoing,
+    /// Attempts made before this one (from earlier runs too).
+    pub attempts: u32,
+    /// Recipients still to deliver to (a 452 defers some to a new transaction).
+    pub rcpts: Vec<String>,
+    /// Replies of recipients already settled (accepted or refused) in earlier transactions.
+    pub settled_rcpts: Vec<(String, Reply)>,
+}
+
+impl Work {
+    /// A fresh work item for `out`.
+    pub fn new(out: Outgoing, attempts: u32) -> Self {
+        let rcpts = out.envelope.rcpt_to.clone();
+        Work {
+            out,
+            attempts,
+            rcpts,
+            settled_rcpts: Vec::new(),
+        }
+    }
+}
+
+/// How the scheduler runs.
+#[derive(Clone)]
+pub struct Plan {
+    /// Where to connect.
+    pub endpoint: Endpoint,
+    /// Protocol core settings for every session (credentials included).
+    pub core: ClientConfig,
+    /// Parallel sessions.
+    pub sessions: usize,
+    /// QUIT and reconnect after this many messages.
+    pub max_messages_per_session: usize,
+    /// Rate limit across sessions.
+    pub rate: Option<Rate>,
+    /// Attempts per message for transient failures.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt (with jitter), capped at 5 minutes.
+    pub retry_delay: Duration,
+    /// SMTP trace sink.
+    pub trace: Option<Trace>,
+    /// Advice appended to an authentication failure (provider specific).
+    pub auth_advice: Option<String>,
+}
+
+/// What the run as a whole ended with.
+#[derive(Debug, Default)]
+pub struct RunEnd {
+    /// A condition that stopped the run early (auth failure, unreachable server, journal failure).
+    pub fatal: Option<Error>,
+    /// Messages accepted by a server in this run.
+    pub accepted: usize,
+    /// Messages never settled (left in the queue); a rerun sends them.
+    pub unsent: usize,
+    /// The run was interrupted.
+    pub interrupted: bool,
+}
+
+enum Next {
+    Work(Box<Work>),
+    Wait(Duration),
+    Done,
+}
+
+struct Dispatcher {
+    source: Mutex<Option<Receiver<Work>>>,
+    retry: Mutex<Vec<(Instant, Work)>>,
+    /// Items taken from the source and not yet settled.
+    pending: AtomicUsize,
+    limiter: Option<Mutex<Limiter>>,
+    stop: Arc<AtomicBool>,
+    fatal: Mutex<Option<Error>>,
+    failed_hard: AtomicBool,
+    accepted: AtomicUsize,
+    active: AtomicUsize,
+}
+
+impl Dispatcher {
+    fn halted(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.failed_hard.load(Ordering::SeqCst)
+    }
+
+    fn set_fatal(&self, err: Error) {
+        let mut f = self.fatal.lock().unwrap();
+        if f.is_none() {
+            *f = Some(err);
+        }
+        self.failed_hard.store(true, Ordering::SeqCst);
+    }
+
+    fn next(&self) -> Next {
+        if self.halted() {
+            return Next::Done;
+        }
+        let now = Instant::now();
+        // A slot from the rate limiter first, given back if no message turns up.
+        if let Some(lim) = &self.limiter {
+            if let Err(wait) = lim.lock().unwrap().try_acquire(now) {
+                return Next::Wait(wait.min(Duration::from_millis(200)));
+            }
+        }
+        let got = self.take(now);
+        if !matches!(got, Next::Work(_)) {
+            if let Some(lim) = &self.limiter {
+                lim.lock().unwrap().release();
+            }
+        }
+        got
+    }
+
+    fn take(&self, now: Instant) -> Next {
+        let mut next_due = None;
+        {
+            let mut retry = self.retry.lock().unwrap();
+            if let Some(i) = (0..retry.len()).min_by_key(|&i| retry[i].0) {
+                if retry[i].0 <= now {
+                    let (_, w) = retry.swap_remove(i);
+                    return Next::Work(Box::new(w));
+                }
+                next_due = Some(retry[i].0 - now);
+            }
+        }
+        let mut source = self.source.lock().unwrap();
+        if let Some(rx) = source.as_ref() {
+            match rx.try_recv() {
+                Ok(w) => {
+                    self.pending.fetch_add(1, Ordering::SeqCst);
+                    return Next::Work(Box::new(w));
+                }
+                Err(TryRecvError::Empty) => {
+                    return Next::Wait(
+                        next_due
+                            .unwrap_or(Duration::from_millis(5))
+                            .min(Duration::from_millis(5)),
+                    )
+                }
+                Err(TryRecvError::Disconnected) => *source = None,
+            }
+        }
+        if self.pending.load(Ordering::SeqCst) == 0 {
+            Next::Done
+        } else {
+            Next::Wait(
+                next_due
+                    .unwrap_or(Duration::from_millis(20))
+                    .min(Duration::from_millis(200)),
+            )
+        }
+    }
+
+    /// Put work back to be sent again after `delay`.
+    fn requeue(&self, work: Work, delay: Duration) {
+        self.retry
+            .lock()
+            .unwrap()
+            .push((Instant::now() + delay, work));
+    }
+
+    fn done_one(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn unsent(&self) -> usize {
+        let in_source = self
+            .source
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|rx| rx.try_iter().count())
+            .unwrap_or(0);
+        self.pending.load(Ordering::SeqCst) + in_source
+    }
+}
+
+/// Send everything `source` yields; returns when it is exhausted and every
+/// message is settled, or when the run is stopped (`stop`) or fails.
+pub fn run(plan: &Plan, source: Receiver<Work>, ledger: &dyn Ledger, stop: Arc<AtomicBool>) -> RunEnd {
+    let dispatch = Dispatcher {
+        source: Mutex::new(Some(source)),
+        retry: Mutex::new(Vec::new()),
+        pending: AtomicUsize::new(0),
+        limiter: plan.rate.map(|r| Mutex::new(Limiter::new(r))),
+        stop: stop.clone(),
+        fatal: Mutex::new(None),
+        failed_hard: AtomicBool::new(false),
+        accepted: AtomicUsize::new(0),
+        active: AtomicUsize::new(0),
+    };
+    std::thread::scope(|s| {
+        for id in 1..=plan.sessions.max(1) {
+            let dispatch = &dispatch;
+            s.spawn(move || SessionWorker::new(plan, dispatch, ledger, id).run());
+        }
+    });
+    let fatal = dispatch.fatal.lock().unwrap().take();
+    RunEnd {
+        unsent: dispatch.unsent(),
+        accepted: dispatch.accepted.load(Ordering::SeqCst),
+        interrupted: stop.load(Ordering::SeqCst),
+        fatal,
+    }
+}
+
+struct SessionWorker<'a> {
+    plan: &'a Plan,
+    dispatch: &'a Dispatcher,
+    ledger: &'a dyn Ledger,
+    id: usize,
+    failures: u32,
+    next_tx: u64,
+}
+
+/// What ending a session means for the worker.
+enum SessionEnd {
+    /// No more work.
+    Finished,
+    /// Reconnect (after `max_messages_per_session` or a clean close).
+    Reconnect,
+    /// The session broke; reconnect after a backoff.
+    Broken(String),
+}
+
+impl<'a> SessionWorker<'a> {
+    fn new(plan: &'a Plan, dispatch: &'a Dispatcher, ledger: &'a dyn Ledger, id: usize) -> Self {
+        SessionWorker {
+            plan,
+            dispatch,
+            ledger,
+            id,
+            failures: 0,
+            next_tx: 0,
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            // Connect only when there is something to send.
+            let first = loop {
+                match self.dispatch.next() {
+                    Next::Work(w) => break *w,
+                    Next::Wait(d) => std::thread::sleep(d),
+                    Next::Done => return,
+                }
+            };
+            let session = match Session::open(
+                &self.plan.endpoint,
+                self.plan.core.clone(),
+                self.plan.trace.clone(),
+                self.id,
+            ) {
+                Ok(s) => s,
+                Err(failure) => {
+                    // Nothing of `first` left: give it back untouched.
+                    self.dispatch.requeue(first, Duration::ZERO);
+                    if let Some(fatal) = self.fatal_open_failure(&failure) {
+                        self.dispatch.set_fatal(fatal);
+                        return;
+                    }
+                    if !self.backoff(&failure.to_string()) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            self.dispatch.active.fetch_add(1, Ordering::SeqCst);
+            self.ledger
+                .sessions_active(self.dispatch.active.load(Ordering::SeqCst));
+            let end = self.drive(session, first);
+            self.dispatch.active.fetch_sub(1, Ordering::SeqCst);
+            self.ledger
+                .sessions_active(self.dispatch.active.load(Ordering::SeqCst));
+            match end {
+                SessionEnd::Finished => return,
+                SessionEnd::Reconnect => self.failures = 0,
+                SessionEnd::Broken(why) => {
+                    if !self.backoff(&why) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleep before reconnecting; false when the attempts are used up (the run
+    /// then stops with what is left unsent).
+    fn backoff(&mut self, why: &str) -> bool {
+        self.failures += 1;
+        if self.failures >= self.plan.max_attempts.max(1) {
+            let err = if self.dispatch.accepted.load(Ordering::SeqCst) == 0 {
+                Error::Unavailable(format!(
+                    "could not use {}:{} after {} attempts: {why}",
+                    self.plan.endpoint.host, self.plan.endpoint.port, self.failures
+                ))
+            } else {
+                Error::TempFail(format!(
+                    "the server became unavailable ({why}); rerun to resume"
+                ))
+            };
+            self.dispatch.set_fatal(err);
+            return false;
+        }
+        let delay = retry_delay(self.plan.retry_delay, self.failures);
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if self.dispatch.halted() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+        }
+        true
+    }
+
+    fn fatal_open_failure(&self, failure: &SessionFailure) -> Option<Error> {
+        let server = format!("{}:{}", self.plan.endpoint.host, self.plan.endpoint.port);
+        match failure {
+            SessionFailure::Io(_) => None,
+            SessionFailure::Tls(e) => Some(Error::Unavailable(format!(
+                "{server}: TLS handshake failed: {e}"
+            ))),
+            SessionFailure::Closed(CloseReason::ServiceClosing(_)) => None,
+            SessionFailure::Closed(CloseReason::Quit) => None,
+            SessionFailure::Closed(CloseReason::Error(e)) => Some(match e {
+                SessionError::AuthFailed(reply) => {
+                    let mut msg = format!("{server}: authentication failed: {reply}");
+                    if let Some(advice) = &self.plan.auth_advice {
+                        msg.push_str("\n  ");
+                        msg.push_str(advice);
+                    }
+                    Error::Auth(msg)
+                }
+                SessionError::AuthRequiresTls | SessionError::AuthUnsupported => {
+                    Error::Auth(format!("{server}: {e}"))
+                }
+                SessionError::Greeting(reply) if reply.is_transient() => {
+                    return None;
+                }
+                other => Error::Unavailable(format!("{server}: {other}")),
+            }),
+        }
+    }
+
+    /// Run one connected session until it ends.
+    fn drive(&mut self, mut session: Session, first: Work) -> SessionEnd {
+        let mut carry = Some(first);
+        let mut inflight: HashMap<u64, Work> = HashMap::new();
+        let mut submitted = 0usize;
+        let max = self.plan.max_messages_per_session.max(1);
+        let mut exhausted = false;
+        loop {
+            // Fill the window.
+            let mut batch: Vec<Work> = Vec::new();
+            loop {
+                if submitted + batch.len() >= max || !session.client().can_submit() {
+                    break;
+                }
+                // Under a rate limit, one message at a time keeps arrival
+                // times as even as the send times.
+                if self.plan.rate.is_some() && (!inflight.is_empty() || !batch.is_empty()) {
+                    break;
+                }
+                if session.client().in_flight() + batch.len() >= self.plan.core.window.max(1) {
+                    break;
+                }
+                let w = match carry.take() {
+                    Some(w) => w,
+                    None => match self.dispatch.next() {
+                        Next::Work(w) => *w,
+                        Next::Wait(d) => {
+                            if inflight.is_empty() && batch.is_empty() {
+                                std::thread::sleep(d);
+                                continue;
+                            }
+                            break;
+                        }
+                        Next::Done => {
+                            exhausted = true;
+                            break;
+                        }
+                    },
+                };
+                batch.push(w);
+            }
+            if !batch.is_empty() {
+                let entries: Vec<(u64, &str, u32)> = batch
+                    .iter()
+                    .map(|w| (w.out.row, w.out.message_id.as_str(), w.attempts + 1))
+                    .collect();
+                if let Err(e) = self.ledger.inflight(&entries) {
+                    self.dispatch
+                        .set_fatal(Error::Software(format!("cannot write the journal: {e}")));
+                    for w in batch {
+                        self.dispatch.requeue(w, Duration::ZERO);
+                    }
+                    self.finish_inflight(&mut session, &mut inflight);
+                    session.quit();
+                    return SessionEnd::Finished;
+                }
+                for mut w in batch {
+                    w.attempts += 1;
+                    self.next_tx += 1;
+                    let tx = Transaction {
+                        id: self.next_tx,
+                        mail_from: w.out.envelope.mail_from.clone(),
+                        rcpt_to: w.rcpts.clone(),
+                        data: w.out.data.clone(),
+                        eight_bit: w.out.eight_bit,
+                        smtputf8: w.out.smtputf8,
+                    };
+                    session.client().submit(tx);
+                    inflight.insert(self.next_tx, w);
+                    submitted += 1;
+                }
+            }
+            if inflight.is_empty() {
+                if exhausted || self.dispatch.halted() {
+                    session.quit();
+                    return SessionEnd::Finished;
+                }
+                if submitted >= max {
+                    session.quit();
+                    return SessionEnd::Reconnect;
+                }
+                continue;
+            }
+            match session.next_event() {
+                Ok(Event::Outcome(o)) => {
+                    let mut outcomes = vec![o];
+                    // Group commit: settle every outcome that is already here.
+                    while let Ok(Some(Event::Outcome(o))) = session.poll_ready() {
+                        outcomes.push(o);
+                    }
+                    if !self.settle_all(outcomes, &mut inflight) {
+                        self.finish_inflight(&mut session, &mut inflight);
+                        session.quit();
+                        return SessionEnd::Finished;
+                    }
+                    self.failures = 0;
+                }
+                Ok(Event::Closed(reason)) => {
+                    let lost = session.lost();
+                    self.settle_all(lost, &mut inflight);
+                    self.requeue_all(&mut inflight);
+                    return SessionEnd::Broken(reason.to_string());
+                }
+                Ok(Event::Ready) | Ok(Event::StartTls) => {}
+                Err(failure) => {
+                    let lost = session.lost();
+                    self.settle_all(lost, &mut inflight);
+                    self.requeue_all(&mut inflight);
+                    return SessionEnd::Broken(failure.to_string());
+                }
+            }
+        }
+    }
+
+    /// Wait for the outcomes of what is already in flight (the run is stopping).
+    fn finish_inflight(&mut self, session: &mut Session, inflight: &mut HashMap<u64, Work>) {
+        while !inflight.is_empty() {
+            match session.next_event() {
+                Ok(Event::Outcome(o)) => {
+                    self.settle_all(vec![o], inflight);
+                }
+                Ok(Event::Ready) | Ok(Event::StartTls) => {}
+                Ok(Event::Closed(_)) | Err(_) => {
+                    let lost = session.lost();
+                    self.settle_all(lost, inflight);
+                    break;
+                }
+            }
+        }
+        self.requeue_all(inflight);
+    }
+
+    fn requeue_all(&self, inflight: &mut HashMap<u64, Work>) {
+        for (_, w) in inflight.drain() {
+            self.dispatch.requeue(w, Duration::ZERO);
+        }
+    }
+
+    /// Turn protocol outcomes into row outcomes or requeued work; false if the
+    /// ledger failed (sending must stop).
+    fn settle_all(&mut self, outcomes: Vec<TxOutcome>, inflight: &mut HashMap<u64, Work>) -> bool {
+        let mut settled = Vec::new();
+        for o in outcomes {
+            let Some(work) = inflight.remove(&o.id) else {
+                continue;
+            };
+            if let Some(row) = self.settle(work, o) {
+                settled.push(row);
+            }
+        }
+        if settled.is_empty() {
+            return true;
+        }
+        let n = settled.len();
+        match self.ledger.settled(&settled) {
+            Ok(()) => {
+                for _ in 0..n {
+                    self.dispatch.done_one();
+                }
+                true
+            }
+            Err(e) => {
+                self.dispatch
+                    .set_fatal(Error::Software(format!("cannot write the journal: {e}")));
+                false
+            }
+        }
+    }
+
+    /// Decide one transaction: a final row outcome, or `None` when the work was
+    /// put back for another attempt.
+    fn settle(&mut self, mut work: Work, o: TxOutcome) -> Option<RowOutcome> {
+        let row_email = work.out.email.to_lowercase();
+        match o.result {
+            TxResult::Accepted(final_reply) => {
+                self.dispatch.accepted.fetch_add(1, Ordering::SeqCst);
+                let mut deferred = Vec::new();
+                for (rcpt, reply) in o.rcpts {
+                    match reply {
+                        // Accepted recipients carry the end-of-data reply (it has the queue id).
+                        Some(r) if r.is_positive() => {
+                            work.settled_rcpts.push((rcpt, final_reply.clone()))
+                        }
+                        Some(r) if r.is_permanent() => work.settled_rcpts.push((rcpt, r)),
+                        other => deferred.push((rcpt, other)),
+                    }
+                }
+                self.defer_or_settle(work, deferred, &row_email, Some(final_reply))
+            }
+            TxResult::NoValidRecipients => {
+                let mut deferred = Vec::new();
+                for (rcpt, reply) in o.rcpts {
+                    match reply {
+                        Some(r) if r.is_permanent() => work.settled_rcpts.push((rcpt, r)),
+                        other => deferred.push((rcpt, other)),
+                    }
+                }
+                self.defer_or_settle(work, deferred, &row_email, None)
+            }
+            TxResult::Failed(reply) => {
+                if reply.is_transient() {
+                    self.retry_or_fail(work, Some(reply))
+                } else {
+                    Some(outcome(&work, Status::Rejected, Some(&reply), None))
+                }
+            }
+            TxResult::TooLarge { size, limit } => Some(outcome(
+                &work,
+                Status::Rejected,
+                None,
+                Some(format!(
+                    "message is {size} octets, the server accepts at most {limit} (SIZE)"
+                )),
+            )),
+            TxResult::Unsupported(why) => Some(outcome(&work, Status::Rejected, None, Some(why))),
+            TxResult::Uncertain => Some(outcome(
+                &work,
+                Status::Uncertain,
+                None,
+                Some(
+                    "connection lost after the end of data, before the server's reply; \
+                     not resent unless --resend-uncertain"
+                        .into(),
+                ),
+            )),
+            TxResult::NotSent => {
+                // Not the message's fault: back in the queue, the attempt not counted.
+                work.attempts = work.attempts.saturating_sub(1);
+                self.dispatch.requeue(work, Duration::ZERO);
+                None
+            }
+        }
+    }
+
+    fn retry_or_fail(&self, work: Work, reply: Option<Reply>) -> Option<RowOutcome> {
+        if work.attempts >= self.plan.max_attempts {
+            return Some(outcome(&work, Status::Failed, reply.as_ref(), None));
+        }
+        let delay = retry_delay(self.plan.retry_delay, work.attempts);
+        self.dispatch.requeue(work, delay);
+        None
+    }
+
+    /// Recipients refused with 4xx (452 too many recipients among them, RFC 5321
+    /// 4.5.3.1.10) go again in a new transaction; the row settles once none is left.
+    fn defer_or_settle(
+        &self,
+        mut work: Work,
+        deferred: Vec<(String, Option<Reply>)>,
+        row_email: &str,
+        final_reply: Option<Reply>,
+    ) -> Option<RowOutcome> {
+        if !deferred.is_empty() && work.attempts < self.plan.max_attempts {
+            let progressed = final_reply.is_some();
+            work.rcpts = deferred.into_iter().map(|(r, _)| r).collect();
+            // After a partial delivery the rest go right away; otherwise back off.
+            let delay = if progressed {
+                Duration::ZERO
+            } else {
+                retry_delay(self.plan.retry_delay, work.attempts)
+            };
+            self.dispatch.requeue(work, delay);
+            return None;
+        }
+        let mut last = final_reply;
+        for (rcpt, reply) in deferred {
+            let reply = reply.unwrap_or_else(|| Reply {
+                code: 451,
+                enhanced: None,
+                lines: vec!["no reply to RCPT".into()],
+            });
+            last.get_or_insert(reply.clone());
+            work.settled_rcpts.push((rcpt, reply));
+        }
+        let fallback = last
+            .or_else(|| work.settled_rcpts.first().map(|(_, r)| r.clone()))
+            .expect("a transaction has at least one recipient");
+        Some(self.row_from_rcpts(&work, row_email, &fallback))
+    }
+
+    /// The row's status follows its own address's reply; other recipients'
+    /// refusals are mentioned in the reply text.
+    fn row_from_rcpts(&self, work: &Work, row_email: &str, final_reply: &Reply) -> RowOutcome {
+        let own = work
+            .settled_rcpts
+            .iter()
+            .find(|(r, _)| r.to_lowercase() == row_email)
+            .or_else(|| work.settled_rcpts.first())
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| final_reply.clone());
+        let status = if own.is_positive() {
+            Status::Sent
+        } else if own.is_transient() {
+            Status::Failed
+        } else {
+            Status::Rejected
+        };
+        let mut row = outcome(work, status, Some(&own), None);
+        let others: Vec<String> = work
+            .settled_rcpts
+            .iter()
+            .filter(|(_, r)| !r.is_positive())
+            .filter(|(a, _)| a.to_lowercase() != row_email)
+            .map(|(a, r)| format!("{a}: {r}"))
+            .collect();
+        if !others.is_empty() {
+            row.reply = format!("{}; refused: {}", row.reply, others.join("; "));
+        }
+        row
+    }
+}
+
+fn outcome(work: &Work, status: Status, reply: Option<&Reply>, text: Option<String>) -> RowOutcome {
+    RowOutcome {
+        row: work.out.row,
+        email: work.out.email.clone(),
+        status,
+        code: reply.map(|r| r.code),
+        enhanced: reply.and_then(|r| r.enhanced.map(|e| e.to_string())),
+        reply: text.unwrap_or_else(|| reply.map(|r| r.text()).unwrap_or_default()),
+        message_id: work.out.message_id.clone(),
+        attempts: work.attempts,
+    }
+}
+
+/// Exponential backoff with ±25% jitter, capped at 5 minutes.
+pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let capped = exp.min(Duration::from_secs(300));
+    let jitter = 0.75 + fastrand::f64() * 0.5;
+    capped.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_secs(1);
+        for attempt in 1..6 {
+            let d = retry_delay(base, attempt);
+            let nominal = 1u64 << (attempt - 1);
+            assert!(d.as_secs_f64() >= nominal as f64 * 0.75 - 1e-9);
+            assert!(d.as_secs_f64() <= nominal as f64 * 1.25 + 1e-9);
+        }
+        assert!(retry_delay(base, 30) <= Duration::from_secs(375));
+    }
+}

@@ -1,1 +1,342 @@
-//! SMTP: connection.
+//! The only socket code: drives the protocol core ([`Client`]) over TCP or
+//! rustls TLS, applies the RFC 5321 §4.5.3.2 timeouts the core asks for, and
+//! writes the trace.
+//!
+//! Everything protocol-shaped lives in `client.rs`; this module only moves
+//! bytes, so it stays small.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+use super::client::{Client, ClientConfig as CoreConfig, CloseReason, Event, TxOutcome};
+use super::tls;
+
+/// Where trace lines go (`--trace FILE|-`); shared by all sessions.
+#[derive(Clone)]
+pub struct Trace {
+    sink: Arc<Mutex<Box<dyn Write + Send>>>,
+}
+
+impl Trace {
+    /// A trace writing to `sink`.
+    pub fn new(sink: Box<dyn Write + Send>) -> Self {
+        Trace {
+            sink: Arc::new(Mutex::new(sink)),
+        }
+    }
+
+    /// Write lines, each prefixed with the session number.
+    pub fn write(&self, session: usize, lines: &[String]) {
+        if lines.is_empty() {
+            return;
+        }
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        for line in lines {
+            let _ = writeln!(sink, "[{session}] {line}");
+        }
+        let _ = sink.flush();
+    }
+}
+
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Why a session could not be used.
+#[derive(Debug)]
+pub enum SessionFailure {
+    /// TCP connect, read or write failed, or a timeout expired.
+    Io(io::Error),
+    /// The TLS handshake failed (certificate, protocol).
+    Tls(String),
+    /// The protocol core closed the session (greeting, AUTH, STARTTLS rules, 421).
+    Closed(CloseReason),
+}
+
+impl std::fmt::Display for SessionFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionFailure::Io(e) => write!(f, "{e}"),
+            SessionFailure::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            SessionFailure::Closed(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+/// Where to connect and how.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Host name or IP literal.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Start TLS before the greeting (port 465).
+    pub implicit_tls: bool,
+    /// rustls configuration (roots + ca_file).
+    pub tls: Arc<ClientConfig>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// One SMTP session: a socket and the protocol core that speaks over it.
+pub struct Session {
+    transport: Transport,
+    client: Client,
+    endpoint: Endpoint,
+    trace: Option<Trace>,
+    id: usize,
+    buf: Vec<u8>,
+}
+
+impl Session {
+    /// Connect, run the greeting, EHLO, STARTTLS and AUTH until the core is ready.
+    pub fn open(
+        endpoint: &Endpoint,
+        core: CoreConfig,
+        trace: Option<Trace>,
+        id: usize,
+    ) -> Result<Session, SessionFailure> {
+        let tcp = connect_tcp(&endpoint.host, endpoint.port, endpoint.connect_timeout)
+            .map_err(SessionFailure::Io)?;
+        let _ = tcp.set_nodelay(true);
+        let transport = if endpoint.implicit_tls {
+            Transport::Tls(Box::new(handshake(endpoint, tcp)?))
+        } else {
+            Transport::Plain(tcp)
+        };
+        let mut session = Session {
+            transport,
+            client: Client::new(core),
+            endpoint: endpoint.clone(),
+            trace,
+            id,
+            buf: vec![0; 64 * 1024],
+        };
+        if let Some(t) = &session.trace {
+            let how = if endpoint.implicit_tls {
+                " (implicit TLS)"
+            } else {
+                ""
+            };
+            t.write(
+                id,
+                &[format!(
+                    "-- connected to {}:{}{how}",
+                    endpoint.host, endpoint.port
+                )],
+            );
+        }
+        loop {
+            match session.next_event()? {
+                Event::Ready => return Ok(session),
+                Event::Closed(reason) => return Err(SessionFailure::Closed(reason)),
+                Event::StartTls => unreachable!("handled in next_event"),
+                Event::Outcome(_) => {}
+            }
+        }
+    }
+
+    /// The protocol core, to submit transactions and ask about its state.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Write what the core has queued, then wait for the next event, reading
+    /// (with the core's timeout) as needed. STARTTLS is handled here.
+    pub fn next_event(&mut self) -> Result<Event, SessionFailure> {
+        loop {
+            if let Some(ev) = self.poll_ready()? {
+                return Ok(ev);
+            }
+            if !self.client.wants_read() {
+                // Nothing to read and nothing to report: the core waits for the caller.
+                return Err(SessionFailure::Io(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "session idle",
+                )));
+            }
+            self.read_once()?;
+        }
+    }
+
+    /// Like [`Session::next_event`] but returns `None` instead of blocking when the
+    /// core has nothing to report and waits for nothing.
+    pub fn poll(&mut self) -> Result<Option<Event>, SessionFailure> {
+        match self.next_event() {
+            Ok(ev) => Ok(Some(ev)),
+            Err(SessionFailure::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An event the core already has, without reading from the socket (used to
+    /// collect every outcome of one read for a single journal commit).
+    pub fn poll_ready(&mut self) -> Result<Option<Event>, SessionFailure> {
+        loop {
+            self.flush_output()?;
+            let ev = self.client.poll_event();
+            self.trace_out();
+            match ev {
+                Some(Event::StartTls) => {
+                    self.start_tls()?;
+                    self.client.tls_started();
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// The connection broke: outcomes for every unfinished transaction.
+    pub fn lost(&mut self) -> Vec<TxOutcome> {
+        let out = self.client.connection_lost();
+        self.trace_out();
+        out
+    }
+
+    /// Send QUIT and wait (bounded by the command timeout) for the session to close.
+    pub fn quit(mut self) {
+        self.client.quit();
+        for _ in 0..16 {
+            match self.next_event() {
+                Ok(Event::Closed(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        self.trace_out();
+        let _ = self.transport.tcp().shutdown(std::net::Shutdown::Both);
+    }
+
+    fn flush_output(&mut self) -> Result<(), SessionFailure> {
+        let out = self.client.take_output();
+        self.trace_out();
+        if out.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.client.read_timeout();
+        let _ = self.transport.tcp().set_write_timeout(Some(timeout));
+        self.transport
+            .write_all(&out)
+            .and_then(|_| self.transport.flush())
+            .map_err(SessionFailure::Io)
+    }
+
+    fn read_once(&mut self) -> Result<(), SessionFailure> {
+        let timeout = self.client.read_timeout();
+        let _ = self.transport.tcp().set_read_timeout(Some(timeout));
+        match self.transport.read(&mut self.buf) {
+            Ok(0) => Err(SessionFailure::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ))),
+            Ok(n) => {
+                self.client.feed(&self.buf[..n]);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(SessionFailure::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no reply from the server within {}s",
+                        timeout.as_secs_f64().round()
+                    ),
+                )))
+            }
+            Err(e) => Err(SessionFailure::Io(e)),
+        }
+    }
+
+    fn start_tls(&mut self) -> Result<(), SessionFailure> {
+        let tcp = match &self.transport {
+            Transport::Plain(s) => s.try_clone().map_err(SessionFailure::Io)?,
+            Transport::Tls(_) => {
+                return Err(SessionFailure::Tls("STARTTLS inside TLS".into()));
+            }
+        };
+        let tls = handshake(&self.endpoint, tcp)?;
+        self.transport = Transport::Tls(Box::new(tls));
+        if let Some(t) = &self.trace {
+            t.write(self.id, &["-- TLS handshake done".to_string()]);
+        }
+        Ok(())
+    }
+
+    fn trace_out(&mut self) {
+        let lines = self.client.take_trace();
+        if let Some(t) = &self.trace {
+            t.write(self.id, &lines);
+        }
+    }
+}
+
+fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
+    }))
+}
+
+fn handshake(
+    endpoint: &Endpoint,
+    mut tcp: TcpStream,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, SessionFailure> {
+    let name = tls::server_name(&endpoint.host).map_err(|e| SessionFailure::Tls(e.to_string()))?;
+    let mut conn = ClientConnection::new(endpoint.tls.clone(), name)
+        .map_err(|e| SessionFailure::Tls(e.to_string()))?;
+    let _ = tcp.set_read_timeout(Some(endpoint.connect_timeout));
+    let _ = tcp.set_write_timeout(Some(endpoint.connect_timeout));
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidData {
+                SessionFailure::Tls(e.to_string())
+            } else {
+                SessionFailure::Io(e)
+            }
+        })?;
+    }
+    Ok(StreamOwned::new(conn, tcp))
+}

@@ -1,1 +1,0 @@
-//! Command implementations called by `main`.

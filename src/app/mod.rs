@@ -1,0 +1,49 @@
+//! Command implementations called by `main`: each turns parsed arguments into
+//! calls on the library and returns the exit code.
+
+pub mod prepare;
+pub mod preview;
+pub mod run;
+pub mod send;
+pub mod target;
+
+use crate::cli::{Cli, Command};
+use crate::error::{ExitCode, Result};
+
+/// Run the command line's command.
+pub fn main(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) if args.dry_run => preview::dry_run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Check(args) => preview::check(&args),
+        Command::Preview(args) => preview::preview(&args),
+        Command::Send(args) => send::send(&args),
+        Command::Capture(args) => {
+            let server = crate::capture::CaptureServer::bind(args.listen, args.dir.clone())
+                .map_err(|e| {
+                    crate::error::Error::Unavailable(format!("cannot listen on {}: {e}", args.listen))
+                })?;
+            eprintln!(
+                "mailshot capture: listening on {} (PIPELINING, CHUNKING, STARTTLS), writing {}",
+                server.local_addr(),
+                args.dir.display()
+            );
+            server
+                .serve()
+                .map_err(|e| crate::error::Error::Software(e.to_string()))?;
+            Ok(ExitCode::Ok)
+        }
+    }
+}
+
+/// Parse `--var KEY=VALUE` arguments.
+pub fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>> {
+    vars.iter()
+        .map(|v| match v.split_once('=') {
+            Some((k, val)) if !k.trim().is_empty() => Ok((k.trim().to_string(), val.to_string())),
+            _ => Err(crate::error::Error::Usage(format!(
+                "--var expects KEY=VALUE, got {v:?}"
+            ))),
+        })
+        .collect()
+}

@@ -1,0 +1,163 @@
+//! Job + recipients + templates → a stream of rows, each a message, a skipped
+//! duplicate or the problems that stop it; and the validation pass that
+//! renders every row before anything is sent.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Diagnostic, Error, Location, Result};
+use crate::job::Job;
+use crate::message::Outgoing;
+use crate::mime::{self, MimeOptions};
+use crate::recipients::RecipientReader;
+use crate::render::Renderer;
+
+/// How many problems `check` lists before summarising the rest.
+const MAX_LISTED: usize = 200;
+
+/// A job whose templates compiled.
+pub struct Prepared {
+    /// The validated job.
+    pub job: Job,
+    /// Its compiled templates.
+    pub renderer: Renderer,
+}
+
+/// One CSV row after rendering.
+#[derive(Debug)]
+pub enum Row {
+    /// A message ready to send.
+    Message(Box<Outgoing>),
+    /// A duplicate address, skipped (the first row with it is sent).
+    Duplicate {
+        /// The row.
+        row: u64,
+        /// Its email.
+        email: String,
+        /// The first row with the same address.
+        first: u64,
+    },
+    /// The row cannot be sent.
+    Invalid {
+        /// The row (0 when the problem is not tied to one).
+        row: u64,
+        /// The row's email, if it could be read.
+        email: String,
+        /// What is wrong.
+        problems: Vec<Diagnostic>,
+    },
+}
+
+/// Load the job and compile its templates.
+pub fn prepare(path: &std::path::Path, vars: &[String]) -> Result<Prepared> {
+    let vars = super::parse_vars(vars)?;
+    let job = crate::job::load(path, &vars)?;
+    let renderer = Renderer::new(&job)?;
+    Ok(Prepared { job, renderer })
+}
+
+/// The Date header value: `SOURCE_DATE_EPOCH` if set (reproducible output),
+/// else now.
+pub fn date_now() -> i64 {
+    if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        return t;
+    }
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Prepared {
+    /// Stream the rows (the first `limit` only, if given).
+    pub fn rows<'a>(
+        &'a self,
+        limit: Option<u64>,
+        run_id: &'a str,
+        date: i64,
+    ) -> Result<impl Iterator<Item = Row> + 'a> {
+        let reader = RecipientReader::open(&self.job.recipients)?;
+        let allow_dups = self.job.recipients.allow_duplicates;
+        let file = self.job.recipients.file.clone();
+        Ok(reader
+            .take(limit.map(|l| l as usize).unwrap_or(usize::MAX))
+            .map(move |item| match item {
+                Err(d) => Row::Invalid {
+                    row: d.location.row.unwrap_or(0),
+                    email: String::new(),
+                    problems: vec![d],
+                },
+                Ok(r) => {
+                    if let (Some(first), false) = (r.duplicate_of, allow_dups) {
+                        return Row::Duplicate {
+                            row: r.row,
+                            email: r.email,
+                            first,
+                        };
+                    }
+                    match self.renderer.render(&r) {
+                        Err(problems) => Row::Invalid {
+                            row: r.row,
+                            email: r.email,
+                            problems,
+                        },
+                        Ok(draft) => {
+                            let Some(from) = draft.from.as_ref() else {
+                                return Row::Invalid {
+                                    row: r.row,
+                                    email: r.email,
+                                    problems: vec![Diagnostic::new(
+                                        Location {
+                                            row: Some(r.row),
+                                            ..Location::file(&file)
+                                        },
+                                        "no From address",
+                                    )],
+                                };
+                            };
+                            let opts = MimeOptions {
+                                date,
+                                message_id: mime::message_id(run_id, r.row, from),
+                            };
+                            Row::Message(Box::new(mime::compose(&draft, &opts)))
+                        }
+                    }
+                }
+            }))
+    }
+
+    /// Render every row (the first `limit`) and report every problem; nothing
+    /// is sent by this. Returns (messages, duplicates skipped).
+    pub fn validate(&self, limit: Option<u64>) -> Result<(u64, u64)> {
+        let mut problems = Vec::new();
+        let mut more = 0usize;
+        let (mut ok, mut dups) = (0u64, 0u64);
+        for row in self.rows(limit, "check", 0)? {
+            match row {
+                Row::Message(_) => ok += 1,
+                Row::Duplicate { .. } => dups += 1,
+                Row::Invalid { problems: p, .. } => {
+                    for d in p {
+                        if problems.len() < MAX_LISTED {
+                            problems.push(d);
+                        } else {
+                            more += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok((ok, dups));
+        }
+        if more > 0 {
+            problems.push(Diagnostic::new(
+                Location::file(&self.job.recipients.file),
+                format!("... and {more} more problems"),
+            ));
+        }
+        Err(Error::Invalid(problems))
+    }
+}

@@ -1,0 +1,121 @@
+//! The commands that never send: `check`, `preview` and `run --dry-run`.
+
+use std::io::Write;
+
+use super::prepare::{date_now, prepare, Row};
+use crate::cli::{CheckArgs, PreviewArgs, RunArgs};
+use crate::error::{Diagnostic, Error, ExitCode, Location, Result};
+
+/// Jobs with more recipients than this and no List-Unsubscribe get a warning
+/// (Gmail and Yahoo require one-click unsubscribe from bulk senders).
+const BULK_WARNING: u64 = 300;
+
+/// `mailshot check JOB [--connect]`.
+pub fn check(args: &CheckArgs) -> Result<ExitCode> {
+    let prepared = prepare(&args.job.job, &args.job.vars)?;
+    let (messages, dups) = prepared.validate(None)?;
+    eprintln!(
+        "{}: {messages} messages render cleanly{}",
+        args.job.job.display(),
+        if dups > 0 {
+            format!(", {dups} duplicate rows will be skipped")
+        } else {
+            String::new()
+        }
+    );
+    if prepared.job.list_unsubscribe.is_none() && messages > BULK_WARNING {
+        eprintln!(
+            "warning: {messages} recipients and no list_unsubscribe: bulk senders must offer \
+             one-click unsubscribe (RFC 8058) or Gmail and Yahoo may reject or junk the mail"
+        );
+    }
+    if args.connect {
+        let target = super::target::resolve(Some(&prepared.job), args.smtp.as_deref())?;
+        super::target::check_connect(&target, args.trace.as_deref())?;
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// `mailshot preview JOB [--row N]`.
+pub fn preview(args: &PreviewArgs) -> Result<ExitCode> {
+    if args.row == 0 {
+        return Err(Error::Usage("--row counts from 1".into()));
+    }
+    let prepared = prepare(&args.job.job, &args.job.vars)?;
+    let run_id = "preview";
+    let mut seen = 0;
+    for row in prepared.rows(Some(args.row), run_id, date_now())? {
+        seen += 1;
+        if seen < args.row {
+            continue;
+        }
+        return match row {
+            Row::Message(m) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&m.data)
+                    .and_then(|_| out.flush())
+                    .map_err(|e| Error::Software(format!("stdout: {e}")))?;
+                Ok(ExitCode::Ok)
+            }
+            Row::Invalid { problems, .. } => Err(Error::Invalid(problems)),
+            Row::Duplicate { row, email, first } => Err(Error::invalid(
+                Location {
+                    row: Some(row),
+                    ..Location::file(&prepared.job.recipients.file)
+                },
+                format!("{email} already appears in row {first}; this row is skipped when sending"),
+            )),
+        };
+    }
+    Err(Error::Usage(format!(
+        "--row {}: {} has only {seen} data rows",
+        args.row,
+        prepared.job.recipients.file.display()
+    )))
+}
+
+/// `mailshot run JOB --dry-run --out DIR`: every message as `DIR/<row>.eml`.
+pub fn dry_run(args: &RunArgs) -> Result<ExitCode> {
+    let Some(out) = &args.out else {
+        return Err(Error::Usage("--dry-run needs --out DIR".into()));
+    };
+    let prepared = prepare(&args.job.job, &args.job.vars)?;
+    // Every row must render before a single file is written.
+    prepared.validate(args.limit)?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::Software(format!("{}: {e}", out.display())))?;
+    let run_id = format!("dry{:08x}", fastrand::u32(..));
+    let (mut written, mut skipped) = (0u64, 0u64);
+    for row in prepared.rows(args.limit, &run_id, date_now())? {
+        match row {
+            Row::Message(m) => {
+                let path = out.join(format!("{}.eml", m.row));
+                std::fs::write(&path, &*m.data)
+                    .map_err(|e| Error::Software(format!("{}: {e}", path.display())))?;
+                written += 1;
+            }
+            Row::Duplicate { .. } => skipped += 1,
+            Row::Invalid { problems, .. } => {
+                // The files changed between the two passes.
+                return Err(Error::Invalid(problems));
+            }
+        }
+    }
+    if !args.quiet {
+        eprintln!(
+            "dry run: {written} messages written to {}{}",
+            out.display(),
+            if skipped > 0 {
+                format!(" ({skipped} duplicate rows skipped)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// A diagnostic for a whole file.
+pub fn file_problem(path: &std::path::Path, message: impl Into<String>) -> Diagnostic {
+    Diagnostic::new(Location::file(path), message)
+}
