@@ -1,0 +1,269 @@
+//! `mailshot run`: validate every row, then render ahead on a thread of its
+//! own behind a bounded queue while the scheduler's sessions send; every
+//! outcome goes to the journal (durably, first), the report and the progress
+//! display. Ctrl-C stops taking new messages and lets the ones in flight
+//! finish.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+
+use super::prepare::{date_now, prepare, Row};
+use super::target::{self, Live};
+use crate::cli::RunArgs;
+use crate::error::{Error, ExitCode, Result};
+use crate::job::Target;
+use crate::run::journal::{self, Journal, Replay};
+use crate::run::progress::{Mode, Progress};
+use crate::run::report::{Outcome, Report, Status};
+use crate::run::scheduler::{self, Ledger, Work};
+use crate::smtp::client::{CloseReason, SessionError};
+use crate::smtp::connection::SessionFailure;
+
+/// Rendered messages waiting for a session; bounds memory however long the CSV.
+const QUEUE: usize = 512;
+
+/// The journal, report and progress display behind the scheduler.
+struct RunLedger<'a> {
+    journal: &'a Journal,
+    report: &'a Report,
+    progress: &'a Progress,
+}
+
+impl Ledger for RunLedger<'_> {
+    fn inflight(&self, batch: &[(u64, &str, u32)]) -> std::io::Result<()> {
+        self.journal.record_inflight(batch)
+    }
+
+    fn settled(&self, batch: &[Outcome]) -> std::io::Result<()> {
+        // Durable first: a reported outcome is never one the journal could forget.
+        self.journal.record_outcomes(batch)?;
+        for o in batch {
+            self.report.record(o)?;
+            self.progress.outcome(o);
+        }
+        Ok(())
+    }
+
+    fn sessions_active(&self, n: usize) {
+        self.progress.sessions_active(n);
+    }
+}
+
+/// `JOB.<suffix>` next to the job file (`news.yaml` → `news.journal`).
+fn beside(job: &Path, suffix: &str) -> PathBuf {
+    let stem = job
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "job".into());
+    job.with_file_name(format!("{stem}.{suffix}"))
+}
+
+/// Map a failure to open a session to the error the user sees.
+pub fn open_failure(live: &Live, failure: SessionFailure) -> Error {
+    let server = format!("{}:{}", live.plan.endpoint.host, live.plan.endpoint.port);
+    match failure {
+        SessionFailure::Closed(CloseReason::Error(SessionError::AuthFailed(reply))) => {
+            let mut msg = format!("{server}: authentication failed: {reply}");
+            if let Some(advice) = &live.plan.auth_advice {
+                msg.push_str("\n  ");
+                msg.push_str(advice);
+            }
+            Error::Auth(msg)
+        }
+        SessionFailure::Closed(CloseReason::Error(
+            e @ (SessionError::AuthRequiresTls | SessionError::AuthUnsupported),
+        )) => Error::Auth(format!("{server}: {e}")),
+        other => Error::Unavailable(format!("{server}: {other}")),
+    }
+}
+
+/// `mailshot run JOB`.
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    let prepared = prepare(&args.job.job, &args.job.vars)?;
+    // Nothing is sent unless every row renders.
+    prepared.validate(args.limit)?;
+    let job = &prepared.job;
+
+    let mut target = target::resolve(Some(job), args.smtp.as_deref())?;
+    if let Target::Smtp(s) = &mut target {
+        if let Some(n) = args.sessions {
+            s.sessions = n;
+        }
+    }
+    let rate = match &args.rate {
+        Some(r) => Some(
+            crate::job::validate::parse_rate(r)
+                .map_err(|e| Error::Usage(format!("--rate {r:?}: {e}")))?,
+        ),
+        None => None,
+    };
+
+    let mut inputs: Vec<&Path> = vec![&job.path, &job.recipients.file];
+    inputs.extend(job.text.as_deref());
+    inputs.extend(job.html.as_deref());
+    inputs.extend(job.markdown.as_deref());
+    let fp = journal::fingerprint(&inputs).map_err(|e| Error::no_input(&job.path, &e))?;
+    let journal_path = beside(&job.path, "journal");
+    let (journal, replay) = journal::open(&journal_path, &fp, args.restart)?;
+    let report_path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| beside(&job.path, "report.csv"));
+    let report = Report::create(&report_path)
+        .map_err(|e| Error::Software(format!("{}: {e}", report_path.display())))?;
+
+    let trace = target::open_trace(args.trace.as_deref())?;
+    let mut live = target::live(&target, trace)?;
+    if let Some(n) = args.sessions {
+        live.plan.sessions = n.max(1);
+    }
+    if rate.is_some() {
+        live.plan.rate = rate;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second Ctrl-C while the first is being honoured ends the process at once.
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 75, stop.clone());
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+
+    let progress = Progress::new(Mode::choose(args.quiet, args.json), None);
+    let ledger = RunLedger {
+        journal: &journal,
+        report: &report,
+        progress: &progress,
+    };
+    let (tx, rx) = sync_channel::<Work>(QUEUE);
+    let date = date_now();
+    let end = std::thread::scope(|s| -> Result<scheduler::RunEnd> {
+        let producer = s.spawn(|| feed(&prepared, args, &replay, &journal, &ledger, tx, date, &stop));
+        let end = scheduler::run(&live.plan, rx, &ledger, stop.clone());
+        producer
+            .join()
+            .map_err(|_| Error::Software("the renderer thread panicked".into()))??;
+        Ok(end)
+    })?;
+
+    let summary = report
+        .finish(Some(&journal_path))
+        .map_err(|e| Error::Software(format!("{}: {e}", report_path.display())))?;
+    progress.finish(&summary);
+    if let Some(dir) = &live.capture_dir {
+        if !args.quiet && !args.json {
+            eprintln!("captured messages are in {}", dir.display());
+        }
+    }
+    drop(live);
+
+    let resume = format!("rerun `mailshot run {}` to resume", args.job.job.display());
+    if let Some(err) = end.fatal {
+        return Err(match err {
+            Error::TempFail(m) => Error::TempFail(format!("{m}; {resume}")),
+            Error::Software(m) => Error::TempFail(format!("{m}; sending stopped; {resume}")),
+            other => other,
+        });
+    }
+    if end.interrupted || stop.load(Ordering::SeqCst) {
+        eprintln!("interrupted: {} messages not sent yet; {resume}", end.unsent);
+        return Ok(ExitCode::TempFail);
+    }
+    if end.unsent > 0 {
+        eprintln!("{} messages not sent yet; {resume}", end.unsent);
+        return Ok(ExitCode::TempFail);
+    }
+    Ok(summary.exit_code())
+}
+
+/// The producer: render rows in order, settle what needs no sending (already
+/// done, duplicates, uncertain), queue the rest.
+#[allow(clippy::too_many_arguments)]
+fn feed(
+    prepared: &super::prepare::Prepared,
+    args: &RunArgs,
+    replay: &Replay,
+    journal: &Journal,
+    ledger: &RunLedger<'_>,
+    tx: std::sync::mpsc::SyncSender<Work>,
+    date: i64,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::Software(format!("journal/report: {e}"));
+    for row in prepared.rows(args.limit, &replay.run_id, date)? {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let row_no = match &row {
+            Row::Message(m) => m.row,
+            Row::Duplicate { row, .. } | Row::Invalid { row, .. } => *row,
+        };
+        if let Some(done) = replay.done.get(&row_no) {
+            let previous = journal.outcome_at(done.offset).map_err(io)?;
+            ledger.report.record_previous(&previous).map_err(io)?;
+            ledger.progress.outcome(&previous);
+            continue;
+        }
+        match row {
+            Row::Message(m) => {
+                if let (Some(id), false) = (replay.uncertain.get(&m.row), args.resend_uncertain) {
+                    let o = Outcome {
+                        row: m.row,
+                        email: m.email.clone(),
+                        status: Status::Uncertain,
+                        code: None,
+                        enhanced: None,
+                        reply: "an earlier run lost the connection after sending it; \
+                                not resent unless --resend-uncertain"
+                            .into(),
+                        message_id: Some(id.clone()),
+                        attempts: replay.attempts.get(&m.row).copied().unwrap_or(1),
+                    };
+                    ledger.report.record_previous(&o).map_err(io)?;
+                    ledger.progress.outcome(&o);
+                    continue;
+                }
+                let attempts = replay.attempts.get(&m.row).copied().unwrap_or(0);
+                if tx.send(Work::new(*m, attempts)).is_err() {
+                    break;
+                }
+            }
+            Row::Duplicate { row, email, first } => {
+                let o = Outcome {
+                    row,
+                    email,
+                    status: Status::Skipped,
+                    code: None,
+                    enhanced: None,
+                    reply: format!("duplicate of row {first}"),
+                    message_id: None,
+                    attempts: 0,
+                };
+                ledger.settled(&[o]).map_err(io)?;
+            }
+            Row::Invalid {
+                row,
+                email,
+                problems,
+            } => {
+                let o = Outcome {
+                    row,
+                    email,
+                    status: Status::Skipped,
+                    code: None,
+                    enhanced: None,
+                    reply: problems
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    message_id: None,
+                    attempts: 0,
+                };
+                ledger.settled(&[o]).map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
