@@ -543,6 +543,12 @@ impl Journal {
 mod tests {
     use super::*;
 
+    /// Session threads share it in an `Arc`.
+    const _: fn() = || {
+        fn shared<T: Send + Sync>() {}
+        shared::<Journal>();
+    };
+
     fn fp(s: &str) -> Fingerprint {
         Fingerprint(s.into())
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::run::report::{Outcome, Status, Summary};
+use crate::run::report::{one_line, Outcome, Status, Summary};
 
 /// The outcome of one recipient, as shown to the user.
 pub type OutcomeEvent = Outcome;
@@ -200,7 +200,7 @@ impl Progress {
                     "status": event.status.as_str(),
                     "code": event.code,
                     "enhanced": event.enhanced,
-                    "reply": event.reply,
+                    "reply": one_line(&event.reply),
                     "message_id": event.message_id,
                     "attempts": event.attempts,
                 });
@@ -223,6 +223,23 @@ impl Progress {
         state.sessions = n;
         if let Some(bar) = &self.bar {
             bar.set_message(bar_message(&state));
+        }
+    }
+
+    /// A message for the user (a reconnect, a warning) that must not garble
+    /// the bar: above the bar, as a plain line, or on stderr in JSON mode
+    /// (stdout carries only events). Quiet mode drops it.
+    pub fn note(&self, text: &str) {
+        // Server text can carry escape sequences; never pass them to a terminal.
+        let text = one_line(text);
+        match self.mode {
+            Mode::Bar => match &self.bar {
+                Some(bar) => bar.suspend(|| eprintln!("mailshot: {text}")),
+                None => eprintln!("mailshot: {text}"),
+            },
+            Mode::Plain => self.lock().write_line(&format!("mailshot: {text}")),
+            Mode::Json => eprintln!("mailshot: {text}"),
+            Mode::Quiet => {}
         }
     }
 
@@ -304,6 +321,12 @@ fn bar_message(state: &State) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Session threads share it in an `Arc`.
+    const _: fn() = || {
+        fn shared<T: Send + Sync>() {}
+        shared::<Progress>();
+    };
     use std::sync::Arc;
 
     /// A sink the test can read after handing a clone to `Progress`.
@@ -357,6 +380,7 @@ mod tests {
         let p = Progress::with_sink(Mode::Plain, Some(4), Box::new(out.clone()))
             .with_interval(Duration::ZERO);
         p.sessions_active(2);
+        p.note("connected to\x1b[31m smtp.example.org");
         p.outcome(&event(1, Status::Sent, Some(250)));
         p.outcome(&event(2, Status::Rejected, Some(550)));
         p.outcome(&event(3, Status::Sent, Some(250)));
@@ -364,7 +388,12 @@ mod tests {
         let text = out.text();
         assert!(!text.contains('\x1b'), "escape code in {text:?}");
         assert!(!text.contains('\r'), "carriage return in {text:?}");
-        let lines: Vec<&str> = text.lines().collect();
+        let mut lines: Vec<&str> = text.lines().collect();
+        // ESC becomes a space; the printable rest of the sequence is harmless.
+        assert_eq!(
+            lines.remove(0),
+            "mailshot: connected to [31m smtp.example.org"
+        );
         assert!(lines[0].starts_with("mailshot: 1/4 done: 1 sent, 0 failed, 3 remaining"));
         assert!(lines[0].contains("2 sessions active"), "{}", lines[0]);
         // The last outcome line and the forced final line both say 3/4.

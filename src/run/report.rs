@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -154,10 +154,9 @@ struct Index {
 }
 
 struct Inner {
-    scratch: BufWriter<File>,
-    scratch_len: u64,
+    /// Formats each outcome straight into the scratch file.
+    scratch: csv::Writer<Counting>,
     index: Index,
-    line: Vec<u8>,
     /// Outcomes recorded by this run (not replayed), for the rate.
     this_run: u64,
     /// Rows replayed from an earlier run's journal.
@@ -191,10 +190,11 @@ impl Report {
             scratch_file: ScratchFile(scratch_path),
             started: Instant::now(),
             inner: Mutex::new(Inner {
-                scratch: BufWriter::new(file),
-                scratch_len: 0,
+                scratch: csv::Writer::from_writer(Counting {
+                    file: BufWriter::new(file),
+                    written: 0,
+                }),
                 index: Index::default(),
-                line: Vec::with_capacity(256),
                 this_run: 0,
                 previous: 0,
             }),
@@ -226,21 +226,19 @@ impl Report {
             })?;
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *inner;
-        inner.line.clear();
-        format_line(outcome, &mut inner.line)?;
-        let len = u32::try_from(inner.line.len())
+        let start = inner.scratch.get_ref().written;
+        format_line(outcome, &mut inner.scratch)?;
+        let len = u32::try_from(inner.scratch.get_ref().written - start)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "report line too long"))?;
-        inner.scratch.write_all(&inner.line)?;
         let index = &mut inner.index;
         if index.status.len() <= row {
             index.offset.resize(row + 1, 0);
             index.len.resize(row + 1, 0);
             index.status.resize(row + 1, NO_OUTCOME);
         }
-        index.offset[row] = inner.scratch_len;
+        index.offset[row] = start;
         index.len[row] = len;
         index.status[row] = outcome.status.index() as u8;
-        inner.scratch_len += u64::from(len);
         if previous {
             inner.previous += 1;
         } else {
@@ -254,8 +252,13 @@ impl Report {
     pub fn finish(self, journal: Option<&Path>) -> io::Result<Summary> {
         let elapsed = self.started.elapsed();
         let inner = self.inner.into_inner().unwrap_or_else(|e| e.into_inner());
-        let mut scratch = inner.scratch.into_inner().map_err(|e| e.into_error())?;
-        scratch.flush()?;
+        let counting = inner.scratch.into_inner().map_err(|e| e.into_error())?;
+        let mut scratch = counting.file.into_inner().map_err(|e| e.into_error())?;
+        scratch.rewind()?;
+        // Rows mostly finish in about input order, so reads are mostly sequential
+        // and seek_relative stays inside the buffer.
+        let mut scratch = io::BufReader::with_capacity(64 * 1024, scratch);
+        let mut pos = 0u64;
         let mut counts = [0u64; 5];
         let mut failures = FailureTally::default();
         let tmp_path = with_suffix(&self.path, ".tmp");
@@ -272,8 +275,12 @@ impl Report {
             };
             counts[status.index()] += 1;
             buf.resize(inner.index.len[row] as usize, 0);
-            scratch.seek(SeekFrom::Start(inner.index.offset[row]))?;
+            let offset = inner.index.offset[row];
+            if offset != pos {
+                scratch.seek_relative(offset as i64 - pos as i64)?;
+            }
             scratch.read_exact(&mut buf)?;
+            pos = offset + buf.len() as u64;
             out.write_all(&buf)?;
             if matches!(
                 status,
@@ -299,6 +306,26 @@ impl Report {
     }
 }
 
+/// Counts the bytes written so each record's offset and length are known.
+/// `flush` stops here: the csv writer flushes after every record so the count
+/// is exact, and passing that on would cost a system call per row.
+struct Counting {
+    file: BufWriter<File>,
+    written: u64,
+}
+
+impl Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Removes the scratch file when the report is finished or abandoned.
 struct ScratchFile(PathBuf);
 
@@ -315,7 +342,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// The outcome as one CSV record (with its line ending), cells neutralised.
-fn format_line(o: &Outcome, out: &mut Vec<u8>) -> io::Result<()> {
+fn format_line(o: &Outcome, w: &mut csv::Writer<Counting>) -> io::Result<()> {
     let row = o.row.to_string();
     let code = o.code.map(|c| c.to_string()).unwrap_or_default();
     let enhanced = one_line(o.enhanced.as_deref().unwrap_or(""));
@@ -323,7 +350,6 @@ fn format_line(o: &Outcome, out: &mut Vec<u8>) -> io::Result<()> {
     let message_id = one_line(o.message_id.as_deref().unwrap_or(""));
     let email = one_line(&o.email);
     let attempts = o.attempts.to_string();
-    let mut w = csv::Writer::from_writer(out);
     w.write_record([
         row.as_str(),
         &neutralise(&email),
@@ -503,6 +529,12 @@ impl fmt::Display for Summary {
 mod tests {
     use super::*;
 
+    /// Session threads share it in an `Arc`.
+    const _: fn() = || {
+        fn shared<T: Send + Sync>() {}
+        shared::<Report>();
+    };
+
     fn outcome(row: u64, email: &str, status: Status, code: Option<u16>, reply: &str) -> Outcome {
         Outcome {
             row,
@@ -562,6 +594,38 @@ mod tests {
             ]
         );
         assert!(!dir.path().join("job.report.csv.scratch").exists());
+    }
+
+    #[test]
+    fn many_rows_in_reverse_order_come_out_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let report = Report::create(&path).unwrap();
+        let n = 20_000u64;
+        for row in (1..=n).rev() {
+            let status = if row % 1000 == 0 {
+                Status::Rejected
+            } else {
+                Status::Sent
+            };
+            report
+                .record(&outcome(
+                    row,
+                    &format!("u{row}@x.org"),
+                    status,
+                    Some(250),
+                    "ok",
+                ))
+                .unwrap();
+        }
+        let summary = report.finish(None).unwrap();
+        assert_eq!(summary.count(Status::Rejected), n / 1000);
+        let (_, rows) = read_rows(&path);
+        assert_eq!(rows.len() as u64, n);
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(r[0], (i + 1).to_string());
+            assert_eq!(r[1], format!("u{}@x.org", i + 1));
+        }
     }
 
     #[test]
