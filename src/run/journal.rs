@@ -1,1 +1,770 @@
-//! Run: journal.
+//! Run: the durable journal that makes reruns exactly-once (`JOB.journal`).
+//!
+//! An append-only file of records, one a line: a JSON object, a TAB and the
+//! CRC-32 of the JSON (hex). The first record is a header naming the format
+//! version, the run id and a SHA-256 fingerprint of the job, CSV and templates.
+//! Before a message is handed to a server its `inflight` record is synced to
+//! disk; when the server answers, its `outcome` record is. So after a crash
+//! every row is either settled, retryable, or — inflight with no outcome —
+//! `uncertain`: the server may have accepted it (RFC 5321 section 6 leaves the
+//! sender unable to tell when the connection drops after the final dot), and
+//! it is not resent unless the user asks.
+//!
+//! Writes are group commits: each call appends a batch and issues one
+//! `sync_data`. A crash mid-append leaves a torn last line, which the next
+//! open detects (no newline, bad JSON or bad CRC) and truncates away.
+//! An exclusive lock on `JOB.journal.lock` keeps two runs of the same job apart.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Location, Result};
+use crate::run::report::{one_line, Outcome, Status};
+
+/// The journal format this code writes and reads.
+const VERSION: u32 = 1;
+
+/// A SHA-256 over the job file, the CSV and every template file, in hex.
+/// A journal only resumes a job whose fingerprint matches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub String);
+
+impl Fingerprint {
+    /// The hex digest.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Fingerprint `files` in order, streaming each (a big CSV is never read whole).
+///
+/// Each file is hashed on its own and the outer hash covers those digests, so
+/// moving bytes from one file to the next changes the fingerprint.
+pub fn fingerprint(files: &[&Path]) -> io::Result<Fingerprint> {
+    let mut outer = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    for path in files {
+        let mut file = File::open(path)?;
+        let mut inner = Sha256::new();
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            inner.update(&buf[..n]);
+        }
+        outer.update(inner.finalize());
+    }
+    Ok(Fingerprint(hex(&outer.finalize())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A row an earlier run settled for good (sent, rejected or skipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    /// The final status.
+    pub status: Status,
+    /// How many times it was handed to a server.
+    pub attempts: u32,
+    /// Where its outcome record is; [`Journal::outcome_at`] reads it back in
+    /// full (kept out of memory so a million settled rows stay small).
+    pub offset: u64,
+}
+
+/// What an earlier run of this job left behind.
+///
+/// The scheduler skips rows in `done` (reporting them via
+/// [`Journal::outcome_at`] and `Report::record_previous`), reports rows in
+/// `uncertain` as uncertain unless `--resend-uncertain`, and sends everything
+/// else, continuing the attempt count from `attempts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// The run id (kept across resumes so Message-IDs stay in one namespace).
+    pub run_id: String,
+    /// Last outcome per row, when it is final.
+    pub done: HashMap<u64, Done>,
+    /// Rows whose delivery is unknown, with the Message-ID that may have arrived.
+    pub uncertain: HashMap<u64, String>,
+    /// Highest attempt number seen per row.
+    pub attempts: HashMap<u64, u32>,
+}
+
+/// Records as written; borrowed so writing copies nothing.
+#[derive(serde::Serialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
+enum RecordOut<'a> {
+    Header {
+        version: u32,
+        run_id: &'a str,
+        fingerprint: &'a str,
+        created: u64,
+    },
+    Inflight {
+        row: u64,
+        message_id: &'a str,
+        attempt: u32,
+    },
+    Outcome(&'a Outcome),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
+enum RecordIn {
+    Header {
+        version: u32,
+        run_id: String,
+        fingerprint: String,
+        #[allow(dead_code)]
+        created: u64,
+    },
+    Inflight {
+        row: u64,
+        message_id: String,
+        attempt: u32,
+    },
+    Outcome(Outcome),
+}
+
+/// Append one record line (JSON, TAB, CRC-32 hex, LF) to `out`.
+fn encode(record: &RecordOut<'_>, out: &mut Vec<u8>) {
+    let start = out.len();
+    // Serialising these plain structs to a Vec cannot fail.
+    serde_json::to_writer(&mut *out, record).expect("journal record serialises");
+    let crc = crc32(&out[start..]);
+    out.extend_from_slice(format!("\t{crc:08x}\n").as_bytes());
+}
+
+/// Parse one complete line (without its LF); `None` if damaged.
+fn decode(line: &[u8]) -> Option<RecordIn> {
+    let tab = line.iter().rposition(|&b| b == b'\t')?;
+    let (json, crc) = (&line[..tab], &line[tab + 1..]);
+    let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
+    if crc != crc32(json) {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib): catches a damaged line that still
+/// happens to parse.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+struct Writer {
+    file: File,
+    /// Length of the journal up to the last complete, synced batch.
+    len: u64,
+    /// A write failed: the tail may be torn, so nothing more may be appended.
+    broken: bool,
+}
+
+/// An open journal, locked for this run. Thread-safe: every method takes `&self`.
+pub struct Journal {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    /// Held for the journal's lifetime; closing it releases the lock.
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn io_error(path: &Path, e: io::Error) -> Error {
+    Error::Software(format!("journal {}: {e}", path.display()))
+}
+
+/// Take the run lock `JOB.journal.lock`, writing our pid into it so a second
+/// run can say who holds it. The lock file is never deleted: unlinking a lock
+/// file another process has open would let two runs each lock a different inode.
+fn take_lock(journal: &Path) -> Result<File> {
+    let lock_path = with_suffix(journal, ".lock");
+    let mut lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| io_error(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = lock.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            };
+            return Err(Error::TempFail(format!(
+                "another mailshot run is using {}{who}; wait for it to finish",
+                journal.display()
+            )));
+        }
+        Err(TryLockError::Error(e)) => return Err(io_error(&lock_path, e)),
+    }
+    lock.set_len(0)
+        .and_then(|()| lock.seek(SeekFrom::Start(0)))
+        .and_then(|_| writeln!(lock, "{}", std::process::id()))
+        .map_err(|e| io_error(&lock_path, e))?;
+    Ok(lock)
+}
+
+fn new_run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mixed = fastrand::u64(..) ^ nanos.rotate_left(17) ^ u64::from(std::process::id());
+    format!("{mixed:016x}")
+}
+
+/// What reading an existing journal found.
+enum Existing {
+    /// Empty, or the header itself was torn: start afresh.
+    Fresh,
+    /// A valid journal; its length after dropping any torn tail.
+    Resume { replay: Replay, good_len: u64 },
+}
+
+fn read_existing(path: &Path, file: &File, fp: &Fingerprint) -> Result<Existing> {
+    let total = file.metadata().map_err(|e| io_error(path, e))?.len();
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut offset = 0u64;
+    let mut line_no = 0u64;
+    let mut replay = Replay::default();
+    // Rows handed to a server whose outcome has not been recorded (yet).
+    let mut pending: HashMap<u64, String> = HashMap::new();
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| io_error(path, e))? as u64;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let complete = line.last() == Some(&b'\n');
+        let record = if complete {
+            decode(&line[..line.len() - 1])
+        } else {
+            None
+        };
+        let Some(record) = record else {
+            if offset + n == total {
+                // The torn tail of an append a crash interrupted.
+                break;
+            }
+            return Err(Error::invalid(
+                Location {
+                    line: Some(line_no),
+                    ..Location::file(path)
+                },
+                "the journal is damaged in the middle (not just a torn last line); \
+                 move it away to inspect it, or rerun with --restart to start over \
+                 (recipients already sent to would be sent again)",
+            ));
+        };
+        match (line_no, record) {
+            (
+                1,
+                RecordIn::Header {
+                    version,
+                    run_id,
+                    fingerprint,
+                    ..
+                },
+            ) => {
+                if version != VERSION {
+                    return Err(Error::invalid(
+                        Location::file(path),
+                        format!(
+                            "this journal has format version {version}, this mailshot \
+                             reads version {VERSION}; rerun with --restart to start over"
+                        ),
+                    ));
+                }
+                if fingerprint != fp.0 {
+                    return Err(Error::invalid(
+                        Location::file(path),
+                        "the job file, its CSV or a template changed since the interrupted \
+                         run this journal records, so it cannot be resumed safely; restore \
+                         the files to resume, or rerun with --restart to start over \
+                         (recipients already sent to would be sent again)",
+                    ));
+                }
+                replay.run_id = run_id;
+            }
+            (1, _) | (_, RecordIn::Header { .. }) => {
+                return Err(Error::invalid(
+                    Location {
+                        line: Some(line_no),
+                        ..Location::file(path)
+                    },
+                    "not a mailshot journal (the header must be the first record, and only it)",
+                ));
+            }
+            (
+                _,
+                RecordIn::Inflight {
+                    row,
+                    message_id,
+                    attempt,
+                },
+            ) => {
+                // The latest event for a row wins.
+                replay.done.remove(&row);
+                replay.uncertain.remove(&row);
+                bump(&mut replay.attempts, row, attempt);
+                pending.insert(row, message_id);
+            }
+            (_, RecordIn::Outcome(o)) => {
+                pending.remove(&o.row);
+                replay.done.remove(&o.row);
+                replay.uncertain.remove(&o.row);
+                bump(&mut replay.attempts, o.row, o.attempts);
+                if o.status.is_final() {
+                    replay.done.insert(
+                        o.row,
+                        Done {
+                            status: o.status,
+                            attempts: o.attempts,
+                            offset,
+                        },
+                    );
+                } else if o.status == Status::Uncertain {
+                    replay
+                        .uncertain
+                        .insert(o.row, o.message_id.unwrap_or_default());
+                }
+            }
+        }
+        offset += n;
+    }
+    if offset == 0 {
+        return Ok(Existing::Fresh);
+    }
+    replay.uncertain.extend(pending);
+    Ok(Existing::Resume {
+        replay,
+        good_len: offset,
+    })
+}
+
+fn bump(attempts: &mut HashMap<u64, u32>, row: u64, attempt: u32) {
+    let slot = attempts.entry(row).or_insert(0);
+    *slot = (*slot).max(attempt);
+}
+
+/// Open (or create) the journal at `path` for a job with fingerprint `fp`.
+///
+/// `restart` moves an existing journal to `path.old` and starts afresh.
+/// Errors: another run holds the lock → [`Error::TempFail`]; the journal
+/// belongs to different inputs or is damaged → [`Error::Invalid`].
+pub fn open(path: &Path, fp: &Fingerprint, restart: bool) -> Result<(Journal, Replay)> {
+    let lock = take_lock(path)?;
+    if restart {
+        match fs::rename(path, with_suffix(path, ".old")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(path, e)),
+        }
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    let (replay, len) = match read_existing(path, &file, fp)? {
+        Existing::Resume { replay, good_len } => {
+            file.set_len(good_len).map_err(|e| io_error(path, e))?;
+            (replay, good_len)
+        }
+        Existing::Fresh => {
+            file.set_len(0).map_err(|e| io_error(path, e))?;
+            let replay = Replay {
+                run_id: new_run_id(),
+                ..Replay::default()
+            };
+            let created = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let mut buf = Vec::new();
+            encode(
+                &RecordOut::Header {
+                    version: VERSION,
+                    run_id: &replay.run_id,
+                    fingerprint: &fp.0,
+                    created,
+                },
+                &mut buf,
+            );
+            (&file)
+                .write_all(&buf)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_error(path, e))?;
+            (replay, buf.len() as u64)
+        }
+    };
+    let journal = Journal {
+        path: path.to_path_buf(),
+        writer: Mutex::new(Writer {
+            file,
+            len,
+            broken: false,
+        }),
+        _lock: Some(lock),
+    };
+    Ok((journal, replay))
+}
+
+impl Journal {
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Durably note that these messages are about to be handed to a server:
+    /// `(row, message_id, attempt)`. Call before writing them to the socket.
+    pub fn record_inflight(&self, entries: &[(u64, &str, u32)]) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(entries.len() * 96);
+        for &(row, message_id, attempt) in entries {
+            let message_id = one_line(message_id);
+            encode(
+                &RecordOut::Inflight {
+                    row,
+                    message_id: &message_id,
+                    attempt,
+                },
+                &mut buf,
+            );
+        }
+        self.append(&buf)
+    }
+
+    /// Durably record outcomes (replies flattened to one line).
+    pub fn record_outcomes(&self, outcomes: &[Outcome]) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(outcomes.len() * 192);
+        for o in outcomes {
+            if o.reply.contains(|c: char| c.is_control()) {
+                let flat = Outcome {
+                    reply: one_line(&o.reply),
+                    ..o.clone()
+                };
+                encode(&RecordOut::Outcome(&flat), &mut buf);
+            } else {
+                encode(&RecordOut::Outcome(o), &mut buf);
+            }
+        }
+        self.append(&buf)
+    }
+
+    /// One group commit: append and `sync_data`. Any failure is returned and
+    /// leaves the journal refusing further writes, since its tail may now be
+    /// torn and the run must stop (a full disk must not let sending go on).
+    fn append(&self, buf: &[u8]) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if w.broken {
+            return Err(io::Error::other(
+                "an earlier write to the journal failed; not recording more",
+            ));
+        }
+        let result = (&w.file).write_all(buf).and_then(|()| w.file.sync_data());
+        match result {
+            Ok(()) => {
+                w.len += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                w.broken = true;
+                // Best effort: drop the partial batch so the file stays clean.
+                let _ = w.file.set_len(w.len);
+                Err(e)
+            }
+        }
+    }
+
+    /// Read back the outcome record at `offset` (a [`Done::offset`]).
+    pub fn outcome_at(&self, offset: u64) -> io::Result<Outcome> {
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        // The file is in append mode, so this seek never moves where writes go.
+        let mut reader = BufReader::new(&w.file);
+        reader.seek(SeekFrom::Start(offset))?;
+        let mut line = Vec::new();
+        reader.read_until(b'\n', &mut line)?;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        match decode(&line) {
+            Some(RecordIn::Outcome(o)) => Ok(o),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no outcome record at offset {offset} of the journal"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Session threads share it in an `Arc`.
+    const _: fn() = || {
+        fn shared<T: Send + Sync>() {}
+        shared::<Journal>();
+    };
+
+    fn fp(s: &str) -> Fingerprint {
+        Fingerprint(s.into())
+    }
+
+    fn outcome(row: u64, status: Status, attempts: u32) -> Outcome {
+        Outcome {
+            row,
+            email: format!("u{row}@example.org"),
+            status,
+            code: Some(250),
+            enhanced: Some("2.0.0".into()),
+            reply: "2.0.0 Ok: queued".into(),
+            message_id: Some(format!("<{row}@run>")),
+            attempts,
+        }
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn replay_sorts_rows_into_done_uncertain_and_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        let run_id;
+        {
+            let (j, replay) = open(&path, &fp("a"), false).unwrap();
+            assert!(replay.done.is_empty() && replay.uncertain.is_empty());
+            run_id = replay.run_id.clone();
+            assert_eq!(run_id.len(), 16);
+            j.record_inflight(&[(1, "<1@run>", 1), (2, "<2@run>", 1), (3, "<3@run>", 1)])
+                .unwrap();
+            j.record_inflight(&[(4, "<4@run>", 1), (5, "<5@run>", 2)])
+                .unwrap();
+            let mut rejected = outcome(2, Status::Rejected, 1);
+            rejected.reply = "550 no\r\nsuch user".into();
+            j.record_outcomes(&[
+                outcome(1, Status::Sent, 1),
+                rejected,
+                outcome(3, Status::Failed, 1),
+                outcome(5, Status::Uncertain, 2),
+            ])
+            .unwrap();
+            // Row 4 never got an outcome: the crash came after its data went out.
+        }
+        let (j, replay) = open(&path, &fp("a"), false).unwrap();
+        assert_eq!(replay.run_id, run_id, "a resumed run keeps its run id");
+        let mut done: Vec<_> = replay.done.iter().map(|(r, d)| (*r, d.status)).collect();
+        done.sort();
+        assert_eq!(done, [(1, Status::Sent), (2, Status::Rejected)]);
+        assert_eq!(
+            replay.uncertain.get(&4).map(String::as_str),
+            Some("<4@run>")
+        );
+        assert_eq!(
+            replay.uncertain.get(&5).map(String::as_str),
+            Some("<5@run>")
+        );
+        assert!(!replay.done.contains_key(&3) && !replay.uncertain.contains_key(&3));
+        assert_eq!(replay.attempts[&5], 2);
+        let back = j.outcome_at(replay.done[&2].offset).unwrap();
+        assert_eq!(back.reply, "550 no such user");
+        assert_eq!(back.email, "u2@example.org");
+    }
+
+    #[test]
+    fn a_retried_row_that_later_succeeds_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        {
+            let (j, _) = open(&path, &fp("a"), false).unwrap();
+            j.record_inflight(&[(1, "<1@run>", 1)]).unwrap();
+            j.record_outcomes(&[outcome(1, Status::Failed, 1)]).unwrap();
+            j.record_inflight(&[(1, "<1@run>", 2)]).unwrap();
+            j.record_outcomes(&[outcome(1, Status::Sent, 2)]).unwrap();
+        }
+        let (_, replay) = open(&path, &fp("a"), false).unwrap();
+        assert_eq!(replay.done[&1].status, Status::Sent);
+        assert_eq!(replay.done[&1].attempts, 2);
+        assert!(replay.uncertain.is_empty());
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_and_appending_continues_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        {
+            let (j, _) = open(&path, &fp("a"), false).unwrap();
+            j.record_outcomes(&[outcome(1, Status::Sent, 1)]).unwrap();
+        }
+        let good_len = fs::metadata(&path).unwrap().len();
+        for torn in [
+            &b"{\"t\":\"outcome\",\"row\":2,\"ema"[..],
+            b"{\"t\":1}\tdeadbeef\n",
+        ] {
+            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(torn).unwrap();
+            drop(f);
+            let (j, replay) = open(&path, &fp("a"), false).unwrap();
+            assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
+            assert_eq!(replay.done.len(), 1);
+            drop(j);
+        }
+        {
+            let (j, _) = open(&path, &fp("a"), false).unwrap();
+            j.record_outcomes(&[outcome(2, Status::Sent, 1)]).unwrap();
+        }
+        let (_, replay) = open(&path, &fp("a"), false).unwrap();
+        assert_eq!(replay.done.len(), 2);
+    }
+
+    #[test]
+    fn damage_before_the_last_line_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        {
+            let (j, _) = open(&path, &fp("a"), false).unwrap();
+            j.record_outcomes(&[outcome(1, Status::Sent, 1), outcome(2, Status::Sent, 1)])
+                .unwrap();
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, text.replacen("\"row\":1", "\"row\":7", 1)).unwrap();
+        let err = open(&path, &fp("a"), false).unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{err}");
+        assert!(err.to_string().contains(":2"), "names the line: {err}");
+    }
+
+    #[test]
+    fn a_changed_job_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        drop(open(&path, &fp("a"), false).unwrap());
+        let err = open(&path, &fp("b"), false).unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)));
+        let msg = err.to_string();
+        assert!(msg.contains("changed"), "{msg}");
+        assert!(msg.contains("--restart"), "{msg}");
+        assert!(msg.contains("job.journal"), "{msg}");
+    }
+
+    #[test]
+    fn restart_moves_the_old_journal_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        let old_id = {
+            let (j, replay) = open(&path, &fp("a"), false).unwrap();
+            j.record_outcomes(&[outcome(1, Status::Sent, 1)]).unwrap();
+            replay.run_id
+        };
+        let (_, replay) = open(&path, &fp("b"), true).unwrap();
+        assert!(replay.done.is_empty());
+        assert_ne!(replay.run_id, old_id);
+        let old = fs::read_to_string(dir.path().join("job.journal.old")).unwrap();
+        assert!(old.contains("\"status\":\"sent\""));
+    }
+
+    #[test]
+    fn a_second_open_while_locked_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        let (first, _) = open(&path, &fp("a"), false).unwrap();
+        let err = open(&path, &fp("a"), false).unwrap_err();
+        assert!(matches!(err, Error::TempFail(_)));
+        let msg = err.to_string();
+        assert!(msg.contains("another mailshot run"), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        drop(first);
+        assert!(
+            open(&path, &fp("a"), false).is_ok(),
+            "the lock is released on drop"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn write_errors_surface_and_stop_further_writes() {
+        // /dev/full accepts the open and fails every write with ENOSPC.
+        let file = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let j = Journal {
+            path: PathBuf::from("/dev/full"),
+            writer: Mutex::new(Writer {
+                file,
+                len: 0,
+                broken: false,
+            }),
+            _lock: None,
+        };
+        let err = j
+            .record_outcomes(&[outcome(1, Status::Sent, 1)])
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(28), "ENOSPC: {err}");
+        assert!(j.record_inflight(&[(2, "<2@run>", 1)]).is_err());
+    }
+
+    #[test]
+    fn fingerprint_covers_every_file_and_their_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        fs::write(&a, "ab").unwrap();
+        fs::write(&b, "c").unwrap();
+        let one = fingerprint(&[&a, &b]).unwrap();
+        assert_eq!(one.as_str().len(), 64);
+        assert_eq!(one, fingerprint(&[&a, &b]).unwrap());
+        fs::write(&a, "a").unwrap();
+        fs::write(&b, "bc").unwrap();
+        assert_ne!(one, fingerprint(&[&a, &b]).unwrap());
+        // A single file's fingerprint is the SHA-256 of its SHA-256.
+        fs::write(&a, "abc").unwrap();
+        let inner = Sha256::digest(b"abc");
+        assert_eq!(fingerprint(&[&a]).unwrap().0, hex(&Sha256::digest(inner)));
+        assert!(fingerprint(&[&dir.path().join("missing")]).is_err());
+    }
+}
