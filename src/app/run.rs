@@ -225,6 +225,20 @@ fn feed(
                     continue;
                 }
                 let attempts = replay.attempts.get(&m.row).copied().unwrap_or(0);
+                // Shown only if the run stops before this message's outcome.
+                ledger
+                    .report
+                    .record_placeholder(&Outcome {
+                        row: m.row,
+                        email: m.email.clone(),
+                        status: Status::Failed,
+                        code: None,
+                        enhanced: None,
+                        reply: "not sent: the run stopped first; rerun to resume".into(),
+                        message_id: Some(m.message_id.clone()),
+                        attempts,
+                    })
+                    .map_err(io)?;
                 if tx.send(Work::new(*m, attempts)).is_err() {
                     break;
                 }

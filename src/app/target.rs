@@ -19,13 +19,13 @@ const WINDOW: usize = 32;
 /// Pick the target by precedence.
 pub fn resolve(job: Option<&Job>, url: Option<&str>) -> Result<Target> {
     if let Some(url) = url {
-        return Ok(Target::Smtp(job::validate::parse_smtp_url_settings(url)?));
+        return Ok(Target::Smtp(Box::new(job::validate::parse_smtp_url_settings(url)?)));
     }
     if let Some(smtp) = job.and_then(|j| j.smtp.clone()) {
-        return Ok(Target::Smtp(smtp));
+        return Ok(Target::Smtp(Box::new(smtp)));
     }
     if let Some(smtp) = job::load_user_smtp()? {
-        return Ok(Target::Smtp(smtp));
+        return Ok(Target::Smtp(Box::new(smtp)));
     }
     match job {
         Some(job) => Ok(Target::Capture(job.dir.join("outbox"))),
@@ -79,7 +79,7 @@ pub fn open_trace(spec: Option<&str>) -> Result<Option<Trace>> {
 /// when a session is about to be needed.
 pub fn live(target: &Target, trace: Option<Trace>) -> Result<Live> {
     let (settings, capture, capture_dir) = match target {
-        Target::Smtp(s) => (s.clone(), None, None),
+        Target::Smtp(s) => ((**s).clone(), None, None),
         Target::Capture(dir) => {
             let server = CaptureServer::bind("127.0.0.1:0".parse().expect("literal"), dir.clone())
                 .map_err(|e| Error::Software(format!("capture server: {e}")))?;

@@ -136,7 +136,7 @@ impl SmtpSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// A real SMTP server.
-    Smtp(SmtpSettings),
+    Smtp(Box<SmtpSettings>),
     /// The built-in capture server, in-process, storing `.eml` files in this folder.
     Capture(PathBuf),
 }

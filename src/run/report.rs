@@ -208,16 +208,23 @@ impl Report {
 
     /// Record an outcome of this run.
     pub fn record(&self, outcome: &Outcome) -> io::Result<()> {
-        self.add(outcome, false)
+        self.add(outcome, Some(false))
+    }
+
+    /// Record what a row will say if nothing better arrives (a queued message
+    /// the run stops before sending); counts towards neither run.
+    pub fn record_placeholder(&self, outcome: &Outcome) -> io::Result<()> {
+        self.add(outcome, None)
     }
 
     /// Record an outcome an earlier run settled (replayed from the journal);
     /// it is reported but does not count towards this run's rate.
     pub fn record_previous(&self, outcome: &Outcome) -> io::Result<()> {
-        self.add(outcome, true)
+        self.add(outcome, Some(true))
     }
 
-    fn add(&self, outcome: &Outcome, previous: bool) -> io::Result<()> {
+    /// `previous`: Some(true) an earlier run's, Some(false) this run's, None not counted.
+    fn add(&self, outcome: &Outcome, previous: Option<bool>) -> io::Result<()> {
         let row = usize::try_from(outcome.row)
             .ok()
             .and_then(|r| r.checked_sub(1))
@@ -239,10 +246,10 @@ impl Report {
         index.offset[row] = start;
         index.len[row] = len;
         index.status[row] = outcome.status.index() as u8;
-        if previous {
-            inner.previous += 1;
-        } else {
-            inner.this_run += 1;
+        match previous {
+            Some(true) => inner.previous += 1,
+            Some(false) => inner.this_run += 1,
+            None => {}
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! sessions, reconnects after `max_messages_per_session`, a 421 or a dropped
 //! connection, applies the shared rate limit, retries transient failures with
 //! exponential backoff and jitter, and settles every message into exactly one
-//! final [`RowOutcome`] through the [`Ledger`] (the journal, the report and the
+//! final [`Outcome`] through the [`Ledger`] (the journal, the report and the
 //! progress display behind it).
 //!
 //! Exactly-once rests on one ordering rule: a message is recorded in flight
@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::limiter::Limiter;
+use super::report::{one_line, Outcome, Status};
 use crate::error::Error;
 use crate::job::Rate;
 use crate::message::Outgoing;
@@ -27,55 +28,6 @@ use crate::smtp::client::{
 use crate::smtp::connection::{Endpoint, Session, SessionFailure, Trace};
 use crate::smtp::reply::Reply;
 
-/// What finally happened to one recipient row (SPEC.md report statuses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// The server accepted the message.
-    Sent,
-    /// Permanently refused (5xx).
-    Rejected,
-    /// Transient failures until the attempts ran out; a rerun retries it.
-    Failed,
-    /// The connection was lost after the final dot, before the reply.
-    Uncertain,
-    /// Not sent on purpose (duplicate address, invalid row).
-    Skipped,
-}
-
-impl Status {
-    /// The report spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Sent => "sent",
-            Status::Rejected => "rejected",
-            Status::Failed => "failed",
-            Status::Uncertain => "uncertain",
-            Status::Skipped => "skipped",
-        }
-    }
-}
-
-/// The settled outcome of one row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowOutcome {
-    /// 1-based data row.
-    pub row: u64,
-    /// The row's email.
-    pub email: String,
-    /// What happened.
-    pub status: Status,
-    /// SMTP reply code, if a reply decided it.
-    pub code: Option<u16>,
-    /// Enhanced status code (`5.1.1`), if any.
-    pub enhanced: Option<String>,
-    /// Reply text or a description of the failure (one line).
-    pub reply: String,
-    /// The message's Message-ID.
-    pub message_id: String,
-    /// Attempts made so far (across reruns).
-    pub attempts: u32,
-}
-
 /// Where the scheduler records what happens; implemented by the run driver
 /// over the journal, report and progress display.
 pub trait Ledger: Sync {
@@ -83,7 +35,7 @@ pub trait Ledger: Sync {
     /// (row, message id, attempt). An error stops all sending.
     fn inflight(&self, batch: &[(u64, &str, u32)]) -> io::Result<()>;
     /// Durably record final outcomes, then report them. An error stops all sending.
-    fn settled(&self, batch: &[RowOutcome]) -> io::Result<()>;
+    fn settled(&self, batch: &[Outcome]) -> io::Result<()>;
     /// Sessions currently connected (for the progress display).
     fn sessions_active(&self, _n: usize) {}
 }
@@ -604,7 +556,7 @@ impl<'a> SessionWorker<'a> {
 
     /// Decide one transaction: a final row outcome, or `None` when the work was
     /// put back for another attempt.
-    fn settle(&mut self, mut work: Work, o: TxOutcome) -> Option<RowOutcome> {
+    fn settle(&mut self, mut work: Work, o: TxOutcome) -> Option<Outcome> {
         let row_email = work.out.email.to_lowercase();
         match o.result {
             TxResult::Accepted(final_reply) => {
@@ -667,7 +619,7 @@ impl<'a> SessionWorker<'a> {
         }
     }
 
-    fn retry_or_fail(&self, work: Work, reply: Option<Reply>) -> Option<RowOutcome> {
+    fn retry_or_fail(&self, work: Work, reply: Option<Reply>) -> Option<Outcome> {
         if work.attempts >= self.plan.max_attempts {
             return Some(outcome(&work, Status::Failed, reply.as_ref(), None));
         }
@@ -684,7 +636,7 @@ impl<'a> SessionWorker<'a> {
         deferred: Vec<(String, Option<Reply>)>,
         row_email: &str,
         final_reply: Option<Reply>,
-    ) -> Option<RowOutcome> {
+    ) -> Option<Outcome> {
         if !deferred.is_empty() && work.attempts < self.plan.max_attempts {
             let progressed = final_reply.is_some();
             work.rcpts = deferred.into_iter().map(|(r, _)| r).collect();
@@ -715,7 +667,7 @@ impl<'a> SessionWorker<'a> {
 
     /// The row's status follows its own address's reply; other recipients'
     /// refusals are mentioned in the reply text.
-    fn row_from_rcpts(&self, work: &Work, row_email: &str, final_reply: &Reply) -> RowOutcome {
+    fn row_from_rcpts(&self, work: &Work, row_email: &str, final_reply: &Reply) -> Outcome {
         let own = work
             .settled_rcpts
             .iter()
@@ -745,15 +697,15 @@ impl<'a> SessionWorker<'a> {
     }
 }
 
-fn outcome(work: &Work, status: Status, reply: Option<&Reply>, text: Option<String>) -> RowOutcome {
-    RowOutcome {
+fn outcome(work: &Work, status: Status, reply: Option<&Reply>, text: Option<String>) -> Outcome {
+    Outcome {
         row: work.out.row,
         email: work.out.email.clone(),
         status,
         code: reply.map(|r| r.code),
         enhanced: reply.and_then(|r| r.enhanced.map(|e| e.to_string())),
-        reply: text.unwrap_or_else(|| reply.map(|r| r.text()).unwrap_or_default()),
-        message_id: work.out.message_id.clone(),
+        reply: one_line(&text.unwrap_or_else(|| reply.map(|r| r.text()).unwrap_or_default())),
+        message_id: Some(work.out.message_id.clone()),
         attempts: work.attempts,
     }
 }
