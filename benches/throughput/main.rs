@@ -1,0 +1,591 @@
+//! The throughput benchmark of issue 5: mailshot against Postfix's
+//! `smtp-source`, lettre's pooled `SmtpTransport` and Python `mailmerge`,
+//! each sending a personalised ~2 KB text + HTML message to Postfix's
+//! `smtp-sink`, mailshot's capture server and a private Postfix `smtpd`, all
+//! on loopback; then the same with 10 ms and 50 ms of round-trip time added
+//! by a delaying proxy (RFC 2920 pipelining and RFC 3030 BDAT are what make
+//! the difference there); then rendering alone (`mailshot check`) per core
+//! and peak RSS for a million recipients.
+//!
+//! `cargo bench --bench throughput [-- --n 20000 --reps 3 --quick]` is the
+//! full run. Without `--bench` (which is how `cargo test --all-targets` runs
+//! a `harness = false` target) it is a smoke test: 20 messages, one
+//! repetition, smtp-sink and capture only, and it exits non-zero unless
+//! every contender delivered every message.
+
+mod contenders;
+mod data;
+mod lettre_sender;
+mod procs;
+mod proxy;
+mod servers;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use contenders::{Contender, Env};
+use proxy::DelayProxy;
+use servers::Server;
+
+/// Command-line options (after `--` with cargo bench).
+struct Opts {
+    full: bool,
+    /// Most messages one run may send.
+    n_max: usize,
+    reps: usize,
+    /// Sessions for the multi-session rows.
+    sessions: usize,
+    /// Aim for runs of about this long (adaptive message counts).
+    secs: f64,
+    rtts: Vec<u64>,
+    mailmerge: bool,
+    postfix: bool,
+    render_rows: usize,
+    rss_rows: usize,
+}
+
+impl Opts {
+    fn parse() -> Opts {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let full = args.iter().any(|a| a == "--bench");
+        let mut o = if full {
+            Opts {
+                full,
+                n_max: 20_000,
+                reps: 3,
+                sessions: 4,
+                secs: 2.5,
+                rtts: vec![10, 50],
+                mailmerge: true,
+                postfix: true,
+                render_rows: 200_000,
+                rss_rows: 1_000_000,
+            }
+        } else {
+            Opts {
+                full,
+                n_max: 20,
+                reps: 1,
+                sessions: 2,
+                secs: 0.0,
+                rtts: vec![10],
+                mailmerge: false,
+                postfix: false,
+                render_rows: 200,
+                rss_rows: 0,
+            }
+        };
+        let mut it = args.iter();
+        let num = |v: Option<&String>, name: &str| -> usize {
+            v.and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("{name} needs a number"))
+        };
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--bench" => {}
+                "--n" => o.n_max = num(it.next(), "--n"),
+                "--reps" => o.reps = num(it.next(), "--reps").max(1),
+                "--sessions" => o.sessions = num(it.next(), "--sessions").max(1),
+                "--secs" => o.secs = num(it.next(), "--secs") as f64,
+                "--render-rows" => o.render_rows = num(it.next(), "--render-rows"),
+                "--rss-rows" => o.rss_rows = num(it.next(), "--rss-rows"),
+                "--no-mailmerge" => o.mailmerge = false,
+                "--no-postfix" => o.postfix = false,
+                "--quick" => {
+                    o.reps = 1;
+                    o.secs = 1.5;
+                    o.rtts = vec![50];
+                }
+                // cargo test passes filters and flags meant for libtest.
+                other => eprintln!("throughput: ignoring argument {other:?}"),
+            }
+        }
+        o
+    }
+}
+
+/// One measured configuration.
+struct Row {
+    server: &'static str,
+    chunking: bool,
+    rtt_ms: u64,
+    c: Contender,
+    n: usize,
+    rates: Vec<f64>,
+    rss_kb: u64,
+    failure: Option<String>,
+}
+
+impl Row {
+    fn median(&self) -> f64 {
+        let mut r = self.rates.clone();
+        r.sort_by(|a, b| a.total_cmp(b));
+        match r.len() {
+            0 => 0.0,
+            l if l % 2 == 1 => r[l / 2],
+            l => (r[l / 2 - 1] + r[l / 2]) / 2.0,
+        }
+    }
+}
+
+/// Runs `c` against `port` until it has a message count that takes about
+/// `opts.secs` (pilot runs double as warm-up), then `opts.reps` times.
+fn measure(opts: &Opts, env: &Env, server: &Server, port: u16, rtt_ms: u64, c: Contender) -> Row {
+    let mut row = Row {
+        server: server.name(),
+        chunking: server.chunking(),
+        rtt_ms,
+        c,
+        n: 0,
+        rates: Vec::new(),
+        rss_kb: 0,
+        failure: None,
+    };
+    let once = |n: usize| -> Result<(f64, u64), String> {
+        server.clear();
+        let before = server.received().unwrap_or(0);
+        let o = contenders::run(c, env, port, n).map_err(|e| e.to_string())?;
+        if !o.all_sent {
+            return Err(o.detail);
+        }
+        // Where the server leaves countable evidence, it must agree.
+        let cheap = !opts.full || server.kind == servers::Kind::Capture;
+        if cheap {
+            if let Some(got) = server.wait_received(before + n as u64, Duration::from_secs(10)) {
+                if got != before + n as u64 {
+                    return Err(format!("server received {} of {n}", got - before));
+                }
+            }
+        }
+        Ok((n as f64 / o.m.wall.as_secs_f64(), o.m.max_rss_kb))
+    };
+    let mut n = if !opts.full {
+        opts.n_max
+    } else {
+        // Slow contenders over slow links get a small first try.
+        let pilot = if rtt_ms == 0 { 100 } else { 10 };
+        let mut n = pilot.min(opts.n_max);
+        loop {
+            match once(n) {
+                Err(e) => {
+                    row.failure = Some(e);
+                    return row;
+                }
+                Ok((rate, _)) => {
+                    let t = n as f64 / rate;
+                    if t >= opts.secs * 0.6 || n >= opts.n_max {
+                        break n;
+                    }
+                    let grow = (opts.secs / t.max(0.01)).clamp(2.0, 50.0);
+                    n = ((n as f64 * grow) as usize).min(opts.n_max);
+                }
+            }
+        }
+    };
+    n = n.max(1);
+    row.n = n;
+    for _ in 0..opts.reps {
+        match once(n) {
+            Ok((rate, rss)) => {
+                row.rates.push(rate);
+                row.rss_kb = row.rss_kb.max(rss);
+            }
+            Err(e) => {
+                row.failure = Some(e);
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "  {:<9} rtt {:>2} ms  {:<18} x{}  n={:<6} {}",
+        row.server,
+        rtt_ms,
+        c.name(),
+        c.sessions(),
+        row.n,
+        match &row.failure {
+            Some(f) => format!("FAILED: {f}"),
+            None => format!("{:.0} msg/s", row.median()),
+        }
+    );
+    row
+}
+
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn find<'a>(rows: &'a [Row], server: &str, rtt: u64, c: Contender) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.server == server && r.rtt_ms == rtt && r.c == c && r.failure.is_none())
+}
+
+fn mb(kb: u64) -> String {
+    format!("{:.1} MB", kb as f64 / 1024.0)
+}
+
+/// The loopback table: rate, how many times faster mailshot is (same
+/// sessions, same server), peak RSS.
+fn loopback_table(rows: &[Row], out: &mut String) {
+    let _ = writeln!(
+        out,
+        "| server | contender | sessions | msgs/s (median) | mailshot ÷ this | peak RSS |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
+    for r in rows.iter().filter(|r| r.rtt_ms == 0) {
+        let ms = find(rows, r.server, 0, Contender::Mailshot(r.c.sessions()));
+        let (rate, ratio, rss) = match &r.failure {
+            Some(f) => (format!("FAILED ({f})"), "-".into(), "-".into()),
+            None => (
+                format!("{:.0}", r.median()),
+                ms.map(|m| format!("{:.2}×", m.median() / r.median()))
+                    .unwrap_or_else(|| "-".into()),
+                mb(r.rss_kb),
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.server,
+            r.c.name(),
+            r.c.sessions(),
+            rate,
+            ratio,
+            rss
+        );
+    }
+}
+
+/// The latency table: rate, share of the same configuration's loopback
+/// rate, and the round trips per message that the slowdown implies:
+/// (sessions/rate_rtt − sessions/rate_loopback) / RTT.
+fn latency_table(rows: &[Row], out: &mut String) {
+    let _ = writeln!(
+        out,
+        "| server | RTT | contender | protocol | msgs/s (median) | % of own loopback | round trips/msg | mailshot ÷ this |"
+    );
+    let _ = writeln!(out, "|---|---:|---|---|---:|---:|---:|---:|");
+    for r in rows.iter().filter(|r| r.rtt_ms > 0) {
+        let lo = find(rows, r.server, 0, r.c);
+        let ms = find(
+            rows,
+            r.server,
+            r.rtt_ms,
+            Contender::Mailshot(r.c.sessions()),
+        );
+        let cells = match &r.failure {
+            Some(f) => vec![format!("FAILED ({f})"), "-".into(), "-".into(), "-".into()],
+            None => {
+                let m = r.median();
+                let s = r.c.sessions() as f64;
+                vec![
+                    format!("{m:.0}"),
+                    lo.map(|l| format!("{:.0}%", 100.0 * m / l.median()))
+                        .unwrap_or_else(|| "-".into()),
+                    lo.map(|l| {
+                        let rt = (s / m - s / l.median()) / (r.rtt_ms as f64 / 1000.0);
+                        format!("{:.2}", rt.max(0.0))
+                    })
+                    .unwrap_or_else(|| "-".into()),
+                    ms.map(|x| format!("{:.1}×", x.median() / m))
+                        .unwrap_or_else(|| "-".into()),
+                ]
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} ms | {} | {} | {} |",
+            r.server,
+            r.rtt_ms,
+            r.c.name(),
+            r.c.protocol(r.chunking),
+            cells.join(" | ")
+        );
+    }
+}
+
+/// `mailshot check` over `rows` generated recipients: (rows, measured).
+fn render_run(env: &Env, rows: usize, name: &str) -> Result<procs::Measured, String> {
+    let csv = format!("{name}.csv");
+    data::write_csv(&env.work.join(&csv), rows).map_err(|e| e.to_string())?;
+    let job = data::write_job(&env.work, name, &csv).map_err(|e| e.to_string())?;
+    let err = env.work.join(format!("{name}.err"));
+    let mut cmd = Command::new(&env.mailshot);
+    cmd.arg("check")
+        .arg(&job)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err).map_err(|e| e.to_string())?);
+    let m = procs::run_measured(&mut cmd, Duration::from_secs(900)).map_err(|e| e.to_string())?;
+    if !m.ok() {
+        return Err(format!(
+            "mailshot check exit {}: {}",
+            m.code,
+            fs::read_to_string(&err).unwrap_or_default().trim()
+        ));
+    }
+    Ok(m)
+}
+
+fn target(out: &mut String, ok: Option<bool>, what: String) {
+    let verdict = match ok {
+        Some(true) => "PASS",
+        Some(false) => "FAIL",
+        None => "n/a ",
+    };
+    let _ = writeln!(out, "- {verdict} {what}");
+}
+
+fn work_dir(full: bool) -> PathBuf {
+    // Under target/ so `cargo clean` removes it and git ignores it.
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    base.join(if full {
+        "bench-throughput"
+    } else {
+        "bench-throughput-smoke"
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--lettre-worker") {
+        std::process::exit(lettre_sender::main(&args[1..]));
+    }
+    let opts = Opts::parse();
+    let work = work_dir(opts.full);
+    fs::create_dir_all(&work).expect("create the work folder");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!(
+        "throughput: {} run, {} cores ({}), work folder {}",
+        if opts.full { "full" } else { "smoke" },
+        cores,
+        cpu_model(),
+        work.display()
+    );
+
+    let csv = work.join("recipients.csv");
+    data::write_csv(&csv, opts.n_max).expect("write recipients");
+    let job = data::write_job(&work, "send", "recipients.csv").expect("write job");
+    let mut notes = Vec::new();
+    let mailmerge = if opts.mailmerge {
+        match contenders::install_mailmerge(&work.parent().unwrap_or(&work).join("bench-venv")) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                notes.push(format!("mailmerge could not be installed, skipped: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let env = Env {
+        mailshot: PathBuf::from(env!("CARGO_BIN_EXE_mailshot")),
+        me: std::env::current_exe().expect("own path"),
+        work: work.clone(),
+        csv,
+        job,
+        mailmerge,
+        timeout: Duration::from_secs(if opts.full { 300 } else { 60 }),
+    };
+
+    let mut started: Vec<Server> = Vec::new();
+    match servers::start_sink(&work, !opts.full) {
+        Ok(s) => started.push(s),
+        Err(e) => notes.push(format!("smtp-sink not started: {e}")),
+    }
+    match servers::start_capture(&env.mailshot, &work) {
+        Ok(s) => started.push(s),
+        Err(e) => notes.push(format!("capture server not started: {e}")),
+    }
+    if opts.postfix {
+        match servers::start_postfix(&work) {
+            Ok(s) => started.push(s),
+            Err(e) => notes.push(format!("postfix smtpd not started: {e}")),
+        }
+    }
+
+    let k = opts.sessions;
+    let mut loop_set = vec![
+        Contender::SmtpSource(1),
+        Contender::Lettre(1),
+        Contender::Mailshot(1),
+        Contender::Mailshot(k),
+    ];
+    let mut rtt_set = vec![Contender::Lettre(1), Contender::Mailshot(1)];
+    if opts.full {
+        loop_set.insert(1, Contender::SmtpSource(k));
+        loop_set.insert(3, Contender::Lettre(k));
+        rtt_set.insert(0, Contender::SmtpSource(1));
+    }
+    if env.mailmerge.is_some() {
+        loop_set.insert(loop_set.len() - 2, Contender::Mailmerge);
+        rtt_set.insert(rtt_set.len() - 1, Contender::Mailmerge);
+    }
+
+    let mut rows = Vec::new();
+    for server in &started {
+        for &c in &loop_set {
+            rows.push(measure(&opts, &env, server, server.addr.port(), 0, c));
+        }
+        for &rtt in &opts.rtts {
+            let proxy = DelayProxy::start(server.addr, Duration::from_millis(rtt))
+                .expect("start the delaying proxy");
+            for &c in &rtt_set {
+                rows.push(measure(&opts, &env, server, proxy.addr().port(), rtt, c));
+            }
+        }
+    }
+
+    let render = render_run(&env, opts.render_rows, "render");
+    let million = (opts.rss_rows > 0).then(|| render_run(&env, opts.rss_rows, "million"));
+    let servers_up = started.len();
+    drop(started);
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Machine: {cores} cores, {}. Message: personalised text + HTML, about 2 KB; smtp-source sends an unpersonalised 2 KB body.",
+        cpu_model()
+    );
+    let _ = writeln!(
+        out,
+        "Runs: message counts chosen for about {:.1} s per run (at most {}), median of {} runs.\n",
+        opts.secs, opts.n_max, opts.reps
+    );
+    let _ = writeln!(out, "### Loopback\n");
+    loopback_table(&rows, &mut out);
+    let _ = writeln!(out, "\n### Added round-trip time (delaying proxy)\n");
+    latency_table(&rows, &mut out);
+    let _ = writeln!(out, "\n### Rendering alone (`mailshot check`)\n");
+    let per_core = match &render {
+        Ok(m) => {
+            let cpu = m.cpu.as_secs_f64().max(1e-6);
+            let r = opts.render_rows as f64 / cpu;
+            let _ = writeln!(
+                out,
+                "- {} rows: {:.2} s wall, {:.2} s CPU ({:.2} cores busy) → {:.0} messages rendered and MIME-encoded per CPU-second; peak RSS {}",
+                opts.render_rows,
+                m.wall.as_secs_f64(),
+                cpu,
+                cpu / m.wall.as_secs_f64(),
+                r,
+                mb(m.max_rss_kb)
+            );
+            Some(r)
+        }
+        Err(e) => {
+            let _ = writeln!(out, "- rendering FAILED: {e}");
+            None
+        }
+    };
+    let rss_1m = match &million {
+        Some(Ok(m)) => {
+            let _ = writeln!(
+                out,
+                "- {} rows: {:.1} s wall, peak RSS {}",
+                opts.rss_rows,
+                m.wall.as_secs_f64(),
+                mb(m.max_rss_kb)
+            );
+            Some(m.max_rss_kb)
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(out, "- {} rows FAILED: {e}", opts.rss_rows);
+            None
+        }
+        None => None,
+    };
+
+    let _ = writeln!(out, "\n### Targets\n");
+    for server in ["smtp-sink", "capture", "postfix"] {
+        let ms = find(&rows, server, 0, Contender::Mailshot(1));
+        let ss = find(&rows, server, 0, Contender::SmtpSource(1));
+        if let (Some(ms), Some(ss)) = (ms, ss) {
+            target(
+                &mut out,
+                Some(ms.median() >= ss.median()),
+                format!(
+                    "{server}, loopback: one mailshot session {:.0}/s ≥ smtp-source one session {:.0}/s",
+                    ms.median(),
+                    ss.median()
+                ),
+            );
+        }
+    }
+    for server in ["smtp-sink", "capture", "postfix"] {
+        let ms50 = find(&rows, server, 50, Contender::Mailshot(1));
+        let le50 = find(&rows, server, 50, Contender::Lettre(1));
+        let ms0 = find(&rows, server, 0, Contender::Mailshot(1));
+        if let (Some(a), Some(b)) = (ms50, le50) {
+            target(
+                &mut out,
+                Some(a.median() >= 25.0 * b.median()),
+                format!(
+                    "{server}, 50 ms RTT: one mailshot session {:.0}/s ≥ 25 × lettre {:.1}/s ({:.1}×)",
+                    a.median(),
+                    b.median(),
+                    a.median() / b.median()
+                ),
+            );
+        }
+        if let (Some(a), Some(b)) = (ms50, ms0) {
+            target(
+                &mut out,
+                Some(a.median() >= 0.5 * b.median()),
+                format!(
+                    "{server}, 50 ms RTT: one mailshot session {:.0}/s ≥ 50% of its loopback {:.0}/s ({:.0}%)",
+                    a.median(),
+                    b.median(),
+                    100.0 * a.median() / b.median()
+                ),
+            );
+        }
+    }
+    target(
+        &mut out,
+        per_core.map(|r| r >= 50_000.0),
+        format!(
+            "rendering ≥ 50,000 msgs/s per core: {}",
+            per_core.map_or("-".into(), |r| format!("{r:.0}"))
+        ),
+    );
+    target(
+        &mut out,
+        rss_1m.map(|kb| kb <= 64 * 1024),
+        format!(
+            "peak RSS for 1,000,000 recipients ≤ 64 MB: {}",
+            rss_1m.map_or("not measured".into(), mb)
+        ),
+    );
+    for n in &notes {
+        let _ = writeln!(out, "\nNote: {n}");
+    }
+    println!("{out}");
+    let _ = fs::write(work.join("results.md"), &out);
+
+    let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
+    let mut failed = !failures.is_empty() || render.is_err() || matches!(million, Some(Err(_)));
+    if !opts.full && servers_up == 0 {
+        failed = true;
+    }
+    // The smoke test must exercise both servers it is meant to cover.
+    if !opts.full && !notes.is_empty() {
+        eprintln!("throughput: {}", notes.join("; "));
+        failed = true;
+    }
+    if failed {
+        eprintln!("throughput: some contender did not deliver every message");
+        std::process::exit(1);
+    }
+}
