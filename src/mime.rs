@@ -654,7 +654,7 @@ mod tests {
             format!("{}\r\n{}\r\n", "a".repeat(5000), "é".repeat(3000))
         );
         assert_eq!(
-            m.header_raw("X-Long").map(|v| v.trim().len() > 0),
+            m.header_raw("X-Long").map(|v| !v.trim().is_empty()),
             Some(true)
         );
 
