@@ -1362,4 +1362,150 @@ mod tests {
         assert_eq!(key_line(yaml, "subject"), Some(9));
         assert_eq!(key_line(yaml, "cc"), None);
     }
+
+    /// Reads a sample job with a minimal stand-in for the job loader (which
+    /// lives in another module) and renders every row of its CSV.
+    fn render_sample(name: &str) -> Vec<Draft> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("samples")
+            .join(name);
+        let path = dir.join("job.yaml");
+        let y: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let s = |k: &str| y.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let p = |k: &str| s(k).map(PathBuf::from);
+        let mut job = Fixture::new().job("unused", "");
+        job.path = path;
+        job.dir = dir.clone();
+        job.from = s("from").unwrap();
+        job.subject = s("subject").unwrap();
+        job.to = s("to");
+        job.cc = s("cc");
+        job.reply_to = s("reply_to");
+        job.list_unsubscribe = s("list_unsubscribe");
+        job.text = p("text");
+        job.html = p("html");
+        job.markdown = p("markdown");
+        job.vars = y
+            .get("vars")
+            .and_then(|v| v.as_mapping())
+            .cloned()
+            .unwrap_or_default();
+        if let Some(h) = y.get("headers").and_then(|v| v.as_mapping()) {
+            job.headers = h
+                .iter()
+                .map(|(k, v)| (k.as_str().unwrap().into(), v.as_str().unwrap().into()))
+                .collect();
+        }
+        if let Some(list) = y.get("attachments").and_then(|v| v.as_sequence()) {
+            job.attachments = list
+                .iter()
+                .map(|a| AttachmentSpec {
+                    path: a.get("path").unwrap().as_str().unwrap().into(),
+                    name: a.get("name").and_then(|n| n.as_str()).map(str::to_string),
+                })
+                .collect();
+        }
+        let renderer = Renderer::new(&job).unwrap_or_else(|e| panic!("{e}"));
+        let mut csv = csv::Reader::from_path(dir.join("recipients.csv")).unwrap();
+        let headers: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
+        let email_idx = headers.iter().position(|h| h == "email").unwrap();
+        let headers = Arc::new(headers);
+        csv.records()
+            .enumerate()
+            .map(|(i, rec)| {
+                let values: Vec<String> = rec.unwrap().iter().map(String::from).collect();
+                let rec = Recipient {
+                    row: i as u64 + 1,
+                    line: i as u64 + 2,
+                    email: values[email_idx].clone(),
+                    headers: Arc::clone(&headers),
+                    values,
+                    duplicate_of: None,
+                };
+                renderer
+                    .render(&rec)
+                    .unwrap_or_else(|d| panic!("row {}: {d:#?}", i + 1))
+            })
+            .collect()
+    }
+
+    fn parse_back(d: &Draft) -> Vec<u8> {
+        let opts = crate::mime::MimeOptions {
+            date: 1_793_611_800,
+            message_id: crate::mime::message_id("sample", d.row, d.from.as_ref().unwrap()),
+        };
+        crate::mime::build(d, &opts)
+    }
+
+    #[test]
+    fn sample_newsletter_renders_every_row_in_its_language() {
+        use mail_parser::MessageParser;
+        let drafts = render_sample("newsletter");
+        assert!(drafts.len() >= 6);
+        let zh = drafts
+            .iter()
+            .find(|d| d.email == "li.lei@example.com")
+            .unwrap();
+        assert!(zh.subject.contains("李雷，本月新茶到了"), "{}", zh.subject);
+        assert!(zh.html.as_deref().unwrap().contains("lang=\"zh-CN\""));
+        assert!(zh
+            .html
+            .as_deref()
+            .unwrap()
+            .contains("Acme Tea Club, 12 Harbour Road"));
+        assert!(zh.text.as_deref().unwrap().contains("龙井"));
+        let en = drafts
+            .iter()
+            .find(|d| d.email == "alice@example.org")
+            .unwrap();
+        assert!(en
+            .subject
+            .starts_with("Tea Letter, November 2026: Alice Walker"));
+        assert!(en
+            .text
+            .as_deref()
+            .unwrap()
+            .starts_with("Hello Alice Walker,"));
+        assert_eq!(
+            en.headers,
+            vec![("X-Campaign".to_string(), "2026-11".to_string())]
+        );
+        assert!(en.list_unsubscribe[0].starts_with("https://"));
+        let bytes = parse_back(zh);
+        let m = MessageParser::new().parse(&bytes).unwrap();
+        assert_eq!(m.subject(), Some(zh.subject.as_str()));
+        assert!(String::from_utf8_lossy(&bytes).contains("List-Unsubscribe-Post"));
+    }
+
+    #[test]
+    fn sample_merge_attaches_each_statement() {
+        use mail_parser::{MessageParser, MimeHeaders};
+        let drafts = render_sample("merge");
+        assert_eq!(drafts.len(), 4);
+        assert_eq!(drafts[0].attachments[0].name, "statement-1001.pdf");
+        assert_eq!(drafts[0].cc[0].addr, "tom.ellis@northwind.example");
+        assert!(drafts[1].cc.is_empty());
+        let chinese = &drafts[2];
+        assert_eq!(
+            chinese.attachments[0].name,
+            "对账单-东海贸易-2026年10月.pdf"
+        );
+        let m_bytes = parse_back(chinese);
+        let m = MessageParser::new().parse(&m_bytes).unwrap();
+        let a = m.attachment(0).unwrap();
+        assert_eq!(a.attachment_name(), Some("对账单-东海贸易-2026年10月.pdf"));
+        assert!(a.contents().starts_with(b"%PDF-1.4"));
+    }
+
+    #[test]
+    fn sample_notify_is_text_only() {
+        let drafts = render_sample("notify");
+        assert_eq!(drafts.len(), 3);
+        assert!(drafts
+            .iter()
+            .all(|d| d.html.is_none() && d.attachments.is_empty()));
+        assert_eq!(drafts[0].subject, "[mailshot] FAILED: nightly #412");
+        assert!(drafts[0].text.as_deref().unwrap().contains("/builds/412\n"));
+    }
 }
