@@ -882,9 +882,11 @@ fn src_value(tag: &str) -> Option<(usize, usize)> {
                 let end = value[1..].find(quote)?;
                 return Some((value_start + 1, value_start + 1 + end));
             }
-            let end = value
-                .find(|c: char| c.is_whitespace() || c == '/' && value.ends_with("/"))
-                .unwrap_or(value.len());
+            // Unquoted: up to whitespace; a trailing `/` is the tag's `/>`.
+            let mut end = value.find(char::is_whitespace).unwrap_or(value.len());
+            if end == value.len() && value.ends_with('/') {
+                end -= 1;
+            }
             return Some((value_start, value_start + end));
         }
         from = at + 3;
@@ -1350,6 +1352,22 @@ mod tests {
             d.html.as_deref(),
             Some("<img alt=x src=\"cid:img1.row2@mailshot\"><img src='cid:img1.row2@mailshot'><img src=\"https://e.com/a.png\"><img src=\"cid:k\">")
         );
+    }
+
+    #[test]
+    fn renderer_can_move_to_a_render_thread() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Renderer>();
+    }
+
+    #[test]
+    fn unquoted_img_src_is_found() {
+        let tag = "<img src=img/a.png/";
+        let (s, e) = src_value(tag).unwrap();
+        assert_eq!(&tag[s..e], "img/a.png");
+        let tag = "<img data-src=\"x\" src=b.png alt=y";
+        let (s, e) = src_value(tag).unwrap();
+        assert_eq!(&tag[s..e], "b.png");
     }
 
     #[test]
