@@ -367,7 +367,9 @@ fn digits(s: &[u8]) -> Option<(u16, usize)> {
     if n == 0 || n > 3 {
         return None;
     }
-    let v = s[..n].iter().fold(0u16, |v, &d| v * 10 + u16::from(d - b'0'));
+    let v = s[..n]
+        .iter()
+        .fold(0u16, |v, &d| v * 10 + u16::from(d - b'0'));
     Some((v, n))
 }
 
@@ -542,7 +544,10 @@ mod tests {
     fn escape_covers_controls_invalid_utf8_and_bidi() {
         assert_eq!(escape(b"a\tb\x00c\x7f"), "a\\x09b\\x00c\\x7f");
         assert_eq!(escape(b"\xc3\x28"), "\\xc3(");
-        assert_eq!(escape("x\u{202e}y\u{85}".as_bytes()), "x\\u{202e}y\\u{0085}");
+        assert_eq!(
+            escape("x\u{202e}y\u{85}".as_bytes()),
+            "x\\u{202e}y\\u{0085}"
+        );
         assert_eq!(escape("中文 ok".as_bytes()), "中文 ok");
         assert_eq!(escape(b"a\\x41"), "a\\\\x41");
     }
