@@ -16,6 +16,9 @@ pub struct Capabilities {
     pub chunking: bool,
     /// SIZE limit in octets; `None` when absent, valueless or 0 (no limit).
     pub size: Option<u64>,
+    /// The SIZE keyword is present (with or without a limit), so MAIL may
+    /// carry `SIZE=<n>`.
+    pub size_offered: bool,
     /// 8BITMIME.
     pub eight_bit_mime: bool,
     /// BINARYMIME.
@@ -58,6 +61,7 @@ impl Capabilities {
                 "DSN" => caps.dsn = true,
                 "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
                 "SIZE" => {
+                    caps.size_offered = true;
                     caps.size = words
                         .next()
                         .and_then(|v| v.parse::<u64>().ok())
@@ -119,6 +123,7 @@ mod tests {
                 pipelining: true,
                 chunking: true,
                 size: Some(10_240_000),
+                size_offered: true,
                 eight_bit_mime: true,
                 binary_mime: false,
                 smtputf8: true,
@@ -156,11 +161,8 @@ mod tests {
     #[test]
     fn size_without_value_or_zero_means_no_limit() {
         for line in ["SIZE", "SIZE 0", "SIZE junk"] {
-            assert_eq!(
-                Capabilities::from_ehlo(&ehlo(&["h", line])).size,
-                None,
-                "{line}"
-            );
+            let caps = Capabilities::from_ehlo(&ehlo(&["h", line]));
+            assert_eq!((caps.size, caps.size_offered), (None, true), "{line}");
         }
         assert_eq!(
             Capabilities::from_ehlo(&ehlo(&["h", "size 73400320"])).size,

@@ -696,11 +696,8 @@ mod tests {
             let mut p = ReplyParser::new();
             for c in data.chunks(chunk) {
                 p.feed(c);
-                loop {
-                    match p.next_reply() {
-                        Ok(Some(r)) => { let _ = r.to_string(); }
-                        Ok(None) | Err(_) => break,
-                    }
+                while let Ok(Some(r)) = p.next_reply() {
+                    prop_assert!(!r.to_string().contains('\n'));
                 }
             }
         }
