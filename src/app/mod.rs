@@ -21,7 +21,10 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Capture(args) => {
             let server = crate::capture::CaptureServer::bind(args.listen, args.dir.clone())
                 .map_err(|e| {
-                    crate::error::Error::Unavailable(format!("cannot listen on {}: {e}", args.listen))
+                    crate::error::Error::Unavailable(format!(
+                        "cannot listen on {}: {e}",
+                        args.listen
+                    ))
                 })?;
             eprintln!(
                 "mailshot capture: listening on {} (PIPELINING, CHUNKING, STARTTLS), writing {}",

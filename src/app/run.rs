@@ -139,7 +139,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let (tx, rx) = sync_channel::<Work>(QUEUE);
     let date = date_now();
     let end = std::thread::scope(|s| -> Result<scheduler::RunEnd> {
-        let producer = s.spawn(|| feed(&prepared, args, &replay, &journal, &ledger, tx, date, &stop));
+        let producer =
+            s.spawn(|| feed(&prepared, args, &replay, &journal, &ledger, tx, date, &stop));
         let end = scheduler::run(&live.plan, rx, &ledger, stop.clone());
         producer
             .join()
@@ -167,7 +168,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         });
     }
     if end.interrupted || stop.load(Ordering::SeqCst) {
-        eprintln!("interrupted: {} messages not sent yet; {resume}", end.unsent);
+        eprintln!(
+            "interrupted: {} messages not sent yet; {resume}",
+            end.unsent
+        );
         return Ok(ExitCode::TempFail);
     }
     if end.unsent > 0 {

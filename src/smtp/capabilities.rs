@@ -36,6 +36,34 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// The extensions offered, as a short human-readable list
+    /// (`PIPELINING CHUNKING SIZE=52428800 AUTH=PLAIN,LOGIN ...`).
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        let flags = [
+            (self.pipelining, "PIPELINING"),
+            (self.chunking, "CHUNKING"),
+            (self.eight_bit_mime, "8BITMIME"),
+            (self.smtputf8, "SMTPUTF8"),
+            (self.starttls, "STARTTLS"),
+            (self.dsn, "DSN"),
+            (self.enhanced_status_codes, "ENHANCEDSTATUSCODES"),
+        ];
+        parts.extend(
+            flags
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, n)| n.to_string()),
+        );
+        if let Some(size) = self.size {
+            parts.push(format!("SIZE={size}"));
+        }
+        if !self.auth.is_empty() {
+            parts.push(format!("AUTH={}", self.auth.join(",")));
+        }
+        parts.join(" ")
+    }
+
     /// Reads the keywords of an EHLO reply. Keywords are case-insensitive;
     /// unknown ones are ignored. The old `AUTH=LOGIN PLAIN` form some servers
     /// still send is understood like `AUTH LOGIN PLAIN`.

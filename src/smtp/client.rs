@@ -160,6 +160,16 @@ pub enum CloseReason {
     Error(SessionError),
 }
 
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Quit => f.write_str("the session ended"),
+            CloseReason::ServiceClosing(r) => write!(f, "the server is closing the session: {r}"),
+            CloseReason::Error(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// A reason the session could not continue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
