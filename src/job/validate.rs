@@ -288,7 +288,7 @@ fn build_smtp(raw: &RawSmtp, dir: &Path, p: &mut Problems) -> Option<SmtpSetting
     }
     if let Some(host) = raw.host.as_deref().map(str::trim) {
         if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            p.at(&["smtp", "host"], format!("invalid host {host:?}"));
+            p.at(&["smtp", "host"], format!("invalid smtp.host {host:?}"));
         }
         // A bare host defaults to STARTTLS: never silently plain text.
         let s = settings.get_or_insert_with(|| {
@@ -497,7 +497,7 @@ impl<'a> Problems<'a> {
                 file: self.file.to_path_buf(),
                 line,
                 column,
-                field: path.last().map(|k| (*k).to_string()),
+                // `field` is shown as a CSV "column"; the messages name the key instead.
                 ..Default::default()
             },
             message,
@@ -901,7 +901,7 @@ recipients:
         let yaml = MINIMAL.replace("Me <me@example.com>", "not an address");
         let d = diags(f.job(&yaml).unwrap_err());
         assert_eq!(d[0].location.line, Some(1));
-        assert_eq!(d[0].location.field.as_deref(), Some("from"));
+        assert!(d[0].message.contains("`from`"), "{}", d[0]);
         // Templates are left for the renderer.
         let yaml = MINIMAL.replace("Me <me@example.com>", "\"{{ sender }}\"");
         assert!(f.job(&yaml).is_ok());
@@ -951,6 +951,21 @@ recipients:
         let err = parse_smtp_url_settings("smtps://u:pw123@h").unwrap_err();
         assert!(matches!(err, Error::Usage(_)));
         assert!(!err.to_string().contains("pw123"));
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_line() {
+        let f = Fixture::new();
+        let d = diags(
+            f.job("from: a@b.example\nsubject: [unclosed\ntext: body.txt\n")
+                .unwrap_err(),
+        );
+        assert!(d[0].location.line.is_some(), "{}", d[0]);
+        let d = diags(
+            f.job("from: a@b.example\nsubject: s\nattachments: nope\n")
+                .unwrap_err(),
+        );
+        assert_eq!(d[0].location.line, Some(3), "{}", d[0]);
     }
 
     #[test]
