@@ -94,7 +94,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     let rate = match &args.rate {
         Some(r) => Some(
-            crate::job::validate::parse_rate(r)
+            crate::job::manifest::parse_rate(r)
                 .map_err(|e| Error::Usage(format!("--rate {r:?}: {e}")))?,
         ),
         None => None,

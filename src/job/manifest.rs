@@ -105,6 +105,9 @@ pub struct RawSmtp {
     pub data_timeout: Option<Duration>,
     /// Attempts per message.
     pub max_attempts: Option<u32>,
+    /// First retry delay after a transient failure (doubles per attempt).
+    #[serde(default, deserialize_with = "de_duration")]
+    pub retry_delay: Option<Duration>,
     /// EHLO name.
     pub helo: Option<String>,
     /// Allow AUTH without TLS.

@@ -417,6 +417,9 @@ fn build_smtp(raw: &RawSmtp, dir: &Path, p: &mut Problems) -> Option<SmtpSetting
     if let Some(t) = raw.data_timeout {
         s.data_timeout = t;
     }
+    if let Some(t) = raw.retry_delay {
+        s.retry_delay = t;
+    }
     if let Some(helo) = &raw.helo {
         if helo.is_empty() || !helo.chars().all(|c| c.is_ascii_graphic()) {
             p.at(
