@@ -714,8 +714,8 @@ impl<'a> Session<'a> {
         let Conn::Plain(sock) = std::mem::replace(&mut self.conn, Conn::Gone) else {
             unreachable!("not TLS yet");
         };
-        let conn = rustls::ServerConnection::new(self.shared.tls.clone())
-            .map_err(io::Error::other)?;
+        let conn =
+            rustls::ServerConnection::new(self.shared.tls.clone()).map_err(io::Error::other)?;
         let mut tls = Box::new(rustls::StreamOwned::new(conn, sock));
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock)?;
@@ -855,9 +855,8 @@ fn is_mailbox(path: &str) -> bool {
 
 /// Runs `mailshot capture`: binds, reports where it listens on stderr, serves forever.
 pub fn run(listen: SocketAddr, dir: PathBuf) -> crate::error::Result<()> {
-    let server = CaptureServer::bind(listen, dir.clone()).map_err(|e| {
-        crate::error::Error::Unavailable(format!("cannot listen on {listen}: {e}"))
-    })?;
+    let server = CaptureServer::bind(listen, dir.clone())
+        .map_err(|e| crate::error::Error::Unavailable(format!("cannot listen on {listen}: {e}")))?;
     eprintln!(
         "mailshot capture: listening on {}, storing messages in {} (STARTTLS CA: {})",
         server.local_addr(),
