@@ -195,11 +195,9 @@ impl Renderer {
         let mut to_check = Vec::new();
         for (path, slot) in job_files {
             let Some(path) = path else { continue };
-            let full = if path.is_absolute() {
-                path.clone()
-            } else {
-                renderer.job_dir.join(path)
-            };
+            // The loader already resolved the path against the job's folder
+            // (relative to the working directory if the job path was).
+            let full = path.canonicalize().unwrap_or_else(|_| path.clone());
             if !full.is_file() {
                 let err = std::fs::metadata(&full)
                     .err()
