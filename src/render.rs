@@ -197,7 +197,11 @@ impl Renderer {
             let Some(path) = path else { continue };
             // The loader already resolved the path against the job's folder
             // (relative to the working directory if the job path was).
-            let full = path.canonicalize().unwrap_or_else(|_| path.clone());
+            let full = match path.canonicalize() {
+                Ok(p) => p,
+                Err(_) if path.is_relative() => renderer.job_dir.join(path),
+                Err(_) => path.clone(),
+            };
             if !full.is_file() {
                 let err = std::fs::metadata(&full)
                     .err()
@@ -702,21 +706,8 @@ impl RowRender<'_> {
     }
 }
 
-/// The address parser lives in `crate::address`; in unit tests of this
-/// worktree it may still be a stub, so tests fall back to a minimal parser
-/// when (and only when) the real one panics.
-#[cfg(not(test))]
 fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, String> {
     crate::address::parse_mailbox_list(input)
-}
-
-#[cfg(test)]
-fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, String> {
-    let owned = input.to_string();
-    match std::panic::catch_unwind(move || crate::address::parse_mailbox_list(&owned)) {
-        Ok(result) => result,
-        Err(_) => tests::fallback_parse_mailbox_list(input),
-    }
 }
 
 fn is_forbidden_in_header(c: char) -> bool {
@@ -909,32 +900,6 @@ fn html_unescape(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::job::{AttachmentSpec, RecipientsSpec};
-
-    /// Minimal stand-in for `crate::address::parse_mailbox_list`, used only
-    /// while that function is still a stub in this branch.
-    pub(super) fn fallback_parse_mailbox_list(
-        input: &str,
-    ) -> std::result::Result<Vec<Mailbox>, String> {
-        input
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(|part| {
-                let (name, addr) = match part.split_once('<') {
-                    Some((n, a)) => (
-                        Some(n.trim().trim_matches('"').to_string()).filter(|n| !n.is_empty()),
-                        a.trim_end_matches('>').trim().to_string(),
-                    ),
-                    None => (None, part.to_string()),
-                };
-                if addr.contains('@') && !addr.contains(char::is_whitespace) {
-                    Ok(Mailbox { name, addr })
-                } else {
-                    Err(format!("\"{addr}\" is not an address"))
-                }
-            })
-            .collect()
-    }
 
     struct Fixture {
         dir: tempfile::TempDir,
@@ -1379,69 +1344,22 @@ mod tests {
         assert_eq!(key_line(yaml, "cc"), None);
     }
 
-    /// Reads a sample job with a minimal stand-in for the job loader (which
-    /// lives in another module) and renders every row of its CSV.
+    /// Loads a sample job with the real job loader and renders every row of
+    /// its CSV with the real reader.
     fn render_sample(name: &str) -> Vec<Draft> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("samples")
-            .join(name);
-        let path = dir.join("job.yaml");
-        let y: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let s = |k: &str| y.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        let p = |k: &str| s(k).map(PathBuf::from);
-        let mut job = Fixture::new().job("unused", "");
-        job.path = path;
-        job.dir = dir.clone();
-        job.from = s("from").unwrap();
-        job.subject = s("subject").unwrap();
-        job.to = s("to");
-        job.cc = s("cc");
-        job.reply_to = s("reply_to");
-        job.list_unsubscribe = s("list_unsubscribe");
-        job.text = p("text");
-        job.html = p("html");
-        job.markdown = p("markdown");
-        job.vars = y
-            .get("vars")
-            .and_then(|v| v.as_mapping())
-            .cloned()
-            .unwrap_or_default();
-        if let Some(h) = y.get("headers").and_then(|v| v.as_mapping()) {
-            job.headers = h
-                .iter()
-                .map(|(k, v)| (k.as_str().unwrap().into(), v.as_str().unwrap().into()))
-                .collect();
-        }
-        if let Some(list) = y.get("attachments").and_then(|v| v.as_sequence()) {
-            job.attachments = list
-                .iter()
-                .map(|a| AttachmentSpec {
-                    path: a.get("path").unwrap().as_str().unwrap().into(),
-                    name: a.get("name").and_then(|n| n.as_str()).map(str::to_string),
-                })
-                .collect();
-        }
+            .join(name)
+            .join("job.yaml");
+        let job = crate::job::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
         let renderer = Renderer::new(&job).unwrap_or_else(|e| panic!("{e}"));
-        let mut csv = csv::Reader::from_path(dir.join("recipients.csv")).unwrap();
-        let headers: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
-        let email_idx = headers.iter().position(|h| h == "email").unwrap();
-        let headers = Arc::new(headers);
-        csv.records()
-            .enumerate()
-            .map(|(i, rec)| {
-                let values: Vec<String> = rec.unwrap().iter().map(String::from).collect();
-                let rec = Recipient {
-                    row: i as u64 + 1,
-                    line: i as u64 + 2,
-                    email: values[email_idx].clone(),
-                    headers: Arc::clone(&headers),
-                    values,
-                    duplicate_of: None,
-                };
+        crate::recipients::RecipientReader::open(&job.recipients)
+            .unwrap()
+            .map(|rec| {
+                let rec = rec.unwrap_or_else(|d| panic!("{d}"));
                 renderer
                     .render(&rec)
-                    .unwrap_or_else(|d| panic!("row {}: {d:#?}", i + 1))
+                    .unwrap_or_else(|d| panic!("row {}: {d:#?}", rec.row))
             })
             .collect()
     }
