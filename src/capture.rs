@@ -340,9 +340,18 @@ impl<'a> Session<'a> {
             }
         }
         let _ = self.flush();
-        if let Conn::Tls(s) = &mut self.conn {
-            s.conn.send_close_notify();
-            let _ = s.flush();
+        // The accept loop keeps a clone of the socket, so dropping ours would
+        // not close the connection.
+        match &mut self.conn {
+            Conn::Plain(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            Conn::Tls(s) => {
+                s.conn.send_close_notify();
+                let _ = s.flush();
+                let _ = s.sock.shutdown(Shutdown::Both);
+            }
+            Conn::Gone => {}
         }
         Ok(())
     }

@@ -30,13 +30,14 @@ def main():
             and auth_data.login == user.encode()
             and auth_data.password == password.encode()
         )
-        return AuthResult(success=ok, handled=False)
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):
             counter["n"] += 1
             name = os.path.join(outdir, "%06d.eml" % counter["n"])
-            login = session.login_data.login if session.login_data else b""
+            data = getattr(session, "auth_data", None)
+            login = data.login if isinstance(data, LoginPassword) else b""
             head = "Return-Path: <%s>\r\nX-Mailshot-Rcpt: %s\r\nX-Auth-User: %s\r\n" % (
                 envelope.mail_from,
                 ", ".join(envelope.rcpt_tos),

@@ -11,7 +11,7 @@ pub mod aiosmtpd;
 pub mod fault;
 pub mod postfix;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -116,13 +116,26 @@ impl Reply {
     }
 }
 
-/// A minimal line-level SMTP client over plain TCP for testing servers by hand.
-pub struct RawClient {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+/// A minimal line-level SMTP client for testing servers by hand, over plain
+/// TCP or (after [`starttls`](RawClient::starttls)) rustls.
+pub struct RawClient<S: Read + Write = TcpStream> {
+    reader: BufReader<S>,
+    sock: TcpStream,
 }
 
-impl RawClient {
+/// A TLS stream as [`RawClient::starttls`] and [`RawClient::connect_tls`] make it.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls_wrap(sock: TcpStream, ca_pem: &str, name: &str) -> TlsStream {
+    let dir = TestDir::new();
+    let ca = dir.write("ca.pem", ca_pem);
+    let config = mailshot::smtp::tls::client_config(Some(&ca)).expect("client TLS config");
+    let server_name = mailshot::smtp::tls::server_name(name).expect("server name");
+    let conn = rustls::ClientConnection::new(config, server_name).expect("TLS client");
+    rustls::StreamOwned::new(conn, sock)
+}
+
+impl RawClient<TcpStream> {
     /// Connects with a 10 s read timeout so a broken server fails the test instead of hanging it.
     pub fn connect(addr: SocketAddr) -> Self {
         let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
@@ -131,18 +144,64 @@ impl RawClient {
             .unwrap();
         RawClient {
             reader: BufReader::new(sock.try_clone().unwrap()),
-            writer: sock,
+            sock,
         }
+    }
+
+    /// Starts TLS on this connection (after the server's 220 to STARTTLS),
+    /// trusting only `ca_pem` and verifying `name`. Fails if the handshake does.
+    pub fn starttls(self, ca_pem: &str, name: &str) -> std::io::Result<RawClient<TlsStream>> {
+        assert!(
+            self.reader.buffer().is_empty(),
+            "server bytes after the 220 would be lost (or injected)"
+        );
+        let sock = self.sock;
+        let mut tls = tls_wrap(sock.try_clone()?, ca_pem, name);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(RawClient {
+            reader: BufReader::new(tls),
+            sock,
+        })
+    }
+
+    /// Bytes the server sent that are buffered but not yet read as replies.
+    pub fn buffered(&self) -> &[u8] {
+        self.reader.buffer()
+    }
+}
+
+impl RawClient<TlsStream> {
+    /// Connects with implicit TLS (SMTPS), trusting only `ca_pem`.
+    pub fn connect_tls(addr: SocketAddr, ca_pem: &str, name: &str) -> std::io::Result<Self> {
+        let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut tls = tls_wrap(sock.try_clone()?, ca_pem, name);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(RawClient {
+            reader: BufReader::new(tls),
+            sock,
+        })
+    }
+}
+
+impl<S: Read + Write> RawClient<S> {
+    /// Changes how long a read waits before giving up (the reply is then `None`).
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        self.sock.set_read_timeout(Some(timeout)).unwrap();
     }
 
     /// Sends raw bytes as they are (several commands at once for pipelining).
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.writer
-            .write_all(bytes.as_ref())
-            .expect("send to server");
+        let w = self.reader.get_mut();
+        w.write_all(bytes.as_ref()).expect("send to server");
+        w.flush().expect("flush to server");
     }
 
-    /// Reads one (possibly multi-line) reply; `None` on EOF.
+    /// Reads one (possibly multi-line) reply; `None` on EOF, timeout or garbage.
     pub fn try_reply(&mut self) -> Option<Reply> {
         let mut lines = Vec::new();
         loop {
@@ -179,13 +238,18 @@ impl RawClient {
         reply
     }
 
-    /// The underlying socket (e.g. to hand to a TLS client after STARTTLS).
-    pub fn into_stream(self) -> TcpStream {
-        assert!(
-            self.reader.buffer().is_empty(),
-            "unread server bytes would be lost"
-        );
-        self.writer
+    /// Reads once: true if the server has closed the connection (EOF or
+    /// reset), false if a byte arrived or the read timed out.
+    pub fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        match self.reader.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
     }
 }
 
