@@ -1,23 +1,607 @@
 //! Address syntax: RFC 5322 mailbox lists ("Name <a@b>, c@d") and RFC 5321 /
 //! RFC 6531 addr-specs, including internationalised local parts and domains.
+//!
+//! The checks are deliberately about what an SMTP server will accept in
+//! `MAIL FROM` / `RCPT TO` (RFC 5321 4.1.2 `Mailbox`, extended by RFC 6531
+//! with UTF-8), not the full RFC 5322 grammar with comments and folding:
+//! template output is one line, and anything looser would let a CSV value
+//! smuggle in a header or a recipient.
 
 use crate::message::Mailbox;
+
+/// RFC 5321 4.5.3.1.1: the local part is at most 64 octets.
+const MAX_LOCAL: usize = 64;
+/// RFC 5321 4.5.3.1.3 allows a 256-octet path including `<` and `>`.
+const MAX_ADDRESS: usize = 254;
+/// RFC 1035 2.3.4: labels are at most 63 octets (in their ASCII form).
+const MAX_LABEL: usize = 63;
+/// RFC 1035 name limit minus the root label's length octets.
+const MAX_DOMAIN: usize = 253;
 
 /// Parse a comma-separated list of mailboxes as written in a job template's
 /// output (display names optional, quoted names allowed). Rejects CR, LF and
 /// other control characters, empty entries and invalid addr-specs.
+///
+/// An input that is empty or only spaces is an empty list, so an optional
+/// `cc: "{{ cc }}"` with an empty CSV cell adds nobody.
 pub fn parse_mailbox_list(input: &str) -> Result<Vec<Mailbox>, String> {
-    let _ = input;
-    todo!("address helper")
+    if let Some(c) = input.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "address list contains the control character {}",
+            describe_char(c)
+        ));
+    }
+    if input.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries = split_entries(input)?;
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            return Err(format!(
+                "address list has an empty entry (entry {} of {})",
+                i + 1,
+                entries.len()
+            ));
+        }
+        out.push(parse_mailbox(entry)?);
+    }
+    Ok(out)
+}
+
+/// Split at commas that are outside quotes, angle brackets and comments,
+/// checking that those are balanced.
+fn split_entries(input: &str) -> Result<Vec<&str>, String> {
+    let mut entries = Vec::new();
+    let mut start = 0;
+    let mut in_quote = false;
+    let mut escaped = false;
+    let mut angle = false;
+    let mut paren = 0usize;
+    for (i, c) in input.char_indices() {
+        if in_quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quote = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => in_quote = true,
+            '<' if angle => return Err("nested '<' in address list".into()),
+            '<' => angle = true,
+            '>' if !angle => return Err("'>' without a matching '<' in address list".into()),
+            '>' => angle = false,
+            '(' if !angle => paren += 1,
+            ')' if !angle && paren == 0 => {
+                return Err("')' without a matching '(' in address list".into())
+            }
+            ')' if !angle => paren -= 1,
+            ',' if !angle && paren == 0 => {
+                entries.push(&input[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if in_quote {
+        return Err("unbalanced '\"' in address list".into());
+    }
+    if angle {
+        return Err("'<' without a matching '>' in address list".into());
+    }
+    if paren > 0 {
+        return Err("'(' without a matching ')' in address list".into());
+    }
+    entries.push(&input[start..]);
+    Ok(entries)
+}
+
+/// One entry: `addr`, `Name <addr>`, `"Quoted, Name" <addr>` or `addr (Name)`.
+fn parse_mailbox(entry: &str) -> Result<Mailbox, String> {
+    if let Some(open) = find_unquoted(entry, '<') {
+        // split_entries guarantees a matching '>' follows.
+        let close = open + entry[open..].find('>').ok_or("missing '>'")?;
+        let rest = entry[close + 1..].trim();
+        if !rest.is_empty() {
+            return Err(format!("unexpected text after '>' in \"{entry}\""));
+        }
+        let addr = entry[open + 1..close].trim();
+        check_addr_spec(addr).map_err(|e| format!("\"{entry}\": {e}"))?;
+        let name = display_name(entry[..open].trim())?;
+        return Ok(Mailbox {
+            name,
+            addr: addr.to_string(),
+        });
+    }
+    // A bare addr-spec, optionally followed by an old-style "(Name)" comment.
+    let (addr, name) = match find_unquoted(entry, '(') {
+        Some(open) => {
+            let inner = entry[open + 1..].trim_end();
+            let inner = inner
+                .strip_suffix(')')
+                .ok_or_else(|| format!("unexpected text after ')' in \"{entry}\""))?;
+            (entry[..open].trim(), Some(inner.trim().to_string()))
+        }
+        None => (entry, None),
+    };
+    check_addr_spec(addr).map_err(|e| format!("\"{entry}\": {e}"))?;
+    Ok(Mailbox {
+        name: name.filter(|n| !n.is_empty()),
+        addr: addr.to_string(),
+    })
+}
+
+/// Byte index of the first `target` outside a quoted string.
+fn find_unquoted(s: &str, target: char) -> Option<usize> {
+    let mut in_quote = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if in_quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quote = false;
+            }
+        } else if c == '"' {
+            in_quote = true;
+        } else if c == target {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// The phrase before `<`: quoted parts are unquoted and unescaped, runs of
+/// spaces collapse to one (RFC 5322 3.2.5 semantics of a phrase).
+fn display_name(phrase: &str) -> Result<Option<String>, String> {
+    let mut out = String::new();
+    let mut in_quote = false;
+    let mut escaped = false;
+    for c in phrase.chars() {
+        if in_quote {
+            if escaped {
+                out.push(c);
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quote = false;
+            } else {
+                out.push(c);
+            }
+        } else if c == '"' {
+            in_quote = true;
+        } else if c == '>' {
+            return Err(format!("unexpected '>' in display name \"{phrase}\""));
+        } else if c.is_whitespace() {
+            if !out.ends_with(' ') {
+                out.push(' ');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    let name = out.trim();
+    Ok(if name.is_empty() {
+        None
+    } else {
+        Some(name.to_string())
+    })
 }
 
 /// Check one addr-spec (`local@domain`) for SMTP use.
+///
+/// Accepts RFC 5321 dot-atom and quoted-string local parts, UTF-8 in both
+/// (RFC 6531), domain names (IDN allowed; label lengths are checked on the
+/// A-label) and address literals (`[192.0.2.1]`, `[IPv6:::1]`).
 pub fn check_addr_spec(addr: &str) -> Result<(), String> {
-    let _ = addr;
-    todo!("address helper")
+    if addr.is_empty() {
+        return Err("empty address".into());
+    }
+    if let Some(c) = addr.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "address contains the control character {}",
+            describe_char(c)
+        ));
+    }
+    if addr.len() > MAX_ADDRESS {
+        return Err(format!(
+            "address is {} octets long; at most {MAX_ADDRESS} are allowed",
+            addr.len()
+        ));
+    }
+    // The last '@' separates: a quoted local part may itself contain '@'.
+    let at = addr
+        .rfind('@')
+        .ok_or_else(|| format!("\"{addr}\" has no '@'"))?;
+    let (local, domain) = (&addr[..at], &addr[at + 1..]);
+    check_local_part(local).map_err(|e| format!("\"{addr}\": {e}"))?;
+    check_domain(domain).map_err(|e| format!("\"{addr}\": {e}"))?;
+    Ok(())
+}
+
+/// RFC 5322 `atext`, extended with any non-ASCII character by RFC 6531.
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+}
+
+fn check_local_part(local: &str) -> Result<(), String> {
+    if local.is_empty() {
+        return Err("the part before '@' is empty".into());
+    }
+    if local.len() > MAX_LOCAL {
+        return Err(format!(
+            "the part before '@' is {} octets long; at most {MAX_LOCAL} are allowed",
+            local.len()
+        ));
+    }
+    if let Some(inner) = local.strip_prefix('"') {
+        let inner = inner
+            .strip_suffix('"')
+            .ok_or("unterminated quoted local part")?;
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                // quoted-pairSMTP: a backslash and one printable ASCII character.
+                '\\' => match chars.next() {
+                    Some(n) if (' '..='~').contains(&n) => {}
+                    _ => return Err("bad '\\' escape in quoted local part".into()),
+                },
+                '"' => return Err("unescaped '\"' inside quoted local part".into()),
+                // qtextSMTP: printable ASCII (with space) or UTF-8.
+                c if c == ' ' || c.is_ascii_graphic() || !c.is_ascii() => {}
+                c => {
+                    return Err(format!(
+                        "character {} is not allowed in a quoted local part",
+                        describe_char(c)
+                    ))
+                }
+            }
+        }
+        return Ok(());
+    }
+    for atom in local.split('.') {
+        if atom.is_empty() {
+            return Err("the part before '@' has an empty dot-separated part ('..' or a leading/trailing '.')".into());
+        }
+        if let Some(c) = atom.chars().find(|&c| !is_atext(c)) {
+            return Err(format!(
+                "character {} is not allowed before '@' unless the local part is quoted",
+                describe_char(c)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_domain(domain: &str) -> Result<(), String> {
+    if domain.is_empty() {
+        return Err("the domain after '@' is empty".into());
+    }
+    if let Some(lit) = domain.strip_prefix('[') {
+        let lit = lit
+            .strip_suffix(']')
+            .ok_or("unterminated address literal")?;
+        let ok = match lit.get(..5) {
+            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+                lit[5..].parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => lit.parse::<std::net::Ipv4Addr>().is_ok(),
+        };
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!("[{lit}] is not a valid address literal"))
+        };
+    }
+    let ascii = domain_to_ascii(domain).ok_or("the domain cannot be encoded as IDNA")?;
+    if ascii.len() > MAX_DOMAIN {
+        return Err(format!(
+            "the domain is {} octets long; at most {MAX_DOMAIN} are allowed",
+            ascii.len()
+        ));
+    }
+    for (label, ascii_label) in domain.split('.').zip(ascii.split('.')) {
+        if label.is_empty() {
+            return Err("the domain has an empty label ('..' or a leading/trailing '.')".into());
+        }
+        if ascii_label.len() > MAX_LABEL {
+            return Err(format!(
+                "domain label \"{label}\" is {} octets long; at most {MAX_LABEL} are allowed",
+                ascii_label.len()
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("domain label \"{label}\" starts or ends with '-'"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|&c| c.is_ascii() && !(c.is_ascii_alphanumeric() || c == '-'))
+        {
+            return Err(format!(
+                "character {} is not allowed in a domain",
+                describe_char(c)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The domain with every non-ASCII label in its `xn--` A-label form
+/// (RFC 3492 Punycode); ASCII labels are returned unchanged. No UTS #46
+/// mapping is applied: the domain is expected to be in its written form.
+/// `None` if a label is too long to encode.
+pub fn domain_to_ascii(domain: &str) -> Option<String> {
+    let mut out = String::with_capacity(domain.len());
+    for (i, label) in domain.split('.').enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if label.is_ascii() {
+            out.push_str(label);
+        } else {
+            out.push_str("xn--");
+            out.push_str(&punycode_encode(&label.to_lowercase())?);
+        }
+    }
+    Some(out)
+}
+
+/// RFC 3492 section 6.3, with the parameters of section 5.
+fn punycode_encode(input: &str) -> Option<String> {
+    const BASE: u32 = 36;
+    const TMIN: u32 = 1;
+    const TMAX: u32 = 26;
+    const INITIAL_BIAS: u32 = 72;
+    const INITIAL_N: u32 = 128;
+
+    fn adapt(delta: u32, numpoints: u32, first: bool) -> u32 {
+        const SKEW: u32 = 38;
+        const DAMP: u32 = 700;
+        let mut delta = if first { delta / DAMP } else { delta / 2 };
+        delta += delta / numpoints;
+        let mut k = 0;
+        while delta > ((BASE - TMIN) * TMAX) / 2 {
+            delta /= BASE - TMIN;
+            k += BASE;
+        }
+        k + (BASE - TMIN + 1) * delta / (delta + SKEW)
+    }
+    fn digit(d: u32) -> char {
+        if d < 26 {
+            (b'a' + d as u8) as char
+        } else {
+            (b'0' + (d - 26) as u8) as char
+        }
+    }
+
+    let cps: Vec<u32> = input.chars().map(|c| c as u32).collect();
+    let mut out: String = input.chars().filter(char::is_ascii).collect();
+    let basic = out.len() as u32;
+    let mut handled = basic;
+    if basic > 0 {
+        out.push('-');
+    }
+    let (mut n, mut delta, mut bias) = (INITIAL_N, 0u32, INITIAL_BIAS);
+    while (handled as usize) < cps.len() {
+        let m = cps.iter().copied().filter(|&c| c >= n).min()?;
+        delta = delta.checked_add((m - n).checked_mul(handled + 1)?)?;
+        n = m;
+        for &c in &cps {
+            if c < n {
+                delta = delta.checked_add(1)?;
+            }
+            if c == n {
+                let mut q = delta;
+                let mut k = BASE;
+                loop {
+                    let t = if k <= bias {
+                        TMIN
+                    } else if k >= bias + TMAX {
+                        TMAX
+                    } else {
+                        k - bias
+                    };
+                    if q < t {
+                        break;
+                    }
+                    out.push(digit(t + (q - t) % (BASE - t)));
+                    q = (q - t) / (BASE - t);
+                    k += BASE;
+                }
+                out.push(digit(q));
+                bias = adapt(delta, handled + 1, handled == basic);
+                delta = 0;
+                handled += 1;
+            }
+        }
+        delta = delta.checked_add(1)?;
+        n += 1;
+    }
+    Some(out)
+}
+
+/// A character named so that an invisible one is still visible in a message.
+fn describe_char(c: char) -> String {
+    match c {
+        '\r' => "CR (\\r)".into(),
+        '\n' => "LF (\\n)".into(),
+        '\t' => "TAB (\\t)".into(),
+        '\0' => "NUL".into(),
+        c if c.is_control() => format!("U+{:04X}", c as u32),
+        c => format!("'{c}'"),
+    }
 }
 
 /// True when the address needs SMTPUTF8 (non-ASCII local part or domain).
 pub fn needs_smtputf8(addr: &str) -> bool {
     !addr.is_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mb(name: Option<&str>, addr: &str) -> Mailbox {
+        Mailbox {
+            name: name.map(str::to_string),
+            addr: addr.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_mixed_list() {
+        let got = parse_mailbox_list("Name <a@b.example>, \"Doe, J\" <j@d.example>, c@d.example")
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                mb(Some("Name"), "a@b.example"),
+                mb(Some("Doe, J"), "j@d.example"),
+                mb(None, "c@d.example"),
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_utf8_names_escapes_and_comments() {
+        let got = parse_mailbox_list(
+            "张三 <zhang@例子.中国>, \"A \\\"Q\\\" B\" <q@x.org>, old@x.org (Old Style), <bare@x.org>",
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                mb(Some("张三"), "zhang@例子.中国"),
+                mb(Some("A \"Q\" B"), "q@x.org"),
+                mb(Some("Old Style"), "old@x.org"),
+                mb(None, "bare@x.org"),
+            ]
+        );
+    }
+
+    #[test]
+    fn blank_input_is_empty_list() {
+        assert_eq!(parse_mailbox_list("").unwrap(), vec![]);
+        assert_eq!(parse_mailbox_list("   ").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn rejects_bad_lists() {
+        for bad in [
+            "a@b.org\r\nBcc: evil@x.org",
+            "a@b.org\nx@y.org",
+            "a@b.org\0",
+            "Name\t<a@b.org>",
+            "a@b.org, , c@d.org",
+            "a@b.org,",
+            ", a@b.org",
+            "\"Unclosed <a@b.org>",
+            "Name <a@b.org",
+            "Name a@b.org>",
+            "Name <<a@b.org>>",
+            "Name <a@b.org> trailing",
+            "Name <not-an-address>",
+            "a@b.org (unclosed",
+            "plainword",
+            "a@b@c",
+        ] {
+            assert!(parse_mailbox_list(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn error_names_control_character() {
+        let err = parse_mailbox_list("a@b.org\r\n").unwrap_err();
+        assert!(err.contains("CR"), "{err}");
+    }
+
+    #[test]
+    fn accepts_good_addr_specs() {
+        for good in [
+            "user@example.com",
+            "first.last+tag@sub.example.co.uk",
+            "o'brien@example.ie",
+            "\"john doe\"@example.com",
+            "\"a@b\\\"c\"@example.com",
+            "用户@例子.广告",
+            "δοκιμή@παράδειγμα.δοκιμή",
+            "user@localhost",
+            "user@[192.0.2.1]",
+            "user@[IPv6:2001:db8::1]",
+            "x@a-b.c1",
+        ] {
+            assert_eq!(check_addr_spec(good), Ok(()), "{good}");
+        }
+        // 66 UTF-8 octets, but a 28-octet A-label: the limit is on the A-label.
+        assert_eq!(
+            check_addr_spec(&format!("x@{}.cn", "中".repeat(22))),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn rejects_bad_addr_specs() {
+        let long_label = format!("a@{}.com", "x".repeat(64));
+        let long_local = format!("{}@x.com", "l".repeat(65));
+        let long_total = format!("a@{}com", "abcdefghi.".repeat(26));
+        // Distinct ideographs cost two or more Punycode digits each.
+        let long_idn: String = (0..32)
+            .map(|i| char::from_u32(0x4E00 + i * 97).unwrap())
+            .collect();
+        let long_idn = format!("a@{long_idn}.com");
+        for bad in [
+            "",
+            "no-at-sign",
+            "@example.com",
+            "user@",
+            "a..b@example.com",
+            ".a@example.com",
+            "a.@example.com",
+            "a b@example.com",
+            "a(b)@example.com",
+            "\"unterminated@example.com",
+            "user@exa mple.com",
+            "user@example..com",
+            "user@.example.com",
+            "user@example.com.",
+            "user@-example.com",
+            "user@example-.com",
+            "user@exa_mple.com",
+            "user@[300.1.1.1]",
+            "user@[IPv6:zz::1]",
+            "user@example.com\r",
+            long_label.as_str(),
+            long_local.as_str(),
+            long_total.as_str(),
+            long_idn.as_str(),
+        ] {
+            assert!(check_addr_spec(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn punycode_matches_published_a_labels() {
+        // Registered TLDs and the RFC 3492 sample, not computed here.
+        assert_eq!(
+            domain_to_ascii("例子.中国").unwrap(),
+            "xn--fsqu00a.xn--fiqs8s"
+        );
+        assert_eq!(domain_to_ascii("公司").unwrap(), "xn--55qx5d");
+        assert_eq!(domain_to_ascii("münchen.de").unwrap(), "xn--mnchen-3ya.de");
+        assert_eq!(domain_to_ascii("example.com").unwrap(), "example.com");
+    }
+
+    #[test]
+    fn smtputf8_detection() {
+        assert!(needs_smtputf8("用户@example.com"));
+        assert!(!needs_smtputf8("user@example.com"));
+    }
 }

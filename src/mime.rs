@@ -1,7 +1,32 @@
-//! Draft → RFC 5322/MIME bytes (mail-builder). Date and Message-ID are inputs
-//! so output is reproducible.
+//! Draft → RFC 5322 / MIME bytes. Owns the header block and the MIME tree of
+//! one message; Date and Message-ID are inputs so output is reproducible.
+//!
+//! Follows RFC 5322 (header syntax, 998-octet line limit, folding), RFC 2045–2047
+//! (MIME structure, transfer encodings, encoded-words for non-ASCII text),
+//! RFC 2231 (non-ASCII attachment file names), RFC 2369 / RFC 8058
+//! (List-Unsubscribe and one-click List-Unsubscribe-Post) and RFC 2387
+//! (multipart/related for inline images).
+//!
+//! mail-builder writes the bodies (quoted-printable or base64, so every body is
+//! 7-bit clean), the Subject/extra header encoded-words and the Date. We write
+//! the address headers and the attachment part headers ourselves because
+//! mail-builder does not split a long display name into several encoded-words
+//! (one huge word can exceed 998 octets) and only offers RFC 2047 inside a quoted
+//! `filename=`, which RFC 2047 §5 forbids and several clients show verbatim.
+//! Boundaries are derived from the Message-ID instead of the clock so the same
+//! draft always gives the same bytes.
 
-use crate::message::{Draft, Outgoing};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::date::Date;
+use mail_builder::headers::text::Text;
+use mail_builder::headers::Header;
+use mail_builder::mime::{BodyPart, MimePart};
+use sha2::{Digest, Sha256};
+
+use crate::message::{Attachment, Draft, Envelope, Mailbox, Outgoing};
 
 /// Per-message inputs that are not in the draft.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,14 +37,705 @@ pub struct MimeOptions {
     pub message_id: String,
 }
 
+/// Folding target for lines we fold ourselves (RFC 5322 §2.1.1 "SHOULD" limit).
+const FOLD_AT: usize = 76;
+
+/// The Message-ID for `row` of run `run_id`: `<{run_id}.{row}@{domain of from}>`.
+///
+/// A non-ASCII or missing domain falls back to `localhost` so the header stays
+/// ASCII (Message-IDs are compared byte-wise; punycode is not worth it here).
+pub fn message_id(run_id: &str, row: u64, from: &Mailbox) -> String {
+    let domain = from
+        .addr
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| {
+            !d.is_empty()
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+        })
+        .unwrap_or("localhost");
+    // The run id is ours, but keep the left part a valid dot-atom whatever it is.
+    let left: String = run_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("<{left}.{row}@{domain}>")
+}
+
 /// Build the message bytes (CRLF, 7-bit-safe bodies, lines ≤ 998 octets).
 pub fn build(draft: &Draft, opts: &MimeOptions) -> Vec<u8> {
-    let _ = (draft, opts);
-    todo!("mime helper")
+    let mut out = Vec::with_capacity(4096 + draft.text.as_ref().map_or(0, |t| t.len() * 2));
+    write_headers(draft, opts, &mut out);
+    let root = body_tree(draft, &boundary_seed(&opts.message_id));
+    root.write_part(&mut out)
+        .expect("writing into a Vec cannot fail");
+    out
 }
 
 /// Build the [`Outgoing`] message: envelope from the draft, bytes from [`build`].
 pub fn compose(draft: &Draft, opts: &MimeOptions) -> Outgoing {
-    let _ = (draft, opts);
-    todo!("mime helper")
+    let data = build(draft, opts);
+    let rcpt_to = draft.envelope_recipients();
+    let mail_from = draft
+        .from
+        .as_ref()
+        .map(|m| m.addr.clone())
+        .unwrap_or_default();
+    let smtputf8 = !mail_from.is_ascii() || rcpt_to.iter().any(|a| !a.is_ascii());
+    let eight_bit = data.iter().any(|&b| b >= 0x80);
+    Outgoing {
+        row: draft.row,
+        email: draft.email.clone(),
+        message_id: opts.message_id.clone(),
+        envelope: Envelope { mail_from, rcpt_to },
+        data: Arc::new(data),
+        eight_bit,
+        smtputf8,
+    }
+}
+
+fn write_headers(draft: &Draft, opts: &MimeOptions, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"Date: ");
+    Date::new(opts.date)
+        .write_header(&mut *out, 6)
+        .expect("Vec write");
+    push_header_line(out, "Message-ID", &opts.message_id);
+    out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    if let Some(from) = &draft.from {
+        write_address_header(out, "From", std::slice::from_ref(from));
+    }
+    if !draft.to.is_empty() {
+        write_address_header(out, "To", &draft.to);
+    }
+    if !draft.cc.is_empty() {
+        write_address_header(out, "Cc", &draft.cc);
+    }
+    // Bcc is deliberately never written: it lives in the envelope only.
+    if !draft.reply_to.is_empty() {
+        write_address_header(out, "Reply-To", &draft.reply_to);
+    }
+    write_text_header(out, "Subject", &draft.subject);
+    for (name, value) in &draft.headers {
+        write_text_header(out, name, value);
+    }
+    if !draft.list_unsubscribe.is_empty() {
+        let uris: Vec<String> = draft
+            .list_unsubscribe
+            .iter()
+            .map(|u| format!("<{u}>"))
+            .collect();
+        write_list_header(out, "List-Unsubscribe", &uris);
+        // RFC 8058 one-click needs an https URI to POST to.
+        if draft
+            .list_unsubscribe
+            .iter()
+            .any(|u| u.len() >= 8 && u[..8].eq_ignore_ascii_case("https://"))
+        {
+            out.extend_from_slice(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+        }
+    }
+}
+
+fn push_header_line(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// An unstructured header. Plain ASCII is folded at spaces so it stays readable;
+/// anything else (non-ASCII, or a "word" too long to fold) goes through
+/// mail-builder's encoded-word writer, which splits into ≤ 76-octet words.
+fn write_text_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    let printable = value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) || b == b'\t');
+    let longest_word = value.split([' ', '\t']).map(str::len).max().unwrap_or(0);
+    let looks_encoded = value.contains("=?");
+    if printable && !looks_encoded && name.len() + 2 + longest_word < 900 {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b":");
+        let mut line_len = name.len() + 1;
+        // Each word keeps its leading whitespace; folding inserts CRLF before it.
+        for (i, word) in value.split(' ').enumerate() {
+            if i > 0 && line_len + 1 + word.len() > FOLD_AT && line_len > name.len() + 1 {
+                out.extend_from_slice(b"\r\n");
+                line_len = 0;
+            }
+            out.push(b' ');
+            out.extend_from_slice(word.as_bytes());
+            line_len += 1 + word.len();
+        }
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        Text::new(value)
+            .write_header(&mut *out, name.len() + 2)
+            .expect("Vec write");
+    }
+}
+
+/// A comma-separated list of pre-formatted items, folded between items.
+fn write_list_header(out: &mut Vec<u8>, name: &str, items: &[String]) {
+    out.extend_from_slice(name.as_bytes());
+    out.push(b':');
+    let mut line_len = name.len() + 1;
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+            line_len += 1;
+        }
+        let first_line = item.split("\r\n").next().unwrap_or("");
+        if i > 0 && line_len + 1 + first_line.len() > FOLD_AT {
+            out.extend_from_slice(b"\r\n");
+            line_len = 0;
+        }
+        out.push(b' ');
+        out.extend_from_slice(item.as_bytes());
+        line_len = match item.rfind("\r\n") {
+            Some(p) => item.len() - p - 2,
+            None => line_len + 1 + item.len(),
+        };
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_address_header(out: &mut Vec<u8>, name: &str, list: &[Mailbox]) {
+    let items: Vec<String> = list.iter().map(format_mailbox).collect();
+    write_list_header(out, name, &items);
+}
+
+/// `"Name" <addr>` or `=?utf-8?B?...?= <addr>`, possibly spanning folded lines.
+fn format_mailbox(m: &Mailbox) -> String {
+    let Some(name) = m.name.as_deref().filter(|n| !n.is_empty()) else {
+        return m.addr.clone();
+    };
+    let phrase = if name.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && name.len() <= 60
+        && !name.contains("=?")
+    {
+        let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{escaped}\"")
+    } else {
+        encoded_words(name).join("\r\n ")
+    };
+    let last_line = phrase.rsplit("\r\n").next().unwrap_or("");
+    if last_line.len() + m.addr.len() + 3 > FOLD_AT {
+        format!("{phrase}\r\n <{}>", m.addr)
+    } else {
+        format!("{phrase} <{}>", m.addr)
+    }
+}
+
+/// RFC 2047 B-encoded words of at most 45 input octets each (≤ 72 octets per
+/// word), split only at UTF-8 character boundaries as §5 requires.
+fn encoded_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + 45).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let chunk = &text.as_bytes()[start..end];
+        words.push(format!(
+            "=?utf-8?B?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(chunk)
+        ));
+        start = end;
+    }
+    words
+}
+
+/// A per-message seed for boundaries. `=_` cannot occur in base64 or
+/// quoted-printable output, so these boundaries never collide with a body.
+fn boundary_seed(message_id: &str) -> String {
+    let digest = Sha256::digest(message_id.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("=_ms_{hex}")
+}
+
+fn multipart<'a>(kind: &str, seed: &str, n: &mut u32, parts: Vec<MimePart<'a>>) -> MimePart<'a> {
+    *n += 1;
+    let ct = ContentType::new(kind.to_string()).attribute("boundary", format!("{seed}_{n}"));
+    MimePart::new(ct, BodyPart::Multipart(parts))
+}
+
+/// Canonical form (RFC 2045 §6.8): every line break is CRLF before encoding,
+/// so base64 bodies decode to CRLF text too, and a lone CR or LF (which
+/// mail-builder would pass through in 7bit) cannot reach the wire.
+fn normalize_newlines(s: &str) -> String {
+    s.replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .replace('\n', "\r\n")
+}
+
+fn text_part(kind: &str, body: &str) -> MimePart<'static> {
+    MimePart::new(
+        kind.to_string(),
+        BodyPart::Text(normalize_newlines(body).into()),
+    )
+}
+
+/// mixed[ alternative[ text, related[ html, inline images ] ], attachments ],
+/// with every level omitted when it would hold a single part.
+fn body_tree(draft: &Draft, seed: &str) -> MimePart<'static> {
+    let mut n = 0;
+    let (inline, attached): (Vec<&Attachment>, Vec<&Attachment>) = draft
+        .attachments
+        .iter()
+        .partition(|a| a.content_id.is_some() && draft.html.is_some());
+
+    let html = draft.html.as_deref().map(|h| {
+        let html = text_part("text/html", h);
+        if inline.is_empty() {
+            html
+        } else {
+            let mut parts = vec![html];
+            parts.extend(inline.iter().map(|a| binary_part(a, true)));
+            multipart("multipart/related", seed, &mut n, parts)
+        }
+    });
+    let text = draft.text.as_deref().map(|t| text_part("text/plain", t));
+    let body = match (text, html) {
+        (Some(t), Some(h)) => Some(multipart("multipart/alternative", seed, &mut n, vec![t, h])),
+        (Some(t), None) => Some(t),
+        (None, Some(h)) => Some(h),
+        (None, None) => None,
+    };
+    // A message without bodies still gets an empty text part: clients expect
+    // the first part to be the body, even next to attachments.
+    let body = body.unwrap_or_else(|| text_part("text/plain", ""));
+    if attached.is_empty() {
+        body
+    } else {
+        let mut parts = vec![body];
+        parts.extend(attached.iter().map(|a| binary_part(a, false)));
+        multipart("multipart/mixed", seed, &mut n, parts)
+    }
+}
+
+/// An attachment or inline image, always base64. The part is "raw" for
+/// mail-builder (headers included in the contents) so we control the
+/// Content-Type/Content-Disposition parameters: RFC 2231 `filename*` first
+/// (mail-parser and modern clients take the first `filename`), then an ASCII
+/// `filename=` fallback for clients that ignore RFC 2231.
+fn binary_part(a: &Attachment, inline: bool) -> MimePart<'static> {
+    let fallback = ascii_fallback_name(&a.name);
+    let mut head = String::new();
+    head.push_str(&format!(
+        "Content-Type: {};\r\n name=\"{}\"\r\n",
+        sanitize_mime_type(&a.content_type),
+        fallback
+    ));
+    let disposition = if inline { "inline" } else { "attachment" };
+    head.push_str("Content-Disposition: ");
+    head.push_str(disposition);
+    if a.name.bytes().all(|b| (0x20..0x7f).contains(&b)) && a.name == fallback {
+        head.push_str(&format!(";\r\n filename=\"{fallback}\""));
+    } else {
+        for param in rfc2231_params("filename", &a.name) {
+            head.push_str(";\r\n ");
+            head.push_str(&param);
+        }
+        head.push_str(&format!(";\r\n filename=\"{fallback}\""));
+    }
+    head.push_str("\r\n");
+    if let Some(cid) = &a.content_id {
+        head.push_str(&format!("Content-ID: <{cid}>\r\n"));
+    }
+    head.push_str("Content-Transfer-Encoding: base64\r\n\r\n");
+    let mut bytes = head.into_bytes();
+    mail_builder::encoders::base64::base64_encode_mime(&a.data, &mut bytes, false)
+        .expect("Vec write");
+    MimePart::raw(BodyPart::Binary(bytes.into()))
+}
+
+/// Keep a MIME type token-safe; anything odd becomes application/octet-stream.
+fn sanitize_mime_type(t: &str) -> &str {
+    let ok = t.split_once('/').is_some_and(|(a, b)| {
+        !a.is_empty()
+            && !b.is_empty()
+            && t.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"/.+-_".contains(&c))
+    });
+    if ok {
+        t
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// An ASCII file name for clients that ignore RFC 2231: unsafe characters
+/// become `_`, the extension is kept.
+fn ascii_fallback_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        let keep = c.is_ascii_alphanumeric() || " -_.()+".contains(c);
+        if keep {
+            out.push(c);
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let stem_empty = out
+        .rsplit_once('.')
+        .map_or(out.trim_matches('_').is_empty(), |(s, _)| {
+            s.trim_matches('_').is_empty()
+        });
+    if stem_empty {
+        let ext = out.rsplit_once('.').map(|(_, e)| e.to_string());
+        out = match ext {
+            Some(e) if !e.is_empty() && e != "_" => format!("attachment.{e}"),
+            _ => "attachment".to_string(),
+        };
+    }
+    out
+}
+
+/// RFC 2231 extended parameter, split into `name*0*=`, `name*1*=` … sections
+/// so that no header line grows past the folding target.
+fn rfc2231_params(param: &str, value: &str) -> Vec<String> {
+    let mut encoded = Vec::new(); // one entry per character, never split inside one
+    for c in value.chars() {
+        let mut buf = [0u8; 4];
+        let mut piece = String::new();
+        for &b in c.encode_utf8(&mut buf).as_bytes() {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                piece.push(b as char);
+            } else {
+                piece.push_str(&format!("%{b:02X}"));
+            }
+        }
+        encoded.push(piece);
+    }
+    let joined: String = encoded.concat();
+    if joined.len() + param.len() + 10 <= 70 {
+        return vec![format!("{param}*=UTF-8''{joined}")];
+    }
+    let mut sections = Vec::new();
+    let mut current = String::from("UTF-8''");
+    for piece in encoded {
+        if current.len() + piece.len() > 60 {
+            sections.push(std::mem::take(&mut current));
+        }
+        current.push_str(&piece);
+    }
+    sections.push(current);
+    sections
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| format!("{param}*{i}*={s}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+    fn mb(name: Option<&str>, addr: &str) -> Mailbox {
+        Mailbox {
+            name: name.map(str::to_string),
+            addr: addr.to_string(),
+        }
+    }
+
+    fn opts() -> MimeOptions {
+        MimeOptions {
+            // 2026-11-02 09:30:00 UTC
+            date: 1_793_611_800,
+            message_id: "<run1.1@example.com>".to_string(),
+        }
+    }
+
+    fn base_draft() -> Draft {
+        Draft {
+            row: 1,
+            email: "li@example.com".into(),
+            from: Some(mb(Some("新闻通讯 Newsletter"), "news@example.com")),
+            to: vec![mb(Some("李雷"), "li@example.com")],
+            cc: vec![mb(None, "boss@example.com")],
+            bcc: vec![mb(None, "hidden@example.com")],
+            reply_to: vec![mb(Some("Support, Team"), "help@example.com")],
+            subject: "十一月新闻 – November news".into(),
+            headers: vec![("X-Campaign".into(), "2026-11".into())],
+            list_unsubscribe: vec![
+                "https://example.com/u?e=li%40example.com".into(),
+                "mailto:unsub@example.com".into(),
+            ],
+            text: Some("你好 李雷,\nline two\n".into()),
+            html: Some("<p>你好 <b>李雷</b></p>\n".into()),
+            attachments: vec![],
+        }
+    }
+
+    /// Every line ends in CRLF, there is no bare CR or LF, no line is over 998.
+    fn assert_wire_clean(bytes: &[u8]) {
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' {
+                assert!(i > 0 && bytes[i - 1] == b'\r', "bare LF at {i}");
+            }
+            if b == b'\r' {
+                assert_eq!(bytes.get(i + 1), Some(&b'\n'), "bare CR at {i}");
+            }
+        }
+        for line in bytes.split(|&b| b == b'\n') {
+            assert!(line.len() <= 999, "line of {} octets", line.len());
+        }
+    }
+
+    fn header_block(bytes: &[u8]) -> String {
+        let s = String::from_utf8_lossy(bytes);
+        s.split("\r\n\r\n").next().unwrap().to_string()
+    }
+
+    #[test]
+    fn headers_round_trip_through_an_independent_parser() {
+        let d = base_draft();
+        let bytes = build(&d, &opts());
+        assert_wire_clean(&bytes);
+        let m = MessageParser::new().parse(&bytes).unwrap();
+        assert_eq!(m.subject(), Some("十一月新闻 – November news"));
+        let from = m.from().unwrap().first().unwrap();
+        assert_eq!(from.name(), Some("新闻通讯 Newsletter"));
+        assert_eq!(from.address(), Some("news@example.com"));
+        let to = m.to().unwrap().first().unwrap();
+        assert_eq!(to.name(), Some("李雷"));
+        assert_eq!(to.address(), Some("li@example.com"));
+        assert_eq!(
+            m.cc().unwrap().first().unwrap().address(),
+            Some("boss@example.com")
+        );
+        let rt = m.reply_to().unwrap().first().unwrap();
+        assert_eq!(rt.name(), Some("Support, Team"));
+        assert_eq!(m.message_id(), Some("run1.1@example.com"));
+        assert_eq!(m.date().unwrap().to_timestamp(), 1_793_611_800);
+        assert_eq!(m.header_raw("X-Campaign").map(str::trim), Some("2026-11"));
+        let head = header_block(&bytes);
+        assert!(head.contains("MIME-Version: 1.0\r\n"));
+        assert!(!head.to_ascii_lowercase().contains("bcc"), "{head}");
+        assert!(!String::from_utf8_lossy(&bytes).contains("hidden@example.com"));
+        assert!(head.contains("List-Unsubscribe: <https://example.com/u?e=li%40example.com>,"));
+        assert!(head.contains("<mailto:unsub@example.com>"));
+        assert!(head.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
+        // 7-bit clean: every non-ASCII character went into an encoded form.
+        assert!(bytes.is_ascii());
+    }
+
+    #[test]
+    fn text_and_html_make_multipart_alternative() {
+        let bytes = build(&base_draft(), &opts());
+        let m = MessageParser::new().parse(&bytes).unwrap();
+        let ct = m.content_type().unwrap();
+        assert_eq!(ct.ctype(), "multipart");
+        assert_eq!(ct.subtype(), Some("alternative"));
+        assert_eq!(m.body_text(0).unwrap(), "你好 李雷,\r\nline two\r\n");
+        assert_eq!(m.body_html(0).unwrap(), "<p>你好 <b>李雷</b></p>\r\n");
+    }
+
+    #[test]
+    fn single_bodies_are_not_wrapped() {
+        let mut d = base_draft();
+        d.html = None;
+        let m_bytes = build(&d, &opts());
+        let m = MessageParser::new().parse(&m_bytes).unwrap();
+        assert_eq!(m.content_type().unwrap().subtype(), Some("plain"));
+        let mut d = base_draft();
+        d.text = None;
+        let m_bytes = build(&d, &opts());
+        let m = MessageParser::new().parse(&m_bytes).unwrap();
+        assert_eq!(m.content_type().unwrap().subtype(), Some("html"));
+    }
+
+    #[test]
+    fn no_list_unsubscribe_post_without_https() {
+        let mut d = base_draft();
+        d.list_unsubscribe = vec!["mailto:unsub@example.com".into()];
+        let head = header_block(&build(&d, &opts()));
+        assert!(head.contains("List-Unsubscribe: <mailto:unsub@example.com>\r\n"));
+        assert!(!head.contains("List-Unsubscribe-Post"));
+    }
+
+    #[test]
+    fn attachments_go_into_multipart_mixed_with_rfc2231_names() {
+        let mut d = base_draft();
+        let pdf: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        d.attachments = vec![
+            Attachment {
+                name: "月度报告-2026年11月-非常长的文件名称用于测试续行.pdf".into(),
+                content_type: "application/pdf".into(),
+                data: Arc::new(pdf.clone()),
+                content_id: None,
+            },
+            Attachment {
+                name: "plain \"quoted\".txt".into(),
+                content_type: "text/plain".into(),
+                data: Arc::new(b"hello\n".to_vec()),
+                content_id: None,
+            },
+        ];
+        let bytes = build(&d, &opts());
+        assert_wire_clean(&bytes);
+        assert!(bytes.is_ascii());
+        let m = MessageParser::new().parse(&bytes).unwrap();
+        assert_eq!(m.content_type().unwrap().subtype(), Some("mixed"));
+        assert_eq!(m.attachment_count(), 2);
+        let a = m.attachment(0).unwrap();
+        assert_eq!(
+            a.attachment_name(),
+            Some("月度报告-2026年11月-非常长的文件名称用于测试续行.pdf")
+        );
+        assert_eq!(a.contents(), &pdf[..]);
+        assert_eq!(a.content_transfer_encoding(), Some("base64"));
+        let b = m.attachment(1).unwrap();
+        assert_eq!(b.contents(), b"hello\n");
+        // Text and HTML still reachable through the alternative part.
+        assert_eq!(m.body_html(0).unwrap(), "<p>你好 <b>李雷</b></p>\r\n");
+        // ASCII fallback for clients without RFC 2231 keeps the extension.
+        let s = String::from_utf8_lossy(&bytes);
+        assert!(s.contains("filename=\"_-2026_11_-_.pdf\""), "{s}");
+    }
+
+    #[test]
+    fn inline_images_go_into_multipart_related() {
+        let mut d = base_draft();
+        d.html = Some("<img src=\"cid:logo.1@mailshot\">".into());
+        d.attachments = vec![Attachment {
+            name: "logo.png".into(),
+            content_type: "image/png".into(),
+            data: Arc::new(vec![0x89, b'P', b'N', b'G', 0, 1, 2]),
+            content_id: Some("logo.1@mailshot".into()),
+        }];
+        let bytes = build(&d, &opts());
+        let m = MessageParser::new().parse(&bytes).unwrap();
+        assert_eq!(m.content_type().unwrap().subtype(), Some("alternative"));
+        let related = m
+            .parts
+            .iter()
+            .find(|p| {
+                p.content_type()
+                    .is_some_and(|c| c.subtype() == Some("related"))
+            })
+            .expect("a multipart/related part");
+        assert!(matches!(related.body, PartType::Multipart(ref v) if v.len() == 2));
+        let img = m
+            .parts
+            .iter()
+            .find(|p| p.content_id() == Some("logo.1@mailshot"))
+            .expect("the inline image");
+        assert_eq!(img.contents(), &[0x89, b'P', b'N', b'G', 0, 1, 2]);
+    }
+
+    #[test]
+    fn long_subject_and_long_body_lines_stay_under_998() {
+        let mut d = base_draft();
+        d.subject = "word ".repeat(400); // 2000 chars with spaces
+        d.text = Some(format!("{}\n{}\n", "a".repeat(5000), "é".repeat(3000)));
+        d.html = Some("<p>".to_string() + &"x".repeat(5000) + "</p>");
+        d.headers = vec![("X-Long".into(), "y".repeat(2000))];
+        let bytes = build(&d, &opts());
+        assert_wire_clean(&bytes);
+        let m = MessageParser::new().parse(&bytes).unwrap();
+        assert_eq!(
+            m.subject().unwrap().trim_end(),
+            "word ".repeat(400).trim_end()
+        );
+        assert_eq!(
+            m.body_text(0).unwrap(),
+            format!("{}\r\n{}\r\n", "a".repeat(5000), "é".repeat(3000))
+        );
+        assert_eq!(
+            m.header_raw("X-Long").map(|v| !v.trim().is_empty()),
+            Some(true)
+        );
+
+        let mut d = base_draft();
+        d.subject = "中".repeat(700);
+        d.to = vec![mb(Some(&"名".repeat(500)), "li@example.com")];
+        let bytes = build(&d, &opts());
+        assert_wire_clean(&bytes);
+        let m = MessageParser::new().parse(&bytes).unwrap();
+        assert_eq!(m.subject(), Some("中".repeat(700).as_str()));
+        assert_eq!(
+            m.to().unwrap().first().unwrap().name(),
+            Some("名".repeat(500).as_str())
+        );
+    }
+
+    #[test]
+    fn mixed_line_endings_become_crlf() {
+        let mut d = base_draft();
+        d.text = Some("a\rb\r\n\r\nc\n\nd".into());
+        d.html = None;
+        let bytes = build(&d, &opts());
+        assert_wire_clean(&bytes);
+        let m = MessageParser::new().parse(&bytes).unwrap();
+        assert_eq!(m.body_text(0).unwrap(), "a\r\nb\r\n\r\nc\r\n\r\nd");
+    }
+
+    #[test]
+    fn output_is_deterministic() {
+        let mut d = base_draft();
+        d.attachments = vec![Attachment {
+            name: "a.bin".into(),
+            content_type: "application/octet-stream".into(),
+            data: Arc::new(vec![1, 2, 3]),
+            content_id: None,
+        }];
+        assert_eq!(build(&d, &opts()), build(&d, &opts()));
+    }
+
+    #[test]
+    fn compose_fills_envelope_and_flags() {
+        let d = base_draft();
+        let o = compose(&d, &opts());
+        assert_eq!(o.envelope.mail_from, "news@example.com");
+        assert_eq!(
+            o.envelope.rcpt_to,
+            vec!["li@example.com", "boss@example.com", "hidden@example.com"]
+        );
+        assert!(!o.eight_bit);
+        assert!(!o.smtputf8);
+        assert_eq!(o.message_id, "<run1.1@example.com>");
+        assert_eq!(o.row, 1);
+
+        let mut d = base_draft();
+        d.to = vec![mb(None, "用户@例子.中国")];
+        let o = compose(&d, &opts());
+        assert!(o.smtputf8);
+        assert!(o.eight_bit, "a UTF-8 address in To is 8-bit data");
+    }
+
+    #[test]
+    fn message_id_uses_the_from_domain() {
+        assert_eq!(
+            message_id("r7", 12, &mb(None, "news@mail.example.com")),
+            "<r7.12@mail.example.com>"
+        );
+        assert_eq!(
+            message_id("r7", 3, &mb(None, "news@例子.中国")),
+            "<r7.3@localhost>"
+        );
+    }
+
+    #[test]
+    fn quoted_names_escape_quotes_and_backslashes() {
+        let mut d = base_draft();
+        d.to = vec![mb(Some("A \"B\" \\ C"), "abc@example.com")];
+        let bytes = build(&d, &opts());
+        let m = MessageParser::new().parse(&bytes).unwrap();
+        assert_eq!(
+            m.to().unwrap().first().unwrap().name(),
+            Some("A \"B\" \\ C")
+        );
+    }
 }

@@ -1,9 +1,24 @@
-//! The recipient list: a streamed CSV (csv crate) in UTF-8 (BOM tolerated) or
-//! a legacy encoding (encoding_rs), with address checks and duplicate detection.
+//! The recipient list: a streamed CSV (csv crate, RFC 4180 with a chosen
+//! delimiter) in UTF-8 (BOM tolerated) or a legacy encoding (encoding_rs),
+//! with address checks (RFC 5321 / RFC 6531) and duplicate detection.
+//!
+//! Memory stays flat however long the file is: rows are read one at a time
+//! from a buffered file, legacy encodings are transcoded as a stream (Excel
+//! in China saves CSV as GBK), and duplicate detection keeps a 64-bit hash
+//! per address rather than the address. Every unusable row becomes a
+//! [`Diagnostic`] and reading goes on, so the caller can report all of them.
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::error::{Diagnostic, Result};
+use encoding_rs_io::DecodeReaderBytesBuilder;
+
+use crate::address;
+use crate::error::{Diagnostic, Error, Location, Result};
 use crate::job::RecipientsSpec;
 
 /// One CSV data row.
@@ -23,30 +38,574 @@ pub struct Recipient {
     pub duplicate_of: Option<u64>,
 }
 
+impl Recipient {
+    /// The value of column `name`, if the header has it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let i = self.headers.iter().position(|h| h == name)?;
+        self.values.get(i).map(String::as_str)
+    }
+}
+
 /// A streaming reader over the recipients file; yields one item per data row,
 /// an `Err` for a row that cannot be used (ragged, bad encoding, bad address),
 /// and keeps going after errors.
+///
+/// Rows whose fields are all blank (spreadsheets leave them at the end) are
+/// skipped silently; they still count in the row numbering so that row N is
+/// always the N-th line of data in the file.
 pub struct RecipientReader {
-    _private: (),
+    file: PathBuf,
+    reader: csv::Reader<Box<dyn Read + Send>>,
+    headers: Arc<Vec<String>>,
+    email_index: usize,
+    record: csv::ByteRecord,
+    row: u64,
+    /// Address hash → first row with it. The hashes are already uniform, so
+    /// the map does not hash them again.
+    seen: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
+    /// The source is not UTF-8, so U+FFFD in a value means undecodable bytes.
+    transcoded: Option<&'static encoding_rs::Encoding>,
+    done: bool,
 }
 
 impl RecipientReader {
     /// Open the file; fails only if it is missing/unreadable or has no usable header
     /// (e.g. the email column is missing).
     pub fn open(spec: &RecipientsSpec) -> Result<Self> {
-        let _ = spec;
-        todo!("recipients helper")
+        let file = File::open(&spec.file).map_err(|e| Error::no_input(&spec.file, &e))?;
+        let mut decode = DecodeReaderBytesBuilder::new();
+        // UTF-8 passes through untouched so that invalid bytes reach us and
+        // can be reported per row and column instead of becoming U+FFFD;
+        // a BOM (UTF-8 or UTF-16, as Excel writes) wins over the setting.
+        decode
+            .utf8_passthru(true)
+            .strip_bom(true)
+            .bom_override(true);
+        let transcoded = if spec.encoding == encoding_rs::UTF_8 {
+            None
+        } else {
+            decode.encoding(Some(spec.encoding));
+            Some(spec.encoding)
+        };
+        let source: Box<dyn Read + Send> =
+            Box::new(decode.build(BufReader::with_capacity(64 * 1024, file)));
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(spec.delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(source);
+
+        let header_loc = || Location {
+            file: spec.file.clone(),
+            line: Some(1),
+            row: Some(0),
+            ..Default::default()
+        };
+        let mut raw = csv::ByteRecord::new();
+        match reader.read_byte_record(&mut raw) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::invalid(
+                    header_loc(),
+                    format!(
+                        "the file is empty; the first line must name the columns, including \"{}\"",
+                        spec.email_column
+                    ),
+                ))
+            }
+            Err(e) => return Err(Error::no_input(&spec.file, &std::io::Error::other(e))),
+        }
+        let mut headers = Vec::with_capacity(raw.len());
+        for field in raw.iter() {
+            let name = std::str::from_utf8(field).map_err(|_| {
+                Error::invalid(
+                    header_loc(),
+                    format!(
+                        "the header row is not valid {}; set recipients.encoding (e.g. gbk)",
+                        spec.encoding.name()
+                    ),
+                )
+            })?;
+            headers.push(name.trim().to_string());
+        }
+        let mut problems = Vec::new();
+        for (i, h) in headers.iter().enumerate() {
+            if !h.is_empty() && headers[..i].contains(h) {
+                problems.push(Diagnostic::new(
+                    Location {
+                        field: Some(h.clone()),
+                        ..header_loc()
+                    },
+                    format!("column \"{h}\" appears twice in the header"),
+                ));
+            }
+        }
+        let email_index = find_column(&headers, &spec.email_column);
+        if email_index.is_none() {
+            let mut message = format!(
+                "no column \"{}\" in the header; columns found: {} (set recipients.email_column)",
+                spec.email_column,
+                headers
+                    .iter()
+                    .map(|h| format!("\"{h}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if headers.len() == 1 {
+                if let Some(d) = [';', '\t', ',', '|']
+                    .into_iter()
+                    .find(|&d| d as u32 != spec.delimiter as u32 && headers[0].contains(d))
+                {
+                    message.push_str(&format!(
+                        "; the header contains {d:?}: set recipients.delimiter to it?"
+                    ));
+                }
+            }
+            problems.push(Diagnostic::new(
+                Location {
+                    field: Some(spec.email_column.clone()),
+                    ..header_loc()
+                },
+                message,
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(Error::Invalid(problems));
+        }
+        Ok(RecipientReader {
+            file: spec.file.clone(),
+            reader,
+            headers: Arc::new(headers),
+            email_index: email_index.expect("checked above"),
+            record: csv::ByteRecord::new(),
+            row: 0,
+            seen: HashMap::default(),
+            transcoded,
+            done: false,
+        })
     }
 
     /// The column names.
     pub fn headers(&self) -> &Arc<Vec<String>> {
-        todo!("recipients helper")
+        &self.headers
+    }
+
+    /// The email column's name as it appears in the header.
+    pub fn email_column(&self) -> &str {
+        &self.headers[self.email_index]
+    }
+
+    fn diag(&self, line: u64, field: Option<&str>, message: String) -> Diagnostic {
+        Diagnostic::new(
+            Location {
+                file: self.file.clone(),
+                line: Some(line),
+                row: Some(self.row),
+                field: field.map(str::to_string),
+                ..Default::default()
+            },
+            message,
+        )
+    }
+
+    /// Check the current record and turn it into a recipient.
+    fn build(&mut self, line: u64) -> std::result::Result<Recipient, Diagnostic> {
+        if self.record.len() != self.headers.len() {
+            return Err(self.diag(
+                line,
+                None,
+                format!(
+                    "expected {} fields (as in the header), found {}",
+                    self.headers.len(),
+                    self.record.len()
+                ),
+            ));
+        }
+        let mut values = Vec::with_capacity(self.record.len());
+        for (i, field) in self.record.iter().enumerate() {
+            match std::str::from_utf8(field) {
+                Ok(v) if self.transcoded.is_some() && v.contains('\u{FFFD}') => {
+                    let enc = self.transcoded.map_or("", |e| e.name());
+                    return Err(self.diag(
+                        line,
+                        Some(&self.headers[i]),
+                        format!("bytes that are not valid {enc}; check recipients.encoding"),
+                    ));
+                }
+                Ok(v) => values.push(v.to_string()),
+                Err(e) => {
+                    return Err(self.diag(
+                        line,
+                        Some(&self.headers[i]),
+                        format!(
+                            "invalid UTF-8 at byte {} of the value; if the file is not UTF-8 \
+                             set recipients.encoding (e.g. gbk)",
+                            e.valid_up_to() + 1
+                        ),
+                    ))
+                }
+            }
+        }
+        let email = values[self.email_index].trim().to_string();
+        let column = self.email_column();
+        if email.is_empty() {
+            return Err(self.diag(line, Some(column), "the address is empty".into()));
+        }
+        if let Err(e) = address::check_addr_spec(&email) {
+            return Err(self.diag(line, Some(column), format!("invalid address: {e}")));
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        email.to_lowercase().hash(&mut hasher);
+        let row32 = u32::try_from(self.row).unwrap_or(u32::MAX);
+        let first = *self.seen.entry(hasher.finish()).or_insert(row32);
+        Ok(Recipient {
+            row: self.row,
+            line,
+            email,
+            headers: Arc::clone(&self.headers),
+            values,
+            duplicate_of: (first != row32).then_some(u64::from(first)),
+        })
+    }
+}
+
+/// Exact match first; else a unique case-insensitive match (`Email` for `email`).
+fn find_column(headers: &[String], name: &str) -> Option<usize> {
+    if let Some(i) = headers.iter().position(|h| h == name) {
+        return Some(i);
+    }
+    let mut matches = headers
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.to_lowercase() == name.to_lowercase());
+    match (matches.next(), matches.next()) {
+        (Some((i, _)), None) => Some(i),
+        _ => None,
     }
 }
 
 impl Iterator for RecipientReader {
     type Item = std::result::Result<Recipient, Diagnostic>;
     fn next(&mut self) -> Option<Self::Item> {
-        todo!("recipients helper")
+        loop {
+            if self.done {
+                return None;
+            }
+            match self.reader.read_byte_record(&mut self.record) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.done = true;
+                    return None;
+                }
+                Err(e) => {
+                    // An I/O error: nothing after it can be trusted.
+                    self.done = true;
+                    let line = e.position().map_or(0, |p| p.line());
+                    self.row += 1;
+                    return Some(Err(self.diag(line, None, format!("cannot read: {e}"))));
+                }
+            }
+            self.row += 1;
+            let line = self.record.position().map_or(0, |p| p.line());
+            if self
+                .record
+                .iter()
+                .all(|f| f.iter().all(u8::is_ascii_whitespace))
+            {
+                continue;
+            }
+            return Some(self.build(line));
+        }
+    }
+}
+
+/// A hasher for keys that are already 64-bit hashes.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in for correctness.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &tempfile::TempDir, bytes: &[u8]) -> RecipientsSpec {
+        let file = dir.path().join("r.csv");
+        std::fs::write(&file, bytes).unwrap();
+        RecipientsSpec {
+            file,
+            email_column: "email".into(),
+            delimiter: b',',
+            encoding: encoding_rs::UTF_8,
+            allow_duplicates: false,
+        }
+    }
+
+    fn read_all(spec: &RecipientsSpec) -> Vec<std::result::Result<Recipient, Diagnostic>> {
+        RecipientReader::open(spec).unwrap().collect()
+    }
+
+    fn ok(items: Vec<std::result::Result<Recipient, Diagnostic>>) -> Vec<Recipient> {
+        items
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|d| panic!("{d}")))
+            .collect()
+    }
+
+    #[test]
+    fn plain_utf8_with_trimmed_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(&dir, b" email , name\n a@x.org ,Ann\nb@x.org,Bob\n");
+        let mut reader = RecipientReader::open(&s).unwrap();
+        assert_eq!(**reader.headers(), vec!["email", "name"]);
+        let first = reader.next().unwrap().unwrap();
+        assert_eq!(first.email, "a@x.org");
+        assert_eq!(first.values, vec![" a@x.org ", "Ann"]);
+        assert_eq!((first.row, first.line), (1, 2));
+        assert_eq!(first.get("name"), Some("Ann"));
+        let second = reader.next().unwrap().unwrap();
+        assert_eq!(
+            (second.row, second.line, second.email.as_str()),
+            (2, 3, "b@x.org")
+        );
+        assert!(reader.next().is_none());
+    }
+
+    #[test]
+    fn utf8_bom_is_stripped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(&dir, "\u{FEFF}email,name\na@x.org,Zoë\n".as_bytes());
+        let rows = ok(read_all(&s));
+        assert_eq!(rows[0].headers[0], "email");
+        assert_eq!(rows[0].values[1], "Zoë");
+    }
+
+    #[test]
+    fn utf16_bom_file_from_excel_unicode_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = "\u{FEFF}email\tname\r\nli@example.com\t李四\r\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let mut s = spec(&dir, &bytes);
+        s.delimiter = b'\t';
+        let rows = ok(read_all(&s));
+        assert_eq!(rows[0].email, "li@example.com");
+        assert_eq!(rows[0].values[1], "李四");
+    }
+
+    #[test]
+    fn gbk_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, _, bad) = encoding_rs::GBK.encode("email,姓名\nzhang@example.com,张三\n");
+        assert!(!bad);
+        let mut s = spec(&dir, &bytes);
+        s.encoding = encoding_rs::GBK;
+        let rows = ok(read_all(&s));
+        assert_eq!(**rows[0].headers, vec!["email", "姓名"]);
+        assert_eq!(rows[0].get("姓名"), Some("张三"));
+    }
+
+    #[test]
+    fn gb18030_file_with_four_byte_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        // U+20BB7 is outside GBK: GB18030 encodes it in four bytes.
+        let text = "email,name\nji@example.com,𠮷野家\n";
+        let (bytes, _, bad) = encoding_rs::GB18030.encode(text);
+        assert!(!bad);
+        assert_ne!(&bytes[..], text.as_bytes());
+        let mut s = spec(&dir, &bytes);
+        s.encoding = encoding_rs::GB18030;
+        let rows = ok(read_all(&s));
+        assert_eq!(rows[0].values[1], "𠮷野家");
+    }
+
+    #[test]
+    fn gbk_stream_across_buffer_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("email,name\n");
+        for i in 0..20_000 {
+            text.push_str(&format!("u{i}@example.com,用户{i}号\n"));
+        }
+        let (bytes, _, _) = encoding_rs::GBK.encode(&text);
+        let mut s = spec(&dir, &bytes);
+        s.encoding = encoding_rs::GBK;
+        let rows = ok(read_all(&s));
+        assert_eq!(rows.len(), 20_000);
+        assert_eq!(rows[12_345].values[1], "用户12345号");
+        assert_eq!(rows[19_999].line, 20_001);
+    }
+
+    #[test]
+    fn undecodable_legacy_bytes_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        // 0xFF is not a valid GBK lead byte.
+        let mut s = spec(&dir, b"email,name\na@x.org,\xFF\xFF\n");
+        s.encoding = encoding_rs::GBK;
+        let d = read_all(&s).remove(0).unwrap_err();
+        assert_eq!(d.location.row, Some(1));
+        assert_eq!(d.location.field.as_deref(), Some("name"));
+        assert!(d.message.contains("GBK"), "{d}");
+    }
+
+    #[test]
+    fn semicolon_and_tab_delimiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(&dir, b"email;name\na@x.org;Ann, Jr.\n");
+        s.delimiter = b';';
+        assert_eq!(ok(read_all(&s))[0].values[1], "Ann, Jr.");
+        let mut s = spec(&dir, b"name\temail\nAnn;Bo\ta@x.org\n");
+        s.delimiter = b'\t';
+        let rows = ok(read_all(&s));
+        assert_eq!(rows[0].email, "a@x.org");
+        assert_eq!(rows[0].values[0], "Ann;Bo");
+    }
+
+    #[test]
+    fn quoted_fields_with_commas_and_newlines() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(
+            &dir,
+            b"email,note\na@x.org,\"one, two\nthree \"\"q\"\"\"\nb@x.org,plain\n",
+        );
+        let rows = ok(read_all(&s));
+        assert_eq!(rows[0].values[1], "one, two\nthree \"q\"");
+        // The second row starts on physical line 4 because of the embedded newline.
+        assert_eq!((rows[1].row, rows[1].line), (2, 4));
+    }
+
+    #[test]
+    fn ragged_row_is_reported_and_reading_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(
+            &dir,
+            b"email,name\na@x.org,Ann,extra\nb@x.org\nc@x.org,Cy\n",
+        );
+        let items = read_all(&s);
+        assert_eq!(items.len(), 3);
+        let d = items[0].as_ref().unwrap_err();
+        assert_eq!((d.location.row, d.location.line), (Some(1), Some(2)));
+        assert!(
+            d.message.contains("expected 2") && d.message.contains("found 3"),
+            "{d}"
+        );
+        let d = items[1].as_ref().unwrap_err();
+        assert!(d.message.contains("found 1"), "{d}");
+        assert_eq!(items[2].as_ref().unwrap().email, "c@x.org");
+    }
+
+    #[test]
+    fn invalid_utf8_names_row_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(
+            &dir,
+            b"email,name\na@x.org,Ann\nb@x.org,B\xE9a\nc@x.org,Cy\n",
+        );
+        let items = read_all(&s);
+        let d = items[1].as_ref().unwrap_err();
+        assert_eq!(d.location.row, Some(2));
+        assert_eq!(d.location.line, Some(3));
+        assert_eq!(d.location.field.as_deref(), Some("name"));
+        let shown = d.to_string();
+        assert!(
+            shown.contains("row 2") && shown.contains("\"name\""),
+            "{shown}"
+        );
+        assert!(items[2].is_ok());
+    }
+
+    #[test]
+    fn missing_email_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(&dir, b"mail,name\na@x.org,Ann\n");
+        let err = RecipientReader::open(&s).err().unwrap();
+        let Error::Invalid(d) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(d[0].location.line, Some(1));
+        assert_eq!(d[0].location.file, s.file);
+        assert!(
+            d[0].message.contains("\"mail\", \"name\""),
+            "{}",
+            d[0].message
+        );
+        // A header that was split with the wrong delimiter gets a hint.
+        let s = spec(&dir, b"email;name\na@x.org;Ann\n");
+        let msg = RecipientReader::open(&s).err().unwrap().to_string();
+        assert!(msg.contains("delimiter"), "{msg}");
+    }
+
+    #[test]
+    fn email_column_matches_case_insensitively() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(&dir, b"Name,E-Mail\nAnn,a@x.org\n");
+        let mut s2 = s.clone();
+        s2.email_column = "e-mail".into();
+        let rows = ok(read_all(&s2));
+        assert_eq!(rows[0].email, "a@x.org");
+    }
+
+    #[test]
+    fn missing_and_empty_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(&dir, b"");
+        assert!(matches!(
+            RecipientReader::open(&s).err().unwrap(),
+            Error::Invalid(_)
+        ));
+        s.file = dir.path().join("absent.csv");
+        assert!(matches!(
+            RecipientReader::open(&s).err().unwrap(),
+            Error::NoInput { .. }
+        ));
+    }
+
+    #[test]
+    fn invalid_and_empty_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(&dir, b"email,name\nnot-an-address,A\n ,B\nok@x.org,C\n");
+        let items = read_all(&s);
+        let d = items[0].as_ref().unwrap_err();
+        assert_eq!(d.location.field.as_deref(), Some("email"));
+        assert!(d.message.contains("invalid address"), "{d}");
+        assert!(items[1].as_ref().unwrap_err().message.contains("empty"));
+        assert!(items[2].is_ok());
+    }
+
+    #[test]
+    fn duplicates_are_marked_case_insensitively() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(
+            &dir,
+            b"email\na@x.org\nb@x.org\nA@X.org\nbad\nb@x.org\nc@x.org\n",
+        );
+        let items = read_all(&s);
+        let dup: Vec<Option<u64>> = items
+            .iter()
+            .map(|r| r.as_ref().ok().and_then(|r| r.duplicate_of))
+            .collect();
+        assert_eq!(dup, vec![None, None, Some(1), None, Some(2), None]);
+    }
+
+    #[test]
+    fn blank_rows_are_skipped_but_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(&dir, b"email,name\na@x.org,A\n,\n , \nb@x.org,B\n");
+        let rows = ok(read_all(&s));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].row, 4);
     }
 }

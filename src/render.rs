@@ -1,25 +1,1445 @@
-//! minijinja rendering (strict undefined): one [`Draft`] per recipient.
+//! Templates → [`Draft`]: one minijinja `Environment` (strict undefined) per
+//! job, rendering every template of the job for one recipient row.
+//!
+//! Owns template loading, auto-escaping, the per-row context, header-injection
+//! checks (RFC 5322 §2.2: a header value is one logical line, so CR/LF from a
+//! CSV value must never reach it), and turning attachments, Markdown
+//! (CommonMark via pulldown-cmark) and local `<img>` sources (RFC 2392 `cid:`)
+//! into draft parts.
+//!
+//! **Template lookup rule.** A template name `N` (the job's `text`/`html`/
+//! `markdown` files and every `{% extends %}`, `{% include %}`, `{% import %}`)
+//! is looked up as `JOBDIR/N`; then, for each ancestor `A` of the job folder,
+//! nearest first: `A/templates/N`, and `A/N` when `N` itself starts with
+//! `templates/`. So a job in `samples/newsletter/` can write
+//! `{% extends "layout.html" %}` or `{% extends "templates/layout.html" %}` to
+//! reach the repository's shared `templates/layout.html`.
+//!
+//! **Context.** Every CSV column by name (as strings), then `row` (1-based),
+//! `job` (the job's `vars`) and `columns` (all columns as a map, for names that
+//! are not identifiers, e.g. `columns["first name"]`). The three built-in names
+//! win over columns of the same name; those columns stay reachable via `columns`.
+//!
+//! **Escaping.** Files ending in `.html`/`.htm`/`.xml` are auto-escaped; text,
+//! Markdown, subject and header templates are not.
 
-use crate::error::{Diagnostic, Result};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
+
+use crate::error::{Diagnostic, Error, Location, Result};
 use crate::job::Job;
-use crate::message::Draft;
+use crate::message::{Attachment, Draft, Mailbox};
 use crate::recipients::Recipient;
+
+/// Headers a job may not set through `headers:`: they are built from other
+/// keys or by the MIME stage, and overriding them would break the message.
+const RESERVED_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "reply-to",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+];
+
+/// Names that are not CSV columns but are always defined, plus minijinja's
+/// global functions (they show up in `undeclared_variables`).
+const BUILTIN_NAMES: &[&str] = &[
+    "row",
+    "job",
+    "columns",
+    "range",
+    "dict",
+    "namespace",
+    "debug",
+    "lipsum",
+    "cycler",
+    "joiner",
+];
 
 /// The job's templates, compiled once.
 pub struct Renderer {
-    _private: (),
+    env: Environment<'static>,
+    job_path: PathBuf,
+    job_dir: PathBuf,
+    job_text: String,
+    /// Template name → the file it was loaded from (filled by the loader).
+    files: Arc<Mutex<HashMap<String, PathBuf>>>,
+    /// Names of the inline templates (job keys such as `subject`).
+    inline: Arc<HashSet<String>>,
+    /// Template name → variables it uses that it does not define itself.
+    undeclared: HashMap<String, HashSet<String>>,
+    header_names: Vec<String>,
+    attachments: Vec<bool>,
+    text: Option<String>,
+    html: Option<String>,
+    markdown: Option<String>,
+    vars: Value,
 }
 
 impl Renderer {
     /// Compile every template of the job (syntax errors name file, line and column).
+    ///
+    /// All syntax errors and invalid header names are collected into one
+    /// [`Error::Invalid`]; a template file that does not exist is [`Error::NoInput`].
     pub fn new(job: &Job) -> Result<Self> {
-        let _ = job;
-        todo!("render helper")
+        let job_dir = job.dir.canonicalize().unwrap_or_else(|_| job.dir.clone());
+        let job_text = std::fs::read_to_string(&job.path).unwrap_or_default();
+        let files: Arc<Mutex<HashMap<String, PathBuf>>> = Arc::default();
+
+        let mut inline_sources: Vec<(String, String)> = Vec::new();
+        inline_sources.push(("from".into(), job.from.clone()));
+        for (key, value) in [
+            ("reply_to", &job.reply_to),
+            ("to", &job.to),
+            ("cc", &job.cc),
+            ("bcc", &job.bcc),
+        ] {
+            if let Some(v) = value {
+                inline_sources.push((key.into(), v.clone()));
+            }
+        }
+        inline_sources.push(("subject".into(), job.subject.clone()));
+        for (name, value) in &job.headers {
+            inline_sources.push((format!("headers.{name}"), value.clone()));
+        }
+        for (i, a) in job.attachments.iter().enumerate() {
+            inline_sources.push((format!("attachments[{i}].path"), a.path.clone()));
+            if let Some(n) = &a.name {
+                inline_sources.push((format!("attachments[{i}].name"), n.clone()));
+            }
+        }
+        if let Some(l) = &job.list_unsubscribe {
+            inline_sources.push(("list_unsubscribe".into(), l.clone()));
+        }
+        let inline: Arc<HashSet<String>> =
+            Arc::new(inline_sources.iter().map(|(k, _)| k.clone()).collect());
+
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_debug(true);
+        let inline_names = Arc::clone(&inline);
+        env.set_auto_escape_callback(move |name| {
+            if inline_names.contains(name) {
+                AutoEscape::None
+            } else {
+                minijinja::default_auto_escape_callback(name)
+            }
+        });
+        let loader_dir = job_dir.clone();
+        let loader_files = Arc::clone(&files);
+        env.set_loader(move |name| {
+            let Some(path) = resolve_template(&loader_dir, name) else {
+                return Ok(None);
+            };
+            let source = std::fs::read_to_string(&path).map_err(|e| {
+                minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("cannot read template {}: {e}", path.display()),
+                )
+            })?;
+            loader_files
+                .lock()
+                .expect("loader map poisoned")
+                .insert(name.to_string(), path);
+            Ok(Some(source))
+        });
+
+        let mut renderer = Renderer {
+            env,
+            job_path: job.path.clone(),
+            job_dir,
+            job_text,
+            files,
+            inline,
+            undeclared: HashMap::new(),
+            header_names: job.headers.iter().map(|(n, _)| n.clone()).collect(),
+            attachments: job.attachments.iter().map(|a| a.name.is_some()).collect(),
+            text: None,
+            html: None,
+            markdown: None,
+            vars: Value::from_serialize(&job.vars),
+        };
+
+        let mut diags = Vec::new();
+        for (name, _) in &job.headers {
+            if let Some(problem) = header_name_problem(name) {
+                diags.push(Diagnostic::new(
+                    renderer.job_location(&format!("headers.{name}")),
+                    format!("headers: {problem}"),
+                ));
+            }
+        }
+        for (key, source) in inline_sources {
+            if let Err(e) = renderer.env.add_template_owned(key.clone(), source) {
+                diags.push(Diagnostic::new(
+                    renderer.job_location(&key),
+                    format!("{key}: template syntax error: {}", error_text(&e)),
+                ));
+            }
+        }
+        let mut seen = HashSet::new();
+        let job_files = [
+            (&job.text, &mut renderer.text),
+            (&job.html, &mut renderer.html),
+            (&job.markdown, &mut renderer.markdown),
+        ];
+        let mut to_check = Vec::new();
+        for (path, slot) in job_files {
+            let Some(path) = path else { continue };
+            // The loader already resolved the path against the job's folder
+            // (relative to the working directory if the job path was).
+            let full = match path.canonicalize() {
+                Ok(p) => p,
+                Err(_) if path.is_relative() => renderer.job_dir.join(path),
+                Err(_) => path.clone(),
+            };
+            if !full.is_file() {
+                let err = std::fs::metadata(&full)
+                    .err()
+                    .unwrap_or_else(|| std::io::Error::other("not a regular file"));
+                return Err(Error::no_input(full, &err));
+            }
+            let name = match full.strip_prefix(&renderer.job_dir) {
+                Ok(rel) => rel.to_string_lossy().into_owned(),
+                Err(_) => full.to_string_lossy().into_owned(),
+            };
+            *slot = Some(name.clone());
+            to_check.push(name);
+        }
+        for name in to_check {
+            renderer.check_template_file(&name, None, &mut seen, &mut diags);
+        }
+        if !diags.is_empty() {
+            return Err(Error::Invalid(diags));
+        }
+
+        let mut undeclared = HashMap::new();
+        for name in renderer.inline.iter().chain(seen.iter()) {
+            if let Ok(t) = renderer.env.get_template(name) {
+                let vars: HashSet<String> = t
+                    .undeclared_variables(false)
+                    .into_iter()
+                    .filter(|v| !BUILTIN_NAMES.contains(&v.as_str()))
+                    .collect();
+                undeclared.insert(name.clone(), vars);
+            }
+        }
+        renderer.undeclared = undeclared;
+        Ok(renderer)
+    }
+
+    /// Compile a template file and, recursively, the files it statically
+    /// extends/includes, so syntax errors surface before the first row.
+    fn check_template_file(
+        &self,
+        name: &str,
+        referenced_from: Option<&str>,
+        seen: &mut HashSet<String>,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        if !seen.insert(name.to_string()) {
+            return;
+        }
+        match self.env.get_template(name) {
+            Ok(t) => {
+                for child in static_references(t.source()) {
+                    self.check_template_file(&child, Some(name), seen, diags);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::TemplateNotFound => {
+                let location = match referenced_from {
+                    Some(parent) => self.template_location(parent, None),
+                    None => self.template_location(name, None),
+                };
+                diags.push(Diagnostic::new(
+                    location,
+                    format!(
+                        "template \"{name}\" not found (looked in the job folder, then in \
+                         templates/ folders of its ancestors)"
+                    ),
+                ));
+            }
+            Err(e) => {
+                let template = e.name().unwrap_or(name).to_string();
+                let line = e.line().map(|l| l as u64);
+                diags.push(Diagnostic::new(
+                    self.template_location(&template, line),
+                    format!("template syntax error: {}", error_text(&e)),
+                ));
+            }
+        }
     }
 
     /// Render one recipient; every problem in the row is reported.
     pub fn render(&self, recipient: &Recipient) -> std::result::Result<Draft, Vec<Diagnostic>> {
-        let _ = recipient;
-        todo!("render helper")
+        let mut row = RowRender {
+            r: self,
+            rec: recipient,
+            ctx: self.context(recipient),
+            diags: Vec::new(),
+        };
+        let mut draft = Draft {
+            row: recipient.row,
+            email: recipient.email.clone(),
+            ..Draft::default()
+        };
+
+        if let Some(list) = row.addresses("from") {
+            match list.len() {
+                1 => draft.from = list.into_iter().next(),
+                n => {
+                    let d = row.diag_at_key("from", format!("from: expected one address, got {n}"));
+                    row.diags.push(d);
+                }
+            }
+        }
+        draft.reply_to = row.addresses("reply_to").unwrap_or_default();
+        if self.inline.contains("to") {
+            if let Some(list) = row.addresses("to") {
+                if list.is_empty() {
+                    let d = row.diag_at_key("to", "to: rendered to an empty address list");
+                    row.diags.push(d);
+                }
+                draft.to = list;
+            }
+        } else {
+            draft.to = vec![Mailbox {
+                name: None,
+                addr: recipient.email.clone(),
+            }];
+        }
+        draft.cc = row.addresses("cc").unwrap_or_default();
+        draft.bcc = row.addresses("bcc").unwrap_or_default();
+        if let Some(subject) = row.header_value("subject") {
+            draft.subject = subject;
+        }
+        for name in &self.header_names {
+            if let Some(v) = row.header_value(&format!("headers.{name}")) {
+                draft.headers.push((name.clone(), v));
+            }
+        }
+        if let Some(v) = row.header_value("list_unsubscribe") {
+            draft.list_unsubscribe = row.list_unsubscribe(&v);
+        }
+
+        if let Some(md_name) = &self.markdown {
+            if let Some(md) = row.render_template(md_name) {
+                draft.html = Some(markdown_to_html(&md));
+                draft.text = Some(md);
+            }
+        }
+        if let Some(name) = &self.text {
+            draft.text = row.render_template(name);
+        }
+        if let Some(name) = &self.html {
+            draft.html = row.render_template(name);
+        }
+        if let Some(html) = draft.html.take() {
+            let (html, images) = row.inline_images(html);
+            draft.html = Some(html);
+            draft.attachments.extend(images);
+        }
+        for i in 0..self.attachments.len() {
+            if let Some(a) = row.attachment(i) {
+                draft.attachments.push(a);
+            }
+        }
+
+        if row.diags.is_empty() {
+            Ok(draft)
+        } else {
+            Err(row.diags)
+        }
+    }
+
+    fn context(&self, rec: &Recipient) -> Value {
+        let columns: BTreeMap<String, Value> = rec
+            .headers
+            .iter()
+            .zip(&rec.values)
+            .map(|(h, v)| (h.clone(), Value::from(v.as_str())))
+            .collect();
+        let mut ctx = columns.clone();
+        ctx.insert("row".into(), Value::from(rec.row));
+        ctx.insert("job".into(), self.vars.clone());
+        ctx.insert("columns".into(), Value::from_iter(columns));
+        Value::from_iter(ctx)
+    }
+
+    /// Where a job key is: the job file, at the key's line when it can be found.
+    fn job_location(&self, key: &str) -> Location {
+        Location {
+            line: key_line(&self.job_text, key),
+            ..Location::file(&self.job_path)
+        }
+    }
+
+    /// Where a template is: the job file for inline templates, else its file.
+    fn template_location(&self, name: &str, line: Option<u64>) -> Location {
+        if self.inline.contains(name) {
+            return self.job_location(name);
+        }
+        let file = self
+            .files
+            .lock()
+            .expect("loader map poisoned")
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.job_dir.join(name));
+        Location {
+            line,
+            ..Location::file(file)
+        }
+    }
+}
+
+/// The work of rendering one row: the context and the problems found so far.
+struct RowRender<'a> {
+    r: &'a Renderer,
+    rec: &'a Recipient,
+    ctx: Value,
+    diags: Vec<Diagnostic>,
+}
+
+impl RowRender<'_> {
+    fn with_row(&self, mut location: Location) -> Location {
+        location.row = Some(self.rec.row);
+        location
+    }
+
+    fn diag_at_key(&self, key: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(self.with_row(self.r.job_location(key)), message)
+    }
+
+    fn has_column(&self, name: &str) -> bool {
+        self.rec.headers.iter().any(|h| h == name)
+    }
+
+    /// Render a template by name; `None` (with diagnostics pushed) on failure
+    /// or when the template does not exist (an optional key that is absent).
+    fn render_template(&mut self, name: &str) -> Option<String> {
+        let template = self.r.env.get_template(name).ok()?;
+        match template.render(&self.ctx) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.push_render_error(name, &e);
+                None
+            }
+        }
+    }
+
+    fn push_render_error(&mut self, name: &str, e: &minijinja::Error) {
+        let key = if self.r.inline.contains(name) {
+            format!("{name}: ")
+        } else {
+            String::new()
+        };
+        let failing = e.name().unwrap_or(name).to_string();
+        let line = e.line().map(|l| l as u64);
+        let location = self.with_row(self.r.template_location(&failing, line));
+        if e.kind() != ErrorKind::UndefinedError {
+            self.diags.push(Diagnostic::new(
+                location,
+                format!("{key}template error: {}", error_text(e)),
+            ));
+            return;
+        }
+        let snippet = match (e.template_source(), e.range()) {
+            (Some(src), Some(range)) => src.get(range).unwrap_or("").trim().to_string(),
+            _ => String::new(),
+        };
+        let ident = leading_identifier(&snippet);
+        let mut reported = HashSet::new();
+        if !ident.is_empty() && !self.is_defined(ident) {
+            reported.insert(ident.to_string());
+            self.diags.push(Diagnostic::new(
+                Location {
+                    field: Some(ident.to_string()),
+                    ..location.clone()
+                },
+                format!("{key}undefined variable \"{ident}\"{}", self.column_hint()),
+            ));
+        } else {
+            let what = if snippet.is_empty() {
+                String::new()
+            } else {
+                format!(" in \"{snippet}\"")
+            };
+            self.diags.push(Diagnostic::new(
+                location.clone(),
+                format!("{key}undefined value{what}"),
+            ));
+        }
+        // minijinja stops at the first undefined name; name the others the
+        // template uses too, so one run shows every missing column.
+        let mut others: Vec<&String> = self
+            .r
+            .undeclared
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|v| !self.is_defined(v) && !reported.contains(*v))
+            .collect();
+        others.sort();
+        for var in others {
+            self.diags.push(Diagnostic::new(
+                Location {
+                    line: None,
+                    field: Some(var.clone()),
+                    ..self.with_row(self.r.template_location(name, None))
+                },
+                format!("{key}undefined variable \"{var}\"{}", self.column_hint()),
+            ));
+        }
+    }
+
+    fn is_defined(&self, name: &str) -> bool {
+        BUILTIN_NAMES.contains(&name) || self.has_column(name)
+    }
+
+    fn column_hint(&self) -> String {
+        format!(
+            " (not a CSV column; columns are: {})",
+            self.rec.headers.join(", ")
+        )
+    }
+
+    /// Render a value that goes into a header and refuse control characters.
+    fn header_value(&mut self, key: &str) -> Option<String> {
+        let value = self.render_template(key)?;
+        if let Some(bad) = value.chars().find(|&c| is_forbidden_in_header(c)) {
+            let column = self
+                .rec
+                .headers
+                .iter()
+                .zip(&self.rec.values)
+                .find(|(_, v)| v.chars().any(is_forbidden_in_header))
+                .map(|(h, _)| h.clone());
+            let mut location = self.with_row(self.r.job_location(key));
+            location.field = column;
+            self.diags.push(Diagnostic::new(
+                location,
+                format!(
+                    "{key}: the rendered value contains a control character (U+{:04X}); a \
+                     header value must be a single line, so this row is rejected",
+                    bad as u32
+                ),
+            ));
+            return None;
+        }
+        Some(value)
+    }
+
+    /// An address key: rendered, checked, parsed. Blank renders as no address.
+    fn addresses(&mut self, key: &str) -> Option<Vec<Mailbox>> {
+        let value = self.header_value(key)?;
+        if value.trim().is_empty() {
+            return Some(Vec::new());
+        }
+        match parse_mailbox_list(&value) {
+            Ok(list) => Some(list),
+            Err(e) => {
+                let d = self.diag_at_key(key, format!("{key}: invalid address \"{value}\": {e}"));
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
+    fn list_unsubscribe(&mut self, value: &str) -> Vec<String> {
+        let mut uris = Vec::new();
+        for uri in value.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let scheme_ok = uri.split_once(':').is_some_and(|(s, rest)| {
+                !s.is_empty()
+                    && !rest.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            });
+            let chars_ok = uri
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>');
+            if scheme_ok && chars_ok {
+                uris.push(uri.to_string());
+            } else {
+                let d = self.diag_at_key(
+                    "list_unsubscribe",
+                    format!(
+                        "list_unsubscribe: \"{uri}\" is not a URI (use https://… or mailto:…, \
+                         percent-encoded; try the urlencode filter)"
+                    ),
+                );
+                self.diags.push(d);
+            }
+        }
+        uris
+    }
+
+    fn attachment(&mut self, i: usize) -> Option<Attachment> {
+        let path_key = format!("attachments[{i}].path");
+        let rendered = self.header_value(&path_key)?;
+        let rendered = rendered.trim();
+        if rendered.is_empty() {
+            // A path that renders empty (`{% if %}` around it) means "no
+            // attachment for this row".
+            return None;
+        }
+        let name = if self.r.attachments[i] {
+            Some(self.header_value(&format!("attachments[{i}].name"))?)
+        } else {
+            None
+        };
+        let path = self.r.job_dir.join(rendered);
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) => {
+                let location = Location {
+                    row: Some(self.rec.row),
+                    ..Location::file(&path)
+                };
+                self.diags.push(Diagnostic::new(
+                    location,
+                    format!("{path_key}: cannot read attachment: {e}"),
+                ));
+                return None;
+            }
+        };
+        let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| {
+            path.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "attachment".into())
+        });
+        let content_type = mime_guess::from_path(&path)
+            .first()
+            .or_else(|| mime_guess::from_path(&name).first())
+            .map(|m| m.essence_str().to_string())
+            .unwrap_or_else(|| "application/octet-stream".into());
+        Some(Attachment {
+            name,
+            content_type,
+            data: Arc::new(data),
+            content_id: None,
+        })
+    }
+
+    /// Local `<img src="rel/path.png">` files become inline parts referenced
+    /// by `cid:`; remote, `data:` and `cid:` sources are left alone.
+    fn inline_images(&mut self, html: String) -> (String, Vec<Attachment>) {
+        let mut out = String::with_capacity(html.len());
+        let mut images: Vec<(String, Attachment)> = Vec::new();
+        let mut rest = html.as_str();
+        while let Some(pos) = find_ci(rest, "<img") {
+            let tag_end = rest[pos..].find('>').map_or(rest.len(), |e| pos + e);
+            let tag = &rest[pos..tag_end];
+            let Some((vs, ve)) = src_value(tag) else {
+                out.push_str(&rest[..tag_end]);
+                rest = &rest[tag_end..];
+                continue;
+            };
+            let src = &tag[vs..ve];
+            if !is_local_src(src) {
+                out.push_str(&rest[..tag_end]);
+                rest = &rest[tag_end..];
+                continue;
+            }
+            let cid = match images.iter().find(|(s, _)| s == src) {
+                Some((_, a)) => a.content_id.clone().unwrap_or_default(),
+                None => {
+                    let path = self.r.job_dir.join(html_unescape(src));
+                    match std::fs::read(&path) {
+                        Ok(data) => {
+                            let cid =
+                                format!("img{}.row{}@mailshot", images.len() + 1, self.rec.row);
+                            let name = path
+                                .file_name()
+                                .map(|f| f.to_string_lossy().into_owned())
+                                .unwrap_or_else(|| "image".into());
+                            let content_type = mime_guess::from_path(&path)
+                                .first_or_octet_stream()
+                                .essence_str()
+                                .to_string();
+                            images.push((
+                                src.to_string(),
+                                Attachment {
+                                    name,
+                                    content_type,
+                                    data: Arc::new(data),
+                                    content_id: Some(cid.clone()),
+                                },
+                            ));
+                            cid
+                        }
+                        Err(e) => {
+                            let location = Location {
+                                row: Some(self.rec.row),
+                                ..Location::file(&path)
+                            };
+                            self.diags.push(Diagnostic::new(
+                                location,
+                                format!("html: cannot read inline image \"{src}\": {e}"),
+                            ));
+                            String::new()
+                        }
+                    }
+                }
+            };
+            out.push_str(&rest[..pos + vs]);
+            if cid.is_empty() {
+                out.push_str(src);
+            } else {
+                out.push_str("cid:");
+                out.push_str(&cid);
+            }
+            out.push_str(&rest[pos + ve..tag_end]);
+            rest = &rest[tag_end..];
+        }
+        out.push_str(rest);
+        (out, images.into_iter().map(|(_, a)| a).collect())
+    }
+}
+
+fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, String> {
+    crate::address::parse_mailbox_list(input)
+}
+
+fn is_forbidden_in_header(c: char) -> bool {
+    (c.is_control() && c != '\t') || c == '\u{2028}' || c == '\u{2029}'
+}
+
+fn header_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+        return Some(format!(
+            "\"{name}\" is not a valid header name (printable ASCII without spaces or colons)"
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("content-") {
+        return Some(format!(
+            "\"{name}\" cannot be set under headers: (mailshot builds it; use the job's own key)"
+        ));
+    }
+    None
+}
+
+fn resolve_template(job_dir: &Path, name: &str) -> Option<PathBuf> {
+    let rel = Path::new(name);
+    if rel.is_absolute() {
+        return rel.is_file().then(|| rel.to_path_buf());
+    }
+    let direct = job_dir.join(rel);
+    if direct.is_file() {
+        return Some(direct);
+    }
+    let in_templates = rel.starts_with("templates");
+    for ancestor in job_dir.ancestors() {
+        let candidate = ancestor.join("templates").join(rel);
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+        if in_templates {
+            let candidate = ancestor.join(rel);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// Template names referenced by `{% extends/include/import/from "…" %}` with
+/// a string literal (dynamic names are checked when rendered).
+fn static_references(source: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = source;
+    while let Some(start) = rest.find("{%") {
+        rest = &rest[start + 2..];
+        let body = rest.trim_start_matches(['-', '+']).trim_start();
+        let Some(after) = ["extends", "include", "import", "from"]
+            .iter()
+            .find_map(|kw| body.strip_prefix(kw))
+        else {
+            continue;
+        };
+        let after = after.trim_start();
+        let Some(quote) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
+        if let Some(end) = after[1..].find(quote) {
+            names.push(after[1..1 + end].to_string());
+        }
+    }
+    names
+}
+
+/// The line of a job key (`subject`, `headers.X-Campaign`,
+/// `attachments[1].path`) in the job file text, by a light scan of the YAML.
+fn key_line(text: &str, key: &str) -> Option<u64> {
+    let (top, rest) = match key.split_once('.') {
+        Some((t, r)) => (t, Some(r)),
+        None => (key, None),
+    };
+    let (top, index) = match top.split_once('[') {
+        Some((t, i)) => (t, i.trim_end_matches(']').parse::<usize>().ok()),
+        None => (top, None),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let is_key = |line: &str, k: &str| {
+        let l = line.trim_start().trim_start_matches("- ").trim_start();
+        l.strip_prefix(k)
+            .or_else(|| l.strip_prefix(&format!("\"{k}\"")))
+            .or_else(|| l.strip_prefix(&format!("'{k}'")))
+            .is_some_and(|r| r.trim_start().starts_with(':'))
+    };
+    let top_idx = lines
+        .iter()
+        .position(|l| !l.starts_with([' ', '\t']) && is_key(l, top))?;
+    let found = |i: usize| Some(i as u64 + 1);
+    let Some(sub) = rest else {
+        return found(top_idx);
+    };
+    let block = lines[top_idx + 1..]
+        .iter()
+        .take_while(|l| l.trim().is_empty() || l.starts_with([' ', '\t']) || l.starts_with('-'))
+        .enumerate();
+    let mut item: Option<usize> = None;
+    for (offset, line) in block {
+        if line.trim_start().starts_with("- ") || line.trim() == "-" {
+            item = Some(item.map_or(0, |i| i + 1));
+        }
+        let in_item = index.is_none() || item == index;
+        if in_item && is_key(line, sub) {
+            return found(top_idx + 1 + offset);
+        }
+    }
+    found(top_idx)
+}
+
+/// The error text without minijinja's "(in name:line)" suffix, which our
+/// location already carries.
+fn error_text(e: &minijinja::Error) -> String {
+    match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    }
+}
+
+fn leading_identifier(s: &str) -> &str {
+    let end = s
+        .char_indices()
+        .find(|&(i, c)| !(c == '_' || c.is_alphanumeric() && !(i == 0 && c.is_numeric())))
+        .map_or(s.len(), |(i, _)| i);
+    &s[..end]
+}
+
+fn markdown_to_html(md: &str) -> String {
+    use pulldown_cmark::{html, Options, Parser};
+    let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
+    let mut body = String::new();
+    html::push_html(&mut body, Parser::new_ext(md, options));
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body>\n{body}</body></html>\n"
+    )
+}
+
+fn find_ci(haystack: &str, needle: &str) -> Option<usize> {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Byte range of the `src` attribute's value inside an `<img …>` tag.
+fn src_value(tag: &str) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(p) = find_ci(&tag[from..], "src") {
+        let at = from + p;
+        let before_ok = tag[..at].ends_with(|c: char| c.is_whitespace());
+        let after = tag[at + 3..].trim_start();
+        if before_ok && after.starts_with('=') {
+            let value = after[1..].trim_start();
+            let value_start = tag.len() - value.len();
+            let quote = value.chars().next()?;
+            if quote == '"' || quote == '\'' {
+                let end = value[1..].find(quote)?;
+                return Some((value_start + 1, value_start + 1 + end));
+            }
+            // Unquoted: up to whitespace; a trailing `/` is the tag's `/>`.
+            let mut end = value.find(char::is_whitespace).unwrap_or(value.len());
+            if end == value.len() && value.ends_with('/') {
+                end -= 1;
+            }
+            return Some((value_start, value_start + end));
+        }
+        from = at + 3;
+    }
+    None
+}
+
+fn is_local_src(src: &str) -> bool {
+    let has_scheme = src
+        .split_once(':')
+        .is_some_and(|(s, _)| !s.is_empty() && !s.contains('/'));
+    !src.is_empty() && !has_scheme && !src.starts_with("//") && !src.starts_with('#')
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&amp;", "&")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{AttachmentSpec, RecipientsSpec};
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+        fn write(&self, rel: &str, content: &str) -> PathBuf {
+            let p = self.dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, content).unwrap();
+            p
+        }
+        /// A job in `sub` (relative to the fixture root) whose YAML text is `yaml`.
+        fn job(&self, sub: &str, yaml: &str) -> Job {
+            let path = self.write(&format!("{sub}/job.yaml"), yaml);
+            let dir = path.parent().unwrap().to_path_buf();
+            Job {
+                path,
+                dir: dir.clone(),
+                smtp: None,
+                from: "News <news@example.com>".into(),
+                reply_to: None,
+                to: None,
+                cc: None,
+                bcc: None,
+                subject: "Hello {{ email }}".into(),
+                text: None,
+                html: None,
+                markdown: None,
+                attachments: vec![],
+                headers: vec![],
+                list_unsubscribe: None,
+                vars: serde_yaml::from_str("campaign: November").unwrap(),
+                dkim: None,
+                recipients: RecipientsSpec {
+                    file: dir.join("recipients.csv"),
+                    email_column: "email".into(),
+                    delimiter: b',',
+                    encoding: encoding_rs::UTF_8,
+                    allow_duplicates: false,
+                },
+            }
+        }
+    }
+
+    fn recipient(row: u64, pairs: &[(&str, &str)]) -> Recipient {
+        let headers: Vec<String> = pairs.iter().map(|(h, _)| h.to_string()).collect();
+        let values: Vec<String> = pairs.iter().map(|(_, v)| v.to_string()).collect();
+        let email = pairs
+            .iter()
+            .find(|(h, _)| *h == "email")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default();
+        Recipient {
+            row,
+            line: row + 1,
+            email,
+            headers: Arc::new(headers),
+            values,
+            duplicate_of: None,
+        }
+    }
+
+    fn invalid(r: Result<Renderer>) -> Vec<Diagnostic> {
+        match r {
+            Err(Error::Invalid(d)) => d,
+            Err(e) => panic!("expected Invalid, got {e:?}"),
+            Ok(_) => panic!("expected Invalid, got a renderer"),
+        }
+    }
+
+    #[test]
+    fn renders_text_html_subject_with_html_escaping_only_in_html() {
+        let fx = Fixture::new();
+        fx.write(
+            "job/body.txt",
+            "Hi {{ name }}, row {{ row }} of {{ job.campaign }}.",
+        );
+        fx.write("job/body.html", "<p>Hi {{ name }}</p>");
+        let mut job = fx.job("job", "subject: x\n");
+        job.text = Some("body.txt".into());
+        job.html = Some(job.dir.join("body.html"));
+        job.headers = vec![("X-Campaign".into(), "{{ job.campaign }}-{{ row }}".into())];
+        job.subject = "Hello {{ name }}".into();
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(
+                3,
+                &[("email", "a@example.com"), ("name", "<script>")],
+            ))
+            .unwrap();
+        assert_eq!(d.subject, "Hello <script>");
+        assert_eq!(d.text.as_deref(), Some("Hi <script>, row 3 of November."));
+        assert_eq!(d.html.as_deref(), Some("<p>Hi &lt;script&gt;</p>"));
+        assert_eq!(
+            d.headers,
+            vec![("X-Campaign".to_string(), "November-3".to_string())]
+        );
+        assert_eq!(d.row, 3);
+        assert_eq!(
+            d.to,
+            vec![Mailbox {
+                name: None,
+                addr: "a@example.com".into()
+            }]
+        );
+        assert_eq!(d.from.unwrap().addr, "news@example.com");
+    }
+
+    #[test]
+    fn columns_map_reaches_names_that_are_not_identifiers() {
+        let fx = Fixture::new();
+        let mut job = fx.job("job", "subject: x\n");
+        job.subject = "{{ columns[\"first name\"] }} / {{ columns.row }} / {{ row }}".into();
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(
+                2,
+                &[
+                    ("email", "a@example.com"),
+                    ("first name", "Ann"),
+                    ("row", "x"),
+                ],
+            ))
+            .unwrap();
+        assert_eq!(d.subject, "Ann / x / 2");
+    }
+
+    #[test]
+    fn html_extends_a_layout_from_an_ancestor_templates_folder() {
+        let fx = Fixture::new();
+        fx.write(
+            "templates/layout.html",
+            "<html>{% block body %}{% endblock %}{% include \"footer.txt\" %}</html>",
+        );
+        fx.write("templates/footer.txt", "[{{ job.campaign }}]");
+        fx.write(
+            "samples/news/body.html",
+            "{% extends \"layout.html\" %}{% block body %}<b>{{ name }}</b>{% endblock %}",
+        );
+        fx.write(
+            "samples/news/alt.txt",
+            "{% extends \"templates/layout.html\" %}{% block body %}{{ name }}{% endblock %}",
+        );
+        let mut job = fx.job("samples/news", "subject: x\n");
+        job.html = Some("body.html".into());
+        job.text = Some("alt.txt".into());
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(
+                1,
+                &[("email", "a@example.com"), ("name", "A&B")],
+            ))
+            .unwrap();
+        assert_eq!(
+            d.html.as_deref(),
+            Some("<html><b>A&amp;B</b>[November]</html>")
+        );
+        assert_eq!(d.text.as_deref(), Some("<html>A&B[November]</html>"));
+    }
+
+    #[test]
+    fn all_syntax_errors_are_reported_with_file_and_line() {
+        let fx = Fixture::new();
+        fx.write("templates/bad_layout.html", "ok\n{% block x %}\n{{ }}\n");
+        fx.write(
+            "job/body.html",
+            "line1\nline2\n{% extends \"bad_layout.html\" %}\n",
+        );
+        fx.write("job/body.txt", "a\n\n{{ name \n");
+        let mut job = fx.job(
+            "job",
+            "from: x\n# comment\nsubject: \"Hi {{ name\"\nheaders:\n  X-Ok: a\n  Bad Name: b\n",
+        );
+        job.subject = "Hi {{ name".into();
+        job.text = Some("body.txt".into());
+        job.html = Some("body.html".into());
+        job.headers = vec![("X-Ok".into(), "a".into()), ("Bad Name".into(), "b".into())];
+        let diags = invalid(Renderer::new(&job));
+        let subject = diags
+            .iter()
+            .find(|d| d.message.starts_with("subject:"))
+            .unwrap();
+        assert_eq!(subject.location.file, job.path);
+        assert_eq!(subject.location.line, Some(3));
+        let text = diags
+            .iter()
+            .find(|d| d.location.file.ends_with("body.txt"))
+            .expect("body.txt syntax error");
+        assert_eq!(text.location.line, Some(3));
+        let layout = diags
+            .iter()
+            .find(|d| d.location.file.ends_with("bad_layout.html"))
+            .expect("layout syntax error found before any row");
+        assert_eq!(layout.location.line, Some(3));
+        let header = diags
+            .iter()
+            .find(|d| d.message.contains("Bad Name"))
+            .unwrap();
+        assert_eq!(header.location.line, Some(6));
+        assert_eq!(diags.len(), 4, "{diags:#?}");
+    }
+
+    #[test]
+    fn reserved_header_names_are_refused() {
+        let fx = Fixture::new();
+        let mut job = fx.job("job", "subject: x\n");
+        job.headers = vec![
+            ("bcc".into(), "x@example.com".into()),
+            ("Content-Type".into(), "text/plain".into()),
+            ("X-Fine".into(), "ok".into()),
+        ];
+        let diags = invalid(Renderer::new(&job));
+        assert_eq!(diags.len(), 2, "{diags:#?}");
+    }
+
+    #[test]
+    fn missing_template_file_is_no_input() {
+        let fx = Fixture::new();
+        let mut job = fx.job("job", "subject: x\n");
+        job.text = Some("nope.txt".into());
+        assert!(matches!(Renderer::new(&job), Err(Error::NoInput { .. })));
+    }
+
+    #[test]
+    fn every_undefined_variable_in_a_row_is_reported() {
+        let fx = Fixture::new();
+        fx.write("job/body.txt", "Dear {{ nmae }},\n{{ city }} {{ zip }}\n");
+        let mut job = fx.job("job", "from: x\nsubject: \"Hi {{ frist }}\"\n");
+        job.subject = "Hi {{ frist }}".into();
+        job.text = Some("body.txt".into());
+        let r = Renderer::new(&job).unwrap();
+        let diags = r
+            .render(&recipient(5, &[("email", "a@example.com"), ("name", "A")]))
+            .unwrap_err();
+        let fields: HashSet<_> = diags
+            .iter()
+            .filter_map(|d| d.location.field.clone())
+            .collect();
+        let want: HashSet<String> = ["frist", "nmae", "city", "zip"].map(String::from).into();
+        assert_eq!(fields, want, "{diags:#?}");
+        assert!(diags.iter().all(|d| d.location.row == Some(5)));
+        let subject = diags
+            .iter()
+            .find(|d| d.location.field.as_deref() == Some("frist"))
+            .unwrap();
+        assert_eq!(subject.location.file, job.path);
+        assert_eq!(subject.location.line, Some(2));
+        let nmae = diags
+            .iter()
+            .find(|d| d.location.field.as_deref() == Some("nmae"))
+            .unwrap();
+        assert!(nmae.location.file.ends_with("body.txt"));
+        assert_eq!(nmae.location.line, Some(1));
+        assert!(
+            nmae.message.contains("columns are: email, name"),
+            "{}",
+            nmae.message
+        );
+    }
+
+    #[test]
+    fn crlf_in_a_csv_value_cannot_reach_a_header() {
+        let fx = Fixture::new();
+        let mut job = fx.job("job", "to: x\nsubject: x\n");
+        job.to = Some("{{ name }} <{{ email }}>".into());
+        job.subject = "Hi {{ name }}".into();
+        let r = Renderer::new(&job).unwrap();
+        let evil = "Eve\r\nBcc: victim@example.com";
+        let diags = r
+            .render(&recipient(
+                7,
+                &[("email", "eve@example.com"), ("name", evil)],
+            ))
+            .unwrap_err();
+        assert_eq!(diags.len(), 2, "to and subject both rejected: {diags:#?}");
+        for d in &diags {
+            assert_eq!(d.location.row, Some(7));
+            assert_eq!(d.location.field.as_deref(), Some("name"));
+            assert!(d.message.contains("U+000D"), "{}", d.message);
+        }
+        assert!(diags.iter().any(|d| d.message.starts_with("to:")));
+        assert!(diags.iter().any(|d| d.message.starts_with("subject:")));
+    }
+
+    #[test]
+    fn addresses_lists_and_blank_cc() {
+        let fx = Fixture::new();
+        let mut job = fx.job("job", "subject: x\n");
+        job.cc = Some("{{ manager }}".into());
+        job.bcc = Some("audit@example.com".into());
+        job.reply_to = Some("Help <help@example.com>".into());
+        job.list_unsubscribe =
+            Some("https://example.com/u?e={{ email | urlencode }}, mailto:u@example.com".into());
+        let r = Renderer::new(&job).unwrap();
+        let with = r
+            .render(&recipient(
+                1,
+                &[
+                    ("email", "a+b@example.com"),
+                    ("manager", "Boss <boss@example.com>"),
+                ],
+            ))
+            .unwrap();
+        assert_eq!(with.cc[0].addr, "boss@example.com");
+        assert_eq!(with.bcc[0].addr, "audit@example.com");
+        assert_eq!(with.reply_to[0].addr, "help@example.com");
+        assert_eq!(
+            with.list_unsubscribe,
+            vec![
+                "https://example.com/u?e=a%2Bb%40example.com",
+                "mailto:u@example.com"
+            ]
+        );
+        let without = r
+            .render(&recipient(
+                2,
+                &[("email", "c@example.com"), ("manager", "  ")],
+            ))
+            .unwrap();
+        assert!(without.cc.is_empty());
+    }
+
+    #[test]
+    fn attachments_are_read_named_and_typed() {
+        let fx = Fixture::new();
+        fx.write("job/reports/7.pdf", "%PDF-1.4 fake");
+        let mut job = fx.job("job", "subject: x\nattachments:\n  - path: a\n  - path: \"reports/{{ id }}.pdf\"\n    name: n\n");
+        job.attachments = vec![
+            AttachmentSpec {
+                path: "reports/{{ id }}.pdf".into(),
+                name: None,
+            },
+            AttachmentSpec {
+                path: "reports/{{ id }}.pdf".into(),
+                name: Some("报告-{{ id }}.pdf".into()),
+            },
+            AttachmentSpec {
+                path: "{% if extra %}x.pdf{% endif %}".into(),
+                name: None,
+            },
+        ];
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(
+                1,
+                &[("email", "a@example.com"), ("id", "7"), ("extra", "")],
+            ))
+            .unwrap();
+        assert_eq!(d.attachments.len(), 2);
+        assert_eq!(d.attachments[0].name, "7.pdf");
+        assert_eq!(d.attachments[0].content_type, "application/pdf");
+        assert_eq!(d.attachments[0].data.as_slice(), b"%PDF-1.4 fake");
+        assert_eq!(d.attachments[1].name, "报告-7.pdf");
+
+        let diags = r
+            .render(&recipient(
+                4,
+                &[("email", "a@example.com"), ("id", "8"), ("extra", "")],
+            ))
+            .unwrap_err();
+        assert_eq!(diags.len(), 2, "{diags:#?}");
+        assert!(diags[0].location.file.ends_with("reports/8.pdf"));
+        assert_eq!(diags[0].location.row, Some(4));
+        assert!(diags[0].message.starts_with("attachments[0].path:"));
+        assert!(diags[1].message.starts_with("attachments[1].path:"));
+    }
+
+    #[test]
+    fn markdown_renders_to_both_parts_without_escaping() {
+        let fx = Fixture::new();
+        fx.write("job/letter.md", "# Hello {{ name }}\n\n* one\n* two\n");
+        let mut job = fx.job("job", "subject: x\n");
+        job.markdown = Some("letter.md".into());
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(
+                1,
+                &[("email", "a@example.com"), ("name", "Ann & Bob")],
+            ))
+            .unwrap();
+        assert_eq!(d.text.as_deref(), Some("# Hello Ann & Bob\n\n* one\n* two"));
+        let html = d.html.unwrap();
+        assert!(html.contains("<h1>Hello Ann &amp; Bob</h1>"), "{html}");
+        assert!(html.contains("<li>one</li>"), "{html}");
+    }
+
+    #[test]
+    fn local_images_become_inline_parts() {
+        let fx = Fixture::new();
+        fx.write("job/img/logo.png", "PNGDATA");
+        fx.write(
+            "job/body.html",
+            "<img alt=x src=\"img/logo.png\"><img src='img/logo.png'><img src=\"https://e.com/a.png\"><img src=\"cid:k\">",
+        );
+        let mut job = fx.job("job", "subject: x\n");
+        job.html = Some("body.html".into());
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(2, &[("email", "a@example.com")]))
+            .unwrap();
+        assert_eq!(d.attachments.len(), 1);
+        let a = &d.attachments[0];
+        assert_eq!(a.content_id.as_deref(), Some("img1.row2@mailshot"));
+        assert_eq!(a.content_type, "image/png");
+        assert_eq!(a.data.as_slice(), b"PNGDATA");
+        assert_eq!(
+            d.html.as_deref(),
+            Some("<img alt=x src=\"cid:img1.row2@mailshot\"><img src='cid:img1.row2@mailshot'><img src=\"https://e.com/a.png\"><img src=\"cid:k\">")
+        );
+    }
+
+    #[test]
+    fn renderer_can_move_to_a_render_thread() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Renderer>();
+    }
+
+    #[test]
+    fn unquoted_img_src_is_found() {
+        let tag = "<img src=img/a.png/";
+        let (s, e) = src_value(tag).unwrap();
+        assert_eq!(&tag[s..e], "img/a.png");
+        let tag = "<img data-src=\"x\" src=b.png alt=y";
+        let (s, e) = src_value(tag).unwrap();
+        assert_eq!(&tag[s..e], "b.png");
+    }
+
+    #[test]
+    fn key_line_finds_nested_keys() {
+        let yaml = "from: a\nheaders:\n  X-One: 1\n  \"X-Two\": 2\nattachments:\n  - path: p0\n  - name: n1\n    path: p1\nsubject: s\n";
+        assert_eq!(key_line(yaml, "from"), Some(1));
+        assert_eq!(key_line(yaml, "headers.X-Two"), Some(4));
+        assert_eq!(key_line(yaml, "attachments[0].path"), Some(6));
+        assert_eq!(key_line(yaml, "attachments[1].path"), Some(8));
+        assert_eq!(key_line(yaml, "subject"), Some(9));
+        assert_eq!(key_line(yaml, "cc"), None);
+    }
+
+    /// Loads a sample job with the real job loader and renders every row of
+    /// its CSV with the real reader.
+    fn render_sample(name: &str) -> Vec<Draft> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("samples")
+            .join(name)
+            .join("job.yaml");
+        let job = crate::job::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let renderer = Renderer::new(&job).unwrap_or_else(|e| panic!("{e}"));
+        crate::recipients::RecipientReader::open(&job.recipients)
+            .unwrap()
+            .map(|rec| {
+                let rec = rec.unwrap_or_else(|d| panic!("{d}"));
+                renderer
+                    .render(&rec)
+                    .unwrap_or_else(|d| panic!("row {}: {d:#?}", rec.row))
+            })
+            .collect()
+    }
+
+    fn parse_back(d: &Draft) -> Vec<u8> {
+        let opts = crate::mime::MimeOptions {
+            date: 1_793_611_800,
+            message_id: crate::mime::message_id("sample", d.row, d.from.as_ref().unwrap()),
+        };
+        crate::mime::build(d, &opts)
+    }
+
+    #[test]
+    fn sample_newsletter_renders_every_row_in_its_language() {
+        use mail_parser::MessageParser;
+        let drafts = render_sample("newsletter");
+        assert!(drafts.len() >= 6);
+        let zh = drafts
+            .iter()
+            .find(|d| d.email == "li.lei@example.com")
+            .unwrap();
+        assert!(zh.subject.contains("李雷，本月新茶到了"), "{}", zh.subject);
+        assert!(zh.html.as_deref().unwrap().contains("lang=\"zh-CN\""));
+        assert!(zh
+            .html
+            .as_deref()
+            .unwrap()
+            .contains("Acme Tea Club, 12 Harbour Road"));
+        assert!(zh.text.as_deref().unwrap().contains("龙井"));
+        let en = drafts
+            .iter()
+            .find(|d| d.email == "alice@example.org")
+            .unwrap();
+        assert!(en
+            .subject
+            .starts_with("Tea Letter, November 2026: Alice Walker"));
+        assert!(en
+            .text
+            .as_deref()
+            .unwrap()
+            .starts_with("Hello Alice Walker,"));
+        assert_eq!(
+            en.headers,
+            vec![("X-Campaign".to_string(), "2026-11".to_string())]
+        );
+        assert!(en.list_unsubscribe[0].starts_with("https://"));
+        let bytes = parse_back(zh);
+        let m = MessageParser::new().parse(&bytes).unwrap();
+        assert_eq!(m.subject(), Some(zh.subject.as_str()));
+        assert!(String::from_utf8_lossy(&bytes).contains("List-Unsubscribe-Post"));
+    }
+
+    #[test]
+    fn sample_merge_attaches_each_statement() {
+        use mail_parser::{MessageParser, MimeHeaders};
+        let drafts = render_sample("merge");
+        assert_eq!(drafts.len(), 4);
+        assert_eq!(drafts[0].attachments[0].name, "statement-1001.pdf");
+        assert_eq!(drafts[0].cc[0].addr, "tom.ellis@northwind.example");
+        assert!(drafts[1].cc.is_empty());
+        let chinese = &drafts[2];
+        assert_eq!(
+            chinese.attachments[0].name,
+            "对账单-东海贸易-2026年10月.pdf"
+        );
+        let m_bytes = parse_back(chinese);
+        let m = MessageParser::new().parse(&m_bytes).unwrap();
+        let a = m.attachment(0).unwrap();
+        assert_eq!(a.attachment_name(), Some("对账单-东海贸易-2026年10月.pdf"));
+        assert!(a.contents().starts_with(b"%PDF-1.4"));
+    }
+
+    #[test]
+    fn sample_notify_is_text_only() {
+        let drafts = render_sample("notify");
+        assert_eq!(drafts.len(), 3);
+        assert!(drafts
+            .iter()
+            .all(|d| d.html.is_none() && d.attachments.is_empty()));
+        assert_eq!(drafts[0].subject, "[mailshot] FAILED: nightly #412");
+        assert!(drafts[0].text.as_deref().unwrap().contains("/builds/412\n"));
     }
 }

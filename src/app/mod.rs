@@ -19,18 +19,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Preview(args) => preview::preview(&args),
         Command::Send(args) => send::send(&args),
         Command::Capture(args) => {
-            let server = crate::capture::CaptureServer::bind(args.listen, args.dir.clone())
-                .map_err(|e| {
-                    crate::error::Error::Unavailable(format!("cannot listen on {}: {e}", args.listen))
-                })?;
-            eprintln!(
-                "mailshot capture: listening on {} (PIPELINING, CHUNKING, STARTTLS), writing {}",
-                server.local_addr(),
-                args.dir.display()
-            );
-            server
-                .serve()
-                .map_err(|e| crate::error::Error::Software(e.to_string()))?;
+            crate::capture::run(args.listen, args.dir.clone())?;
             Ok(ExitCode::Ok)
         }
     }

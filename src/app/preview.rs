@@ -82,8 +82,7 @@ pub fn dry_run(args: &RunArgs) -> Result<ExitCode> {
     let prepared = prepare(&args.job.job, &args.job.vars)?;
     // Every row must render before a single file is written.
     prepared.validate(args.limit)?;
-    std::fs::create_dir_all(out)
-        .map_err(|e| Error::Software(format!("{}: {e}", out.display())))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::Software(format!("{}: {e}", out.display())))?;
     let run_id = format!("dry{:08x}", fastrand::u32(..));
     let (mut written, mut skipped) = (0u64, 0u64);
     for row in prepared.rows(args.limit, &run_id, date_now())? {

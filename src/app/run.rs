@@ -94,7 +94,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     let rate = match &args.rate {
         Some(r) => Some(
-            crate::job::validate::parse_rate(r)
+            crate::job::manifest::parse_rate(r)
                 .map_err(|e| Error::Usage(format!("--rate {r:?}: {e}")))?,
         ),
         None => None,
@@ -139,7 +139,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let (tx, rx) = sync_channel::<Work>(QUEUE);
     let date = date_now();
     let end = std::thread::scope(|s| -> Result<scheduler::RunEnd> {
-        let producer = s.spawn(|| feed(&prepared, args, &replay, &journal, &ledger, tx, date, &stop));
+        let producer =
+            s.spawn(|| feed(&prepared, args, &replay, &journal, &ledger, tx, date, &stop));
         let end = scheduler::run(&live.plan, rx, &ledger, stop.clone());
         producer
             .join()
@@ -167,7 +168,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         });
     }
     if end.interrupted || stop.load(Ordering::SeqCst) {
-        eprintln!("interrupted: {} messages not sent yet; {resume}", end.unsent);
+        eprintln!(
+            "interrupted: {} messages not sent yet; {resume}",
+            end.unsent
+        );
         return Ok(ExitCode::TempFail);
     }
     if end.unsent > 0 {

@@ -76,10 +76,12 @@ fn draft(args: &SendArgs, default_from: Option<&str>) -> Result<Draft> {
         message: "the message body is not valid UTF-8".into(),
     })?;
     let html = match &args.html {
-        Some(p) => Some(String::from_utf8(read_file(p)?).map_err(|_| Error::NoInput {
-            path: p.clone(),
-            message: "not valid UTF-8".into(),
-        })?),
+        Some(p) => Some(
+            String::from_utf8(read_file(p)?).map_err(|_| Error::NoInput {
+                path: p.clone(),
+                message: "not valid UTF-8".into(),
+            })?,
+        ),
         None => None,
     };
     let mut attachments = Vec::new();
@@ -158,7 +160,9 @@ pub fn send(args: &SendArgs) -> Result<ExitCode> {
     }
     let outcomes = ledger.0.into_inner().unwrap();
     let Some(o) = outcomes.first() else {
-        return Err(Error::TempFail("the message was not sent; try again".into()));
+        return Err(Error::TempFail(
+            "the message was not sent; try again".into(),
+        ));
     };
     let code = o.code.map(|c| format!("{c} ")).unwrap_or_default();
     match o.status {

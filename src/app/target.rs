@@ -19,7 +19,9 @@ const WINDOW: usize = 32;
 /// Pick the target by precedence.
 pub fn resolve(job: Option<&Job>, url: Option<&str>) -> Result<Target> {
     if let Some(url) = url {
-        return Ok(Target::Smtp(Box::new(job::validate::parse_smtp_url_settings(url)?)));
+        return Ok(Target::Smtp(Box::new(
+            job::validate::parse_smtp_url_settings(url)?,
+        )));
     }
     if let Some(smtp) = job.and_then(|j| j.smtp.clone()) {
         return Ok(Target::Smtp(Box::new(smtp)));
@@ -58,7 +60,11 @@ fn helo_name() -> String {
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())
         .ok()
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+        .filter(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        })
         .unwrap_or_else(|| "localhost".into())
 }
 

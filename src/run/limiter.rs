@@ -77,10 +77,17 @@ mod tests {
                 .iter()
                 .take_while(|&&b| b < a + rate.per)
                 .count();
-            assert!(in_window <= 5, "{in_window} sends within 1 s starting at #{i}");
+            assert!(
+                in_window <= 5,
+                "{in_window} sends within 1 s starting at #{i}"
+            );
         }
         // And it is not needlessly slow: about 5 per second.
-        assert!(granted.len() >= 90, "only {} granted in 20 s", granted.len());
+        assert!(
+            granted.len() >= 90,
+            "only {} granted in 20 s",
+            granted.len()
+        );
     }
 
     #[test]

@@ -220,7 +220,12 @@ impl Dispatcher {
 
 /// Send everything `source` yields; returns when it is exhausted and every
 /// message is settled, or when the run is stopped (`stop`) or fails.
-pub fn run(plan: &Plan, source: Receiver<Work>, ledger: &dyn Ledger, stop: Arc<AtomicBool>) -> RunEnd {
+pub fn run(
+    plan: &Plan,
+    source: Receiver<Work>,
+    ledger: &dyn Ledger,
+    stop: Arc<AtomicBool>,
+) -> RunEnd {
     let dispatch = Dispatcher {
         source: Mutex::new(Some(source)),
         retry: Mutex::new(Vec::new()),

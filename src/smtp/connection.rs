@@ -142,9 +142,11 @@ impl Session {
         } else {
             Transport::Plain(tcp)
         };
+        let mut client = Client::new(core);
+        client.set_trace(trace.is_some());
         let mut session = Session {
             transport,
-            client: Client::new(core),
+            client,
             endpoint: endpoint.clone(),
             trace,
             id,
@@ -167,7 +169,11 @@ impl Session {
         loop {
             match session.next_event()? {
                 Event::Ready => return Ok(session),
-                Event::Closed(reason) => return Err(SessionFailure::Closed(reason)),
+                Event::Closed(reason) => {
+                    // Say goodbye if the core queued a QUIT; the session is over anyway.
+                    let _ = session.flush_output();
+                    return Err(SessionFailure::Closed(reason));
+                }
                 Event::StartTls => unreachable!("handled in next_event"),
                 Event::Outcome(_) => {}
             }
@@ -271,7 +277,12 @@ impl Session {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Err(SessionFailure::Io(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
@@ -315,9 +326,8 @@ fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
-    }))
+    Err(last
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))))
 }
 
 fn handshake(

@@ -1,0 +1,274 @@
+//! Fixtures shared by the integration tests: the scripted fault server
+//! (`fault`), a private Postfix (`postfix`), an aiosmtpd AUTH server
+//! (`aiosmtpd`), plus small helpers (the built binary, temp dirs, free ports, a
+//! raw SMTP line client).
+//!
+//! Every test binary that says `mod support;` compiles all of this, so unused
+//! helpers are expected.
+#![allow(dead_code)]
+
+pub mod aiosmtpd;
+pub mod fault;
+pub mod postfix;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The `mailshot` binary Cargo built for this test run.
+pub fn mailshot_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mailshot"))
+}
+
+/// A loopback port nobody listens on right now (bound once, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
+}
+
+/// A temporary directory for job files, CSVs and outputs; removed on drop.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    /// A fresh empty directory.
+    pub fn new() -> Self {
+        TestDir {
+            dir: tempfile::Builder::new()
+                .prefix("mailshot-test-")
+                .tempdir()
+                .expect("create temp dir"),
+        }
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `rel` inside the directory.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes `contents` to `rel` (creating parent directories) and returns its path.
+    pub fn write(&self, rel: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent dirs");
+        }
+        std::fs::write(&path, contents).expect("write test file");
+        path
+    }
+
+    /// Reads `rel` as UTF-8 text.
+    pub fn read(&self, rel: impl AsRef<Path>) -> String {
+        let path = self.join(rel);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    /// Files directly in `rel` whose name ends with `suffix`, sorted by name.
+    pub fn files_with_suffix(&self, rel: impl AsRef<Path>, suffix: &str) -> Vec<PathBuf> {
+        files_with_suffix(&self.join(rel), suffix)
+    }
+}
+
+impl Default for TestDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Files directly in `dir` whose name ends with `suffix`, sorted by name; none if `dir` is missing.
+pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.ends_with(suffix) && !n.starts_with('.'))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// One SMTP reply: the code and the text of every line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit code.
+    pub code: u16,
+    /// The text after `NNN-`/`NNN ` on each line.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// All lines joined by newlines, for `contains` checks.
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+/// A minimal line-level SMTP client for testing servers by hand, over plain
+/// TCP or (after [`starttls`](RawClient::starttls)) rustls.
+pub struct RawClient<S: Read + Write = TcpStream> {
+    reader: BufReader<S>,
+    sock: TcpStream,
+}
+
+/// A TLS stream as [`RawClient::starttls`] and [`RawClient::connect_tls`] make it.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls_wrap(sock: TcpStream, ca_pem: &str, name: &str) -> TlsStream {
+    let dir = TestDir::new();
+    let ca = dir.write("ca.pem", ca_pem);
+    let config = mailshot::smtp::tls::client_config(Some(&ca)).expect("client TLS config");
+    let server_name = mailshot::smtp::tls::server_name(name).expect("server name");
+    let conn = rustls::ClientConnection::new(config, server_name).expect("TLS client");
+    rustls::StreamOwned::new(conn, sock)
+}
+
+impl RawClient<TcpStream> {
+    /// Connects with a 10 s read timeout so a broken server fails the test instead of hanging it.
+    pub fn connect(addr: SocketAddr) -> Self {
+        let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        RawClient {
+            reader: BufReader::new(sock.try_clone().unwrap()),
+            sock,
+        }
+    }
+
+    /// Starts TLS on this connection (after the server's 220 to STARTTLS),
+    /// trusting only `ca_pem` and verifying `name`. Fails if the handshake does.
+    pub fn starttls(self, ca_pem: &str, name: &str) -> std::io::Result<RawClient<TlsStream>> {
+        assert!(
+            self.reader.buffer().is_empty(),
+            "server bytes after the 220 would be lost (or injected)"
+        );
+        let sock = self.sock;
+        let mut tls = tls_wrap(sock.try_clone()?, ca_pem, name);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(RawClient {
+            reader: BufReader::new(tls),
+            sock,
+        })
+    }
+
+    /// Bytes the server sent that are buffered but not yet read as replies.
+    pub fn buffered(&self) -> &[u8] {
+        self.reader.buffer()
+    }
+}
+
+impl RawClient<TlsStream> {
+    /// Connects with implicit TLS (SMTPS), trusting only `ca_pem`.
+    pub fn connect_tls(addr: SocketAddr, ca_pem: &str, name: &str) -> std::io::Result<Self> {
+        let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut tls = tls_wrap(sock.try_clone()?, ca_pem, name);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(RawClient {
+            reader: BufReader::new(tls),
+            sock,
+        })
+    }
+}
+
+impl<S: Read + Write> RawClient<S> {
+    /// Changes how long a read waits before giving up (the reply is then `None`).
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        self.sock.set_read_timeout(Some(timeout)).unwrap();
+    }
+
+    /// Sends raw bytes as they are (several commands at once for pipelining).
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        let w = self.reader.get_mut();
+        w.write_all(bytes.as_ref()).expect("send to server");
+        w.flush().expect("flush to server");
+    }
+
+    /// Reads one (possibly multi-line) reply; `None` on EOF, timeout or garbage.
+    pub fn try_reply(&mut self) -> Option<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            let code = line.get(..3)?.parse().ok()?;
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            lines.push(line.get(4..).unwrap_or("").to_owned());
+            if !more {
+                return Some(Reply { code, lines });
+            }
+        }
+    }
+
+    /// Reads one reply, panicking on EOF.
+    pub fn reply(&mut self) -> Reply {
+        self.try_reply().expect("server closed the connection")
+    }
+
+    /// Sends `line` + CRLF and reads the reply.
+    pub fn cmd(&mut self, line: &str) -> Reply {
+        self.send(format!("{line}\r\n"));
+        self.reply()
+    }
+
+    /// Reads one reply and checks its code.
+    pub fn expect(&mut self, code: u16) -> Reply {
+        let reply = self.reply();
+        assert_eq!(reply.code, code, "unexpected reply {reply:?}");
+        reply
+    }
+
+    /// Reads once: true if the server has closed the connection (EOF or
+    /// reset), false if a byte arrived or the read timed out.
+    pub fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        match self.reader.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+}
+
+/// Debian's Python, which has the distribution's `python3-*` packages; the
+/// `python3` first on PATH may be another interpreter without them.
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// Runs `script` with [`SYSTEM_PYTHON`] and returns (success, stdout, stderr).
+pub fn python(script: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(SYSTEM_PYTHON)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {SYSTEM_PYTHON}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
