@@ -423,3 +423,41 @@ fn check_and_preview_accept_every_sample() {
         assert_wire_rules(&preview.stdout, sample);
     }
 }
+
+#[test]
+fn long_values_are_folded_or_encoded_to_998_octets_and_decode_back() {
+    // 3,000 characters without a space, in the subject, a custom header, the
+    // text and the HTML part: nothing may reach the wire as one long line.
+    let long: String = "数据ab".repeat(750);
+    let jd = super::JobDir::new();
+    jd.dir.write("body.txt", "Start {{ blob }} end\n");
+    jd.dir.write("body.html", "<p>{{ blob }}</p>\n");
+    jd.csv(format!("email,blob\nann@example.com,{long}\n"));
+    jd.job(
+        "from: \"Sender <sender@example.com>\"\nsubject: \"S {{ blob }}\"\ntext: body.txt\nhtml: body.html\nheaders:\n  X-Blob: \"{{ blob }}\"\nrecipients:\n  file: r.csv\n",
+    );
+    let out = jd.dir.join("out");
+    jd.run(&[
+        "run",
+        "job.yaml",
+        "--dry-run",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .expect_code(0);
+    let raw = &emls(&out)[&1];
+    assert_wire_rules(raw, "long values");
+    let msg = parse(raw);
+    assert_eq!(msg.subject(), Some(format!("S {long}").as_str()));
+    assert_eq!(
+        msg.body_text(0).unwrap().trim_end(),
+        format!("Start {long} end")
+    );
+    assert!(msg
+        .body_html(0)
+        .unwrap()
+        .contains(&format!("<p>{long}</p>")));
+    let py = python_parse(&[out.join("1.eml")]);
+    assert_eq!(py[0]["subject"], format!("S {long}").as_str());
+    assert_eq!(py[0]["defects"], serde_json::json!([]));
+}

@@ -210,7 +210,9 @@ fn smtp_url_schemes_users_and_password_sources() {
     assert_eq!(s.port, 587);
     // Relative to the job's folder, not the test's working directory.
     assert_eq!(s.password, PasswordSource::File(jd.dir.join("pw.txt")));
-    let s = load_smtp("smtp:\n  host: smtp.example.com\n  username: me\n  password_command: \"pass show smtp\"\n");
+    let s = load_smtp(
+        "smtp:\n  host: smtp.example.com\n  username: me\n  password_command: \"pass show smtp\"\n",
+    );
     assert_eq!(s.password, PasswordSource::Command("pass show smtp".into()));
 
     // An unknown scheme is a clear error at the url key.
