@@ -490,12 +490,16 @@ impl RowRender<'_> {
             .filter(|v| !self.is_defined(v) && !reported.contains(*v))
             .collect();
         others.sort();
+        let template = self.r.env.get_template(name).ok();
+        let source = template.as_ref().map(|t| t.source());
         for var in others {
+            // minijinja gives no position for names it never reached; the
+            // first line that mentions the name is where the user looks.
+            let line = source.and_then(|src| first_line_naming(src, var));
             self.diags.push(Diagnostic::new(
                 Location {
-                    line: None,
                     field: Some(var.clone()),
-                    ..self.with_row(self.r.template_location(name, None))
+                    ..self.with_row(self.r.template_location(name, line))
                 },
                 format!("{key}undefined variable \"{var}\"{}", self.column_hint()),
             ));
@@ -704,6 +708,34 @@ impl RowRender<'_> {
         out.push_str(rest);
         (out, images.into_iter().map(|(_, a)| a).collect())
     }
+}
+
+/// The 1-based line of the first whole-word use of `ident` inside a
+/// `{{ … }}` or `{% … %}` block of `source`.
+fn first_line_naming(source: &str, ident: &str) -> Option<u64> {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut in_block = false;
+    let mut line = 1u64;
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    while i < source.len() {
+        let rest = &source[i..];
+        if rest.starts_with("{{") || rest.starts_with("{%") {
+            in_block = true;
+        } else if rest.starts_with("}}") || rest.starts_with("%}") {
+            in_block = false;
+        } else if bytes[i] == b'\n' {
+            line += 1;
+        } else if in_block
+            && rest.starts_with(ident)
+            && !source[..i].chars().next_back().is_some_and(is_word)
+            && !rest[ident.len()..].chars().next().is_some_and(is_word)
+        {
+            return Some(line);
+        }
+        i += rest.chars().next().map_or(1, char::len_utf8);
+    }
+    None
 }
 
 fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, String> {
@@ -1331,6 +1363,14 @@ mod tests {
         let tag = "<img data-src=\"x\" src=b.png alt=y";
         let (s, e) = src_value(tag).unwrap();
         assert_eq!(&tag[s..e], "b.png");
+    }
+
+    #[test]
+    fn first_line_naming_finds_whole_words_inside_blocks_only() {
+        let src = "first second\n{{ firsts }}\n{% if x %}{{ first | upper }}{% endif %}\n";
+        assert_eq!(first_line_naming(src, "first"), Some(3));
+        assert_eq!(first_line_naming(src, "firsts"), Some(2));
+        assert_eq!(first_line_naming(src, "second"), None);
     }
 
     #[test]
