@@ -128,10 +128,20 @@ impl Renderer {
         env.set_debug(true);
         let inline_names = Arc::clone(&inline);
         env.set_auto_escape_callback(move |name| {
-            if inline_names.contains(name) {
+            if ADDRESS_KEYS.contains(&name) {
+                AutoEscape::Custom(ADDRESS_ESCAPE)
+            } else if inline_names.contains(name) {
                 AutoEscape::None
             } else {
                 minijinja::default_auto_escape_callback(name)
+            }
+        });
+        env.set_formatter(|out, state, value| {
+            if state.auto_escape() == AutoEscape::Custom(ADDRESS_ESCAPE) && !value.is_safe() {
+                out.write_str(&address_escape(&value.to_string()))?;
+                Ok(())
+            } else {
+                minijinja::escape_formatter(out, state, value)
             }
         });
         let loader_dir = job_dir.clone();
@@ -738,6 +748,34 @@ fn first_line_naming(source: &str, ident: &str) -> Option<u64> {
     None
 }
 
+/// The keys whose rendered value is a list of addresses.
+const ADDRESS_KEYS: [&str; 5] = ["from", "reply_to", "to", "cc", "bcc"];
+
+/// The auto-escape mode of address templates.
+const ADDRESS_ESCAPE: &str = "address";
+
+/// A value interpolated into an address template may be one address (or
+/// nothing) as it stands; anything else — a name with a comma, or text that
+/// would add a second address — becomes one RFC 5322 quoted-string, so a CSV
+/// value can never add a recipient.
+fn address_escape(value: &str) -> String {
+    if value.trim().is_empty()
+        || parse_mailbox_list(value).is_ok_and(|list| list.len() == 1)
+    {
+        return value.to_string();
+    }
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
 fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, String> {
     crate::address::parse_mailbox_list(input)
 }
@@ -1220,6 +1258,36 @@ mod tests {
         }
         assert!(diags.iter().any(|d| d.message.starts_with("to:")));
         assert!(diags.iter().any(|d| d.message.starts_with("subject:")));
+    }
+
+    #[test]
+    fn a_csv_value_cannot_add_a_recipient_through_commas_or_brackets() {
+        let fx = Fixture::new();
+        let mut job = fx.job("job", "subject: x\n");
+        job.to = Some("{{ name }} <{{ email }}>".into());
+        job.cc = Some("{{ manager }}".into());
+        let r = Renderer::new(&job).unwrap();
+        let render = |name: &str, manager: &str| {
+            r.render(&recipient(
+                1,
+                &[("email", "eve@example.com"), ("name", name), ("manager", manager)],
+            ))
+        };
+        // A comma in a name is a name, not a second address.
+        let d = render("Smith, John", "").unwrap();
+        assert_eq!(d.to.len(), 1);
+        assert_eq!(d.to[0].name.as_deref(), Some("Smith, John"));
+        assert_eq!(d.to[0].addr, "eve@example.com");
+        // Text that would smuggle in another address stays inside the name.
+        let d = render("Eve <victim@example.com>, X", "").unwrap();
+        assert_eq!(d.envelope_recipients(), ["eve@example.com"]);
+        // One address in a column is still an address.
+        let d = render("Eve", "Boss <boss@example.com>").unwrap();
+        assert_eq!(d.cc.len(), 1);
+        assert_eq!(d.cc[0].addr, "boss@example.com");
+        // A list in one cell is refused rather than fanned out.
+        let err = render("Eve", "a@example.com, victim@example.com").unwrap_err();
+        assert!(err.iter().any(|e| e.message.starts_with("cc:")), "{err:#?}");
     }
 
     #[test]
