@@ -425,7 +425,7 @@ mod tests {
             .collect();
         let sig = B64.decode(sig).unwrap();
         let mut data = b"from:a@example.com\r\nsubject:hi\r\n".to_vec();
-        relaxed_header(header[..b_start].as_bytes(), &mut data);
+        relaxed_header(&header.as_bytes()[..b_start], &mut data);
         data.truncate(data.len() - 2);
         let public = signer.dns_record();
         let p = B64.decode(public.rsplit_once("p=").unwrap().1).unwrap();

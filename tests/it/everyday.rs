@@ -902,6 +902,15 @@ fn dkim_end_to_end(kind: &str) {
         dkimpy_verify(&dir, &msgs[0].data, "s1._domainkey.example.com", &other).contains("FAIL")
     );
 
+    // check names the DNS record to publish, the same key openssl derives.
+    let out = mailshot(&dir, &["check", "job.yaml"], &[], b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("s1._domainkey.example.com") && out.stderr.contains(&record),
+        "{}",
+        out.stderr
+    );
+
     // preview prints the same signed form.
     let out = mailshot(&dir, &["preview", "job.yaml", "--row", "2"], &[], b"");
     assert_eq!(out.code, 0, "{}", out.stderr);
