@@ -29,6 +29,15 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
              one-click unsubscribe (RFC 8058) or Gmail and Yahoo may reject or junk the mail"
         );
     }
+    if let Some(signer) = &prepared.dkim {
+        // The one thing a DKIM signer cannot check by itself is DNS.
+        eprintln!(
+            "dkim: {} signatures; publish this TXT record at {}:\n  {}",
+            signer.algorithm(),
+            signer.dns_name(),
+            signer.dns_record()
+        );
+    }
     if args.connect {
         let target = super::target::resolve(Some(&prepared.job), args.smtp.as_deref())?;
         super::target::check_connect(&target, args.trace.as_deref())?;
