@@ -409,36 +409,38 @@ impl<'a> SessionWorker<'a> {
             let window = self.plan.core.window.max(1);
             let refill = inflight.len() * 2 <= window;
             let mut batch: Vec<Work> = Vec::new();
-            while refill {
-                if submitted + batch.len() >= max || !session.client().can_submit() {
-                    break;
-                }
-                // Under a rate limit, one message at a time keeps arrival
-                // times as even as the send times.
-                if self.plan.rate.is_some() && (!inflight.is_empty() || !batch.is_empty()) {
-                    break;
-                }
-                if session.client().in_flight() + batch.len() >= window {
-                    break;
-                }
-                let w = match carry.take() {
-                    Some(w) => w,
-                    None => match self.dispatch.next() {
-                        Next::Work(w) => *w,
-                        Next::Wait(d) => {
-                            if inflight.is_empty() && batch.is_empty() {
-                                std::thread::sleep(d);
-                                continue;
+            if refill {
+                loop {
+                    if submitted + batch.len() >= max || !session.client().can_submit() {
+                        break;
+                    }
+                    // Under a rate limit, one message at a time keeps arrival
+                    // times as even as the send times.
+                    if self.plan.rate.is_some() && (!inflight.is_empty() || !batch.is_empty()) {
+                        break;
+                    }
+                    if session.client().in_flight() + batch.len() >= window {
+                        break;
+                    }
+                    let w = match carry.take() {
+                        Some(w) => w,
+                        None => match self.dispatch.next() {
+                            Next::Work(w) => *w,
+                            Next::Wait(d) => {
+                                if inflight.is_empty() && batch.is_empty() {
+                                    std::thread::sleep(d);
+                                    continue;
+                                }
+                                break;
                             }
-                            break;
-                        }
-                        Next::Done => {
-                            exhausted = true;
-                            break;
-                        }
-                    },
-                };
-                batch.push(w);
+                            Next::Done => {
+                                exhausted = true;
+                                break;
+                            }
+                        },
+                    };
+                    batch.push(w);
+                }
             }
             if !batch.is_empty() {
                 let entries: Vec<(u64, &str, u32)> = batch
