@@ -759,9 +759,7 @@ const ADDRESS_ESCAPE: &str = "address";
 /// would add a second address — becomes one RFC 5322 quoted-string, so a CSV
 /// value can never add a recipient.
 fn address_escape(value: &str) -> String {
-    if value.trim().is_empty()
-        || parse_mailbox_list(value).is_ok_and(|list| list.len() == 1)
-    {
+    if value.trim().is_empty() || parse_mailbox_list(value).is_ok_and(|list| list.len() == 1) {
         return value.to_string();
     }
     let mut quoted = String::with_capacity(value.len() + 2);
@@ -1270,7 +1268,11 @@ mod tests {
         let render = |name: &str, manager: &str| {
             r.render(&recipient(
                 1,
-                &[("email", "eve@example.com"), ("name", name), ("manager", manager)],
+                &[
+                    ("email", "eve@example.com"),
+                    ("name", name),
+                    ("manager", manager),
+                ],
             ))
         };
         // A comma in a name is a name, not a second address.

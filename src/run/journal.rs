@@ -525,9 +525,7 @@ fn open_at_boot(
     };
     let mut buf = Vec::new();
     encode(&RecordOut::Boot { boot_id }, &mut buf);
-    journal
-        .append(&buf, true)
-        .map_err(|e| io_error(path, e))?;
+    journal.append(&buf, true).map_err(|e| io_error(path, e))?;
     Ok((journal, replay))
 }
 
@@ -609,13 +607,10 @@ impl Journal {
                 "an earlier write to the journal failed; not recording more",
             ));
         }
-        let result = (&w.file).write_all(buf).and_then(|()| {
-            if sync {
-                w.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
+        let result =
+            (&w.file)
+                .write_all(buf)
+                .and_then(|()| if sync { w.file.sync_data() } else { Ok(()) });
         match result {
             Ok(()) => {
                 w.len += buf.len() as u64;

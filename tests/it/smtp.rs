@@ -624,10 +624,10 @@ fn partially_refused_cc_fails_that_recipient_only() {
         .start();
     let job = Job::new(
         &plain(&fault),
-        "cc: \"{{ cc }}\"\n",
-        "email,name,cc\n\
-         user1@example.test,User 1,\"gone@example.test, cc1@example.test\"\n\
-         user2@example.test,User 2,cc2@example.test\n",
+        "cc: \"{{ cc1 }}, {{ cc2 }}\"\n",
+        "email,name,cc1,cc2\n\
+         user1@example.test,User 1,gone@example.test,cc1@example.test\n\
+         user2@example.test,User 2,cc2@example.test,cc3@example.test\n",
     );
     let out = job.run(&[]);
     let got = deliveries(&fault);
@@ -636,6 +636,7 @@ fn partially_refused_cc_fails_that_recipient_only() {
         "cc1@example.test",
         "user2@example.test",
         "cc2@example.test",
+        "cc3@example.test",
     ] {
         assert_eq!(got.get(a), Some(&1), "{a}: {got:?}");
     }
@@ -659,10 +660,10 @@ fn too_many_recipients_452_defers_the_rest_to_a_new_transaction() {
         .start();
     let job = Job::new(
         &plain(&fault),
-        "cc: \"{{ cc }}\"\nbcc: \"{{ bcc }}\"\n",
-        "email,name,cc,bcc\n\
-         user1@example.test,User 1,\"a1@example.test, a2@example.test\",\"b1@example.test, b2@example.test\"\n\
-         user2@example.test,User 2,c1@example.test,\n",
+        "cc: \"{{ cc1 }}, {{ cc2 }}\"\nbcc: \"{{ bcc1 }}, {{ bcc2 }}\"\n",
+        "email,name,cc1,cc2,bcc1,bcc2\n\
+         user1@example.test,User 1,a1@example.test,a2@example.test,b1@example.test,b2@example.test\n\
+         user2@example.test,User 2,c1@example.test,c2@example.test,d1@example.test,d2@example.test\n",
     );
     let out = job.run(&[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -675,12 +676,15 @@ fn too_many_recipients_452_defers_the_rest_to_a_new_transaction() {
         "b2@example.test",
         "user2@example.test",
         "c1@example.test",
+        "c2@example.test",
+        "d1@example.test",
+        "d2@example.test",
     ] {
         assert_eq!(got.get(a), Some(&1), "{a}: {got:?}");
     }
-    // Five recipients, two per transaction: row 1 takes three transactions.
+    // Five recipients per row, two per transaction: three transactions each.
     let msgs = fault.messages();
-    assert_eq!(msgs.len(), 4, "{msgs:?}");
+    assert_eq!(msgs.len(), 6, "{msgs:?}");
     assert!(msgs.iter().all(|m| m.rcpts.len() <= 2));
     // Bcc never shows in the headers.
     for m in &msgs {
