@@ -483,7 +483,12 @@ impl<'a> SessionWorker<'a> {
                     session.quit();
                     return SessionEnd::Reconnect;
                 }
-                continue;
+                // A session that takes no more work (a 421 closed it after its
+                // last outcome) has a Closed event waiting: read it below
+                // instead of spinning here forever.
+                if session.client().can_submit() {
+                    continue;
+                }
             }
             match session.next_event() {
                 Ok(Event::Outcome(o)) => {

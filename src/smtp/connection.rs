@@ -274,10 +274,24 @@ impl<'h> Session<'h> {
         }
         let timeout = self.client.read_timeout();
         let _ = self.transport.tcp().set_write_timeout(Some(timeout));
-        self.transport
-            .write_all(&out)
-            .and_then(|_| self.transport.flush())
-            .map_err(SessionFailure::Io)
+        // Count what was written, so a message whose final dot never left is
+        // retried rather than reported uncertain.
+        let mut written = 0;
+        let result = loop {
+            if written == out.len() {
+                break self.transport.flush();
+            }
+            match self.transport.write(&out[written..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if result.is_err() {
+            self.client.output_partly_written(written);
+        }
+        result.map_err(SessionFailure::Io)
     }
 
     fn read_once(&mut self) -> Result<(), SessionFailure> {
