@@ -471,6 +471,19 @@ impl<'a> SessionWorker<'a> {
                     session.quit();
                     return SessionEnd::Reconnect;
                 }
+                if !session.client().can_submit() && session.client().in_flight() == 0 {
+                    // The server ended the session (a 421): nothing more can
+                    // go on it, so reconnect instead of spinning here forever.
+                    if let Some(w) = carry.take() {
+                        self.dispatch.requeue(w, Duration::ZERO);
+                    }
+                    let why = match session.next_event() {
+                        Ok(Event::Closed(reason)) => reason.to_string(),
+                        Err(failure) => failure.to_string(),
+                        Ok(_) => "the server ended the session".to_owned(),
+                    };
+                    return SessionEnd::Broken(why);
+                }
                 continue;
             }
             match session.next_event() {
