@@ -83,7 +83,7 @@ pub fn open_failure(live: &Live, failure: SessionFailure) -> Error {
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let prepared = prepare(&args.job.job, &args.job.vars)?;
     // Nothing is sent unless every row renders.
-    prepared.validate(args.limit)?;
+    let (messages, duplicates) = prepared.validate(args.limit)?;
     let job = &prepared.job;
 
     let mut target = target::resolve(Some(job), args.smtp.as_deref())?;
@@ -130,7 +130,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         let _ = signal_hook::flag::register(sig, stop.clone());
     }
 
-    let progress = Progress::new(Mode::choose(args.quiet, args.json), None);
+    // The total lets the bar and the plain lines show what remains, and an ETA.
+    let progress = Progress::new(
+        Mode::choose(args.quiet, args.json),
+        Some(messages + duplicates),
+    );
     let ledger = RunLedger {
         journal: &journal,
         report: &report,
