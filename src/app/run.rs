@@ -199,10 +199,13 @@ fn feed(
     stop: &AtomicBool,
 ) -> Result<()> {
     let io = |e: std::io::Error| Error::Software(format!("journal/report: {e}"));
+    // Once stopped (Ctrl-C, or the scheduler gave up), the remaining rows are
+    // still walked so the report keeps one row per recipient; they are
+    // recorded as not sent, never queued. Rendering them again costs no more
+    // than the validation pass the run began with.
+    let mut stopped = false;
     for row in prepared.rows(args.limit, &replay.run_id, date)? {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
+        stopped = stopped || stop.load(Ordering::SeqCst);
         let row_no = match &row {
             Row::Message(m) => m.row,
             Row::Duplicate { row, .. } | Row::Invalid { row, .. } => *row,
@@ -247,8 +250,8 @@ fn feed(
                         attempts,
                     })
                     .map_err(io)?;
-                if tx.send(Work::new(*m, attempts)).is_err() {
-                    break;
+                if !stopped && tx.send(Work::new(*m, attempts)).is_err() {
+                    stopped = true;
                 }
             }
             Row::Duplicate { row, email, first } => {
