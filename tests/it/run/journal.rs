@@ -286,8 +286,8 @@ fn a_journal_that_cannot_be_written_stops_sending() {
     let mnt = outside.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let report = outside.join("report.csv");
-    // 8 KiB: one page for job.yaml, one for the journal.
-    let script = r#"mount -t tmpfs -o size=8k tmpfs "$1" && cp "$2" "$1/job.yaml" && cd "$1" && exec "$3" run job.yaml --report "$4""#;
+    // 12 KiB: a page each for job.yaml and the lock file, one for the journal.
+    let script = r#"mount -t tmpfs -o size=12k tmpfs "$1" && cp "$2" "$1/job.yaml" && cd "$1" && exec "$3" run job.yaml --report "$4""#;
     let mut cmd = std::process::Command::new("unshare");
     cmd.args(["-m", "sh", "-c", script, "sh"])
         .arg(&mnt)

@@ -59,8 +59,8 @@ fn plain_lines_without_escape_codes_when_not_a_terminal() {
     let server = FaultServer::builder()
         .reply_delay(Duration::from_millis(150))
         .start();
-    let job = Job::new(&smtp_plain(server.port(), "sessions: 1"), 30);
-    let out = job.run(&[]);
+    let job = Job::new(&smtp_plain(server.port(), "sessions: 1"), 40);
+    let out = job.run(&["--rate", "10/s"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         !out.stderr.contains('\x1b'),

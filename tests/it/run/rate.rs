@@ -3,7 +3,7 @@
 //! The burst rule (SPEC-level, see `src/run/limiter.rs`): the limit is a
 //! sliding window — up to N messages may leave at once at the start, and after
 //! that a message leaves only when fewer than N left in the last window
-//! (plus a 25 ms margin). So no window of the stated length, anywhere in the
+//! (plus a 100 ms margin). So no window of the stated length, anywhere in the
 //! run, holds more than N arrivals; the first burst is N, not more.
 //!
 //! Not run here: a per-minute limit end to end (it needs more than a minute of

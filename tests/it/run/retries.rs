@@ -58,21 +58,27 @@ fn permanent_550_is_never_retried() {
     }
 }
 
+/// A session that goes silent before a message's DATA (a lost connection
+/// the client notices by its timeout) is retried on a new connection. (A
+/// connection cut after the body was handed out is `uncertain` instead: see
+/// `faults::reset_mid_data_is_uncertain_and_never_duplicated`.)
 #[test]
 fn lost_connection_is_retried() {
-    // The 3rd message's DATA is cut off mid-body; its sender must try again.
-    let server = FaultServer::builder().drop_during_data(3).start();
-    let job = Job::new(&smtp_plain(server.port(), "sessions: 1"), 6);
+    // Each connection answers EHLO and two messages, then goes silent.
+    let server = FaultServer::builder().stall_after(7).start();
+    let job = Job::new(
+        &smtp_plain(server.port(), "sessions: 1, timeout: 1s, max_attempts: 4"),
+        4,
+    );
     let out = job.run(&[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_each_once(&server, 6);
-    assert!(server.connections() >= 2, "a new connection after the drop");
+    assert_each_once(&server, 4);
+    assert!(server.connections() >= 2, "a new connection after the loss");
     let rows = job.report();
     assert!(rows.iter().all(|r| r.status == "sent"), "{rows:?}");
-    assert!(
-        rows.iter().any(|r| r.attempts >= 2),
-        "the cut-off message counts a second attempt: {rows:?}"
-    );
+    // The message caught by the loss never left (no 354), so its attempt is
+    // not held against it: attempts count tries that reached the server.
+    assert!(rows.iter().all(|r| r.attempts >= 1));
 }
 
 #[test]
