@@ -34,7 +34,13 @@ pub trait Ledger: Sync {
     /// Durably record that these messages are about to be handed to a session
     /// (row, message id, attempt). An error stops all sending.
     fn inflight(&self, batch: &[(u64, &str, u32)]) -> io::Result<()>;
-    /// Durably record final outcomes, then report them. An error stops all sending.
+    /// Note (cheaply, not necessarily durably) that these rows' final dot or
+    /// `BDAT LAST` is about to be written. An error stops all sending.
+    fn committing(&self, _rows: &[u64]) -> io::Result<()> {
+        Ok(())
+    }
+    /// Record final outcomes; they must be durable before they are reported
+    /// (the ledger may batch them). An error stops all sending.
     fn settled(&self, batch: &[Outcome]) -> io::Result<()>;
     /// Sessions currently connected (for the progress display).
     fn sessions_active(&self, _n: usize) {}
@@ -258,7 +264,6 @@ struct SessionWorker<'a> {
     ledger: &'a dyn Ledger,
     id: usize,
     failures: u32,
-    next_tx: u64,
 }
 
 /// What ending a session means for the worker.
@@ -279,7 +284,6 @@ impl<'a> SessionWorker<'a> {
             ledger,
             id,
             failures: 0,
-            next_tx: 0,
         }
     }
 
@@ -293,7 +297,7 @@ impl<'a> SessionWorker<'a> {
                     Next::Done => return,
                 }
             };
-            let session = match Session::open(
+            let mut session = match Session::open(
                 &self.plan.endpoint,
                 self.plan.core.clone(),
                 self.plan.trace.clone(),
@@ -313,6 +317,8 @@ impl<'a> SessionWorker<'a> {
                     continue;
                 }
             };
+            let ledger = self.ledger;
+            session.set_commit_hook(Box::new(move |rows| ledger.committing(rows)));
             self.dispatch.active.fetch_add(1, Ordering::SeqCst);
             self.ledger
                 .sessions_active(self.dispatch.active.load(Ordering::SeqCst));
@@ -391,16 +397,19 @@ impl<'a> SessionWorker<'a> {
     }
 
     /// Run one connected session until it ends.
-    fn drive(&mut self, mut session: Session, first: Work) -> SessionEnd {
+    fn drive(&mut self, mut session: Session<'_>, first: Work) -> SessionEnd {
         let mut carry = Some(first);
         let mut inflight: HashMap<u64, Work> = HashMap::new();
         let mut submitted = 0usize;
         let max = self.plan.max_messages_per_session.max(1);
         let mut exhausted = false;
         loop {
-            // Fill the window.
+            // Refill the window only once it is half empty, so that one durable
+            // reservation (a disk sync) covers many messages.
+            let window = self.plan.core.window.max(1);
+            let refill = inflight.len() * 2 <= window;
             let mut batch: Vec<Work> = Vec::new();
-            loop {
+            while refill {
                 if submitted + batch.len() >= max || !session.client().can_submit() {
                     break;
                 }
@@ -409,7 +418,7 @@ impl<'a> SessionWorker<'a> {
                 if self.plan.rate.is_some() && (!inflight.is_empty() || !batch.is_empty()) {
                     break;
                 }
-                if session.client().in_flight() + batch.len() >= self.plan.core.window.max(1) {
+                if session.client().in_flight() + batch.len() >= window {
                     break;
                 }
                 let w = match carry.take() {
@@ -448,9 +457,10 @@ impl<'a> SessionWorker<'a> {
                 }
                 for mut w in batch {
                     w.attempts += 1;
-                    self.next_tx += 1;
+                    // The row is the transaction id: the commit hook gets rows.
+                    let id = w.out.row;
                     let tx = Transaction {
-                        id: self.next_tx,
+                        id,
                         mail_from: w.out.envelope.mail_from.clone(),
                         rcpt_to: w.rcpts.clone(),
                         data: w.out.data.clone(),
@@ -458,7 +468,7 @@ impl<'a> SessionWorker<'a> {
                         smtputf8: w.out.smtputf8,
                     };
                     session.client().submit(tx);
-                    inflight.insert(self.next_tx, w);
+                    inflight.insert(id, w);
                     submitted += 1;
                 }
             }
@@ -518,7 +528,7 @@ impl<'a> SessionWorker<'a> {
     }
 
     /// Wait for the outcomes of what is already in flight (the run is stopping).
-    fn finish_inflight(&mut self, session: &mut Session, inflight: &mut HashMap<u64, Work>) {
+    fn finish_inflight(&mut self, session: &mut Session<'_>, inflight: &mut HashMap<u64, Work>) {
         while !inflight.is_empty() {
             match session.next_event() {
                 Ok(Event::Outcome(o)) => {

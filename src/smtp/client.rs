@@ -465,12 +465,21 @@ impl Client {
 
     /// Bytes to write now (drained); may be empty.
     pub fn take_output(&mut self) -> Vec<u8> {
+        self.take_output_with_finals().0
+    }
+
+    /// Like [`Client::take_output`], also naming (by [`Transaction::id`]) the
+    /// transactions whose end of data — final dot or `BDAT LAST` chunk — is in
+    /// these bytes: once written, their outcome is uncertain until answered.
+    pub fn take_output_with_finals(&mut self) -> (Vec<u8>, Vec<u64>) {
+        let mut ids = Vec::new();
         for seq in self.finals_in_out.drain(..) {
             if let Some(tx) = self.txs.get_mut(&seq) {
                 tx.final_handed_out = true;
+                ids.push(tx.tx.id);
             }
         }
-        std::mem::take(&mut self.out)
+        (std::mem::take(&mut self.out), ids)
     }
 
     /// The next event, if any.

@@ -79,13 +79,13 @@ fn status_452_after_two_recipients_defers_the_rest() {
         .rcpt_hook(|_, n| (n > 2).then(|| "452 4.5.3 Too many recipients".to_owned()))
         .start();
     // Each message has the row's address plus three Cc's: 4 RCPTs, 2 allowed.
-    let csv = "email,name,cc\n\
-               a@example.test,A,\"a1@example.test, a2@example.test, a3@example.test\"\n\
-               b@example.test,B,\"b1@example.test, b2@example.test, b3@example.test\"\n";
+    let csv = "email,name,c1,c2,c3\n\
+               a@example.test,A,a1@example.test,a2@example.test,a3@example.test\n\
+               b@example.test,B,b1@example.test,b2@example.test,b3@example.test\n";
     let job = Job::with_csv(
         &smtp_plain(server.port(), "sessions: 1"),
         csv,
-        "cc: \"{{ cc }}\"",
+        "cc: \"{{ c1 }}, {{ c2 }}, {{ c3 }}\"",
     );
     let out = job.run(&[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
