@@ -133,7 +133,7 @@ pub fn open_failure(live: &Live, failure: SessionFailure) -> Error {
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let prepared = prepare(&args.job.job, &args.job.vars)?;
     // Nothing is sent unless every row renders.
-    prepared.validate(args.limit)?;
+    let (messages, duplicates) = prepared.validate(args.limit)?;
     let job = &prepared.job;
 
     let mut target = target::resolve(Some(job), args.smtp.as_deref())?;
@@ -180,7 +180,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         let _ = signal_hook::flag::register(sig, stop.clone());
     }
 
-    let progress = Progress::new(Mode::choose(args.quiet, args.json), None);
+    // The total lets the bar and the plain lines show what remains, and an ETA.
+    let progress = Progress::new(
+        Mode::choose(args.quiet, args.json),
+        Some(messages + duplicates),
+    );
     let ledger = RunLedger::new(&journal, &report, &progress);
     let (tx, rx) = sync_channel::<Work>(QUEUE);
     let date = date_now();
@@ -198,6 +202,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let flushed = ledger.flush();
     drop(ledger);
     if let Err(e) = flushed {
+        // The report still accounts for every row (what is not durable shows as not sent).
+        let _ = report.finish(Some(&journal_path));
         return Err(Error::TempFail(format!(
             "cannot write the journal: {e}; rerun `mailshot run {}` to resume",
             args.job.job.display()
@@ -250,10 +256,13 @@ fn feed(
     stop: &AtomicBool,
 ) -> Result<()> {
     let io = |e: std::io::Error| Error::Software(format!("journal/report: {e}"));
+    // Once stopped (Ctrl-C, or the scheduler gave up), the remaining rows are
+    // still walked so the report keeps one row per recipient; they are
+    // recorded as not sent, never queued. Rendering them again costs no more
+    // than the validation pass the run began with.
+    let mut stopped = false;
     for row in prepared.rows(args.limit, &replay.run_id, date)? {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
+        stopped = stopped || stop.load(Ordering::SeqCst);
         let row_no = match &row {
             Row::Message(m) => m.row,
             Row::Duplicate { row, .. } | Row::Invalid { row, .. } => *row,
@@ -298,8 +307,8 @@ fn feed(
                         attempts,
                     })
                     .map_err(io)?;
-                if tx.send(Work::new(*m, attempts)).is_err() {
-                    break;
+                if !stopped && tx.send(Work::new(*m, attempts)).is_err() {
+                    stopped = true;
                 }
             }
             Row::Duplicate { row, email, first } => {

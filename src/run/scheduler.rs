@@ -483,12 +483,20 @@ impl<'a> SessionWorker<'a> {
                     session.quit();
                     return SessionEnd::Reconnect;
                 }
-                // A session that takes no more work (a 421 closed it after its
-                // last outcome) has a Closed event waiting: read it below
-                // instead of spinning here forever.
-                if session.client().can_submit() {
-                    continue;
+                if !session.client().can_submit() && session.client().in_flight() == 0 {
+                    // The server ended the session (a 421): nothing more can
+                    // go on it, so reconnect instead of spinning here forever.
+                    if let Some(w) = carry.take() {
+                        self.dispatch.requeue(w, Duration::ZERO);
+                    }
+                    let why = match session.next_event() {
+                        Ok(Event::Closed(reason)) => reason.to_string(),
+                        Err(failure) => failure.to_string(),
+                        Ok(_) => "the server ended the session".to_owned(),
+                    };
+                    return SessionEnd::Broken(why);
                 }
+                continue;
             }
             match session.next_event() {
                 Ok(Event::Outcome(o)) => {

@@ -274,6 +274,8 @@ pub struct Message {
     pub bdat: bool,
     /// Sent inside TLS.
     pub tls: bool,
+    /// When the server had read the whole message (its final dot or `BDAT LAST` chunk).
+    pub received: Instant,
 }
 
 /// What happened on one connection.
@@ -285,6 +287,10 @@ pub struct ConnectionStats {
     pub messages: usize,
     /// Round trips: waits on an empty input after the greeting.
     pub round_trips: usize,
+    /// When the connection was accepted.
+    pub opened: Option<Instant>,
+    /// When its session ended (`None` while it is still open).
+    pub closed: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -433,13 +439,19 @@ fn accept_loop(listener: TcpListener, state: Arc<State>) {
         next_id += 1;
         let id = next_id;
         state.active.fetch_add(1, Ordering::SeqCst);
-        state.record().conns.push(ConnectionStats::default());
+        state.record().conns.push(ConnectionStats {
+            opened: Some(Instant::now()),
+            ..ConnectionStats::default()
+        });
         if let Ok(clone) = sock.try_clone() {
             state.socks.lock().unwrap().insert(id, clone);
         }
         let st = state.clone();
         threads.push(std::thread::spawn(move || {
             Session::run(id, sock, &st);
+            if let Some(c) = st.record().conns.get_mut(id - 1) {
+                c.closed = Some(Instant::now());
+            }
             st.socks.lock().unwrap().remove(&id);
             st.active.fetch_sub(1, Ordering::SeqCst);
         }));
@@ -1031,6 +1043,7 @@ impl<'a> Session<'a> {
             connection: self.id,
             bdat,
             tls: self.tls_on,
+            received: self.received_at,
         };
         if self.opts.drop_after_final_dot == Some(attempt) {
             self.state.record().unacknowledged.push(msg);
