@@ -188,10 +188,22 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let ledger = RunLedger::new(&journal, &report, &progress);
     let (tx, rx) = sync_channel::<Work>(QUEUE);
     let date = date_now();
+    let sending = AtomicBool::new(true);
     let end = std::thread::scope(|s| -> Result<scheduler::RunEnd> {
         let producer =
             s.spawn(|| feed(&prepared, args, &replay, &journal, &ledger, tx, date, &stop));
+        // Outcomes wait for a group commit, and a slow server sends none for a
+        // while: a heartbeat keeps the display (and the report of what is
+        // durable) moving.
+        s.spawn(|| {
+            while sending.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(250));
+                let _ = ledger.flush();
+                progress.tick();
+            }
+        });
         let end = scheduler::run(&live.plan, rx, &ledger, stop.clone());
+        sending.store(false, Ordering::SeqCst);
         producer
             .join()
             .map_err(|_| Error::Software("the renderer thread panicked".into()))??;

@@ -144,20 +144,25 @@ impl Dispatcher {
         if self.halted() {
             return Next::Done;
         }
-        let now = Instant::now();
-        // A slot from the rate limiter first, given back if no message turns up.
-        if let Some(lim) = &self.limiter {
-            if let Err(wait) = lim.lock().unwrap().try_acquire(now) {
-                return Next::Wait(wait.min(Duration::from_millis(200)));
+        self.take(Instant::now())
+    }
+
+    /// Wait for a send slot of the rate limit, taken right before the message
+    /// is handed to its session so that the slot's time is the send time;
+    /// false if the run stops meanwhile.
+    fn rate_slot(&self) -> bool {
+        let Some(lim) = &self.limiter else {
+            return true;
+        };
+        loop {
+            if self.halted() {
+                return false;
+            }
+            match lim.lock().unwrap().try_acquire(Instant::now()) {
+                Ok(()) => return true,
+                Err(wait) => std::thread::sleep(wait.min(Duration::from_millis(50))),
             }
         }
-        let got = self.take(now);
-        if !matches!(got, Next::Work(_)) {
-            if let Some(lim) = &self.limiter {
-                lim.lock().unwrap().release();
-            }
-        }
-        got
     }
 
     fn take(&self, now: Instant) -> Next {
@@ -457,7 +462,17 @@ impl<'a> SessionWorker<'a> {
                     session.quit();
                     return SessionEnd::Finished;
                 }
-                for mut w in batch {
+                let mut batch = batch.into_iter();
+                while let Some(mut w) = batch.next() {
+                    if !self.dispatch.rate_slot() {
+                        // Stopping: these were reserved but never sent.
+                        self.dispatch.requeue(w, Duration::ZERO);
+                        for w in batch.by_ref() {
+                            self.dispatch.requeue(w, Duration::ZERO);
+                        }
+                        exhausted = true;
+                        break;
+                    }
                     w.attempts += 1;
                     // The row is the transaction id: the commit hook gets rows.
                     let id = w.out.row;
