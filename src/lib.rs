@@ -11,6 +11,7 @@ pub mod address;
 pub mod app;
 pub mod capture;
 pub mod cli;
+pub mod dkim;
 pub mod error;
 pub mod job;
 pub mod message;

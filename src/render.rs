@@ -128,10 +128,20 @@ impl Renderer {
         env.set_debug(true);
         let inline_names = Arc::clone(&inline);
         env.set_auto_escape_callback(move |name| {
-            if inline_names.contains(name) {
+            if ADDRESS_KEYS.contains(&name) {
+                AutoEscape::Custom(ADDRESS_ESCAPE)
+            } else if inline_names.contains(name) {
                 AutoEscape::None
             } else {
                 minijinja::default_auto_escape_callback(name)
+            }
+        });
+        env.set_formatter(|out, state, value| {
+            if state.auto_escape() == AutoEscape::Custom(ADDRESS_ESCAPE) && !value.is_safe() {
+                out.write_str(&address_escape(&value.to_string()))?;
+                Ok(())
+            } else {
+                minijinja::escape_formatter(out, state, value)
             }
         });
         let loader_dir = job_dir.clone();
@@ -490,12 +500,16 @@ impl RowRender<'_> {
             .filter(|v| !self.is_defined(v) && !reported.contains(*v))
             .collect();
         others.sort();
+        let template = self.r.env.get_template(name).ok();
+        let source = template.as_ref().map(|t| t.source());
         for var in others {
+            // minijinja gives no position for names it never reached; the
+            // first line that mentions the name is where the user looks.
+            let line = source.and_then(|src| first_line_naming(src, var));
             self.diags.push(Diagnostic::new(
                 Location {
-                    line: None,
                     field: Some(var.clone()),
-                    ..self.with_row(self.r.template_location(name, None))
+                    ..self.with_row(self.r.template_location(name, line))
                 },
                 format!("{key}undefined variable \"{var}\"{}", self.column_hint()),
             ));
@@ -704,6 +718,60 @@ impl RowRender<'_> {
         out.push_str(rest);
         (out, images.into_iter().map(|(_, a)| a).collect())
     }
+}
+
+/// The 1-based line of the first whole-word use of `ident` inside a
+/// `{{ … }}` or `{% … %}` block of `source`.
+fn first_line_naming(source: &str, ident: &str) -> Option<u64> {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut in_block = false;
+    let mut line = 1u64;
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    while i < source.len() {
+        let rest = &source[i..];
+        if rest.starts_with("{{") || rest.starts_with("{%") {
+            in_block = true;
+        } else if rest.starts_with("}}") || rest.starts_with("%}") {
+            in_block = false;
+        } else if bytes[i] == b'\n' {
+            line += 1;
+        } else if in_block
+            && rest.starts_with(ident)
+            && !source[..i].chars().next_back().is_some_and(is_word)
+            && !rest[ident.len()..].chars().next().is_some_and(is_word)
+        {
+            return Some(line);
+        }
+        i += rest.chars().next().map_or(1, char::len_utf8);
+    }
+    None
+}
+
+/// The keys whose rendered value is a list of addresses.
+const ADDRESS_KEYS: [&str; 5] = ["from", "reply_to", "to", "cc", "bcc"];
+
+/// The auto-escape mode of address templates.
+const ADDRESS_ESCAPE: &str = "address";
+
+/// A value interpolated into an address template may be one address (or
+/// nothing) as it stands; anything else — a name with a comma, or text that
+/// would add a second address — becomes one RFC 5322 quoted-string, so a CSV
+/// value can never add a recipient.
+fn address_escape(value: &str) -> String {
+    if value.trim().is_empty() || parse_mailbox_list(value).is_ok_and(|list| list.len() == 1) {
+        return value.to_string();
+    }
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
 }
 
 fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, String> {
@@ -1191,6 +1259,40 @@ mod tests {
     }
 
     #[test]
+    fn a_csv_value_cannot_add_a_recipient_through_commas_or_brackets() {
+        let fx = Fixture::new();
+        let mut job = fx.job("job", "subject: x\n");
+        job.to = Some("{{ name }} <{{ email }}>".into());
+        job.cc = Some("{{ manager }}".into());
+        let r = Renderer::new(&job).unwrap();
+        let render = |name: &str, manager: &str| {
+            r.render(&recipient(
+                1,
+                &[
+                    ("email", "eve@example.com"),
+                    ("name", name),
+                    ("manager", manager),
+                ],
+            ))
+        };
+        // A comma in a name is a name, not a second address.
+        let d = render("Smith, John", "").unwrap();
+        assert_eq!(d.to.len(), 1);
+        assert_eq!(d.to[0].name.as_deref(), Some("Smith, John"));
+        assert_eq!(d.to[0].addr, "eve@example.com");
+        // Text that would smuggle in another address stays inside the name.
+        let d = render("Eve <victim@example.com>, X", "").unwrap();
+        assert_eq!(d.envelope_recipients(), ["eve@example.com"]);
+        // One address in a column is still an address.
+        let d = render("Eve", "Boss <boss@example.com>").unwrap();
+        assert_eq!(d.cc.len(), 1);
+        assert_eq!(d.cc[0].addr, "boss@example.com");
+        // A list in one cell is refused rather than fanned out.
+        let err = render("Eve", "a@example.com, victim@example.com").unwrap_err();
+        assert!(err.iter().any(|e| e.message.starts_with("cc:")), "{err:#?}");
+    }
+
+    #[test]
     fn addresses_lists_and_blank_cc() {
         let fx = Fixture::new();
         let mut job = fx.job("job", "subject: x\n");
@@ -1331,6 +1433,14 @@ mod tests {
         let tag = "<img data-src=\"x\" src=b.png alt=y";
         let (s, e) = src_value(tag).unwrap();
         assert_eq!(&tag[s..e], "b.png");
+    }
+
+    #[test]
+    fn first_line_naming_finds_whole_words_inside_blocks_only() {
+        let src = "first second\n{{ firsts }}\n{% if x %}{{ first | upper }}{% endif %}\n";
+        assert_eq!(first_line_naming(src, "first"), Some(3));
+        assert_eq!(first_line_naming(src, "firsts"), Some(2));
+        assert_eq!(first_line_naming(src, "second"), None);
     }
 
     #[test]

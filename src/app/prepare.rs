@@ -20,6 +20,8 @@ pub struct Prepared {
     pub job: Job,
     /// Its compiled templates.
     pub renderer: Renderer,
+    /// The DKIM signer, when the job has `dkim:`.
+    pub dkim: Option<crate::dkim::Signer>,
 }
 
 /// One CSV row after rendering.
@@ -52,7 +54,12 @@ pub fn prepare(path: &std::path::Path, vars: &[String]) -> Result<Prepared> {
     let vars = super::parse_vars(vars)?;
     let job = crate::job::load(path, &vars)?;
     let renderer = Renderer::new(&job)?;
-    Ok(Prepared { job, renderer })
+    let dkim = crate::dkim::for_job(job.dkim.as_ref())?;
+    Ok(Prepared {
+        job,
+        renderer,
+        dkim,
+    })
 }
 
 /// The Date header value: `SOURCE_DATE_EPOCH` if set (reproducible output),
@@ -71,12 +78,23 @@ pub fn date_now() -> i64 {
 }
 
 impl Prepared {
-    /// Stream the rows (the first `limit` only, if given).
+    /// Stream the rows (the first `limit` only, if given), DKIM-signed when
+    /// the job asks for it.
     pub fn rows<'a>(
         &'a self,
         limit: Option<u64>,
         run_id: &'a str,
         date: i64,
+    ) -> Result<impl Iterator<Item = Row> + 'a> {
+        self.rows_with(limit, run_id, date, self.dkim.as_ref())
+    }
+
+    fn rows_with<'a>(
+        &'a self,
+        limit: Option<u64>,
+        run_id: &'a str,
+        date: i64,
+        dkim: Option<&'a crate::dkim::Signer>,
     ) -> Result<impl Iterator<Item = Row> + 'a> {
         let reader = RecipientReader::open(&self.job.recipients)?;
         let allow_dups = self.job.recipients.allow_duplicates;
@@ -121,7 +139,12 @@ impl Prepared {
                                 date,
                                 message_id: mime::message_id(run_id, r.row, from),
                             };
-                            Row::Message(Box::new(mime::compose(&draft, &opts)))
+                            let message = mime::compose(&draft, &opts);
+                            // Signed last: the signature covers the final bytes.
+                            Row::Message(Box::new(match dkim {
+                                Some(signer) => signer.sign(&message, date),
+                                None => message,
+                            }))
                         }
                     }
                 }
@@ -134,7 +157,9 @@ impl Prepared {
         let mut problems = Vec::new();
         let mut more = 0usize;
         let (mut ok, mut dups) = (0u64, 0u64);
-        for row in self.rows(limit, "check", 0)? {
+        // Unsigned: the key loaded in `prepare`, and signing every row of a
+        // big list just to count them would cost seconds for nothing.
+        for row in self.rows_with(limit, "check", 0, None)? {
             match row {
                 Row::Message(_) => ok += 1,
                 Row::Duplicate { .. } => dups += 1,

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use super::prepare::{date_now, prepare, Row};
 use crate::cli::{CheckArgs, PreviewArgs, RunArgs};
-use crate::error::{Diagnostic, Error, ExitCode, Location, Result};
+use crate::error::{Error, ExitCode, Location, Result};
 
 /// Jobs with more recipients than this and no List-Unsubscribe get a warning
 /// (Gmail and Yahoo require one-click unsubscribe from bulk senders).
@@ -29,6 +29,15 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
              one-click unsubscribe (RFC 8058) or Gmail and Yahoo may reject or junk the mail"
         );
     }
+    if let Some(signer) = &prepared.dkim {
+        // The one thing a DKIM signer cannot check by itself is DNS.
+        eprintln!(
+            "dkim: {} signatures; publish this TXT record at {}:\n  {}",
+            signer.algorithm(),
+            signer.dns_name(),
+            signer.dns_record()
+        );
+    }
     if args.connect {
         let target = super::target::resolve(Some(&prepared.job), args.smtp.as_deref())?;
         super::target::check_connect(&target, args.trace.as_deref())?;
@@ -51,10 +60,7 @@ pub fn preview(args: &PreviewArgs) -> Result<ExitCode> {
         }
         return match row {
             Row::Message(m) => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&m.data)
-                    .and_then(|_| out.flush())
-                    .map_err(|e| Error::Software(format!("stdout: {e}")))?;
+                write_stdout(&m.data)?;
                 Ok(ExitCode::Ok)
             }
             Row::Invalid { problems, .. } => Err(Error::Invalid(problems)),
@@ -114,7 +120,13 @@ pub fn dry_run(args: &RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-/// A diagnostic for a whole file.
-pub fn file_problem(path: &std::path::Path, message: impl Into<String>) -> Diagnostic {
-    Diagnostic::new(Location::file(path), message)
+/// Write a message to stdout; a reader that stops early (`| head`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Software(format!("stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
 }

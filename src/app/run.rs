@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::prepare::{date_now, prepare, Row};
 use super::target::{self, Live};
@@ -24,11 +25,53 @@ use crate::smtp::connection::SessionFailure;
 /// Rendered messages waiting for a session; bounds memory however long the CSV.
 const QUEUE: usize = 512;
 
+/// How long an outcome may wait, written but not yet synced, before it is
+/// made durable and reported: one `sync_data` covers every outcome of that
+/// window (group commit), so a slow disk does not slow the sending.
+const SYNC_EVERY: Duration = Duration::from_millis(50);
+
+/// Outcomes written to the journal, waiting for the sync that lets them be reported.
+struct Unreported {
+    outcomes: Vec<Outcome>,
+    last_sync: Instant,
+}
+
 /// The journal, report and progress display behind the scheduler.
 struct RunLedger<'a> {
     journal: &'a Journal,
     report: &'a Report,
     progress: &'a Progress,
+    unreported: Mutex<Unreported>,
+}
+
+impl<'a> RunLedger<'a> {
+    fn new(journal: &'a Journal, report: &'a Report, progress: &'a Progress) -> Self {
+        RunLedger {
+            journal,
+            report,
+            progress,
+            unreported: Mutex::new(Unreported {
+                outcomes: Vec::new(),
+                last_sync: Instant::now(),
+            }),
+        }
+    }
+
+    /// Sync the journal, then report what it now holds durably.
+    fn flush(&self) -> std::io::Result<()> {
+        let ready = {
+            // Held across the sync: whatever is in the list was written before it.
+            let mut u = self.unreported.lock().unwrap_or_else(|e| e.into_inner());
+            self.journal.sync()?;
+            u.last_sync = Instant::now();
+            std::mem::take(&mut u.outcomes)
+        };
+        for o in &ready {
+            self.report.record(o)?;
+            self.progress.outcome(o);
+        }
+        Ok(())
+    }
 }
 
 impl Ledger for RunLedger<'_> {
@@ -36,12 +79,19 @@ impl Ledger for RunLedger<'_> {
         self.journal.record_inflight(batch)
     }
 
+    fn committing(&self, rows: &[u64]) -> std::io::Result<()> {
+        self.journal.record_commits(rows)
+    }
+
     fn settled(&self, batch: &[Outcome]) -> std::io::Result<()> {
-        // Durable first: a reported outcome is never one the journal could forget.
         self.journal.record_outcomes(batch)?;
-        for o in batch {
-            self.report.record(o)?;
-            self.progress.outcome(o);
+        let due = {
+            let mut u = self.unreported.lock().unwrap_or_else(|e| e.into_inner());
+            u.outcomes.extend_from_slice(batch);
+            u.last_sync.elapsed() >= SYNC_EVERY
+        };
+        if due {
+            self.flush()?;
         }
         Ok(())
     }
@@ -83,7 +133,7 @@ pub fn open_failure(live: &Live, failure: SessionFailure) -> Error {
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let prepared = prepare(&args.job.job, &args.job.vars)?;
     // Nothing is sent unless every row renders.
-    prepared.validate(args.limit)?;
+    let (messages, duplicates) = prepared.validate(args.limit)?;
     let job = &prepared.job;
 
     let mut target = target::resolve(Some(job), args.smtp.as_deref())?;
@@ -130,24 +180,47 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         let _ = signal_hook::flag::register(sig, stop.clone());
     }
 
-    let progress = Progress::new(Mode::choose(args.quiet, args.json), None);
-    let ledger = RunLedger {
-        journal: &journal,
-        report: &report,
-        progress: &progress,
-    };
+    // The total lets the bar and the plain lines show what remains, and an ETA.
+    let progress = Progress::new(
+        Mode::choose(args.quiet, args.json),
+        Some(messages + duplicates),
+    );
+    let ledger = RunLedger::new(&journal, &report, &progress);
     let (tx, rx) = sync_channel::<Work>(QUEUE);
     let date = date_now();
+    let sending = AtomicBool::new(true);
     let end = std::thread::scope(|s| -> Result<scheduler::RunEnd> {
         let producer =
             s.spawn(|| feed(&prepared, args, &replay, &journal, &ledger, tx, date, &stop));
+        // Outcomes wait for a group commit, and a slow server sends none for a
+        // while: a heartbeat keeps the display (and the report of what is
+        // durable) moving.
+        s.spawn(|| {
+            while sending.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(250));
+                let _ = ledger.flush();
+                progress.tick();
+            }
+        });
         let end = scheduler::run(&live.plan, rx, &ledger, stop.clone());
+        sending.store(false, Ordering::SeqCst);
         producer
             .join()
             .map_err(|_| Error::Software("the renderer thread panicked".into()))??;
         Ok(end)
     })?;
 
+    // The last outcomes become durable, then reported.
+    let flushed = ledger.flush();
+    drop(ledger);
+    if let Err(e) = flushed {
+        // The report still accounts for every row (what is not durable shows as not sent).
+        let _ = report.finish(Some(&journal_path));
+        return Err(Error::TempFail(format!(
+            "cannot write the journal: {e}; rerun `mailshot run {}` to resume",
+            args.job.job.display()
+        )));
+    }
     let summary = report
         .finish(Some(&journal_path))
         .map_err(|e| Error::Software(format!("{}: {e}", report_path.display())))?;
@@ -195,10 +268,13 @@ fn feed(
     stop: &AtomicBool,
 ) -> Result<()> {
     let io = |e: std::io::Error| Error::Software(format!("journal/report: {e}"));
+    // Once stopped (Ctrl-C, or the scheduler gave up), the remaining rows are
+    // still walked so the report keeps one row per recipient; they are
+    // recorded as not sent, never queued. Rendering them again costs no more
+    // than the validation pass the run began with.
+    let mut stopped = false;
     for row in prepared.rows(args.limit, &replay.run_id, date)? {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
+        stopped = stopped || stop.load(Ordering::SeqCst);
         let row_no = match &row {
             Row::Message(m) => m.row,
             Row::Duplicate { row, .. } | Row::Invalid { row, .. } => *row,
@@ -243,8 +319,8 @@ fn feed(
                         attempts,
                     })
                     .map_err(io)?;
-                if tx.send(Work::new(*m, attempts)).is_err() {
-                    break;
+                if !stopped && tx.send(Work::new(*m, attempts)).is_err() {
+                    stopped = true;
                 }
             }
             Row::Duplicate { row, email, first } => {

@@ -1,7 +1,7 @@
 //! `mailshot send`: one message, mailx-style, body from stdin; Bcc goes in the
 //! envelope only.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -139,11 +139,7 @@ pub fn send(args: &SendArgs) -> Result<ExitCode> {
         },
     );
     if args.dry_run {
-        let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(&out.data)
-            .and_then(|_| stdout.flush())
-            .map_err(|e| Error::Software(e.to_string()))?;
+        super::preview::write_stdout(&out.data)?;
         return Ok(ExitCode::Ok);
     }
     let target = target.expect("resolved above");

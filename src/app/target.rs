@@ -18,15 +18,20 @@ const WINDOW: usize = 32;
 
 /// Pick the target by precedence.
 pub fn resolve(job: Option<&Job>, url: Option<&str>) -> Result<Target> {
+    // The job's section wins over the user config; `--smtp` over both, but
+    // only for what a URL says (see `with_url`).
+    let configured = match job.and_then(|j| j.smtp.clone()) {
+        Some(smtp) => Some(smtp),
+        None => job::load_user_smtp()?,
+    };
     if let Some(url) = url {
-        return Ok(Target::Smtp(Box::new(
-            job::validate::parse_smtp_url_settings(url)?,
-        )));
+        let from_url = job::validate::parse_smtp_url_settings(url)?;
+        return Ok(Target::Smtp(Box::new(match configured {
+            Some(base) => with_url(base, from_url),
+            None => from_url,
+        })));
     }
-    if let Some(smtp) = job.and_then(|j| j.smtp.clone()) {
-        return Ok(Target::Smtp(Box::new(smtp)));
-    }
-    if let Some(smtp) = job::load_user_smtp()? {
+    if let Some(smtp) = configured {
         return Ok(Target::Smtp(Box::new(smtp)));
     }
     match job {
@@ -39,6 +44,25 @@ pub fn resolve(job: Option<&Job>, url: Option<&str>) -> Result<Target> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "$XDG_CONFIG_HOME/mailshot/config.yaml".into())
         ))),
+    }
+}
+
+/// `--smtp URL` names the server and the account; the configured section
+/// still supplies what a URL cannot say (a `ca_file` to trust, the password
+/// source for the URL's user, timeouts, sessions, rate). Settings that only
+/// make sense for the configured server (`allow_plaintext_auth`, the
+/// provider's advice) carry over only when the URL names that same server.
+fn with_url(base: SmtpSettings, url: SmtpSettings) -> SmtpSettings {
+    let same_host = base.host == url.host && base.port == url.port;
+    SmtpSettings {
+        host: url.host,
+        port: url.port,
+        security: url.security,
+        username: url.username,
+        auth: url.auth.or(base.auth),
+        allow_plaintext_auth: same_host && base.allow_plaintext_auth,
+        provider: if same_host { base.provider } else { None },
+        ..base
     }
 }
 

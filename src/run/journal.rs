@@ -3,17 +3,27 @@
 //! An append-only file of records, one a line: a JSON object, a TAB and the
 //! CRC-32 of the JSON (hex). The first record is a header naming the format
 //! version, the run id and a SHA-256 fingerprint of the job, CSV and templates.
-//! Before a message is handed to a server its `inflight` record is synced to
-//! disk; when the server answers, its `outcome` record is. So after a crash
-//! every row is either settled, retryable, or — inflight with no outcome —
-//! `uncertain`: the server may have accepted it (RFC 5321 section 6 leaves the
-//! sender unable to tell when the connection drops after the final dot), and
-//! it is not resent unless the user asks.
 //!
-//! Writes are group commits: each call appends a batch and issues one
-//! `sync_data`. A crash mid-append leaves a torn last line, which the next
-//! open detects (no newline, bad JSON or bad CRC) and truncates away.
-//! An exclusive lock on `JOB.journal.lock` keeps two runs of the same job apart.
+//! The records of one message, in order:
+//! - `inflight` — synced to disk before the message is handed to a session
+//!   (a reservation, written in batches so one `sync_data` covers many);
+//! - `commit` — appended (not synced) right before the bytes carrying its final
+//!   dot or `BDAT LAST` are written to the socket;
+//! - `outcome` — appended when the server answers, synced before the outcome
+//!   is reported (group commit, see [`Journal::sync`]).
+//!
+//! After a crash every row is settled, retryable, or `uncertain`: the server
+//! may have accepted it (RFC 5321 section 6 leaves the sender unable to tell
+//! when the connection drops after the final dot), and it is not resent
+//! unless the user asks. An `inflight` row with no `commit` was never sent —
+//! but an unsynced `commit` survives only a process crash, not a power loss,
+//! so that conclusion is drawn only when the machine has not rebooted since
+//! (the kernel's boot id, recorded in a `boot` record at every open, is
+//! unchanged); otherwise such rows are `uncertain` too.
+//!
+//! A crash mid-append leaves a torn last line, which the next open detects
+//! (no newline, bad JSON or bad CRC) and truncates away. An exclusive lock on
+//! `JOB.journal.lock` keeps two runs of the same job apart.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -115,6 +125,12 @@ enum RecordOut<'a> {
         message_id: &'a str,
         attempt: u32,
     },
+    Boot {
+        boot_id: &'a str,
+    },
+    Commit {
+        row: u64,
+    },
     Outcome(&'a Outcome),
 }
 
@@ -133,7 +149,31 @@ enum RecordIn {
         message_id: String,
         attempt: u32,
     },
+    Boot {
+        boot_id: String,
+    },
+    Commit {
+        row: u64,
+    },
     Outcome(Outcome),
+}
+
+/// The kernel's id for this boot; unchanged means no reboot (so no power
+/// loss) since a record was written.
+fn current_boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A row handed out with no outcome yet, as replay sees it.
+struct Pending {
+    message_id: String,
+    attempt: u32,
+    /// Its final dot may have left.
+    committed: bool,
+    /// Written during this boot, so unsynced records after it are trustworthy.
+    same_boot: bool,
 }
 
 /// Append one record line (JSON, TAB, CRC-32 hex, LF) to `out`.
@@ -255,7 +295,7 @@ enum Existing {
     Resume { replay: Replay, good_len: u64 },
 }
 
-fn read_existing(path: &Path, file: &File, fp: &Fingerprint) -> Result<Existing> {
+fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> Result<Existing> {
     let total = file.metadata().map_err(|e| io_error(path, e))?.len();
     let mut reader = BufReader::new(file);
     let mut line = Vec::new();
@@ -263,7 +303,8 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint) -> Result<Existing>
     let mut line_no = 0u64;
     let mut replay = Replay::default();
     // Rows handed to a server whose outcome has not been recorded (yet).
-    let mut pending: HashMap<u64, String> = HashMap::new();
+    let mut pending: HashMap<u64, Pending> = HashMap::new();
+    let mut same_boot = false;
     loop {
         line.clear();
         let n = reader
@@ -345,7 +386,23 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint) -> Result<Existing>
                 replay.done.remove(&row);
                 replay.uncertain.remove(&row);
                 bump(&mut replay.attempts, row, attempt);
-                pending.insert(row, message_id);
+                pending.insert(
+                    row,
+                    Pending {
+                        message_id,
+                        attempt,
+                        committed: false,
+                        same_boot,
+                    },
+                );
+            }
+            (_, RecordIn::Boot { boot_id: b }) => {
+                same_boot = !boot_id.is_empty() && b == boot_id;
+            }
+            (_, RecordIn::Commit { row }) => {
+                if let Some(p) = pending.get_mut(&row) {
+                    p.committed = true;
+                }
             }
             (_, RecordIn::Outcome(o)) => {
                 pending.remove(&o.row);
@@ -373,7 +430,17 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint) -> Result<Existing>
     if offset == 0 {
         return Ok(Existing::Fresh);
     }
-    replay.uncertain.extend(pending);
+    for (row, p) in pending {
+        if p.committed || !p.same_boot {
+            replay.uncertain.insert(row, p.message_id);
+        } else {
+            // Reserved but its data never left: this attempt did not happen.
+            replay.attempts.insert(row, p.attempt.saturating_sub(1));
+            if p.attempt <= 1 {
+                replay.attempts.remove(&row);
+            }
+        }
+    }
     Ok(Existing::Resume {
         replay,
         good_len: offset,
@@ -391,6 +458,16 @@ fn bump(attempts: &mut HashMap<u64, u32>, row: u64, attempt: u32) {
 /// Errors: another run holds the lock → [`Error::TempFail`]; the journal
 /// belongs to different inputs or is damaged → [`Error::Invalid`].
 pub fn open(path: &Path, fp: &Fingerprint, restart: bool) -> Result<(Journal, Replay)> {
+    open_at_boot(path, fp, restart, &current_boot_id())
+}
+
+/// [`open`] as if the machine's boot id were `boot_id` (tests simulate a reboot).
+fn open_at_boot(
+    path: &Path,
+    fp: &Fingerprint,
+    restart: bool,
+    boot_id: &str,
+) -> Result<(Journal, Replay)> {
     let lock = take_lock(path)?;
     if restart {
         match fs::rename(path, with_suffix(path, ".old")) {
@@ -405,7 +482,7 @@ pub fn open(path: &Path, fp: &Fingerprint, restart: bool) -> Result<(Journal, Re
         .create(true)
         .open(path)
         .map_err(|e| io_error(path, e))?;
-    let (replay, len) = match read_existing(path, &file, fp)? {
+    let (replay, len) = match read_existing(path, &file, fp, boot_id)? {
         Existing::Resume { replay, good_len } => {
             file.set_len(good_len).map_err(|e| io_error(path, e))?;
             (replay, good_len)
@@ -446,6 +523,9 @@ pub fn open(path: &Path, fp: &Fingerprint, restart: bool) -> Result<(Journal, Re
         }),
         _lock: Some(lock),
     };
+    let mut buf = Vec::new();
+    encode(&RecordOut::Boot { boot_id }, &mut buf);
+    journal.append(&buf, true).map_err(|e| io_error(path, e))?;
     Ok((journal, replay))
 }
 
@@ -470,10 +550,33 @@ impl Journal {
                 &mut buf,
             );
         }
-        self.append(&buf)
+        self.append(&buf, true)
     }
 
-    /// Durably record outcomes (replies flattened to one line).
+    /// Note (without syncing) that these rows' final dot or `BDAT LAST` is
+    /// about to be written. Cheap enough to call right before every write.
+    pub fn record_commits(&self, rows: &[u64]) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(rows.len() * 32);
+        for &row in rows {
+            encode(&RecordOut::Commit { row }, &mut buf);
+        }
+        self.append(&buf, false)
+    }
+
+    /// Make everything appended so far durable (`sync_data`).
+    pub fn sync(&self) -> io::Result<()> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if w.broken {
+            return Err(io::Error::other(
+                "an earlier write to the journal failed; not recording more",
+            ));
+        }
+        w.file.sync_data().inspect_err(|_| w.broken = true)
+    }
+
+    /// Append outcomes (replies flattened to one line); durable after the
+    /// next [`Journal::sync`] or synced append, which the caller must wait for
+    /// before reporting them.
     pub fn record_outcomes(&self, outcomes: &[Outcome]) -> io::Result<()> {
         let mut buf = Vec::with_capacity(outcomes.len() * 192);
         for o in outcomes {
@@ -487,13 +590,14 @@ impl Journal {
                 encode(&RecordOut::Outcome(o), &mut buf);
             }
         }
-        self.append(&buf)
+        self.append(&buf, false)
     }
 
-    /// One group commit: append and `sync_data`. Any failure is returned and
-    /// leaves the journal refusing further writes, since its tail may now be
-    /// torn and the run must stop (a full disk must not let sending go on).
-    fn append(&self, buf: &[u8]) -> io::Result<()> {
+    /// Append a batch, and `sync_data` if `sync` (one group commit). Any
+    /// failure is returned and leaves the journal refusing further writes,
+    /// since its tail may now be torn and the run must stop (a full disk must
+    /// not let sending go on).
+    fn append(&self, buf: &[u8], sync: bool) -> io::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
@@ -503,7 +607,10 @@ impl Journal {
                 "an earlier write to the journal failed; not recording more",
             ));
         }
-        let result = (&w.file).write_all(buf).and_then(|()| w.file.sync_data());
+        let result =
+            (&w.file)
+                .write_all(buf)
+                .and_then(|()| if sync { w.file.sync_data() } else { Ok(()) });
         match result {
             Ok(()) => {
                 w.len += buf.len() as u64;
@@ -583,8 +690,10 @@ mod tests {
             assert_eq!(run_id.len(), 16);
             j.record_inflight(&[(1, "<1@run>", 1), (2, "<2@run>", 1), (3, "<3@run>", 1)])
                 .unwrap();
-            j.record_inflight(&[(4, "<4@run>", 1), (5, "<5@run>", 2)])
+            j.record_inflight(&[(4, "<4@run>", 1), (5, "<5@run>", 2), (6, "<6@run>", 1)])
                 .unwrap();
+            // Row 4's final dot is about to leave; row 6's never does.
+            j.record_commits(&[4]).unwrap();
             let mut rejected = outcome(2, Status::Rejected, 1);
             rejected.reply = "550 no\r\nsuch user".into();
             j.record_outcomes(&[
@@ -611,9 +720,39 @@ mod tests {
         );
         assert!(!replay.done.contains_key(&3) && !replay.uncertain.contains_key(&3));
         assert_eq!(replay.attempts[&5], 2);
+        // Reserved, never sent, same boot: simply sent again, the attempt not counted.
+        assert!(!replay.uncertain.contains_key(&6) && !replay.done.contains_key(&6));
+        assert!(!replay.attempts.contains_key(&6));
         let back = j.outcome_at(replay.done[&2].offset).unwrap();
         assert_eq!(back.reply, "550 no such user");
         assert_eq!(back.email, "u2@example.org");
+    }
+
+    #[test]
+    fn after_a_reboot_every_reserved_row_without_outcome_is_uncertain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        {
+            let (j, _) = open_at_boot(&path, &fp("a"), false, "boot-1").unwrap();
+            j.record_inflight(&[(1, "<1@run>", 1), (2, "<2@run>", 1)])
+                .unwrap();
+            j.record_commits(&[1]).unwrap();
+        }
+        // Same boot: the missing commit of row 2 proves it never left.
+        {
+            let (_, replay) = open_at_boot(&path, &fp("a"), false, "boot-1").unwrap();
+            assert!(replay.uncertain.contains_key(&1));
+            assert!(!replay.uncertain.contains_key(&2));
+        }
+        // Rewrite history as if both were reserved before a power loss.
+        fs::remove_file(&path).unwrap();
+        {
+            let (j, _) = open_at_boot(&path, &fp("a"), false, "boot-1").unwrap();
+            j.record_inflight(&[(1, "<1@run>", 1), (2, "<2@run>", 1)])
+                .unwrap();
+        }
+        let (_, replay) = open_at_boot(&path, &fp("a"), false, "boot-2").unwrap();
+        assert!(replay.uncertain.contains_key(&1) && replay.uncertain.contains_key(&2));
     }
 
     #[test]
@@ -650,7 +789,10 @@ mod tests {
             f.write_all(torn).unwrap();
             drop(f);
             let (j, replay) = open(&path, &fp("a"), false).unwrap();
-            assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
+            // The torn tail is gone; the open appended one whole `boot` record.
+            let text = fs::read(&path).unwrap();
+            assert!(text.len() as u64 > good_len && text.ends_with(b"\n"));
+            assert!(!text.windows(torn.len()).any(|w| w == torn));
             assert_eq!(replay.done.len(), 1);
             drop(j);
         }
@@ -675,7 +817,8 @@ mod tests {
         fs::write(&path, text.replacen("\"row\":1", "\"row\":7", 1)).unwrap();
         let err = open(&path, &fp("a"), false).unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{err}");
-        assert!(err.to_string().contains(":2"), "names the line: {err}");
+        // Line 1 is the header, line 2 the first open's boot record.
+        assert!(err.to_string().contains(":3"), "names the line: {err}");
     }
 
     #[test]

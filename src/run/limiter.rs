@@ -9,7 +9,7 @@ use crate::job::Rate;
 /// Safety margin added to the window so that network jitter between our send
 /// time and the server's arrival time cannot squeeze `count + 1` arrivals into
 /// one window.
-const MARGIN: Duration = Duration::from_millis(25);
+const MARGIN: Duration = Duration::from_millis(100);
 
 /// The limiter's state: the send times of the last `count` messages.
 #[derive(Debug)]

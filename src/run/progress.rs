@@ -210,7 +210,7 @@ impl Progress {
             Mode::Bar => {
                 if let Some(bar) = &self.bar {
                     bar.inc(1);
-                    bar.set_message(bar_message(&state));
+                    bar.set_message(bar_message(&state, self.total));
                 }
             }
             Mode::Quiet => {}
@@ -222,7 +222,7 @@ impl Progress {
         let mut state = self.lock();
         state.sessions = n;
         if let Some(bar) = &self.bar {
-            bar.set_message(bar_message(&state));
+            bar.set_message(bar_message(&state, self.total));
         }
     }
 
@@ -290,14 +290,21 @@ fn make_bar(total: Option<u64>) -> ProgressBar {
     let (bar, template) = match total {
         Some(total) => (
             ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()),
-            "{bar:30.cyan/blue} {pos}/{len} {msg}  {per_sec}  ETA {eta}",
+            "{bar:24.cyan/blue} {pos}/{len} {msg}  {rate}  ETA {eta}",
         ),
         None => (
             ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-            "{spinner} {pos} done {msg}  {per_sec}",
+            "{spinner} {pos} done {msg}  {rate}",
         ),
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
+        // "12.3 msg/s" rather than indicatif's unit-less "12.3456/s".
+        let style = style.with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1} msg/s", s.per_sec());
+            },
+        );
         bar.set_style(style.progress_chars("=> "));
     }
     // Redraw while waiting on a slow server so the rate and ETA stay honest.
@@ -305,12 +312,18 @@ fn make_bar(total: Option<u64>) -> ProgressBar {
     bar
 }
 
-fn bar_message(state: &State) -> String {
+fn bar_message(state: &State, total: Option<u64>) -> String {
     let mut msg = format!(
         "sent {}  failed {}",
         state.count(Status::Sent),
         state.failed()
     );
+    if let Some(total) = total {
+        msg.push_str(&format!(
+            "  remaining {}",
+            total.saturating_sub(state.done())
+        ));
+    }
     if state.count(Status::Skipped) > 0 {
         msg.push_str(&format!("  skipped {}", state.count(Status::Skipped)));
     }

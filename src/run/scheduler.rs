@@ -34,7 +34,13 @@ pub trait Ledger: Sync {
     /// Durably record that these messages are about to be handed to a session
     /// (row, message id, attempt). An error stops all sending.
     fn inflight(&self, batch: &[(u64, &str, u32)]) -> io::Result<()>;
-    /// Durably record final outcomes, then report them. An error stops all sending.
+    /// Note (cheaply, not necessarily durably) that these rows' final dot or
+    /// `BDAT LAST` is about to be written. An error stops all sending.
+    fn committing(&self, _rows: &[u64]) -> io::Result<()> {
+        Ok(())
+    }
+    /// Record final outcomes; they must be durable before they are reported
+    /// (the ledger may batch them). An error stops all sending.
     fn settled(&self, batch: &[Outcome]) -> io::Result<()>;
     /// Sessions currently connected (for the progress display).
     fn sessions_active(&self, _n: usize) {}
@@ -138,20 +144,25 @@ impl Dispatcher {
         if self.halted() {
             return Next::Done;
         }
-        let now = Instant::now();
-        // A slot from the rate limiter first, given back if no message turns up.
-        if let Some(lim) = &self.limiter {
-            if let Err(wait) = lim.lock().unwrap().try_acquire(now) {
-                return Next::Wait(wait.min(Duration::from_millis(200)));
+        self.take(Instant::now())
+    }
+
+    /// Wait for a send slot of the rate limit, taken right before the message
+    /// is handed to its session so that the slot's time is the send time;
+    /// false if the run stops meanwhile.
+    fn rate_slot(&self) -> bool {
+        let Some(lim) = &self.limiter else {
+            return true;
+        };
+        loop {
+            if self.halted() {
+                return false;
+            }
+            match lim.lock().unwrap().try_acquire(Instant::now()) {
+                Ok(()) => return true,
+                Err(wait) => std::thread::sleep(wait.min(Duration::from_millis(50))),
             }
         }
-        let got = self.take(now);
-        if !matches!(got, Next::Work(_)) {
-            if let Some(lim) = &self.limiter {
-                lim.lock().unwrap().release();
-            }
-        }
-        got
     }
 
     fn take(&self, now: Instant) -> Next {
@@ -258,7 +269,6 @@ struct SessionWorker<'a> {
     ledger: &'a dyn Ledger,
     id: usize,
     failures: u32,
-    next_tx: u64,
 }
 
 /// What ending a session means for the worker.
@@ -279,7 +289,6 @@ impl<'a> SessionWorker<'a> {
             ledger,
             id,
             failures: 0,
-            next_tx: 0,
         }
     }
 
@@ -293,7 +302,7 @@ impl<'a> SessionWorker<'a> {
                     Next::Done => return,
                 }
             };
-            let session = match Session::open(
+            let mut session = match Session::open(
                 &self.plan.endpoint,
                 self.plan.core.clone(),
                 self.plan.trace.clone(),
@@ -313,6 +322,8 @@ impl<'a> SessionWorker<'a> {
                     continue;
                 }
             };
+            let ledger = self.ledger;
+            session.set_commit_hook(Box::new(move |rows| ledger.committing(rows)));
             self.dispatch.active.fetch_add(1, Ordering::SeqCst);
             self.ledger
                 .sessions_active(self.dispatch.active.load(Ordering::SeqCst));
@@ -391,45 +402,50 @@ impl<'a> SessionWorker<'a> {
     }
 
     /// Run one connected session until it ends.
-    fn drive(&mut self, mut session: Session, first: Work) -> SessionEnd {
+    fn drive(&mut self, mut session: Session<'_>, first: Work) -> SessionEnd {
         let mut carry = Some(first);
         let mut inflight: HashMap<u64, Work> = HashMap::new();
         let mut submitted = 0usize;
         let max = self.plan.max_messages_per_session.max(1);
         let mut exhausted = false;
         loop {
-            // Fill the window.
+            // Refill the window only once it is half empty, so that one durable
+            // reservation (a disk sync) covers many messages.
+            let window = self.plan.core.window.max(1);
+            let refill = inflight.len() * 2 <= window;
             let mut batch: Vec<Work> = Vec::new();
-            loop {
-                if submitted + batch.len() >= max || !session.client().can_submit() {
-                    break;
-                }
-                // Under a rate limit, one message at a time keeps arrival
-                // times as even as the send times.
-                if self.plan.rate.is_some() && (!inflight.is_empty() || !batch.is_empty()) {
-                    break;
-                }
-                if session.client().in_flight() + batch.len() >= self.plan.core.window.max(1) {
-                    break;
-                }
-                let w = match carry.take() {
-                    Some(w) => w,
-                    None => match self.dispatch.next() {
-                        Next::Work(w) => *w,
-                        Next::Wait(d) => {
-                            if inflight.is_empty() && batch.is_empty() {
-                                std::thread::sleep(d);
-                                continue;
+            if refill {
+                loop {
+                    if submitted + batch.len() >= max || !session.client().can_submit() {
+                        break;
+                    }
+                    // Under a rate limit, one message at a time keeps arrival
+                    // times as even as the send times.
+                    if self.plan.rate.is_some() && (!inflight.is_empty() || !batch.is_empty()) {
+                        break;
+                    }
+                    if session.client().in_flight() + batch.len() >= window {
+                        break;
+                    }
+                    let w = match carry.take() {
+                        Some(w) => w,
+                        None => match self.dispatch.next() {
+                            Next::Work(w) => *w,
+                            Next::Wait(d) => {
+                                if inflight.is_empty() && batch.is_empty() {
+                                    std::thread::sleep(d);
+                                    continue;
+                                }
+                                break;
                             }
-                            break;
-                        }
-                        Next::Done => {
-                            exhausted = true;
-                            break;
-                        }
-                    },
-                };
-                batch.push(w);
+                            Next::Done => {
+                                exhausted = true;
+                                break;
+                            }
+                        },
+                    };
+                    batch.push(w);
+                }
             }
             if !batch.is_empty() {
                 let entries: Vec<(u64, &str, u32)> = batch
@@ -446,11 +462,22 @@ impl<'a> SessionWorker<'a> {
                     session.quit();
                     return SessionEnd::Finished;
                 }
-                for mut w in batch {
+                let mut batch = batch.into_iter();
+                while let Some(mut w) = batch.next() {
+                    if !self.dispatch.rate_slot() {
+                        // Stopping: these were reserved but never sent.
+                        self.dispatch.requeue(w, Duration::ZERO);
+                        for w in batch.by_ref() {
+                            self.dispatch.requeue(w, Duration::ZERO);
+                        }
+                        exhausted = true;
+                        break;
+                    }
                     w.attempts += 1;
-                    self.next_tx += 1;
+                    // The row is the transaction id: the commit hook gets rows.
+                    let id = w.out.row;
                     let tx = Transaction {
-                        id: self.next_tx,
+                        id,
                         mail_from: w.out.envelope.mail_from.clone(),
                         rcpt_to: w.rcpts.clone(),
                         data: w.out.data.clone(),
@@ -458,7 +485,7 @@ impl<'a> SessionWorker<'a> {
                         smtputf8: w.out.smtputf8,
                     };
                     session.client().submit(tx);
-                    inflight.insert(self.next_tx, w);
+                    inflight.insert(id, w);
                     submitted += 1;
                 }
             }
@@ -470,6 +497,19 @@ impl<'a> SessionWorker<'a> {
                 if submitted >= max {
                     session.quit();
                     return SessionEnd::Reconnect;
+                }
+                if !session.client().can_submit() && session.client().in_flight() == 0 {
+                    // The server ended the session (a 421): nothing more can
+                    // go on it, so reconnect instead of spinning here forever.
+                    if let Some(w) = carry.take() {
+                        self.dispatch.requeue(w, Duration::ZERO);
+                    }
+                    let why = match session.next_event() {
+                        Ok(Event::Closed(reason)) => reason.to_string(),
+                        Err(failure) => failure.to_string(),
+                        Ok(_) => "the server ended the session".to_owned(),
+                    };
+                    return SessionEnd::Broken(why);
                 }
                 continue;
             }
@@ -505,7 +545,7 @@ impl<'a> SessionWorker<'a> {
     }
 
     /// Wait for the outcomes of what is already in flight (the run is stopping).
-    fn finish_inflight(&mut self, session: &mut Session, inflight: &mut HashMap<u64, Work>) {
+    fn finish_inflight(&mut self, session: &mut Session<'_>, inflight: &mut HashMap<u64, Work>) {
         while !inflight.is_empty() {
             match session.next_event() {
                 Ok(Event::Outcome(o)) => {

@@ -387,8 +387,12 @@ pub struct Client {
     quit_sent: bool,
     pipelining: bool,
     chunking: bool,
-    /// Transactions whose end of data is in `out`, not yet handed out.
-    finals_in_out: Vec<u64>,
+    /// Transactions whose end of data is in `out`, not yet handed out, with
+    /// the offset in `out` just past their final dot (or last BDAT chunk).
+    finals_in_out: Vec<(u64, usize)>,
+    /// The same for the output most recently taken, until the next take: a
+    /// write that fails part way takes back the ends it never wrote.
+    finals_taken: Vec<(u64, usize)>,
     commands_sent: u64,
 }
 
@@ -418,6 +422,7 @@ impl Client {
             pipelining: false,
             chunking: false,
             finals_in_out: Vec::new(),
+            finals_taken: Vec::new(),
             commands_sent: 0,
         }
     }
@@ -465,12 +470,36 @@ impl Client {
 
     /// Bytes to write now (drained); may be empty.
     pub fn take_output(&mut self) -> Vec<u8> {
-        for seq in self.finals_in_out.drain(..) {
-            if let Some(tx) = self.txs.get_mut(&seq) {
+        self.take_output_with_finals().0
+    }
+
+    /// Like [`Client::take_output`], also naming (by [`Transaction::id`]) the
+    /// transactions whose end of data — final dot or `BDAT LAST` chunk — is in
+    /// these bytes: once written, their outcome is uncertain until answered.
+    pub fn take_output_with_finals(&mut self) -> (Vec<u8>, Vec<u64>) {
+        let mut ids = Vec::new();
+        self.finals_taken = std::mem::take(&mut self.finals_in_out);
+        for (seq, _) in &self.finals_taken {
+            if let Some(tx) = self.txs.get_mut(seq) {
                 tx.final_handed_out = true;
+                ids.push(tx.tx.id);
             }
         }
-        std::mem::take(&mut self.out)
+        (std::mem::take(&mut self.out), ids)
+    }
+
+    /// Only the first `written` bytes of the last [`take_output`](Self::take_output)
+    /// reached the socket (the write failed): a message whose end never left
+    /// was not sent, so losing the connection now makes it `NotSent`, not
+    /// `Uncertain`, and it can be retried without risk of a duplicate.
+    pub fn output_partly_written(&mut self, written: usize) {
+        for (seq, end) in self.finals_taken.drain(..) {
+            if end > written {
+                if let Some(tx) = self.txs.get_mut(&seq) {
+                    tx.final_handed_out = false;
+                }
+            }
+        }
     }
 
     /// The next event, if any.
@@ -627,7 +656,7 @@ impl Client {
 
     fn send_data(&mut self, seq: u64, bytes: &[u8], octets: usize) {
         self.out.extend_from_slice(bytes);
-        self.finals_in_out.push(seq);
+        self.finals_in_out.push((seq, self.out.len()));
         self.push_trace(format!("C: <message data, {octets} octets>"));
     }
 
@@ -1783,6 +1812,29 @@ mod tests {
         c.submit(tx(1, &["b@b.test"], "x"));
         out(&mut c);
         assert_eq!(c.connection_lost()[0].result, TxResult::Uncertain);
+    }
+
+    #[test]
+    fn a_failed_write_takes_back_only_the_ends_it_never_wrote() {
+        // BDAT LAST: each message's end is in the first output.
+        let mut c = ready(EHLO_FULL);
+        c.submit(tx(1, &["b@b.test"], "x"));
+        c.submit(tx(2, &["c@c.test"], "y"));
+        let bytes = c.take_output();
+        let first_end = bytes
+            .windows(4)
+            .position(|w| w == b"\nx\r\n")
+            .expect("message 1 in the output")
+            + 4;
+        // Message 1's end left, message 2's did not.
+        c.output_partly_written(first_end);
+        let lost = c.connection_lost();
+        assert_eq!(
+            lost.iter()
+                .map(|o| (o.id, o.result.clone()))
+                .collect::<Vec<_>>(),
+            vec![(1, TxResult::Uncertain), (2, TxResult::NotSent)]
+        );
     }
 
     #[test]

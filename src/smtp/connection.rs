@@ -116,24 +116,29 @@ pub struct Endpoint {
     pub connect_timeout: Duration,
 }
 
+/// Called with the ids of the transactions whose end of data is about to be
+/// written, before the write (the journal's `commit` records).
+pub type CommitHook<'h> = Box<dyn FnMut(&[u64]) -> io::Result<()> + 'h>;
+
 /// One SMTP session: a socket and the protocol core that speaks over it.
-pub struct Session {
+pub struct Session<'h> {
     transport: Transport,
     client: Client,
     endpoint: Endpoint,
     trace: Option<Trace>,
     id: usize,
     buf: Vec<u8>,
+    commit: Option<CommitHook<'h>>,
 }
 
-impl Session {
+impl<'h> Session<'h> {
     /// Connect, run the greeting, EHLO, STARTTLS and AUTH until the core is ready.
     pub fn open(
         endpoint: &Endpoint,
         core: CoreConfig,
         trace: Option<Trace>,
         id: usize,
-    ) -> Result<Session, SessionFailure> {
+    ) -> Result<Session<'h>, SessionFailure> {
         let tcp = connect_tcp(&endpoint.host, endpoint.port, endpoint.connect_timeout)
             .map_err(SessionFailure::Io)?;
         let _ = tcp.set_nodelay(true);
@@ -151,6 +156,7 @@ impl Session {
             trace,
             id,
             buf: vec![0; 64 * 1024],
+            commit: None,
         };
         if let Some(t) = &session.trace {
             let how = if endpoint.implicit_tls {
@@ -178,6 +184,11 @@ impl Session {
                 Event::Outcome(_) => {}
             }
         }
+    }
+
+    /// Run `hook` before writing bytes that carry a transaction's end of data.
+    pub fn set_commit_hook(&mut self, hook: CommitHook<'h>) {
+        self.commit = Some(hook);
     }
 
     /// The protocol core, to submit transactions and ask about its state.
@@ -251,17 +262,36 @@ impl Session {
     }
 
     fn flush_output(&mut self) -> Result<(), SessionFailure> {
-        let out = self.client.take_output();
+        let (out, finals) = self.client.take_output_with_finals();
         self.trace_out();
         if out.is_empty() {
             return Ok(());
         }
+        if !finals.is_empty() {
+            if let Some(hook) = self.commit.as_mut() {
+                hook(&finals).map_err(SessionFailure::Io)?;
+            }
+        }
         let timeout = self.client.read_timeout();
         let _ = self.transport.tcp().set_write_timeout(Some(timeout));
-        self.transport
-            .write_all(&out)
-            .and_then(|_| self.transport.flush())
-            .map_err(SessionFailure::Io)
+        // Count what was written, so a message whose final dot never left is
+        // retried rather than reported uncertain.
+        let mut written = 0;
+        let result = loop {
+            if written == out.len() {
+                break self.transport.flush();
+            }
+            match self.transport.write(&out[written..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if result.is_err() {
+            self.client.output_partly_written(written);
+        }
+        result.map_err(SessionFailure::Io)
     }
 
     fn read_once(&mut self) -> Result<(), SessionFailure> {

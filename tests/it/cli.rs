@@ -1,1 +1,188 @@
-//! Integration tests: cli.
+//! Integration tests for issue 2 (the job becomes messages), driven from the
+//! command line as a user would: `mailshot check`, `mailshot preview [--row N]`
+//! and `mailshot run --dry-run --out DIR` on the shipped samples and on jobs
+//! written into temp folders.
+//!
+//! Every message is read back with independent parsers (the `mail-parser`
+//! crate and Python's `email` package) and compared with the inputs — the CSV
+//! values, the job's literals and the attachment files — never with output
+//! the program produced earlier.
+
+mod bad_input;
+mod injection;
+mod recipients;
+mod samples;
+mod settings;
+mod templates;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::{self, TestDir};
+
+/// What one `mailshot` invocation did.
+pub struct Run {
+    /// The exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output, raw (preview prints message bytes).
+    pub stdout: Vec<u8>,
+    /// Standard error as text.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(out: Output) -> Self {
+        Run {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with the whole run shown unless it exited with `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code; stderr:\n{}\nstdout:\n{}",
+            self.stderr,
+            String::from_utf8_lossy(&self.stdout)
+        );
+        self
+    }
+}
+
+/// Runs the built `mailshot` with `args` in `cwd`, isolated from the user's
+/// own configuration (a user config could otherwise supply an SMTP server).
+pub fn mailshot_in(cwd: &Path, args: &[&str]) -> Run {
+    let config = TestDir::new();
+    let out = Command::new(support::mailshot_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("XDG_CONFIG_HOME", config.path())
+        .env("HOME", config.path())
+        .env_remove("MAILSHOT_PASSWORD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run mailshot");
+    Run::from_output(out)
+}
+
+/// The repository root (samples/ and templates/ live there).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every file under `dir` with its contents, to prove a failing command wrote nothing.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                files.insert(path.clone(), Vec::new());
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("read file");
+                files.insert(path, bytes);
+            }
+        }
+    }
+    files
+}
+
+/// Asserts the folder holds exactly what it held before (no outbox, report,
+/// journal or .eml appeared; nothing changed).
+#[track_caller]
+pub fn assert_unchanged(before: &BTreeMap<PathBuf, Vec<u8>>, dir: &Path, what: &str) {
+    let after = snapshot(dir);
+    let added: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    assert!(added.is_empty(), "{what}: files appeared: {added:?}");
+    assert_eq!(&after, before, "{what}: files changed");
+}
+
+/// The `.eml` files `run --dry-run` wrote into `dir`, by row number.
+pub fn emls(dir: &Path) -> BTreeMap<u64, Vec<u8>> {
+    support::files_with_suffix(dir, ".eml")
+        .into_iter()
+        .map(|p| {
+            let row = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("{} is not ROW.eml", p.display()));
+            (row, std::fs::read(&p).expect("read eml"))
+        })
+        .collect()
+}
+
+/// Parses a message with mail-parser, panicking if it cannot.
+pub fn parse(raw: &[u8]) -> mail_parser::Message<'_> {
+    mail_parser::MessageParser::default()
+        .parse(raw)
+        .expect("mail-parser parses the message")
+}
+
+/// The header section of a message (up to the first empty line), as text.
+pub fn header_section(raw: &[u8]) -> String {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header/body separator");
+    String::from_utf8(raw[..end + 2].to_vec()).expect("headers are ASCII")
+}
+
+/// Names of the top-level header fields, lower-cased, in order.
+pub fn header_names(raw: &[u8]) -> Vec<String> {
+    header_section(raw)
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.starts_with([' ', '\t']))
+        .map(|l| {
+            l.split(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .collect()
+}
+
+/// A job folder with a body template and a helper to write the job file.
+pub struct JobDir {
+    /// The folder.
+    pub dir: TestDir,
+}
+
+impl JobDir {
+    /// A fresh folder with `body.txt` = `Hi {{ name }}`.
+    pub fn new() -> Self {
+        let dir = TestDir::new();
+        dir.write("body.txt", "Hi {{ name }}\n");
+        JobDir { dir }
+    }
+
+    /// Writes `job.yaml` and returns its path.
+    pub fn job(&self, yaml: &str) -> PathBuf {
+        self.dir.write("job.yaml", yaml)
+    }
+
+    /// Writes the recipients file `r.csv`.
+    pub fn csv(&self, bytes: impl AsRef<[u8]>) -> PathBuf {
+        self.dir.write("r.csv", bytes)
+    }
+
+    /// `mailshot ARGS` run inside the folder.
+    pub fn run(&self, args: &[&str]) -> Run {
+        mailshot_in(self.dir.path(), args)
+    }
+}
+
+/// The minimal job: From, Subject, body.txt, r.csv, plus `extra` YAML lines.
+pub fn simple_job(extra: &str) -> String {
+    format!(
+        "from: \"Sender <sender@example.com>\"\nsubject: \"Hello {{{{ name }}}}\"\ntext: body.txt\n{extra}\nrecipients:\n  file: r.csv\n"
+    )
+}

@@ -1,1 +1,18 @@
-//! Integration tests: run.
+//! Integration tests for the run engine (issue 4): `mailshot run` driven as a
+//! user drives it, against the scripted fault server, a private Postfix and
+//! tmux, judged by exit codes, report rows, stderr text and — above all —
+//! how many copies of each message the server received.
+//!
+//! One submodule per point of the issue.
+
+mod helpers;
+
+mod exit;
+mod faults;
+mod flow;
+mod interrupts;
+mod journal;
+mod progress;
+mod rate;
+mod report;
+mod retries;

@@ -2,7 +2,8 @@
 //! latency and failures a test chooses, and which records what the client did.
 //!
 //! Protocol: RFC 5321 with PIPELINING (RFC 2920), CHUNKING (RFC 3030), SIZE
-//! (RFC 1870), STARTTLS (RFC 3207) and AUTH PLAIN/LOGIN (RFC 4954).
+//! (RFC 1870), STARTTLS (RFC 3207) and AUTH PLAIN/LOGIN (RFC 4954), plus
+//! XOAUTH2 (Google/Microsoft bearer tokens) when asked for.
 //!
 //! Each connection has a reader thread that parses commands and a writer
 //! thread that sends every reply at (time its command was received +
@@ -55,6 +56,7 @@ impl FaultServer {
                 chunking: false,
                 pki: None,
                 auth: false,
+                xoauth2: false,
                 credentials: None,
                 size: None,
                 eight_bit: true,
@@ -86,6 +88,7 @@ struct Options {
     chunking: bool,
     pki: Option<TestPki>,
     auth: bool,
+    xoauth2: bool,
     credentials: Option<(String, String)>,
     size: Option<u64>,
     eight_bit: bool,
@@ -128,6 +131,15 @@ impl FaultBuilder {
     /// Advertise AUTH PLAIN LOGIN; any credentials pass unless [`credentials`](Self::credentials) is set.
     pub fn auth(mut self, on: bool) -> Self {
         self.opts.auth = on;
+        self
+    }
+    /// Also advertise and accept XOAUTH2 (implies [`auth`](Self::auth)): the
+    /// initial response must decode to `user=U\x01auth=Bearer T\x01\x01`,
+    /// and with [`credentials`](Self::credentials) the token T is checked as
+    /// the password.
+    pub fn xoauth2(mut self, on: bool) -> Self {
+        self.opts.xoauth2 = on;
+        self.opts.auth |= on;
         self
     }
     /// Only this user and password authenticate; others get 535 5.7.8.
@@ -262,6 +274,8 @@ pub struct Message {
     pub bdat: bool,
     /// Sent inside TLS.
     pub tls: bool,
+    /// When the server had read the whole message (its final dot or `BDAT LAST` chunk).
+    pub received: Instant,
 }
 
 /// What happened on one connection.
@@ -273,6 +287,10 @@ pub struct ConnectionStats {
     pub messages: usize,
     /// Round trips: waits on an empty input after the greeting.
     pub round_trips: usize,
+    /// When the connection was accepted.
+    pub opened: Option<Instant>,
+    /// When its session ended (`None` while it is still open).
+    pub closed: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -421,13 +439,19 @@ fn accept_loop(listener: TcpListener, state: Arc<State>) {
         next_id += 1;
         let id = next_id;
         state.active.fetch_add(1, Ordering::SeqCst);
-        state.record().conns.push(ConnectionStats::default());
+        state.record().conns.push(ConnectionStats {
+            opened: Some(Instant::now()),
+            ..ConnectionStats::default()
+        });
         if let Ok(clone) = sock.try_clone() {
             state.socks.lock().unwrap().insert(id, clone);
         }
         let st = state.clone();
         threads.push(std::thread::spawn(move || {
             Session::run(id, sock, &st);
+            if let Some(c) = st.record().conns.get_mut(id - 1) {
+                c.closed = Some(Instant::now());
+            }
             st.socks.lock().unwrap().remove(&id);
             st.active.fetch_sub(1, Ordering::SeqCst);
         }));
@@ -889,7 +913,11 @@ impl<'a> Session<'a> {
             }
             push(true, "ENHANCEDSTATUSCODES".into());
             push(o.pki.is_some() && !self.tls_on, "STARTTLS".into());
-            push(o.auth, "AUTH PLAIN LOGIN".into());
+            if o.xoauth2 {
+                push(o.auth, "AUTH PLAIN LOGIN XOAUTH2".into());
+            } else {
+                push(o.auth, "AUTH PLAIN LOGIN".into());
+            }
         }
         let last = lines.len() - 1;
         lines
@@ -1015,6 +1043,7 @@ impl<'a> Session<'a> {
             connection: self.id,
             bdat,
             tls: self.tls_on,
+            received: self.received_at,
         };
         if self.opts.drop_after_final_dot == Some(attempt) {
             self.state.record().unacknowledged.push(msg);
@@ -1229,6 +1258,26 @@ impl<'a> Session<'a> {
                     }
                 }
             }
+            "XOAUTH2" if self.opts.xoauth2 => {
+                let resp = match initial {
+                    Some(r) => r,
+                    None => match self.auth_line("")? {
+                        Some(r) => r,
+                        None => return Ok(Some(End::Close)),
+                    },
+                };
+                let Ok(bytes) = decode(&resp) else {
+                    self.reply("501 5.5.2 Cannot decode response");
+                    return Ok(None);
+                };
+                match parse_xoauth2(&bytes) {
+                    Some(pair) => pair,
+                    None => {
+                        self.reply("501 5.5.2 Malformed XOAUTH2 response");
+                        return Ok(None);
+                    }
+                }
+            }
             _ => {
                 self.reply("504 5.5.4 Unrecognized authentication type");
                 return Ok(None);
@@ -1246,6 +1295,21 @@ impl<'a> Session<'a> {
         }
         Ok(None)
     }
+}
+
+/// `user=U\x01auth=Bearer T\x01\x01` → (U, T); `None` unless exactly that shape.
+fn parse_xoauth2(bytes: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let rest = bytes.strip_suffix(b"\x01\x01")?;
+    let (user, auth) = {
+        let mut parts = rest.splitn(2, |&b| b == 1);
+        (parts.next()?, parts.next()?)
+    };
+    let user = user.strip_prefix(b"user=")?;
+    let token = auth.strip_prefix(b"auth=Bearer ")?;
+    if token.contains(&1) || user.is_empty() || token.is_empty() {
+        return None;
+    }
+    Some((user.to_vec(), token.to_vec()))
 }
 
 fn trim_eol(line: &[u8]) -> &[u8] {
