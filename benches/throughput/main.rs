@@ -38,8 +38,11 @@ struct Opts {
     reps: usize,
     /// Sessions for the multi-session rows.
     sessions: usize,
-    /// Aim for runs of about this long (adaptive message counts).
+    /// Aim for loopback runs of about this long (adaptive message counts).
     secs: f64,
+    /// The same for runs with added latency, where the session's set-up
+    /// round trips must stay small next to the run.
+    rtt_secs: f64,
     rtts: Vec<u64>,
     mailmerge: bool,
     postfix: bool,
@@ -58,6 +61,7 @@ impl Opts {
                 reps: 3,
                 sessions: 4,
                 secs: 2.5,
+                rtt_secs: 3.0,
                 rtts: vec![10, 50],
                 mailmerge: true,
                 postfix: true,
@@ -71,6 +75,7 @@ impl Opts {
                 reps: 1,
                 sessions: 2,
                 secs: 0.0,
+                rtt_secs: 0.0,
                 rtts: vec![10],
                 mailmerge: false,
                 postfix: false,
@@ -89,7 +94,10 @@ impl Opts {
                 "--n" => o.n_max = num(it.next(), "--n"),
                 "--reps" => o.reps = num(it.next(), "--reps").max(1),
                 "--sessions" => o.sessions = num(it.next(), "--sessions").max(1),
-                "--secs" => o.secs = num(it.next(), "--secs") as f64,
+                "--secs" => {
+                    o.secs = num(it.next(), "--secs") as f64;
+                    o.rtt_secs = o.secs;
+                }
                 "--render-rows" => o.render_rows = num(it.next(), "--render-rows"),
                 "--rss-rows" => o.rss_rows = num(it.next(), "--rss-rows"),
                 "--no-mailmerge" => o.mailmerge = false,
@@ -97,6 +105,7 @@ impl Opts {
                 "--quick" => {
                     o.reps = 1;
                     o.secs = 1.5;
+                    o.rtt_secs = 2.0;
                     o.rtts = vec![50];
                 }
                 // cargo test passes filters and flags meant for libtest.
@@ -166,7 +175,11 @@ fn measure(opts: &Opts, env: &Env, server: &Server, port: u16, rtt_ms: u64, c: C
         opts.n_max
     } else {
         // Slow contenders over slow links get a small first try.
-        let pilot = if rtt_ms == 0 { 100 } else { 10 };
+        let (pilot, secs) = if rtt_ms == 0 {
+            (100, opts.secs)
+        } else {
+            (10, opts.rtt_secs)
+        };
         let mut n = pilot.min(opts.n_max);
         loop {
             match once(n) {
@@ -176,10 +189,10 @@ fn measure(opts: &Opts, env: &Env, server: &Server, port: u16, rtt_ms: u64, c: C
                 }
                 Ok((rate, _)) => {
                     let t = n as f64 / rate;
-                    if t >= opts.secs * 0.6 || n >= opts.n_max {
+                    if t >= secs * 0.6 || n >= opts.n_max {
                         break n;
                     }
-                    let grow = (opts.secs / t.max(0.01)).clamp(2.0, 50.0);
+                    let grow = (secs / t.max(0.01)).clamp(2.0, 50.0);
                     n = ((n as f64 * grow) as usize).min(opts.n_max);
                 }
             }
@@ -460,8 +473,8 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "Runs: message counts chosen for about {:.1} s per run (at most {}), median of {} runs.\n",
-        opts.secs, opts.n_max, opts.reps
+        "Runs: message counts chosen for about {:.1} s per run ({:.1} s with added RTT; at most {} messages), median of {} runs after warm-up runs.\n",
+        opts.secs, opts.rtt_secs, opts.n_max, opts.reps
     );
     let _ = writeln!(out, "### Loopback\n");
     loopback_table(&rows, &mut out);
