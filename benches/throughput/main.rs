@@ -60,12 +60,12 @@ impl Opts {
                 n_max: 20_000,
                 reps: 3,
                 sessions: 4,
-                secs: 2.5,
-                rtt_secs: 3.0,
+                secs: 2.0,
+                rtt_secs: 2.5,
                 rtts: vec![10, 50],
                 mailmerge: true,
                 postfix: true,
-                render_rows: 200_000,
+                render_rows: 100_000,
                 rss_rows: 1_000_000,
             }
         } else {
