@@ -468,7 +468,7 @@ fn main() {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Machine: {cores} cores, {}. Message: personalised text + HTML, about 2 KB; smtp-source sends an unpersonalised 2 KB body.",
+        "Machine: {cores} cores, {}. Message: personalised text + HTML, about 2.5 KB on the wire; smtp-source sends an unpersonalised 2 KB body.",
         cpu_model()
     );
     let _ = writeln!(
