@@ -34,21 +34,6 @@ use crate::job::Job;
 use crate::message::{Attachment, Draft, Mailbox};
 use crate::recipients::Recipient;
 
-/// Headers a job may not set through `headers:`: they are built from other
-/// keys or by the MIME stage, and overriding them would break the message.
-const RESERVED_HEADERS: &[&str] = &[
-    "from",
-    "to",
-    "cc",
-    "bcc",
-    "subject",
-    "date",
-    "message-id",
-    "mime-version",
-    "reply-to",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-];
 
 /// Names that are not CSV columns but are always defined, plus minijinja's
 /// global functions (they show up in `undeclared_variables`).
@@ -181,7 +166,7 @@ impl Renderer {
 
         let mut diags = Vec::new();
         for (name, _) in &job.headers {
-            if let Some(problem) = header_name_problem(name) {
+            if let Some(problem) = crate::job::manifest::header_name_problem(name) {
                 diags.push(Diagnostic::new(
                     renderer.job_location(&format!("headers.{name}")),
                     format!("headers: {problem}"),
@@ -780,21 +765,6 @@ fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, String> 
 
 fn is_forbidden_in_header(c: char) -> bool {
     (c.is_control() && c != '\t') || c == '\u{2028}' || c == '\u{2029}'
-}
-
-fn header_name_problem(name: &str) -> Option<String> {
-    if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
-        return Some(format!(
-            "\"{name}\" is not a valid header name (printable ASCII without spaces or colons)"
-        ));
-    }
-    let lower = name.to_ascii_lowercase();
-    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("content-") {
-        return Some(format!(
-            "\"{name}\" cannot be set under headers: (mailshot builds it; use the job's own key)"
-        ));
-    }
-    None
 }
 
 fn resolve_template(job_dir: &Path, name: &str) -> Option<PathBuf> {
