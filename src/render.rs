@@ -34,7 +34,6 @@ use crate::job::Job;
 use crate::message::{Attachment, Draft, Mailbox};
 use crate::recipients::Recipient;
 
-
 /// Names that are not CSV columns but are always defined, plus minijinja's
 /// global functions (they show up in `undeclared_variables`).
 const BUILTIN_NAMES: &[&str] = &[
@@ -597,20 +596,9 @@ impl RowRender<'_> {
             None
         };
         let path = self.r.job_dir.join(rendered);
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) => {
-                let location = Location {
-                    row: Some(self.rec.row),
-                    ..Location::file(&path)
-                };
-                self.diags.push(Diagnostic::new(
-                    location,
-                    format!("{path_key}: cannot read attachment: {e}"),
-                ));
-                return None;
-            }
-        };
+        let data = self.read_file(&path, |e| {
+            format!("{path_key}: cannot read attachment: {e}")
+        })?;
         let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| {
             path.file_name()
                 .map(|f| f.to_string_lossy().into_owned())
@@ -627,6 +615,26 @@ impl RowRender<'_> {
             data: Arc::new(data),
             content_id: None,
         })
+    }
+
+    /// Read a file this row needs; a failure becomes a diagnostic naming the
+    /// file and the row, with `what` saying which key wanted it.
+    fn read_file(
+        &mut self,
+        path: &Path,
+        what: impl FnOnce(&std::io::Error) -> String,
+    ) -> Option<Vec<u8>> {
+        match std::fs::read(path) {
+            Ok(data) => Some(data),
+            Err(e) => {
+                let location = Location {
+                    row: Some(self.rec.row),
+                    ..Location::file(path)
+                };
+                self.diags.push(Diagnostic::new(location, what(&e)));
+                None
+            }
+        }
     }
 
     /// Local `<img src="rel/path.png">` files become inline parts referenced
@@ -653,8 +661,10 @@ impl RowRender<'_> {
                 Some((_, a)) => a.content_id.clone().unwrap_or_default(),
                 None => {
                     let path = self.r.job_dir.join(html_unescape(src));
-                    match std::fs::read(&path) {
-                        Ok(data) => {
+                    match self.read_file(&path, |e| {
+                        format!("html: cannot read inline image \"{src}\": {e}")
+                    }) {
+                        Some(data) => {
                             let cid =
                                 format!("img{}.row{}@mailshot", images.len() + 1, self.rec.row);
                             let name = path
@@ -676,17 +686,7 @@ impl RowRender<'_> {
                             ));
                             cid
                         }
-                        Err(e) => {
-                            let location = Location {
-                                row: Some(self.rec.row),
-                                ..Location::file(&path)
-                            };
-                            self.diags.push(Diagnostic::new(
-                                location,
-                                format!("html: cannot read inline image \"{src}\": {e}"),
-                            ));
-                            String::new()
-                        }
+                        None => String::new(),
                     }
                 }
             };
