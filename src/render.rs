@@ -421,6 +421,15 @@ impl RowRender<'_> {
     /// Render a template by name; `None` (with diagnostics pushed) on failure
     /// or when the template does not exist (an optional key that is absent).
     fn render_template(&mut self, name: &str) -> Option<String> {
+        // A key the job does not set is no template: asking the environment
+        // for it would run the loader (a disk search) on every row.
+        let known = self.r.inline.contains(name)
+            || [&self.r.text, &self.r.html, &self.r.markdown]
+                .iter()
+                .any(|t| t.as_deref() == Some(name));
+        if !known {
+            return None;
+        }
         let template = self.r.env.get_template(name).ok()?;
         match template.render(&self.ctx) {
             Ok(s) => Some(s),
