@@ -272,7 +272,8 @@ fn multipart<'a>(kind: &str, seed: &str, n: &mut u32, parts: Vec<MimePart<'a>>) 
 /// Canonical form (RFC 2045 §6.8): every line break becomes CRLF before
 /// encoding, so base64 bodies decode to CRLF text too, and a lone CR or LF
 /// (which mail-builder would pass through in 7bit) cannot reach the wire.
-/// One pass over the bytes into `out`, which also tells whether the result is plain 7-bit text (printable ASCII and TAB, lines of at most
+/// One pass over the bytes into `out`, which also tells whether the result
+/// is plain 7-bit text (ASCII without NUL, lines of at most
 /// [`MAX_7BIT_LINE`] octets) that needs no transfer encoding.
 fn normalize_into(s: &str, out: &mut Vec<u8>) -> bool {
     out.reserve(s.len() + s.len() / 32 + 2);
