@@ -34,22 +34,6 @@ use crate::job::Job;
 use crate::message::{Attachment, Draft, Mailbox};
 use crate::recipients::Recipient;
 
-/// Headers a job may not set through `headers:`: they are built from other
-/// keys or by the MIME stage, and overriding them would break the message.
-const RESERVED_HEADERS: &[&str] = &[
-    "from",
-    "to",
-    "cc",
-    "bcc",
-    "subject",
-    "date",
-    "message-id",
-    "mime-version",
-    "reply-to",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-];
-
 /// Names that are not CSV columns but are always defined, plus minijinja's
 /// global functions (they show up in `undeclared_variables`).
 const BUILTIN_NAMES: &[&str] = &[
@@ -181,7 +165,7 @@ impl Renderer {
 
         let mut diags = Vec::new();
         for (name, _) in &job.headers {
-            if let Some(problem) = header_name_problem(name) {
+            if let Some(problem) = crate::job::manifest::header_name_problem(name) {
                 diags.push(Diagnostic::new(
                     renderer.job_location(&format!("headers.{name}")),
                     format!("headers: {problem}"),
@@ -437,6 +421,15 @@ impl RowRender<'_> {
     /// Render a template by name; `None` (with diagnostics pushed) on failure
     /// or when the template does not exist (an optional key that is absent).
     fn render_template(&mut self, name: &str) -> Option<String> {
+        // A key the job does not set is no template: asking the environment
+        // for it would run the loader (a disk search) on every row.
+        let known = self.r.inline.contains(name)
+            || [&self.r.text, &self.r.html, &self.r.markdown]
+                .iter()
+                .any(|t| t.as_deref() == Some(name));
+        if !known {
+            return None;
+        }
         let template = self.r.env.get_template(name).ok()?;
         match template.render(&self.ctx) {
             Ok(s) => Some(s),
@@ -612,20 +605,9 @@ impl RowRender<'_> {
             None
         };
         let path = self.r.job_dir.join(rendered);
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) => {
-                let location = Location {
-                    row: Some(self.rec.row),
-                    ..Location::file(&path)
-                };
-                self.diags.push(Diagnostic::new(
-                    location,
-                    format!("{path_key}: cannot read attachment: {e}"),
-                ));
-                return None;
-            }
-        };
+        let data = self.read_file(&path, |e| {
+            format!("{path_key}: cannot read attachment: {e}")
+        })?;
         let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| {
             path.file_name()
                 .map(|f| f.to_string_lossy().into_owned())
@@ -642,6 +624,26 @@ impl RowRender<'_> {
             data: Arc::new(data),
             content_id: None,
         })
+    }
+
+    /// Read a file this row needs; a failure becomes a diagnostic naming the
+    /// file and the row, with `what` saying which key wanted it.
+    fn read_file(
+        &mut self,
+        path: &Path,
+        what: impl FnOnce(&std::io::Error) -> String,
+    ) -> Option<Vec<u8>> {
+        match std::fs::read(path) {
+            Ok(data) => Some(data),
+            Err(e) => {
+                let location = Location {
+                    row: Some(self.rec.row),
+                    ..Location::file(path)
+                };
+                self.diags.push(Diagnostic::new(location, what(&e)));
+                None
+            }
+        }
     }
 
     /// Local `<img src="rel/path.png">` files become inline parts referenced
@@ -668,8 +670,10 @@ impl RowRender<'_> {
                 Some((_, a)) => a.content_id.clone().unwrap_or_default(),
                 None => {
                     let path = self.r.job_dir.join(html_unescape(src));
-                    match std::fs::read(&path) {
-                        Ok(data) => {
+                    match self.read_file(&path, |e| {
+                        format!("html: cannot read inline image \"{src}\": {e}")
+                    }) {
+                        Some(data) => {
                             let cid =
                                 format!("img{}.row{}@mailshot", images.len() + 1, self.rec.row);
                             let name = path
@@ -691,17 +695,7 @@ impl RowRender<'_> {
                             ));
                             cid
                         }
-                        Err(e) => {
-                            let location = Location {
-                                row: Some(self.rec.row),
-                                ..Location::file(&path)
-                            };
-                            self.diags.push(Diagnostic::new(
-                                location,
-                                format!("html: cannot read inline image \"{src}\": {e}"),
-                            ));
-                            String::new()
-                        }
+                        None => String::new(),
                     }
                 }
             };
@@ -780,21 +774,6 @@ fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, String> 
 
 fn is_forbidden_in_header(c: char) -> bool {
     (c.is_control() && c != '\t') || c == '\u{2028}' || c == '\u{2029}'
-}
-
-fn header_name_problem(name: &str) -> Option<String> {
-    if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
-        return Some(format!(
-            "\"{name}\" is not a valid header name (printable ASCII without spaces or colons)"
-        ));
-    }
-    let lower = name.to_ascii_lowercase();
-    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("content-") {
-        return Some(format!(
-            "\"{name}\" cannot be set under headers: (mailshot builds it; use the job's own key)"
-        ));
-    }
-    None
 }
 
 fn resolve_template(job_dir: &Path, name: &str) -> Option<PathBuf> {

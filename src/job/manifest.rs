@@ -202,7 +202,8 @@ pub struct RawRecipients {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Headers(pub Vec<(String, String)>);
 
-/// Headers mailshot writes itself; a job may not set them through `headers:`.
+/// Headers mailshot writes itself (and every `Content-*`); a job may not set
+/// them through `headers:`, since overriding them would break the message.
 const RESERVED_HEADERS: &[&str] = &[
     "from",
     "sender",
@@ -223,6 +224,25 @@ const RESERVED_HEADERS: &[&str] = &[
     "received",
 ];
 
+/// Why `name` cannot be an extra header of a job, if it cannot: RFC 5322 2.2
+/// field names are printable ASCII except ':'; and mailshot's own headers
+/// come from the job's own keys.
+pub fn header_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Some(format!(
+            "header name {name:?} is not valid (printable ASCII without ':' or spaces)"
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("content-") {
+        return Some(format!(
+            "header {name} is set by mailshot; use the job's own key for it \
+             (from, to, cc, bcc, reply_to, subject, list_unsubscribe, dkim)"
+        ));
+    }
+    None
+}
+
 impl<'de> Deserialize<'de> for Headers {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -234,18 +254,8 @@ impl<'de> Deserialize<'de> for Headers {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
                 let mut out: Vec<(String, String)> = Vec::new();
                 while let Some(name) = map.next_key::<String>()? {
-                    // RFC 5322 2.2: field names are printable ASCII except ':'.
-                    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-                        return Err(de::Error::custom(format!(
-                            "header name {name:?} is not valid (printable ASCII without ':' or spaces)"
-                        )));
-                    }
-                    let lower = name.to_ascii_lowercase();
-                    if RESERVED_HEADERS.contains(&lower.as_str()) {
-                        return Err(de::Error::custom(format!(
-                            "header {name} is set by mailshot; use the job's own key for it \
-                             (from, to, cc, bcc, reply_to, subject, list_unsubscribe, dkim)"
-                        )));
+                    if let Some(problem) = header_name_problem(&name) {
+                        return Err(de::Error::custom(problem));
                     }
                     if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
                         return Err(de::Error::custom(format!("header {name} is given twice")));

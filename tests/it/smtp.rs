@@ -1108,6 +1108,11 @@ fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
+        // Leftovers of a local run of the sample are not part of it.
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "outbox" || name.contains(".journal") || name.ends_with(".report.csv") {
+            continue;
+        }
         let target = to.join(e.file_name());
         if e.file_type().unwrap().is_dir() {
             copy_tree(&e.path(), &target);

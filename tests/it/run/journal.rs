@@ -141,6 +141,11 @@ fn sigkill_and_rerun_delivers_exactly_once_to_postfix() {
         "only our recipients: {:?}",
         delivered.keys()
     );
+    let copies: usize = delivered.values().map(Vec::len).sum();
+    eprintln!(
+        "kill test: {n} recipients, {} reported uncertain at some point, {copies} messages delivered",
+        ever_uncertain.len()
+    );
 }
 
 /// A fault server that answers 451 for `addr(1)` while `fail` is set.
