@@ -296,9 +296,9 @@ fn normalize_into(s: &str, out: &mut Vec<u8>) -> bool {
     plain
 }
 
-/// Longest line sent as plain 7bit; longer ones are quoted-printable (the
-/// same limit mail-builder applies).
-const MAX_7BIT_LINE: usize = 78;
+/// Longest line sent as plain 7bit (RFC 5322 2.1.1's hard limit); longer
+/// ones are left to mail-builder, which picks quoted-printable or base64.
+const MAX_7BIT_LINE: usize = 998;
 
 fn text_part(kind: &str, body: &str) -> MimePart<'static> {
     // The common case — ASCII text in short lines — needs no transfer

@@ -14,7 +14,7 @@ use crate::smtp::connection::{Endpoint, Session, Trace};
 use crate::smtp::tls;
 
 /// Messages in flight per session with BDAT (RFC 3030) pipelining.
-const WINDOW: usize = 32;
+const WINDOW: usize = 128;
 
 /// Pick the target by precedence.
 pub fn resolve(job: Option<&Job>, url: Option<&str>) -> Result<Target> {

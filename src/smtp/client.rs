@@ -28,9 +28,11 @@ use super::reply::{ProtocolError, Reply, ReplyParser};
 use crate::job::AuthMech;
 
 /// Never more unanswered commands than this, so neither side blocks on a
-/// full socket buffer while the other is not reading (RFC 2920 §3.1). A
-/// transaction is started only below the limit and then written whole.
-pub const MAX_UNANSWERED: usize = 100;
+/// full socket buffer while the other is not reading (RFC 2920 §3.1): their
+/// replies (a few dozen octets each, some 25 KB in all) always fit the
+/// receive buffer of a TCP socket. A transaction is started only below the
+/// limit and then written whole.
+pub const MAX_UNANSWERED: usize = 400;
 
 /// How the transport is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
