@@ -5,11 +5,6 @@ use clap::Parser;
 use mailshot::cli::Cli;
 use mailshot::error::ExitCode;
 
-/// Rendering a big list allocates many small strings per message; mimalloc
-/// serves them markedly faster than the system allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

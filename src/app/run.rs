@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::prepare::{date_now, prepare, Row};
 use super::target::{self, Live};
@@ -30,18 +30,13 @@ const QUEUE: usize = 512;
 /// window (group commit), so a slow disk does not slow the sending.
 const SYNC_EVERY: Duration = Duration::from_millis(50);
 
-/// Outcomes written to the journal, waiting for the sync that lets them be reported.
-struct Unreported {
-    outcomes: Vec<Outcome>,
-    last_sync: Instant,
-}
-
 /// The journal, report and progress display behind the scheduler.
 struct RunLedger<'a> {
     journal: &'a Journal,
     report: &'a Report,
     progress: &'a Progress,
-    unreported: Mutex<Unreported>,
+    /// Outcomes written to the journal, waiting for the sync that lets them be reported.
+    unreported: Mutex<Vec<Outcome>>,
 }
 
 impl<'a> RunLedger<'a> {
@@ -50,22 +45,19 @@ impl<'a> RunLedger<'a> {
             journal,
             report,
             progress,
-            unreported: Mutex::new(Unreported {
-                outcomes: Vec::new(),
-                last_sync: Instant::now(),
-            }),
+            unreported: Mutex::new(Vec::new()),
         }
     }
 
-    /// Sync the journal, then report what it now holds durably.
+    /// Sync the journal, then report what it now holds durably. The list is
+    /// taken before the sync (everything in it was written before it was
+    /// listed), so sessions keep settling while the disk works.
     fn flush(&self) -> std::io::Result<()> {
         let ready = {
-            // Held across the sync: whatever is in the list was written before it.
             let mut u = self.unreported.lock().unwrap_or_else(|e| e.into_inner());
-            self.journal.sync()?;
-            u.last_sync = Instant::now();
-            std::mem::take(&mut u.outcomes)
+            std::mem::take(&mut *u)
         };
+        self.journal.sync()?;
         for o in &ready {
             self.report.record(o)?;
             self.progress.outcome(o);
@@ -85,14 +77,11 @@ impl Ledger for RunLedger<'_> {
 
     fn settled(&self, batch: &[Outcome]) -> std::io::Result<()> {
         self.journal.record_outcomes(batch)?;
-        let due = {
-            let mut u = self.unreported.lock().unwrap_or_else(|e| e.into_inner());
-            u.outcomes.extend_from_slice(batch);
-            u.last_sync.elapsed() >= SYNC_EVERY
-        };
-        if due {
-            self.flush()?;
-        }
+        // Made durable and reported by the next flush (the heartbeat's).
+        self.unreported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(batch);
         Ok(())
     }
 
@@ -197,7 +186,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         // durable) moving.
         s.spawn(|| {
             while sending.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(250));
+                std::thread::sleep(SYNC_EVERY);
                 let _ = ledger.flush();
                 progress.tick();
             }

@@ -221,6 +221,9 @@ struct Writer {
 pub struct Journal {
     path: PathBuf,
     writer: Mutex<Writer>,
+    /// A second handle on the file, synced without holding `writer`, so that
+    /// appends from other sessions do not wait for the disk.
+    syncer: File,
     /// Held for the journal's lifetime; closing it releases the lock.
     _lock: Option<File>,
 }
@@ -514,6 +517,7 @@ fn open_at_boot(
             (replay, buf.len() as u64)
         }
     };
+    let syncer = file.try_clone().map_err(|e| io_error(path, e))?;
     let journal = Journal {
         path: path.to_path_buf(),
         writer: Mutex::new(Writer {
@@ -521,6 +525,7 @@ fn open_at_boot(
             len,
             broken: false,
         }),
+        syncer,
         _lock: Some(lock),
     };
     let mut buf = Vec::new();
@@ -565,13 +570,16 @@ impl Journal {
 
     /// Make everything appended so far durable (`sync_data`).
     pub fn sync(&self) -> io::Result<()> {
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if w.broken {
+        if self.writer.lock().unwrap_or_else(|e| e.into_inner()).broken {
             return Err(io::Error::other(
                 "an earlier write to the journal failed; not recording more",
             ));
         }
-        w.file.sync_data().inspect_err(|_| w.broken = true)
+        self.syncer.sync_data().inspect_err(|_| self.mark_broken())
+    }
+
+    fn mark_broken(&self) {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).broken = true;
     }
 
     /// Append outcomes (replies flattened to one line); durable after the
@@ -607,22 +615,20 @@ impl Journal {
                 "an earlier write to the journal failed; not recording more",
             ));
         }
-        let result =
-            (&w.file)
-                .write_all(buf)
-                .and_then(|()| if sync { w.file.sync_data() } else { Ok(()) });
-        match result {
-            Ok(()) => {
-                w.len += buf.len() as u64;
-                Ok(())
-            }
+        match (&w.file).write_all(buf) {
+            Ok(()) => w.len += buf.len() as u64,
             Err(e) => {
                 w.broken = true;
                 // Best effort: drop the partial batch so the file stays clean.
                 let _ = w.file.set_len(w.len);
-                Err(e)
+                return Err(e);
             }
         }
+        drop(w);
+        if sync {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// Read back the outcome record at `offset` (a [`Done::offset`]).
@@ -875,6 +881,7 @@ mod tests {
     fn write_errors_surface_and_stop_further_writes() {
         // /dev/full accepts the open and fails every write with ENOSPC.
         let file = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let syncer = file.try_clone().unwrap();
         let j = Journal {
             path: PathBuf::from("/dev/full"),
             writer: Mutex::new(Writer {
@@ -882,6 +889,7 @@ mod tests {
                 len: 0,
                 broken: false,
             }),
+            syncer,
             _lock: None,
         };
         let err = j

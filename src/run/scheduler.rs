@@ -408,6 +408,7 @@ impl<'a> SessionWorker<'a> {
         let mut submitted = 0usize;
         let max = self.plan.max_messages_per_session.max(1);
         let mut exhausted = false;
+        let mut withdrawn = false;
         loop {
             // Refill the window only once it is half empty, so that one durable
             // reservation (a disk sync) covers many messages.
@@ -512,6 +513,16 @@ impl<'a> SessionWorker<'a> {
                     return SessionEnd::Broken(why);
                 }
                 continue;
+            }
+            if self.dispatch.halted() && !withdrawn {
+                // Stopping: what has not started goes back to the queue
+                // (a rerun sends it); what is under way may finish.
+                withdrawn = true;
+                let back = session.client().withdraw_unstarted();
+                self.settle_all(back, &mut inflight);
+                if inflight.is_empty() {
+                    continue;
+                }
             }
             match session.next_event() {
                 Ok(Event::Outcome(o)) => {

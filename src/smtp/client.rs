@@ -600,6 +600,30 @@ impl Client {
         outcomes
     }
 
+    /// Take back every transaction none of whose commands has been written
+    /// yet (the run is stopping, so nothing new starts); each is reported
+    /// `NotSent`. Transactions already under way are left to finish.
+    pub fn withdraw_unstarted(&mut self) -> Vec<TxOutcome> {
+        let unstarted: Vec<u64> = self
+            .unwritten
+            .iter()
+            .copied()
+            .filter(|seq| {
+                self.txs
+                    .get(seq)
+                    .is_some_and(|t| t.next == Step::Mail && t.outstanding == 0)
+            })
+            .collect();
+        self.unwritten.retain(|seq| !unstarted.contains(seq));
+        let outcomes = unstarted
+            .iter()
+            .filter_map(|seq| self.txs.remove(seq))
+            .map(|tx| tx.outcome(TxResult::NotSent))
+            .collect();
+        self.pump();
+        outcomes
+    }
+
     /// Submitted transactions without an outcome yet.
     pub fn in_flight(&self) -> usize {
         self.txs.len()
@@ -1439,6 +1463,30 @@ mod tests {
         assert_eq!(feed(&mut c, "334 eyJzdGF0dXMiOiI0MDEifQ==\r\n"), "\r\n");
         assert_eq!(feed(&mut c, "535 5.7.8 bad token\r\n"), "QUIT\r\n");
         assert!(matches!(closed_error(&mut c), SessionError::AuthFailed(_)));
+    }
+
+    #[test]
+    fn withdraw_takes_back_only_transactions_not_yet_started() {
+        let mut c = ready(EHLO_PIPE);
+        c.submit(tx(1, &["b@b.test"], "one\r\n"));
+        c.submit(tx(2, &["c@c.test"], "two\r\n"));
+        c.submit(tx(3, &["d@d.test"], "three\r\n"));
+        // Only the first is on the wire: the rest wait for its 354.
+        assert_eq!(out(&mut c).matches("MAIL FROM").count(), 1);
+        let back = c.withdraw_unstarted();
+        let ids: Vec<u64> = back.iter().map(|o| o.id).collect();
+        assert_eq!(ids, [2, 3]);
+        assert!(back.iter().all(|o| o.result == TxResult::NotSent));
+        // The first finishes, and nothing else follows its dot.
+        assert_eq!(
+            feed(&mut c, "250 ok\r\n250 ok\r\n354 go\r\n"),
+            "one\r\n.\r\n"
+        );
+        assert_eq!(feed(&mut c, "250 queued\r\n"), "");
+        let o = outcomes(&mut c);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].result, TxResult::Accepted(r(250, "queued")));
+        assert_eq!(c.in_flight(), 0);
     }
 
     #[test]
