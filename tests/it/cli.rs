@@ -178,6 +178,21 @@ impl JobDir {
     pub fn run(&self, args: &[&str]) -> Run {
         mailshot_in(self.dir.path(), args)
     }
+
+    /// `mailshot run job.yaml --dry-run --out out`, which must succeed; the
+    /// messages written, by row.
+    pub fn dry_run(&self) -> BTreeMap<u64, Vec<u8>> {
+        let out = self.dir.join("out");
+        self.run(&[
+            "run",
+            "job.yaml",
+            "--dry-run",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .expect_code(0);
+        emls(&out)
+    }
 }
 
 /// The minimal job: From, Subject, body.txt, r.csv, plus `extra` YAML lines.

@@ -115,16 +115,7 @@ fn line_breaks_in_body_values_are_harmless_and_stay_in_the_body() {
     jd.job(
         "from: \"Sender <sender@example.com>\"\nsubject: Hi\ntext: body.txt\nrecipients:\n  file: r.csv\n",
     );
-    let out = jd.dir.join("out");
-    jd.run(&[
-        "run",
-        "job.yaml",
-        "--dry-run",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .expect_code(0);
-    let msgs = super::emls(&out);
+    let msgs = jd.dry_run();
     assert_eq!(msgs.len(), 4);
     for (row, raw) in &msgs {
         let names = super::header_names(raw);

@@ -4,23 +4,14 @@
 
 use std::time::Duration;
 
-use super::{emls, parse, JobDir};
+use super::{parse, JobDir};
 use crate::support::fault::FaultServer;
 
 const JOB_HEAD: &str = "from: \"Sender <sender@example.com>\"\nto: \"{{ name }} <{{ email }}>\"\nsubject: \"Hello {{ name }}\"\ntext: body.txt\n";
 
 /// Dry-runs `job.yaml` in `jd` and returns (row, To display name, subject, text).
 fn dry_run(jd: &JobDir) -> Vec<(u64, String, String, String)> {
-    let out = jd.dir.join("out");
-    jd.run(&[
-        "run",
-        "job.yaml",
-        "--dry-run",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .expect_code(0);
-    emls(&out)
+    jd.dry_run()
         .iter()
         .map(|(row, raw)| {
             let msg = parse(raw);
@@ -168,16 +159,7 @@ fn duplicates_are_reported_and_skipped() {
         preview.stderr
     );
 
-    let out = jd.dir.join("out");
-    jd.run(&[
-        "run",
-        "job.yaml",
-        "--dry-run",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .expect_code(0);
-    assert_eq!(emls(&out).keys().copied().collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(jd.dry_run().keys().copied().collect::<Vec<_>>(), [1, 2]);
 
     jd.run(&["run", "job.yaml", "--quiet"]).expect_code(0);
     let msgs = server.wait_for_messages(2, Duration::from_secs(10));

@@ -436,16 +436,8 @@ fn long_values_are_folded_or_encoded_to_998_octets_and_decode_back() {
     jd.job(
         "from: \"Sender <sender@example.com>\"\nsubject: \"S {{ blob }}\"\ntext: body.txt\nhtml: body.html\nheaders:\n  X-Blob: \"{{ blob }}\"\nrecipients:\n  file: r.csv\n",
     );
-    let out = jd.dir.join("out");
-    jd.run(&[
-        "run",
-        "job.yaml",
-        "--dry-run",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .expect_code(0);
-    let raw = &emls(&out)[&1];
+    let msgs = jd.dry_run();
+    let raw = &msgs[&1];
     assert_wire_rules(raw, "long values");
     let msg = parse(raw);
     assert_eq!(msg.subject(), Some(format!("S {long}").as_str()));
@@ -457,7 +449,7 @@ fn long_values_are_folded_or_encoded_to_998_octets_and_decode_back() {
         .body_html(0)
         .unwrap()
         .contains(&format!("<p>{long}</p>")));
-    let py = python_parse(&[out.join("1.eml")]);
+    let py = python_parse(&[jd.dir.join("out").join("1.eml")]);
     assert_eq!(py[0]["subject"], format!("S {long}").as_str());
     assert_eq!(py[0]["defects"], serde_json::json!([]));
 }

@@ -2,7 +2,7 @@
 //! of files in the job's folder, strict undefined, HTML autoescape in the
 //! HTML part only, `--var` reaching `job.*`, and `preview --row N`.
 
-use super::{emls, parse, JobDir};
+use super::{parse, JobDir};
 
 #[test]
 fn extends_and_include_resolve_in_the_jobs_folder() {
@@ -28,16 +28,7 @@ fn extends_and_include_resolve_in_the_jobs_folder() {
     jd.job(
         "from: \"Sender <sender@example.com>\"\nsubject: S\ntext: body.txt\nhtml: body.html\nvars: { issue: 7 }\nrecipients:\n  file: r.csv\n",
     );
-    let out = jd.dir.join("out");
-    jd.run(&[
-        "run",
-        "job.yaml",
-        "--dry-run",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .expect_code(0);
-    let msgs = emls(&out);
+    let msgs = jd.dry_run();
     for (row, name) in [(1, "Ann"), (2, "Bob")] {
         let msg = parse(&msgs[&row]);
         let text = msg.body_text(0).unwrap();
@@ -80,16 +71,8 @@ fn html_is_autoescaped_in_the_html_part_only() {
     jd.job(
         "from: \"Sender <sender@example.com>\"\nsubject: \"Hi {{ name }}\"\ntext: body.txt\nhtml: body.html\nrecipients:\n  file: r.csv\n",
     );
-    let out = jd.dir.join("out");
-    jd.run(&[
-        "run",
-        "job.yaml",
-        "--dry-run",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .expect_code(0);
-    let raw = &emls(&out)[&1];
+    let msgs = jd.dry_run();
+    let raw = &msgs[&1];
     let msg = parse(raw);
     let value = "<b>Tom & \"Jerry\"</b>";
     assert_eq!(msg.subject(), Some(format!("Hi {value}").as_str()));
