@@ -291,8 +291,11 @@ fn a_journal_that_cannot_be_written_stops_sending() {
     let mnt = outside.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let report = outside.join("report.csv");
-    // 12 KiB: a page each for job.yaml and the lock file, one for the journal.
-    let script = r#"mount -t tmpfs -o size=12k tmpfs "$1" && cp "$2" "$1/job.yaml" && cd "$1" && exec "$3" run job.yaml --report "$4""#;
+    // 48 KiB: a page each for job.yaml and the lock file, the rest for the
+    // journal — room for the first reservations (up to a 128-message window,
+    // ~100 octets each) and some outcomes (~400 octets a message in all), so
+    // the disk fills mid-run.
+    let script = r#"mount -t tmpfs -o size=48k tmpfs "$1" && cp "$2" "$1/job.yaml" && cd "$1" && exec "$3" run job.yaml --report "$4""#;
     let mut cmd = std::process::Command::new("unshare");
     cmd.args(["-m", "sh", "-c", script, "sh"])
         .arg(&mnt)
