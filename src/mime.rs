@@ -102,10 +102,7 @@ pub fn compose(draft: &Draft, opts: &MimeOptions) -> Outgoing {
 }
 
 fn write_headers(draft: &Draft, opts: &MimeOptions, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"Date: ");
-    Date::new(opts.date)
-        .write_header(&mut *out, 6)
-        .expect("Vec write");
+    write_date_header(out, opts.date);
     push_header_line(out, "Message-ID", &opts.message_id);
     out.extend_from_slice(b"MIME-Version: 1.0\r\n");
     if let Some(from) = &draft.from {
@@ -141,6 +138,26 @@ fn write_headers(draft: &Draft, opts: &MimeOptions, out: &mut Vec<u8>) {
             out.extend_from_slice(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
         }
     }
+}
+
+/// `Date: …` in RFC 5322 form. A run stamps every message with the same
+/// date, so the last one formatted (per thread) is reused.
+fn write_date_header(out: &mut Vec<u8>, date: i64) {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(i64, Vec<u8>)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if last.as_ref().is_none_or(|(d, _)| *d != date) {
+            let mut line = b"Date: ".to_vec();
+            Date::new(date)
+                .write_header(&mut line, 6)
+                .expect("Vec write");
+            *last = Some((date, line));
+        }
+        if let Some((_, line)) = last {
+            out.extend_from_slice(line);
+        }
+    });
 }
 
 fn push_header_line(out: &mut Vec<u8>, name: &str, value: &str) {
@@ -185,54 +202,83 @@ fn write_text_header(out: &mut Vec<u8>, name: &str, value: &str) {
 
 /// A comma-separated list of pre-formatted items, folded between items.
 fn write_list_header(out: &mut Vec<u8>, name: &str, items: &[String]) {
-    out.extend_from_slice(name.as_bytes());
-    out.push(b':');
-    let mut line_len = name.len() + 1;
+    let mut line_len = start_list_header(out, name);
     for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-            line_len += 1;
-        }
-        let first_line = item.split("\r\n").next().unwrap_or("");
-        if i > 0 && line_len + 1 + first_line.len() > FOLD_AT {
-            out.extend_from_slice(b"\r\n");
-            line_len = 0;
-        }
-        out.push(b' ');
-        out.extend_from_slice(item.as_bytes());
-        line_len = match item.rfind("\r\n") {
-            Some(p) => item.len() - p - 2,
-            None => line_len + 1 + item.len(),
-        };
+        line_len = push_list_item(out, i, item, line_len);
     }
     out.extend_from_slice(b"\r\n");
 }
 
-fn write_address_header(out: &mut Vec<u8>, name: &str, list: &[Mailbox]) {
-    let items: Vec<String> = list.iter().map(format_mailbox).collect();
-    write_list_header(out, name, &items);
+fn start_list_header(out: &mut Vec<u8>, name: &str) -> usize {
+    out.extend_from_slice(name.as_bytes());
+    out.push(b':');
+    name.len() + 1
 }
 
-/// `"Name" <addr>` or `=?utf-8?B?...?= <addr>`, possibly spanning folded lines.
-fn format_mailbox(m: &Mailbox) -> String {
-    let Some(name) = m.name.as_deref().filter(|n| !n.is_empty()) else {
-        return m.addr.clone();
-    };
-    let phrase = if name.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && name.len() <= 60
-        && !name.contains("=?")
-    {
-        let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
-        format!("\"{escaped}\"")
-    } else {
-        encoded_words(name).join("\r\n ")
-    };
-    let last_line = phrase.rsplit("\r\n").next().unwrap_or("");
-    if last_line.len() + m.addr.len() + 3 > FOLD_AT {
-        format!("{phrase}\r\n <{}>", m.addr)
-    } else {
-        format!("{phrase} <{}>", m.addr)
+/// Append item `i` (which may itself span folded lines) to a list header
+/// whose current line is `line_len` octets long; returns the new length.
+fn push_list_item(out: &mut Vec<u8>, i: usize, item: &str, mut line_len: usize) -> usize {
+    if i > 0 {
+        out.push(b',');
+        line_len += 1;
     }
+    let first_line = item.split("\r\n").next().unwrap_or("");
+    if i > 0 && line_len + 1 + first_line.len() > FOLD_AT {
+        out.extend_from_slice(b"\r\n");
+        line_len = 0;
+    }
+    out.push(b' ');
+    out.extend_from_slice(item.as_bytes());
+    match item.rfind("\r\n") {
+        Some(p) => item.len() - p - 2,
+        None => line_len + 1 + item.len(),
+    }
+}
+
+fn write_address_header(out: &mut Vec<u8>, name: &str, list: &[Mailbox]) {
+    let mut line_len = start_list_header(out, name);
+    let mut item = String::with_capacity(128);
+    for (i, m) in list.iter().enumerate() {
+        item.clear();
+        format_mailbox_into(m, &mut item);
+        line_len = push_list_item(out, i, &item, line_len);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Append `"Name" <addr>` or `=?utf-8?B?...?= <addr>` to `out`, possibly
+/// spanning folded lines.
+fn format_mailbox_into(m: &Mailbox, out: &mut String) {
+    let Some(name) = m.name.as_deref().filter(|n| !n.is_empty()) else {
+        out.push_str(&m.addr);
+        return;
+    };
+    let start = out.len();
+    if name.bytes().all(|b| (0x20..0x7f).contains(&b)) && name.len() <= 60 && !name.contains("=?") {
+        out.push('"');
+        for c in name.chars() {
+            if c == '\\' || c == '"' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    } else {
+        for (i, word) in encoded_words(name).iter().enumerate() {
+            if i > 0 {
+                out.push_str("\r\n ");
+            }
+            out.push_str(word);
+        }
+    }
+    let last_line = out[start..].rsplit("\r\n").next().unwrap_or("");
+    if last_line.len() + m.addr.len() + 3 > FOLD_AT {
+        out.push_str("\r\n <");
+    } else {
+        out.push_str(" <");
+    }
+    out.push_str(&m.addr);
+    out.push('>');
 }
 
 /// RFC 2047 B-encoded words of at most 45 input octets each (≤ 72 octets per
@@ -258,9 +304,15 @@ fn encoded_words(text: &str) -> Vec<String> {
 /// A per-message seed for boundaries. `=_` cannot occur in base64 or
 /// quoted-printable output, so these boundaries never collide with a body.
 fn boundary_seed(message_id: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(message_id.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("=_ms_{hex}")
+    let mut seed = String::with_capacity(21);
+    seed.push_str("=_ms_");
+    for b in &digest[..8] {
+        seed.push(char::from(HEX[usize::from(b >> 4)]));
+        seed.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    seed
 }
 
 fn multipart<'a>(kind: &str, seed: &str, n: &mut u32, parts: Vec<MimePart<'a>>) -> MimePart<'a> {

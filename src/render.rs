@@ -23,7 +23,8 @@
 //! **Escaping.** Files ending in `.html`/`.htm`/`.xml` are auto-escaped; text,
 //! Markdown, subject and header templates are not.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +34,8 @@ use crate::error::{Diagnostic, Error, Location, Result};
 use crate::job::Job;
 use crate::message::{Attachment, Draft, Mailbox};
 use crate::recipients::Recipient;
+
+mod context;
 
 /// Names that are not CSV columns but are always defined, plus minijinja's
 /// global functions (they show up in `undeclared_variables`).
@@ -67,6 +70,10 @@ pub struct Renderer {
     html: Option<String>,
     markdown: Option<String>,
     vars: Value,
+    /// Inline templates without any tag: key → their text, rendered once.
+    constants: HashMap<String, String>,
+    /// Address keys among those that parse: key → the addresses.
+    constant_addresses: HashMap<String, Vec<Mailbox>>,
 }
 
 impl Renderer {
@@ -122,7 +129,14 @@ impl Renderer {
         });
         env.set_formatter(|out, state, value| {
             if state.auto_escape() == AutoEscape::Custom(ADDRESS_ESCAPE) && !value.is_safe() {
-                out.write_str(&address_escape(&value.to_string()))?;
+                match value.as_str() {
+                    Some(text) => out.write_str(&address_escape(text))?,
+                    None => out.write_str(&address_escape(&value.to_string()))?,
+                }
+                Ok(())
+            } else if let (AutoEscape::None, Some(text)) = (state.auto_escape(), value.as_str()) {
+                // What the default formatter writes, without the fmt machinery.
+                out.write_str(text)?;
                 Ok(())
             } else {
                 minijinja::escape_formatter(out, state, value)
@@ -161,6 +175,8 @@ impl Renderer {
             html: None,
             markdown: None,
             vars: Value::from_serialize(&job.vars),
+            constants: HashMap::new(),
+            constant_addresses: HashMap::new(),
         };
 
         let mut diags = Vec::new();
@@ -173,11 +189,17 @@ impl Renderer {
             }
         }
         for (key, source) in inline_sources {
+            let constant = !source.contains('{');
             if let Err(e) = renderer.env.add_template_owned(key.clone(), source) {
                 diags.push(Diagnostic::new(
                     renderer.job_location(&key),
                     format!("{key}: template syntax error: {}", error_text(&e)),
                 ));
+            } else if constant {
+                // No tag, expression or comment: the same text for every row.
+                if let Ok(text) = renderer.env.get_template(&key).and_then(|t| t.render(())) {
+                    renderer.constants.insert(key, text);
+                }
             }
         }
         let mut seen = HashSet::new();
@@ -228,6 +250,14 @@ impl Renderer {
             }
         }
         renderer.undeclared = undeclared;
+        renderer.constant_addresses = ADDRESS_KEYS
+            .iter()
+            .filter_map(|key| {
+                let text = renderer.constants.get(*key)?;
+                let list = parse_mailbox_list(text).ok()?;
+                Some((key.to_string(), list))
+            })
+            .collect();
         Ok(renderer)
     }
 
@@ -278,7 +308,7 @@ impl Renderer {
         let mut row = RowRender {
             r: self,
             rec: recipient,
-            ctx: self.context(recipient),
+            ctx: context::row_context(recipient, &self.vars),
             diags: Vec::new(),
         };
         let mut draft = Draft {
@@ -355,20 +385,6 @@ impl Renderer {
         }
     }
 
-    fn context(&self, rec: &Recipient) -> Value {
-        let columns: BTreeMap<String, Value> = rec
-            .headers
-            .iter()
-            .zip(&rec.values)
-            .map(|(h, v)| (h.clone(), Value::from(v.as_str())))
-            .collect();
-        let mut ctx = columns.clone();
-        ctx.insert("row".into(), Value::from(rec.row));
-        ctx.insert("job".into(), self.vars.clone());
-        ctx.insert("columns".into(), Value::from_iter(columns));
-        Value::from_iter(ctx)
-    }
-
     /// Where a job key is: the job file, at the key's line when it can be found.
     fn job_location(&self, key: &str) -> Location {
         Location {
@@ -429,6 +445,9 @@ impl RowRender<'_> {
                 .any(|t| t.as_deref() == Some(name));
         if !known {
             return None;
+        }
+        if let Some(text) = self.r.constants.get(name) {
+            return Some(text.clone());
         }
         let template = self.r.env.get_template(name).ok()?;
         match template.render(&self.ctx) {
@@ -548,6 +567,9 @@ impl RowRender<'_> {
 
     /// An address key: rendered, checked, parsed. Blank renders as no address.
     fn addresses(&mut self, key: &str) -> Option<Vec<Mailbox>> {
+        if let Some(list) = self.r.constant_addresses.get(key) {
+            return Some(list.clone());
+        }
         let value = self.header_value(key)?;
         if value.trim().is_empty() {
             return Some(Vec::new());
@@ -752,9 +774,13 @@ const ADDRESS_ESCAPE: &str = "address";
 /// nothing) as it stands; anything else — a name with a comma, or text that
 /// would add a second address — becomes one RFC 5322 quoted-string, so a CSV
 /// value can never add a recipient.
-fn address_escape(value: &str) -> String {
-    if value.trim().is_empty() || parse_mailbox_list(value).is_ok_and(|list| list.len() == 1) {
-        return value.to_string();
+fn address_escape(value: &str) -> Cow<'_, str> {
+    // Every mailbox has an '@', so text without one is never "one address"
+    // (and the parser, which would only say so, is skipped).
+    if value.trim().is_empty()
+        || (value.contains('@') && parse_mailbox_list(value).is_ok_and(|list| list.len() == 1))
+    {
+        return Cow::Borrowed(value);
     }
     let mut quoted = String::with_capacity(value.len() + 2);
     quoted.push('"');
@@ -765,7 +791,7 @@ fn address_escape(value: &str) -> String {
         quoted.push(c);
     }
     quoted.push('"');
-    quoted
+    Cow::Owned(quoted)
 }
 
 fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, String> {
