@@ -60,6 +60,9 @@ impl Draft {
     /// Every envelope recipient: To, Cc and Bcc addresses, deduplicated
     /// case-insensitively, in that order.
     pub fn envelope_recipients(&self) -> Vec<String> {
+        if let ([one], [], []) = (self.to.as_slice(), self.cc.as_slice(), self.bcc.as_slice()) {
+            return vec![one.addr.clone()];
+        }
         let mut seen = std::collections::HashSet::new();
         self.to
             .iter()

@@ -329,6 +329,21 @@ fn multipart<'a>(kind: &str, seed: &str, n: &mut u32, parts: Vec<MimePart<'a>>) 
 /// [`MAX_7BIT_LINE`] octets) that needs no transfer encoding.
 fn normalize_into(s: &str, out: &mut Vec<u8>) -> bool {
     out.reserve(s.len() + s.len() / 32 + 2);
+    let bytes = s.as_bytes();
+    if bytes.is_ascii() && memchr::memchr2(0, b'\r', bytes).is_none() {
+        // The usual template output: ASCII with LF line ends. Whole-text
+        // scans instead of per-line ones; only line lengths are left to check.
+        let mut plain = true;
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', bytes) {
+            plain &= end - start <= MAX_7BIT_LINE;
+            out.extend_from_slice(&bytes[start..end]);
+            out.extend_from_slice(b"\r\n");
+            start = end + 1;
+        }
+        out.extend_from_slice(&bytes[start..]);
+        return plain && bytes.len() - start <= MAX_7BIT_LINE;
+    }
     let mut plain = true;
     let mut rest = s.as_bytes();
     loop {

@@ -671,6 +671,9 @@ impl RowRender<'_> {
     /// Local `<img src="rel/path.png">` files become inline parts referenced
     /// by `cid:`; remote, `data:` and `cid:` sources are left alone.
     fn inline_images(&mut self, html: String) -> (String, Vec<Attachment>) {
+        if find_ci(&html, "<img").is_none() {
+            return (html, Vec::new());
+        }
         let mut out = String::with_capacity(html.len());
         let mut images: Vec<(String, Attachment)> = Vec::new();
         let mut rest = html.as_str();
@@ -775,11 +778,12 @@ const ADDRESS_ESCAPE: &str = "address";
 /// would add a second address — becomes one RFC 5322 quoted-string, so a CSV
 /// value can never add a recipient.
 fn address_escape(value: &str) -> Cow<'_, str> {
+    if value.trim().is_empty() || looks_like_addr_spec(value) {
+        return Cow::Borrowed(value);
+    }
     // Every mailbox has an '@', so text without one is never "one address"
     // (and the parser, which would only say so, is skipped).
-    if value.trim().is_empty()
-        || (value.contains('@') && parse_mailbox_list(value).is_ok_and(|list| list.len() == 1))
-    {
+    if value.contains('@') && parse_mailbox_list(value).is_ok_and(|list| list.len() == 1) {
         return Cow::Borrowed(value);
     }
     let mut quoted = String::with_capacity(value.len() + 2);
@@ -792,6 +796,22 @@ fn address_escape(value: &str) -> Cow<'_, str> {
     }
     quoted.push('"');
     Cow::Owned(quoted)
+}
+
+/// One `@` among characters that cannot end an address, start another or
+/// open a quote, comment, route or group (the usual shape of an email
+/// column). Such a value stays one list entry whatever it is; whether it is
+/// a valid address is for the parse of the whole rendered value to say.
+fn looks_like_addr_spec(value: &str) -> bool {
+    let mut ats = 0;
+    for b in value.bytes() {
+        match b {
+            b'@' => ats += 1,
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'+' => {}
+            _ => return false,
+        }
+    }
+    ats == 1
 }
 
 fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, String> {
@@ -923,10 +943,14 @@ fn markdown_to_html(md: &str) -> String {
 }
 
 fn find_ci(haystack: &str, needle: &str) -> Option<usize> {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    let (hay, needle) = (haystack.as_bytes(), needle.as_bytes());
+    let (&first, tail) = needle.split_first()?;
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    // memchr finds the candidates for the first byte; only those are compared.
+    memchr::memchr2_iter(lower, upper, hay).find(|&i| {
+        hay.get(i + 1..i + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(tail))
+    })
 }
 
 /// Byte range of the `src` attribute's value inside an `<img …>` tag.
@@ -1428,6 +1452,15 @@ mod tests {
     fn renderer_can_move_to_a_render_thread() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Renderer>();
+    }
+
+    #[test]
+    fn find_ci_ignores_ascii_case_and_stops_at_the_end() {
+        assert_eq!(find_ci("<p><IMG src=a>", "<img"), Some(3));
+        assert_eq!(find_ci("<p><iMg", "<img"), Some(3));
+        assert_eq!(find_ci("<p><im", "<img"), None);
+        assert_eq!(find_ci("x SRC=", "src"), Some(2));
+        assert_eq!(find_ci("", "src"), None);
     }
 
     #[test]
