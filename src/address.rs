@@ -301,7 +301,12 @@ fn check_domain(domain: &str) -> Result<(), String> {
             Err(format!("[{lit}] is not a valid address literal"))
         };
     }
-    let ascii = domain_to_ascii(domain).ok_or("the domain cannot be encoded as IDNA")?;
+    let ascii = if domain.is_ascii() {
+        std::borrow::Cow::Borrowed(domain)
+    } else {
+        let encoded = domain_to_ascii(domain).ok_or("the domain cannot be encoded as IDNA")?;
+        std::borrow::Cow::Owned(encoded)
+    };
     if ascii.len() > MAX_DOMAIN {
         return Err(format!(
             "the domain is {} octets long; at most {MAX_DOMAIN} are allowed",

@@ -19,12 +19,12 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
+use mail_builder::encoders::quoted_printable::quoted_printable_encode;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::date::Date;
 use mail_builder::headers::text::Text;
 use mail_builder::headers::Header;
 use mail_builder::mime::{BodyPart, MimePart};
-use sha2::{Digest, Sha256};
 
 use crate::message::{Attachment, Draft, Envelope, Mailbox, Outgoing};
 
@@ -55,18 +55,22 @@ pub fn message_id(run_id: &str, row: u64, from: &Mailbox) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
         })
         .unwrap_or("localhost");
+    let mut id = String::with_capacity(run_id.len() + domain.len() + 24);
+    id.push('<');
     // The run id is ours, but keep the left part a valid dot-atom whatever it is.
-    let left: String = run_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("<{left}.{row}@{domain}>")
+    id.extend(run_id.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+            c
+        } else {
+            '_'
+        }
+    }));
+    id.push('.');
+    id.push_str(itoa::Buffer::new().format(row));
+    id.push('@');
+    id.push_str(domain);
+    id.push('>');
+    id
 }
 
 /// Build the message bytes (CRLF, 7-bit-safe bodies, lines ≤ 998 octets).
@@ -222,15 +226,16 @@ fn push_list_item(out: &mut Vec<u8>, i: usize, item: &str, mut line_len: usize) 
         out.push(b',');
         line_len += 1;
     }
-    let first_line = item.split("\r\n").next().unwrap_or("");
-    if i > 0 && line_len + 1 + first_line.len() > FOLD_AT {
+    // Items are folded only with CRLF, and hold no other CR or LF.
+    let first_line = memchr::memchr(b'\r', item.as_bytes()).unwrap_or(item.len());
+    if i > 0 && line_len + 1 + first_line > FOLD_AT {
         out.extend_from_slice(b"\r\n");
         line_len = 0;
     }
     out.push(b' ');
     out.extend_from_slice(item.as_bytes());
-    match item.rfind("\r\n") {
-        Some(p) => item.len() - p - 2,
+    match memchr::memrchr(b'\n', item.as_bytes()) {
+        Some(p) => item.len() - p - 1,
         None => line_len + 1 + item.len(),
     }
 }
@@ -271,8 +276,9 @@ fn format_mailbox_into(m: &Mailbox, out: &mut String) {
             out.push_str(word);
         }
     }
-    let last_line = out[start..].rsplit("\r\n").next().unwrap_or("");
-    if last_line.len() + m.addr.len() + 3 > FOLD_AT {
+    let phrase = &out.as_bytes()[start..];
+    let last_line = memchr::memrchr(b'\n', phrase).map_or(phrase.len(), |p| phrase.len() - p - 1);
+    if last_line + m.addr.len() + 3 > FOLD_AT {
         out.push_str("\r\n <");
     } else {
         out.push_str(" <");
@@ -301,23 +307,40 @@ fn encoded_words(text: &str) -> Vec<String> {
     words
 }
 
-/// A per-message seed for boundaries. `=_` cannot occur in base64 or
-/// quoted-printable output, so these boundaries never collide with a body.
+/// A per-message seed for boundaries: `=_ms_` and 16 hex digits of an
+/// FNV-1a hash of the Message-ID (deterministic; collisions with a body are
+/// ruled out by [`text_part`], not by the hash). `=_` cannot occur in base64
+/// or quoted-printable output.
 fn boundary_seed(message_id: &str) -> String {
+    let hash = message_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(message_id.as_bytes());
-    let mut seed = String::with_capacity(21);
-    seed.push_str("=_ms_");
-    for b in &digest[..8] {
-        seed.push(char::from(HEX[usize::from(b >> 4)]));
-        seed.push(char::from(HEX[usize::from(b & 15)]));
-    }
+    let mut seed = String::with_capacity(BOUNDARY_PREFIX.len() + 16);
+    seed.push_str(BOUNDARY_PREFIX);
+    seed.extend(
+        (0..16)
+            .rev()
+            .map(|i| char::from(HEX[(hash >> (i * 4)) as usize & 15])),
+    );
     seed
 }
 
-fn multipart<'a>(kind: &str, seed: &str, n: &mut u32, parts: Vec<MimePart<'a>>) -> MimePart<'a> {
+/// How every boundary of ours starts.
+const BOUNDARY_PREFIX: &str = "=_ms_";
+
+fn multipart<'a>(
+    kind: &'static str,
+    seed: &str,
+    n: &mut u32,
+    parts: Vec<MimePart<'a>>,
+) -> MimePart<'a> {
     *n += 1;
-    let ct = ContentType::new(kind.to_string()).attribute("boundary", format!("{seed}_{n}"));
+    let mut boundary = String::with_capacity(seed.len() + 4);
+    boundary.push_str(seed);
+    boundary.push('_');
+    boundary.push_str(itoa::Buffer::new().format(*n));
+    let ct = ContentType::new(kind).attribute("boundary", boundary);
     MimePart::new(ct, BodyPart::Multipart(parts))
 }
 
@@ -374,9 +397,21 @@ fn text_part(kind: &str, body: &str) -> MimePart<'static> {
     let mut bytes = Vec::with_capacity(body.len() + 128);
     bytes.extend_from_slice(b"Content-Type: ");
     bytes.extend_from_slice(kind.as_bytes());
-    bytes.extend_from_slice(b"; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n");
+    bytes.extend_from_slice(b"; charset=\"utf-8\"\r\nContent-Transfer-Encoding: ");
+    let encoding = bytes.len();
+    bytes.extend_from_slice(b"7bit\r\n\r\n");
     let head = bytes.len();
     if normalize_into(body, &mut bytes) {
+        if memchr::memmem::find(&bytes[head..], BOUNDARY_PREFIX.as_bytes()).is_none() {
+            return MimePart::raw(BodyPart::Binary(bytes.into()));
+        }
+        // Text that could contain one of our boundaries (a CSV value can put
+        // anything in a body) goes quoted-printable, which writes every '='
+        // as "=3D": no body line can then close a part early.
+        let text = bytes.split_off(head);
+        bytes.truncate(encoding);
+        bytes.extend_from_slice(b"quoted-printable\r\n\r\n");
+        quoted_printable_encode(&text, &mut bytes, true).expect("Vec write");
         return MimePart::raw(BodyPart::Binary(bytes.into()));
     }
     // Only ASCII bytes were replaced by ASCII bytes, so the text is still UTF-8.
@@ -639,6 +674,25 @@ mod tests {
         assert_eq!(ct.subtype(), Some("alternative"));
         assert_eq!(m.body_text(0).unwrap(), "你好 李雷,\r\nline two\r\n");
         assert_eq!(m.body_html(0).unwrap(), "<p>你好 <b>李雷</b></p>\r\n");
+    }
+
+    #[test]
+    fn a_body_line_equal_to_the_boundary_cannot_end_the_part() {
+        let mut d = base_draft();
+        let boundary = format!("{}_1", boundary_seed(&opts().message_id));
+        let text = format!(
+            "before\n--{boundary}--\nContent-Type: text/html\n\n<b>x</b>\n--{boundary}\nafter\n"
+        );
+        d.text = Some(text.clone());
+        let bytes = build(&d, &opts());
+        let m = MessageParser::new().parse(&bytes).unwrap();
+        assert_eq!(m.text_body.len(), 1);
+        assert_eq!(m.html_body.len(), 1);
+        assert_eq!(m.body_text(0).unwrap(), text.replace('\n', "\r\n"));
+        assert_eq!(m.body_html(0).unwrap(), "<p>你好 <b>李雷</b></p>\r\n");
+        // The alternative's own delimiter lines are the only ones on the wire.
+        let wire = String::from_utf8(bytes).unwrap();
+        assert_eq!(wire.matches(&format!("\r\n--{boundary}\r\n")).count(), 2);
     }
 
     #[test]

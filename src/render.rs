@@ -61,7 +61,7 @@ pub struct Renderer {
     /// Template name → the file it was loaded from (filled by the loader).
     files: Arc<Mutex<HashMap<String, PathBuf>>>,
     /// Names of the inline templates (job keys such as `subject`).
-    inline: Arc<HashSet<String>>,
+    inline: Arc<Keys>,
     /// Template name → variables it uses that it does not define itself.
     undeclared: HashMap<String, HashSet<String>>,
     header_names: Vec<String>,
@@ -71,9 +71,9 @@ pub struct Renderer {
     markdown: Option<String>,
     vars: Value,
     /// Inline templates without any tag: key → their text, rendered once.
-    constants: HashMap<String, String>,
+    constants: Vec<(String, String)>,
     /// Address keys among those that parse: key → the addresses.
-    constant_addresses: HashMap<String, Vec<Mailbox>>,
+    constant_addresses: Vec<(String, Vec<Mailbox>)>,
 }
 
 impl Renderer {
@@ -111,8 +111,9 @@ impl Renderer {
         if let Some(l) = &job.list_unsubscribe {
             inline_sources.push(("list_unsubscribe".into(), l.clone()));
         }
-        let inline: Arc<HashSet<String>> =
-            Arc::new(inline_sources.iter().map(|(k, _)| k.clone()).collect());
+        let inline = Arc::new(Keys(
+            inline_sources.iter().map(|(k, _)| k.clone()).collect(),
+        ));
 
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -175,8 +176,8 @@ impl Renderer {
             html: None,
             markdown: None,
             vars: Value::from_serialize(&job.vars),
-            constants: HashMap::new(),
-            constant_addresses: HashMap::new(),
+            constants: Vec::new(),
+            constant_addresses: Vec::new(),
         };
 
         let mut diags = Vec::new();
@@ -198,7 +199,7 @@ impl Renderer {
             } else if constant {
                 // No tag, expression or comment: the same text for every row.
                 if let Ok(text) = renderer.env.get_template(&key).and_then(|t| t.render(())) {
-                    renderer.constants.insert(key, text);
+                    renderer.constants.push((key, text));
                 }
             }
         }
@@ -239,7 +240,7 @@ impl Renderer {
         }
 
         let mut undeclared = HashMap::new();
-        for name in renderer.inline.iter().chain(seen.iter()) {
+        for name in renderer.inline.0.iter().chain(seen.iter()) {
             if let Ok(t) = renderer.env.get_template(name) {
                 let vars: HashSet<String> = t
                     .undeclared_variables(false)
@@ -253,7 +254,7 @@ impl Renderer {
         renderer.constant_addresses = ADDRESS_KEYS
             .iter()
             .filter_map(|key| {
-                let text = renderer.constants.get(*key)?;
+                let text = lookup(&renderer.constants, key)?;
                 let list = parse_mailbox_list(text).ok()?;
                 Some((key.to_string(), list))
             })
@@ -446,7 +447,7 @@ impl RowRender<'_> {
         if !known {
             return None;
         }
-        if let Some(text) = self.r.constants.get(name) {
+        if let Some(text) = lookup(&self.r.constants, name) {
             return Some(text.clone());
         }
         let template = self.r.env.get_template(name).ok()?;
@@ -542,6 +543,12 @@ impl RowRender<'_> {
     /// Render a value that goes into a header and refuse control characters.
     fn header_value(&mut self, key: &str) -> Option<String> {
         let value = self.render_template(key)?;
+        let printable = value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) || b == b'\t');
+        if printable {
+            return Some(value);
+        }
         if let Some(bad) = value.chars().find(|&c| is_forbidden_in_header(c)) {
             let column = self
                 .rec
@@ -567,7 +574,7 @@ impl RowRender<'_> {
 
     /// An address key: rendered, checked, parsed. Blank renders as no address.
     fn addresses(&mut self, key: &str) -> Option<Vec<Mailbox>> {
-        if let Some(list) = self.r.constant_addresses.get(key) {
+        if let Some(list) = lookup(&self.r.constant_addresses, key) {
             return Some(list.clone());
         }
         let value = self.header_value(key)?;
@@ -765,6 +772,22 @@ fn first_line_naming(source: &str, ident: &str) -> Option<u64> {
         i += rest.chars().next().map_or(1, char::len_utf8);
     }
     None
+}
+
+/// A few job keys. Rows look keys up a dozen times each, and a scan of a
+/// short list beats hashing the key.
+#[derive(Debug)]
+struct Keys(Vec<String>);
+
+impl Keys {
+    fn contains(&self, key: &str) -> bool {
+        self.0.iter().any(|k| k == key)
+    }
+}
+
+/// The value for `key` in a short list of pairs.
+fn lookup<'a, V>(pairs: &'a [(String, V)], key: &str) -> Option<&'a V> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
 /// The keys whose rendered value is a list of addresses.
