@@ -28,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
+use minijinja::{AutoEscape, Environment, ErrorKind, Template, UndefinedBehavior, Value};
 
 use crate::error::{Diagnostic, Error, Location, Result};
 use crate::job::Job;
@@ -304,86 +304,21 @@ impl Renderer {
         }
     }
 
-    /// Render one recipient; every problem in the row is reported.
+    /// Render one recipient; every problem in the row is reported. For many
+    /// rows, [`Renderer::rows`] looks the templates up once.
     pub fn render(&self, recipient: &Recipient) -> std::result::Result<Draft, Vec<Diagnostic>> {
-        let mut row = RowRender {
-            r: self,
-            rec: recipient,
-            ctx: context::row_context(recipient, &self.vars),
-            diags: Vec::new(),
-        };
-        let mut draft = Draft {
-            row: recipient.row,
-            email: recipient.email.clone(),
-            ..Draft::default()
-        };
+        self.rows().render(recipient)
+    }
 
-        if let Some(list) = row.addresses("from") {
-            match list.len() {
-                1 => draft.from = list.into_iter().next(),
-                n => {
-                    let d = row.diag_at_key("from", format!("from: expected one address, got {n}"));
-                    row.diags.push(d);
-                }
-            }
-        }
-        draft.reply_to = row.addresses("reply_to").unwrap_or_default();
-        if self.inline.contains("to") {
-            if let Some(list) = row.addresses("to") {
-                if list.is_empty() {
-                    let d = row.diag_at_key("to", "to: rendered to an empty address list");
-                    row.diags.push(d);
-                }
-                draft.to = list;
-            }
-        } else {
-            draft.to = vec![Mailbox {
-                name: None,
-                addr: recipient.email.clone(),
-            }];
-        }
-        draft.cc = row.addresses("cc").unwrap_or_default();
-        draft.bcc = row.addresses("bcc").unwrap_or_default();
-        if let Some(subject) = row.header_value("subject") {
-            draft.subject = subject;
-        }
-        for name in &self.header_names {
-            if let Some(v) = row.header_value(&format!("headers.{name}")) {
-                draft.headers.push((name.clone(), v));
-            }
-        }
-        if let Some(v) = row.header_value("list_unsubscribe") {
-            draft.list_unsubscribe = row.list_unsubscribe(&v);
-        }
-
-        if let Some(md_name) = &self.markdown {
-            if let Some(md) = row.render_template(md_name) {
-                draft.html = Some(markdown_to_html(&md));
-                draft.text = Some(md);
-            }
-        }
-        if let Some(name) = &self.text {
-            draft.text = row.render_template(name);
-        }
-        if let Some(name) = &self.html {
-            draft.html = row.render_template(name);
-        }
-        if let Some(html) = draft.html.take() {
-            let (html, images) = row.inline_images(html);
-            draft.html = Some(html);
-            draft.attachments.extend(images);
-        }
-        for i in 0..self.attachments.len() {
-            if let Some(a) = row.attachment(i) {
-                draft.attachments.push(a);
-            }
-        }
-
-        if row.diags.is_empty() {
-            Ok(draft)
-        } else {
-            Err(row.diags)
-        }
+    /// A renderer of many rows: the job's templates looked up once.
+    pub fn rows(&self) -> RowsRenderer<'_> {
+        let files = [&self.text, &self.html, &self.markdown];
+        let names = self.inline.0.iter().chain(files.into_iter().flatten());
+        let templates = names
+            .filter(|name| lookup(&self.constants, name).is_none())
+            .filter_map(|name| Some((name.clone(), self.env.get_template(name).ok()?)))
+            .collect();
+        RowsRenderer { r: self, templates }
     }
 
     /// Where a job key is: the job file, at the key's line when it can be found.
@@ -413,9 +348,104 @@ impl Renderer {
     }
 }
 
+/// Renders rows with the job's templates looked up once (see [`Renderer::rows`]).
+pub struct RowsRenderer<'r> {
+    r: &'r Renderer,
+    /// Template name → template, for every key and file the job sets
+    /// (constant keys excepted).
+    templates: Vec<(String, Template<'r, 'r>)>,
+}
+
+impl RowsRenderer<'_> {
+    /// Render one recipient; every problem in the row is reported.
+    pub fn render(&self, recipient: &Recipient) -> std::result::Result<Draft, Vec<Diagnostic>> {
+        let mut row = RowRender {
+            r: self.r,
+            templates: &self.templates,
+            rec: recipient,
+            ctx: context::row_context(recipient, &self.r.vars),
+            diags: Vec::new(),
+        };
+
+        let mut draft = Draft {
+            row: recipient.row,
+            email: recipient.email.clone(),
+            ..Draft::default()
+        };
+
+        if let Some(list) = row.addresses("from") {
+            match list.len() {
+                1 => draft.from = list.into_iter().next(),
+                n => {
+                    let d = row.diag_at_key("from", format!("from: expected one address, got {n}"));
+                    row.diags.push(d);
+                }
+            }
+        }
+        draft.reply_to = row.addresses("reply_to").unwrap_or_default();
+        if self.r.inline.contains("to") {
+            if let Some(list) = row.addresses("to") {
+                if list.is_empty() {
+                    let d = row.diag_at_key("to", "to: rendered to an empty address list");
+                    row.diags.push(d);
+                }
+                draft.to = list;
+            }
+        } else {
+            draft.to = vec![Mailbox {
+                name: None,
+                addr: recipient.email.clone(),
+            }];
+        }
+        draft.cc = row.addresses("cc").unwrap_or_default();
+        draft.bcc = row.addresses("bcc").unwrap_or_default();
+        if let Some(subject) = row.header_value("subject") {
+            draft.subject = subject;
+        }
+        for name in &self.r.header_names {
+            if let Some(v) = row.header_value(&format!("headers.{name}")) {
+                draft.headers.push((name.clone(), v));
+            }
+        }
+        if let Some(v) = row.header_value("list_unsubscribe") {
+            draft.list_unsubscribe = row.list_unsubscribe(&v);
+        }
+
+        if let Some(md_name) = &self.r.markdown {
+            if let Some(md) = row.render_template(md_name) {
+                draft.html = Some(markdown_to_html(&md));
+                draft.text = Some(md);
+            }
+        }
+        if let Some(name) = &self.r.text {
+            draft.text = row.render_template(name);
+        }
+        if let Some(name) = &self.r.html {
+            draft.html = row.render_template(name);
+        }
+        if let Some(html) = draft.html.take() {
+            let (html, images) = row.inline_images(html);
+            draft.html = Some(html);
+            draft.attachments.extend(images);
+        }
+        for i in 0..self.r.attachments.len() {
+            if let Some(a) = row.attachment(i) {
+                draft.attachments.push(a);
+            }
+        }
+
+        if row.diags.is_empty() {
+            Ok(draft)
+        } else {
+            Err(row.diags)
+        }
+    }
+}
+
 /// The work of rendering one row: the context and the problems found so far.
 struct RowRender<'a> {
     r: &'a Renderer,
+    templates: &'a [(String, Template<'a, 'a>)],
     rec: &'a Recipient,
     ctx: Value,
     diags: Vec<Diagnostic>,
@@ -438,19 +468,12 @@ impl RowRender<'_> {
     /// Render a template by name; `None` (with diagnostics pushed) on failure
     /// or when the template does not exist (an optional key that is absent).
     fn render_template(&mut self, name: &str) -> Option<String> {
-        // A key the job does not set is no template: asking the environment
-        // for it would run the loader (a disk search) on every row.
-        let known = self.r.inline.contains(name)
-            || [&self.r.text, &self.r.html, &self.r.markdown]
-                .iter()
-                .any(|t| t.as_deref() == Some(name));
-        if !known {
-            return None;
-        }
+        // A key the job does not set is no template (asking the environment
+        // for it would run the loader, a disk search, on every row).
         if let Some(text) = lookup(&self.r.constants, name) {
             return Some(text.clone());
         }
-        let template = self.r.env.get_template(name).ok()?;
+        let template = lookup(self.templates, name)?;
         match template.render(&self.ctx) {
             Ok(s) => Some(s),
             Err(e) => {

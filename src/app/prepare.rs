@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Diagnostic, Error, Location, Result};
 use crate::job::Job;
-use crate::message::Outgoing;
+use crate::message::{Draft, Outgoing};
 use crate::mime::{self, MimeOptions};
 use crate::recipients::RecipientReader;
 use crate::render::Renderer;
@@ -24,11 +24,12 @@ pub struct Prepared {
     pub dkim: Option<crate::dkim::Signer>,
 }
 
-/// One CSV row after rendering.
+/// One CSV row after rendering: by default into a message ready to send,
+/// or just into its [`Draft`].
 #[derive(Debug)]
-pub enum Row {
-    /// A message ready to send.
-    Message(Box<Outgoing>),
+pub enum Row<M = Box<Outgoing>> {
+    /// A message ready to send (or its draft).
+    Message(M),
     /// A duplicate address, skipped (the first row with it is sent).
     Duplicate {
         /// The row.
@@ -96,9 +97,40 @@ impl Prepared {
         date: i64,
         dkim: Option<&'a crate::dkim::Signer>,
     ) -> Result<impl Iterator<Item = Row> + 'a> {
+        Ok(self.drafts(limit)?.map(move |row| match row {
+            Row::Message(draft) => {
+                let from = draft.from.as_ref().expect("drafts have a From");
+                let opts = MimeOptions {
+                    date,
+                    message_id: mime::message_id(run_id, draft.row, from),
+                };
+                let message = mime::compose(&draft, &opts);
+                // Signed last: the signature covers the final bytes.
+                Row::Message(Box::new(match dkim {
+                    Some(signer) => signer.sign(&message, date),
+                    None => message,
+                }))
+            }
+            Row::Duplicate { row, email, first } => Row::Duplicate { row, email, first },
+            Row::Invalid {
+                row,
+                email,
+                problems,
+            } => Row::Invalid {
+                row,
+                email,
+                problems,
+            },
+        }))
+    }
+
+    /// The rows rendered into drafts (every draft has a From): all that can
+    /// go wrong with a row shows here, as building the message cannot fail.
+    fn drafts(&self, limit: Option<u64>) -> Result<impl Iterator<Item = Row<Draft>> + '_> {
         let reader = RecipientReader::open(&self.job.recipients)?;
         let allow_dups = self.job.recipients.allow_duplicates;
         let file = self.job.recipients.file.clone();
+        let renderer = self.renderer.rows();
         Ok(reader
             .take(limit.map(|l| l as usize).unwrap_or(usize::MAX))
             .map(move |item| match item {
@@ -115,37 +147,24 @@ impl Prepared {
                             first,
                         };
                     }
-                    match self.renderer.render(&r) {
+                    match renderer.render(&r) {
                         Err(problems) => Row::Invalid {
                             row: r.row,
                             email: r.email,
                             problems,
                         },
-                        Ok(draft) => {
-                            let Some(from) = draft.from.as_ref() else {
-                                return Row::Invalid {
-                                    row: r.row,
-                                    email: r.email,
-                                    problems: vec![Diagnostic::new(
-                                        Location {
-                                            row: Some(r.row),
-                                            ..Location::file(&file)
-                                        },
-                                        "no From address",
-                                    )],
-                                };
-                            };
-                            let opts = MimeOptions {
-                                date,
-                                message_id: mime::message_id(run_id, r.row, from),
-                            };
-                            let message = mime::compose(&draft, &opts);
-                            // Signed last: the signature covers the final bytes.
-                            Row::Message(Box::new(match dkim {
-                                Some(signer) => signer.sign(&message, date),
-                                None => message,
-                            }))
-                        }
+                        Ok(draft) if draft.from.is_none() => Row::Invalid {
+                            row: r.row,
+                            email: r.email,
+                            problems: vec![Diagnostic::new(
+                                Location {
+                                    row: Some(r.row),
+                                    ..Location::file(&file)
+                                },
+                                "no From address",
+                            )],
+                        },
+                        Ok(draft) => Row::Message(draft),
                     }
                 }
             }))
@@ -153,13 +172,25 @@ impl Prepared {
 
     /// Render every row (the first `limit`) and report every problem; nothing
     /// is sent by this. Returns (messages, duplicates skipped).
-    pub fn validate(&self, limit: Option<u64>) -> Result<(u64, u64)> {
+    ///
+    /// With `encode`, every message is also built (MIME-encoded), as `check`
+    /// does; `run` skips that here, since building cannot fail and it builds
+    /// each message again as it sends.
+    pub fn validate(&self, limit: Option<u64>, encode: bool) -> Result<(u64, u64)> {
+        // Unsigned: the key loaded in `prepare`, and signing every row of a
+        // big list just to count them would cost seconds for nothing.
+        if encode {
+            self.tally(self.rows_with(limit, "check", 0, None)?)
+        } else {
+            self.tally(self.drafts(limit)?)
+        }
+    }
+
+    fn tally<M>(&self, rows: impl Iterator<Item = Row<M>>) -> Result<(u64, u64)> {
         let mut problems = Vec::new();
         let mut more = 0usize;
         let (mut ok, mut dups) = (0u64, 0u64);
-        // Unsigned: the key loaded in `prepare`, and signing every row of a
-        // big list just to count them would cost seconds for nothing.
-        for row in self.rows_with(limit, "check", 0, None)? {
+        for row in rows {
             match row {
                 Row::Message(_) => ok += 1,
                 Row::Duplicate { .. } => dups += 1,

@@ -13,7 +13,7 @@ const BULK_WARNING: u64 = 300;
 /// `mailshot check JOB [--connect]`.
 pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     let prepared = prepare(&args.job.job, &args.job.vars)?;
-    let (messages, dups) = prepared.validate(None)?;
+    let (messages, dups) = prepared.validate(None, true)?;
     eprintln!(
         "{}: {messages} messages render cleanly{}",
         args.job.job.display(),
@@ -87,7 +87,7 @@ pub fn dry_run(args: &RunArgs) -> Result<ExitCode> {
     };
     let prepared = prepare(&args.job.job, &args.job.vars)?;
     // Every row must render before a single file is written.
-    prepared.validate(args.limit)?;
+    prepared.validate(args.limit, false)?;
     std::fs::create_dir_all(out).map_err(|e| Error::Software(format!("{}: {e}", out.display())))?;
     let run_id = format!("dry{:08x}", fastrand::u32(..));
     let (mut written, mut skipped) = (0u64, 0u64);

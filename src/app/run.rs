@@ -122,7 +122,7 @@ pub fn open_failure(live: &Live, failure: SessionFailure) -> Error {
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let prepared = prepare(&args.job.job, &args.job.vars)?;
     // Nothing is sent unless every row renders.
-    let (messages, duplicates) = prepared.validate(args.limit)?;
+    let (messages, duplicates) = prepared.validate(args.limit, false)?;
     let job = &prepared.job;
 
     let mut target = target::resolve(Some(job), args.smtp.as_deref())?;
