@@ -175,12 +175,17 @@ fn push_header_line(out: &mut Vec<u8>, name: &str, value: &str) {
 /// anything else (non-ASCII, or a "word" too long to fold) goes through
 /// mail-builder's encoded-word writer, which splits into ≤ 76-octet words.
 fn write_text_header(out: &mut Vec<u8>, name: &str, value: &str) {
-    let printable = value
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) || b == b'\t');
-    let longest_word = value.split([' ', '\t']).map(str::len).max().unwrap_or(0);
-    let looks_encoded = value.contains("=?");
-    if printable && !looks_encoded && name.len() + 2 + longest_word < 900 {
+    // One pass: printable ASCII, no "=?" (it would read as an encoded-word)
+    // and the longest run between blanks.
+    let (mut printable, mut longest_word, mut word, mut prev) = (true, 0, 0, 0u8);
+    for b in value.bytes() {
+        printable &= (0x20..0x7f).contains(&b) || b == b'\t';
+        printable &= !(prev == b'=' && b == b'?');
+        word = if b == b' ' || b == b'\t' { 0 } else { word + 1 };
+        longest_word = longest_word.max(word);
+        prev = b;
+    }
+    if printable && name.len() + 2 + longest_word < 900 {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b":");
         let mut line_len = name.len() + 1;

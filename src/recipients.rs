@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -255,7 +255,16 @@ impl RecipientReader {
             return Err(self.diag(line, Some(column), format!("invalid address: {e}")));
         }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        email.to_lowercase().hash(&mut hasher);
+        let mut buf = [0u8; 256];
+        if email.is_ascii() && email.len() <= buf.len() {
+            // The lowercase copy on the stack (addresses are at most 254 octets).
+            let lower = &mut buf[..email.len()];
+            lower.copy_from_slice(email.as_bytes());
+            lower.make_ascii_lowercase();
+            hasher.write(lower);
+        } else {
+            hasher.write(email.to_lowercase().as_bytes());
+        }
         let row32 = u32::try_from(self.row).unwrap_or(u32::MAX);
         let first = *self.seen.entry(hasher.finish()).or_insert(row32);
         Ok(Recipient {
