@@ -59,29 +59,31 @@ fn split_entries(input: &str) -> Result<Vec<&str>, String> {
     let mut escaped = false;
     let mut angle = false;
     let mut paren = 0usize;
-    for (i, c) in input.char_indices() {
+    // Bytes, not chars: every delimiter is ASCII, and no byte of a multi-byte
+    // UTF-8 character is (an escaped one is skipped from its first byte on).
+    for (i, &b) in input.as_bytes().iter().enumerate() {
         if in_quote {
             if escaped {
                 escaped = false;
-            } else if c == '\\' {
+            } else if b == b'\\' {
                 escaped = true;
-            } else if c == '"' {
+            } else if b == b'"' {
                 in_quote = false;
             }
             continue;
         }
-        match c {
-            '"' => in_quote = true,
-            '<' if angle => return Err("nested '<' in address list".into()),
-            '<' => angle = true,
-            '>' if !angle => return Err("'>' without a matching '<' in address list".into()),
-            '>' => angle = false,
-            '(' if !angle => paren += 1,
-            ')' if !angle && paren == 0 => {
+        match b {
+            b'"' => in_quote = true,
+            b'<' if angle => return Err("nested '<' in address list".into()),
+            b'<' => angle = true,
+            b'>' if !angle => return Err("'>' without a matching '<' in address list".into()),
+            b'>' => angle = false,
+            b'(' if !angle => paren += 1,
+            b')' if !angle && paren == 0 => {
                 return Err("')' without a matching '(' in address list".into())
             }
-            ')' if !angle => paren -= 1,
-            ',' if !angle && paren == 0 => {
+            b')' if !angle => paren -= 1,
+            b',' if !angle && paren == 0 => {
                 entries.push(&input[start..i]);
                 start = i + 1;
             }
@@ -138,20 +140,22 @@ fn parse_mailbox(entry: &str) -> Result<Mailbox, String> {
 
 /// Byte index of the first `target` outside a quoted string.
 fn find_unquoted(s: &str, target: char) -> Option<usize> {
+    // Every caller looks for an ASCII delimiter; bytes as in `split_entries`.
+    let target = u8::try_from(target).ok().filter(u8::is_ascii)?;
     let mut in_quote = false;
     let mut escaped = false;
-    for (i, c) in s.char_indices() {
+    for (i, &b) in s.as_bytes().iter().enumerate() {
         if in_quote {
             if escaped {
                 escaped = false;
-            } else if c == '\\' {
+            } else if b == b'\\' {
                 escaped = true;
-            } else if c == '"' {
+            } else if b == b'"' {
                 in_quote = false;
             }
-        } else if c == '"' {
+        } else if b == b'"' {
             in_quote = true;
-        } else if c == target {
+        } else if b == target {
             return Some(i);
         }
     }

@@ -28,7 +28,12 @@ struct RowVars {
 
 impl RowVars {
     fn column(&self, name: &str) -> Option<Value> {
-        let i = self.headers.iter().position(|h| h == name)?;
+        // Length and first byte rule out most names before comparing bytes.
+        let first = name.as_bytes().first();
+        let i = self
+            .headers
+            .iter()
+            .position(|h| h.len() == name.len() && h.as_bytes().first() == first && h == name)?;
         self.values.get(i).cloned()
     }
 }
