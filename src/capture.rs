@@ -14,6 +14,7 @@
 //! carrying the envelope, so tests can see Bcc recipients that the message
 //! headers must not show.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -295,7 +296,10 @@ struct Session<'a> {
     conn: Conn,
     peer: SocketAddr,
     shared: &'a Shared,
-    inbuf: Vec<u8>,
+    /// Received, not yet parsed. A deque: a pipelining client can have
+    /// hundreds of kilobytes in flight, and taking each line off the front
+    /// of a `Vec` would move all of them every time.
+    inbuf: VecDeque<u8>,
     out: Vec<u8>,
     helo: bool,
     esmtp: bool,
@@ -313,7 +317,7 @@ impl<'a> Session<'a> {
             conn: Conn::Plain(sock),
             peer,
             shared,
-            inbuf: Vec::with_capacity(8192),
+            inbuf: VecDeque::with_capacity(8192),
             out: Vec::with_capacity(1024),
             helo: false,
             esmtp: false,
@@ -385,7 +389,7 @@ impl<'a> Session<'a> {
                 Err(e) => return Err(e),
             }
         };
-        self.inbuf.extend_from_slice(&buf[..n]);
+        self.inbuf.extend(&buf[..n]);
         Ok(n > 0)
     }
 
@@ -395,7 +399,7 @@ impl<'a> Session<'a> {
         let mut scanned = 0;
         let mut too_long = false;
         loop {
-            if let Some(pos) = self.inbuf[scanned..].iter().position(|&b| b == b'\n') {
+            if let Some(pos) = self.inbuf.iter().skip(scanned).position(|&b| b == b'\n') {
                 let end = scanned + pos + 1;
                 let line: Vec<u8> = self.inbuf.drain(..end).collect();
                 return Ok(if too_long || line.len() > max {
@@ -423,9 +427,10 @@ impl<'a> Session<'a> {
         loop {
             let take = remaining.min(self.inbuf.len() as u64) as usize;
             if keep {
-                chunk.extend_from_slice(&self.inbuf[..take]);
+                chunk.extend(self.inbuf.drain(..take));
+            } else {
+                self.inbuf.drain(..take);
             }
-            self.inbuf.drain(..take);
             remaining -= take as u64;
             if remaining == 0 {
                 return Ok(Some(chunk));
