@@ -19,14 +19,13 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use mail_builder::encoders::quoted_printable::quoted_printable_encode;
-use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::date::Date;
 use mail_builder::headers::text::Text;
 use mail_builder::headers::Header;
-use mail_builder::mime::{BodyPart, MimePart};
 
-use crate::message::{Attachment, Draft, Envelope, Mailbox, Outgoing};
+use crate::message::{Draft, Envelope, Mailbox, Outgoing};
+
+mod body;
 
 /// Per-message inputs that are not in the draft.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,9 +76,7 @@ pub fn message_id(run_id: &str, row: u64, from: &Mailbox) -> String {
 pub fn build(draft: &Draft, opts: &MimeOptions) -> Vec<u8> {
     let mut out = Vec::with_capacity(4096 + draft.text.as_ref().map_or(0, |t| t.len() * 2));
     write_headers(draft, opts, &mut out);
-    let root = body_tree(draft, &boundary_seed(&opts.message_id));
-    root.write_part(&mut out)
-        .expect("writing into a Vec cannot fail");
+    body::write(draft, &boundary_seed(&opts.message_id), &mut out);
     out
 }
 
@@ -314,7 +311,7 @@ fn encoded_words(text: &str) -> Vec<String> {
 
 /// A per-message seed for boundaries: `=_ms_` and 16 hex digits of an
 /// FNV-1a hash of the Message-ID (deterministic; collisions with a body are
-/// ruled out by [`text_part`], not by the hash). `=_` cannot occur in base64
+/// ruled out by the text part writer, not by the hash). `=_` cannot occur in base64
 /// or quoted-printable output.
 fn boundary_seed(message_id: &str) -> String {
     let hash = message_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -333,21 +330,6 @@ fn boundary_seed(message_id: &str) -> String {
 
 /// How every boundary of ours starts.
 const BOUNDARY_PREFIX: &str = "=_ms_";
-
-fn multipart<'a>(
-    kind: &'static str,
-    seed: &str,
-    n: &mut u32,
-    parts: Vec<MimePart<'a>>,
-) -> MimePart<'a> {
-    *n += 1;
-    let mut boundary = String::with_capacity(seed.len() + 4);
-    boundary.push_str(seed);
-    boundary.push('_');
-    boundary.push_str(itoa::Buffer::new().format(*n));
-    let ct = ContentType::new(kind).attribute("boundary", boundary);
-    MimePart::new(ct, BodyPart::Multipart(parts))
-}
 
 /// Canonical form (RFC 2045 §6.8): every line break becomes CRLF before
 /// encoding, so base64 bodies decode to CRLF text too, and a lone CR or LF
@@ -394,109 +376,6 @@ fn normalize_into(s: &str, out: &mut Vec<u8>) -> bool {
 /// Longest line sent as plain 7bit (RFC 5322 2.1.1's hard limit); longer
 /// ones are left to mail-builder, which picks quoted-printable or base64.
 const MAX_7BIT_LINE: usize = 998;
-
-fn text_part(kind: &str, body: &str) -> MimePart<'static> {
-    // The common case — ASCII text in short lines — needs no transfer
-    // encoding; writing it whole here is several times faster than
-    // mail-builder's byte-at-a-time 7bit copy, and the bytes are the same.
-    let mut bytes = Vec::with_capacity(body.len() + 128);
-    bytes.extend_from_slice(b"Content-Type: ");
-    bytes.extend_from_slice(kind.as_bytes());
-    bytes.extend_from_slice(b"; charset=\"utf-8\"\r\nContent-Transfer-Encoding: ");
-    let encoding = bytes.len();
-    bytes.extend_from_slice(b"7bit\r\n\r\n");
-    let head = bytes.len();
-    if normalize_into(body, &mut bytes) {
-        if memchr::memmem::find(&bytes[head..], BOUNDARY_PREFIX.as_bytes()).is_none() {
-            return MimePart::raw(BodyPart::Binary(bytes.into()));
-        }
-        // Text that could contain one of our boundaries (a CSV value can put
-        // anything in a body) goes quoted-printable, which writes every '='
-        // as "=3D": no body line can then close a part early.
-        let text = bytes.split_off(head);
-        bytes.truncate(encoding);
-        bytes.extend_from_slice(b"quoted-printable\r\n\r\n");
-        quoted_printable_encode(&text, &mut bytes, true).expect("Vec write");
-        return MimePart::raw(BodyPart::Binary(bytes.into()));
-    }
-    // Only ASCII bytes were replaced by ASCII bytes, so the text is still UTF-8.
-    let text = String::from_utf8(bytes.split_off(head)).expect("CR/LF replacement keeps UTF-8");
-    MimePart::new(kind.to_string(), BodyPart::Text(text.into()))
-}
-
-/// mixed[ alternative[ text, related[ html, inline images ] ], attachments ],
-/// with every level omitted when it would hold a single part.
-fn body_tree(draft: &Draft, seed: &str) -> MimePart<'static> {
-    let mut n = 0;
-    let (inline, attached): (Vec<&Attachment>, Vec<&Attachment>) = draft
-        .attachments
-        .iter()
-        .partition(|a| a.content_id.is_some() && draft.html.is_some());
-
-    let html = draft.html.as_deref().map(|h| {
-        let html = text_part("text/html", h);
-        if inline.is_empty() {
-            html
-        } else {
-            let mut parts = vec![html];
-            parts.extend(inline.iter().map(|a| binary_part(a, true)));
-            multipart("multipart/related", seed, &mut n, parts)
-        }
-    });
-    let text = draft.text.as_deref().map(|t| text_part("text/plain", t));
-    let body = match (text, html) {
-        (Some(t), Some(h)) => Some(multipart("multipart/alternative", seed, &mut n, vec![t, h])),
-        (Some(t), None) => Some(t),
-        (None, Some(h)) => Some(h),
-        (None, None) => None,
-    };
-    // A message without bodies still gets an empty text part: clients expect
-    // the first part to be the body, even next to attachments.
-    let body = body.unwrap_or_else(|| text_part("text/plain", ""));
-    if attached.is_empty() {
-        body
-    } else {
-        let mut parts = vec![body];
-        parts.extend(attached.iter().map(|a| binary_part(a, false)));
-        multipart("multipart/mixed", seed, &mut n, parts)
-    }
-}
-
-/// An attachment or inline image, always base64. The part is "raw" for
-/// mail-builder (headers included in the contents) so we control the
-/// Content-Type/Content-Disposition parameters: RFC 2231 `filename*` first
-/// (mail-parser and modern clients take the first `filename`), then an ASCII
-/// `filename=` fallback for clients that ignore RFC 2231.
-fn binary_part(a: &Attachment, inline: bool) -> MimePart<'static> {
-    let fallback = ascii_fallback_name(&a.name);
-    let mut head = String::new();
-    head.push_str(&format!(
-        "Content-Type: {};\r\n name=\"{}\"\r\n",
-        sanitize_mime_type(&a.content_type),
-        fallback
-    ));
-    let disposition = if inline { "inline" } else { "attachment" };
-    head.push_str("Content-Disposition: ");
-    head.push_str(disposition);
-    if a.name.bytes().all(|b| (0x20..0x7f).contains(&b)) && a.name == fallback {
-        head.push_str(&format!(";\r\n filename=\"{fallback}\""));
-    } else {
-        for param in rfc2231_params("filename", &a.name) {
-            head.push_str(";\r\n ");
-            head.push_str(&param);
-        }
-        head.push_str(&format!(";\r\n filename=\"{fallback}\""));
-    }
-    head.push_str("\r\n");
-    if let Some(cid) = &a.content_id {
-        head.push_str(&format!("Content-ID: <{cid}>\r\n"));
-    }
-    head.push_str("Content-Transfer-Encoding: base64\r\n\r\n");
-    let mut bytes = head.into_bytes();
-    mail_builder::encoders::base64::base64_encode_mime(&a.data, &mut bytes, false)
-        .expect("Vec write");
-    MimePart::raw(BodyPart::Binary(bytes.into()))
-}
 
 /// Keep a MIME type token-safe; anything odd becomes application/octet-stream.
 fn sanitize_mime_type(t: &str) -> &str {
@@ -579,6 +458,7 @@ fn rfc2231_params(param: &str, value: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Attachment;
     use mail_parser::{MessageParser, MimeHeaders, PartType};
 
     fn mb(name: Option<&str>, addr: &str) -> Mailbox {

@@ -36,6 +36,9 @@ use crate::message::{Attachment, Draft, Mailbox};
 use crate::recipients::Recipient;
 
 mod context;
+mod simple;
+
+use simple::Simple;
 
 /// Names that are not CSV columns but are always defined, plus minijinja's
 /// global functions (they show up in `undeclared_variables`).
@@ -119,15 +122,7 @@ impl Renderer {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_debug(true);
         let inline_names = Arc::clone(&inline);
-        env.set_auto_escape_callback(move |name| {
-            if ADDRESS_KEYS.contains(&name) {
-                AutoEscape::Custom(ADDRESS_ESCAPE)
-            } else if inline_names.contains(name) {
-                AutoEscape::None
-            } else {
-                minijinja::default_auto_escape_callback(name)
-            }
-        });
+        env.set_auto_escape_callback(move |name| auto_escape_mode(&inline_names, name));
         env.set_formatter(|out, state, value| {
             if state.auto_escape() == AutoEscape::Custom(ADDRESS_ESCAPE) && !value.is_safe() {
                 match value.as_str() {
@@ -316,9 +311,21 @@ impl Renderer {
         let names = self.inline.0.iter().chain(files.into_iter().flatten());
         let templates = names
             .filter(|name| lookup(&self.constants, name).is_none())
-            .filter_map(|name| Some((name.clone(), self.env.get_template(name).ok()?)))
+            .filter_map(|name| {
+                let template = self.env.get_template(name).ok()?;
+                let simple =
+                    simple::Escape::from_auto_escape(self.auto_escape(name), ADDRESS_ESCAPE)
+                        .and_then(|escape| Simple::parse(template.source(), escape));
+                Some((name.clone(), (template, simple)))
+            })
             .collect();
         RowsRenderer { r: self, templates }
+    }
+
+    /// The auto-escape mode of template `name` (what the environment's
+    /// callback says).
+    fn auto_escape(&self, name: &str) -> AutoEscape {
+        auto_escape_mode(&self.inline, name)
     }
 
     /// Where a job key is: the job file, at the key's line when it can be found.
@@ -353,8 +360,11 @@ pub struct RowsRenderer<'r> {
     r: &'r Renderer,
     /// Template name → template, for every key and file the job sets
     /// (constant keys excepted).
-    templates: Vec<(String, Template<'r, 'r>)>,
+    templates: Vec<(String, Compiled<'r>)>,
 }
+
+/// A template, and its engine-free form when it has one.
+type Compiled<'r> = (Template<'r, 'r>, Option<Simple>);
 
 impl RowsRenderer<'_> {
     /// Render one recipient; every problem in the row is reported.
@@ -363,7 +373,7 @@ impl RowsRenderer<'_> {
             r: self.r,
             templates: &self.templates,
             rec: recipient,
-            ctx: context::row_context(recipient, &self.r.vars),
+            ctx: None,
             diags: Vec::new(),
         };
 
@@ -445,9 +455,10 @@ impl RowsRenderer<'_> {
 /// The work of rendering one row: the context and the problems found so far.
 struct RowRender<'a> {
     r: &'a Renderer,
-    templates: &'a [(String, Template<'a, 'a>)],
+    templates: &'a [(String, Compiled<'a>)],
     rec: &'a Recipient,
-    ctx: Value,
+    /// The template context, made when a template first needs the engine.
+    ctx: Option<Value>,
     diags: Vec<Diagnostic>,
 }
 
@@ -473,8 +484,17 @@ impl RowRender<'_> {
         if let Some(text) = lookup(&self.r.constants, name) {
             return Some(text.clone());
         }
-        let template = lookup(self.templates, name)?;
-        match template.render(&self.ctx) {
+        let (template, simple) = lookup(self.templates, name)?;
+        if let Some(text) = simple
+            .as_ref()
+            .and_then(|s| s.render(self.rec, address_escape))
+        {
+            return Some(text);
+        }
+        let ctx = self
+            .ctx
+            .get_or_insert_with(|| context::row_context(self.rec, &self.r.vars));
+        match template.render(&*ctx) {
             Ok(s) => Some(s),
             Err(e) => {
                 self.push_render_error(name, &e);
@@ -805,6 +825,18 @@ struct Keys(Vec<String>);
 impl Keys {
     fn contains(&self, key: &str) -> bool {
         self.0.iter().any(|k| k == key)
+    }
+}
+
+/// Address keys escape interpolated values as addresses, other job keys not
+/// at all, template files by their extension.
+fn auto_escape_mode(inline: &Keys, name: &str) -> AutoEscape {
+    if ADDRESS_KEYS.contains(&name) {
+        AutoEscape::Custom(ADDRESS_ESCAPE)
+    } else if inline.contains(name) {
+        AutoEscape::None
+    } else {
+        minijinja::default_auto_escape_callback(name)
     }
 }
 
