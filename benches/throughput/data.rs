@@ -110,17 +110,44 @@ pub fn write_csv(path: &Path, rows: usize) -> io::Result<()> {
 /// Writes the templates and a mailshot job reading `csv` (relative to `dir`)
 /// to `dir/NAME.yaml`, returning the job path.
 pub fn write_job(dir: &Path, name: &str, csv: &str) -> io::Result<PathBuf> {
-    fs::write(dir.join("body.txt"), TEXT)?;
-    fs::write(dir.join("body.html"), HTML)?;
+    write_job_with(dir, name, csv, TEXT, HTML, SUBJECT)
+}
+
+/// The same message with template-engine work in every template: a filter in
+/// the subject and the greeting, a conditional in both bodies. (The plain
+/// message has only `{{ column }}` lookups, which mailshot substitutes
+/// without the engine.)
+pub fn write_engine_job(dir: &Path, name: &str, csv: &str) -> io::Result<PathBuf> {
+    let greeting = "Hello {{ name|title }},{% if balance != \"0.00\" %} (balance due){% endif %}";
+    write_job_with(
+        dir,
+        name,
+        csv,
+        &TEXT.replacen("Hello {{ name }},", greeting, 1),
+        &HTML.replacen("Hello {{ name }},", greeting, 1),
+        &SUBJECT.replacen("{{ plan }}", "{{ plan|lower }}", 1),
+    )
+}
+
+fn write_job_with(
+    dir: &Path,
+    name: &str,
+    csv: &str,
+    text: &str,
+    html: &str,
+    subject: &str,
+) -> io::Result<PathBuf> {
+    fs::write(dir.join(format!("{name}.txt")), text)?;
+    fs::write(dir.join(format!("{name}.html")), html)?;
     let job = dir.join(format!("{name}.yaml"));
     fs::write(
         &job,
         format!(
             "from: \"{FROM}\"
 to: \"{{{{ name }}}} <{{{{ email }}}}>\"
-subject: \"{SUBJECT}\"
-text: body.txt
-html: body.html
+subject: \"{subject}\"
+text: {name}.txt
+html: {name}.html
 recipients:
   file: {csv}
 "
