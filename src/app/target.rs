@@ -13,8 +13,9 @@ use crate::smtp::client::{ClientConfig, Credentials, TlsMode};
 use crate::smtp::connection::{Endpoint, Session, Trace};
 use crate::smtp::tls;
 
-/// Messages in flight per session with BDAT (RFC 3030) pipelining.
-const WINDOW: usize = 128;
+/// Messages in flight per session with BDAT (RFC 3030) pipelining: enough
+/// for about 10,000 messages a second at 50 ms round trip.
+const WINDOW: usize = 512;
 
 /// Pick the target by precedence.
 pub fn resolve(job: Option<&Job>, url: Option<&str>) -> Result<Target> {

@@ -27,12 +27,13 @@ use super::data;
 use super::reply::{ProtocolError, Reply, ReplyParser};
 use crate::job::AuthMech;
 
-/// Never more unanswered commands than this, so neither side blocks on a
-/// full socket buffer while the other is not reading (RFC 2920 §3.1): their
-/// replies (a few dozen octets each, some 25 KB in all) always fit the
-/// receive buffer of a TCP socket. A transaction is started only below the
-/// limit and then written whole.
-pub const MAX_UNANSWERED: usize = 400;
+/// Never more unanswered commands than this. The socket driver drains
+/// replies as they arrive (see `duplex.rs`), so no socket buffer bounds the
+/// depth (RFC 2920 §3.1's deadlock cannot happen); this keeps the memory for
+/// one session's queued replies and the work a server has to take back
+/// after an error bounded. A transaction is started only below the limit
+/// and then written whole.
+pub const MAX_UNANSWERED: usize = 1600;
 
 /// How the transport is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1813,9 +1814,10 @@ mod tests {
     #[test]
     fn unanswered_commands_stay_bounded_with_a_large_window() {
         let mut cfg = config(TlsMode::None);
-        cfg.window = 1000;
+        let n = MAX_UNANSWERED as u64;
+        cfg.window = MAX_UNANSWERED * 2;
         let mut c = ready_with(cfg, EHLO_FULL);
-        for id in 0..200 {
+        for id in 0..n {
             c.submit(tx(id, &["b@b.test"], "x"));
         }
         // 3 commands a message; a message starts only below the limit.
@@ -1824,7 +1826,7 @@ mod tests {
             first.matches("MAIL FROM").count(),
             MAX_UNANSWERED.div_ceil(3)
         );
-        assert_eq!(c.in_flight(), 200);
+        assert_eq!(c.in_flight(), n as usize);
         // Answering one message's commands releases exactly one more.
         let more = feed(&mut c, "250 ok\r\n250 ok\r\n250 q\r\n");
         assert_eq!(more.matches("MAIL FROM").count(), 1);

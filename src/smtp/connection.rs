@@ -13,6 +13,7 @@ use std::time::Duration;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::client::{Client, ClientConfig as CoreConfig, CloseReason, Event, TxOutcome};
+use super::duplex::Duplex;
 use super::tls;
 
 /// Where trace lines go (`--trace FILE|-`); shared by all sessions.
@@ -43,17 +44,24 @@ impl Trace {
 }
 
 enum Transport {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Plain(Duplex),
+    Tls(Box<StreamOwned<ClientConnection, Duplex>>),
+    /// Only while STARTTLS moves the socket under TLS.
+    Moving,
 }
 
 impl Transport {
-    fn tcp(&self) -> &TcpStream {
+    fn duplex(&mut self) -> Option<&mut Duplex> {
         match self {
-            Transport::Plain(s) => s,
-            Transport::Tls(s) => &s.sock,
+            Transport::Plain(s) => Some(s),
+            Transport::Tls(s) => Some(&mut s.sock),
+            Transport::Moving => None,
         }
     }
+}
+
+fn moving() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "TLS handshake not finished")
 }
 
 impl Read for Transport {
@@ -61,6 +69,7 @@ impl Read for Transport {
         match self {
             Transport::Plain(s) => s.read(buf),
             Transport::Tls(s) => s.read(buf),
+            Transport::Moving => Err(moving()),
         }
     }
 }
@@ -70,12 +79,14 @@ impl Write for Transport {
         match self {
             Transport::Plain(s) => s.write(buf),
             Transport::Tls(s) => s.write(buf),
+            Transport::Moving => Err(moving()),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Transport::Plain(s) => s.flush(),
             Transport::Tls(s) => s.flush(),
+            Transport::Moving => Err(moving()),
         }
     }
 }
@@ -142,10 +153,11 @@ impl<'h> Session<'h> {
         let tcp = connect_tcp(&endpoint.host, endpoint.port, endpoint.connect_timeout)
             .map_err(SessionFailure::Io)?;
         let _ = tcp.set_nodelay(true);
+        let duplex = Duplex::new(tcp).map_err(SessionFailure::Io)?;
         let transport = if endpoint.implicit_tls {
-            Transport::Tls(Box::new(handshake(endpoint, tcp)?))
+            Transport::Tls(Box::new(handshake(endpoint, duplex)?))
         } else {
-            Transport::Plain(tcp)
+            Transport::Plain(duplex)
         };
         let mut client = Client::new(core);
         client.set_trace(trace.is_some());
@@ -258,7 +270,9 @@ impl<'h> Session<'h> {
             }
         }
         self.trace_out();
-        let _ = self.transport.tcp().shutdown(std::net::Shutdown::Both);
+        if let Some(d) = self.transport.duplex() {
+            let _ = d.tcp().shutdown(std::net::Shutdown::Both);
+        }
     }
 
     fn flush_output(&mut self) -> Result<(), SessionFailure> {
@@ -273,7 +287,9 @@ impl<'h> Session<'h> {
             }
         }
         let timeout = self.client.read_timeout();
-        let _ = self.transport.tcp().set_write_timeout(Some(timeout));
+        if let Some(d) = self.transport.duplex() {
+            let _ = d.tcp().set_write_timeout(Some(timeout));
+        }
         // Count what was written, so a message whose final dot never left is
         // retried rather than reported uncertain.
         let mut written = 0;
@@ -296,7 +312,9 @@ impl<'h> Session<'h> {
 
     fn read_once(&mut self) -> Result<(), SessionFailure> {
         let timeout = self.client.read_timeout();
-        let _ = self.transport.tcp().set_read_timeout(Some(timeout));
+        if let Some(d) = self.transport.duplex() {
+            d.set_read_timeout(Some(timeout));
+        }
         match self.transport.read(&mut self.buf) {
             Ok(0) => Err(SessionFailure::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -326,13 +344,14 @@ impl<'h> Session<'h> {
     }
 
     fn start_tls(&mut self) -> Result<(), SessionFailure> {
-        let tcp = match &self.transport {
-            Transport::Plain(s) => s.try_clone().map_err(SessionFailure::Io)?,
-            Transport::Tls(_) => {
+        let duplex = match std::mem::replace(&mut self.transport, Transport::Moving) {
+            Transport::Plain(d) => d,
+            other => {
+                self.transport = other;
                 return Err(SessionFailure::Tls("STARTTLS inside TLS".into()));
             }
         };
-        let tls = handshake(&self.endpoint, tcp)?;
+        let tls = handshake(&self.endpoint, duplex)?;
         self.transport = Transport::Tls(Box::new(tls));
         if let Some(t) = &self.trace {
             t.write(self.id, &["-- TLS handshake done".to_string()]);
@@ -362,13 +381,13 @@ fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream
 
 fn handshake(
     endpoint: &Endpoint,
-    mut tcp: TcpStream,
-) -> Result<StreamOwned<ClientConnection, TcpStream>, SessionFailure> {
+    mut tcp: Duplex,
+) -> Result<StreamOwned<ClientConnection, Duplex>, SessionFailure> {
     let name = tls::server_name(&endpoint.host).map_err(|e| SessionFailure::Tls(e.to_string()))?;
     let mut conn = ClientConnection::new(endpoint.tls.clone(), name)
         .map_err(|e| SessionFailure::Tls(e.to_string()))?;
-    let _ = tcp.set_read_timeout(Some(endpoint.connect_timeout));
-    let _ = tcp.set_write_timeout(Some(endpoint.connect_timeout));
+    tcp.set_read_timeout(Some(endpoint.connect_timeout));
+    let _ = tcp.tcp().set_write_timeout(Some(endpoint.connect_timeout));
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData {

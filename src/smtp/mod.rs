@@ -8,5 +8,6 @@ pub mod client;
 pub mod command;
 pub mod connection;
 pub mod data;
+pub mod duplex;
 pub mod reply;
 pub mod tls;
