@@ -96,11 +96,22 @@ pub fn run(c: Contender, env: &Env, port: u16, n: usize) -> io::Result<Outcome> 
     let err = env.work.join("contender.err");
     let mut cmd = match c {
         Contender::Mailshot(s) => {
+            // Like the other contenders, each session is one connection for
+            // the whole run (mailshot's default reconnects every 1,000
+            // messages, which real servers want, and which costs a few round
+            // trips each time).
+            let job = env.work.join("send-run.yaml");
+            let base = fs::read_to_string(&env.job)?;
+            fs::write(
+                &job,
+                format!(
+                    "{base}smtp:\n  url: \"smtp+plain://127.0.0.1:{port}\"\n  max_messages_per_session: {}\n",
+                    n.max(1)
+                ),
+            )?;
             let mut cmd = Command::new(&env.mailshot);
             cmd.arg("run")
-                .arg(&env.job)
-                .arg("--smtp")
-                .arg(format!("smtp+plain://127.0.0.1:{port}"))
+                .arg(&job)
                 .args(["--quiet", "--restart"])
                 .arg("--sessions")
                 .arg(s.to_string())

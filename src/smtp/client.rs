@@ -33,7 +33,7 @@ use crate::job::AuthMech;
 /// one session's queued replies and the work a server has to take back
 /// after an error bounded. A transaction is started only below the limit
 /// and then written whole.
-pub const MAX_UNANSWERED: usize = 1600;
+pub const MAX_UNANSWERED: usize = 3200;
 
 /// How the transport is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
