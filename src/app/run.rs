@@ -184,15 +184,17 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         // Outcomes wait for a group commit, and a slow server sends none for a
         // while: a heartbeat keeps the display (and the report of what is
         // durable) moving.
-        s.spawn(|| {
+        let heartbeat = s.spawn(|| {
             while sending.load(Ordering::SeqCst) {
-                std::thread::sleep(SYNC_EVERY);
+                // Unparked when sending ends, so the run does not wait out a beat.
+                std::thread::park_timeout(SYNC_EVERY);
                 let _ = ledger.flush();
                 progress.tick();
             }
         });
         let end = scheduler::run(&live.plan, rx, &ledger, stop.clone());
         sending.store(false, Ordering::SeqCst);
+        heartbeat.thread().unpark();
         producer
             .join()
             .map_err(|_| Error::Software("the renderer thread panicked".into()))??;

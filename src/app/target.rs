@@ -122,7 +122,10 @@ pub fn live(target: &Target, trace: Option<Trace>) -> Result<Live> {
             (s, Some(handle), Some(dir.clone()))
         }
     };
-    let tls = tls::client_config(settings.ca_file.as_deref())?;
+    let tls = match settings.security {
+        Security::None => tls::plain_text_config()?,
+        Security::Tls | Security::StartTls => tls::client_config(settings.ca_file.as_deref())?,
+    };
     let credentials = match &settings.username {
         None => None,
         Some(user) => {

@@ -76,6 +76,18 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
+/// A client configuration that trusts nothing, for plain-text sessions that
+/// never start TLS: loading the system's trust anchors (tens of
+/// milliseconds) is skipped, and a handshake with it could not succeed.
+pub fn plain_text_config() -> Result<Arc<ClientConfig>> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Software(format!("TLS setup: {e}")))?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The name to verify the server's certificate against: a DNS name or an IP
 /// literal (with or without `[]`).
 pub fn server_name(host: &str) -> Result<ServerName<'static>> {
