@@ -200,6 +200,19 @@ fn display_name(phrase: &str) -> Result<Option<String>, String> {
     })
 }
 
+/// Append `text` to `out` as an RFC 5322 quoted-string: in double quotes,
+/// with `"` and `\` escaped.
+pub fn push_quoted(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
 /// Check one addr-spec (`local@domain`) for SMTP use.
 ///
 /// Accepts RFC 5321 dot-atom and quoted-string local parts, UTF-8 in both

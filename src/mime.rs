@@ -262,14 +262,7 @@ fn format_mailbox_into(m: &Mailbox, out: &mut String) {
     };
     let start = out.len();
     if name.bytes().all(|b| (0x20..0x7f).contains(&b)) && name.len() <= 60 && !name.contains("=?") {
-        out.push('"');
-        for c in name.chars() {
-            if c == '\\' || c == '"' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
+        crate::address::push_quoted(out, name);
     } else {
         for (i, word) in encoded_words(name).iter().enumerate() {
             if i > 0 {
@@ -317,15 +310,7 @@ fn boundary_seed(message_id: &str) -> String {
     let hash = message_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut seed = String::with_capacity(BOUNDARY_PREFIX.len() + 16);
-    seed.push_str(BOUNDARY_PREFIX);
-    seed.extend(
-        (0..16)
-            .rev()
-            .map(|i| char::from(HEX[(hash >> (i * 4)) as usize & 15])),
-    );
-    seed
+    format!("{BOUNDARY_PREFIX}{hash:016x}")
 }
 
 /// How every boundary of ours starts.

@@ -865,14 +865,7 @@ fn address_escape(value: &str) -> Cow<'_, str> {
         return Cow::Borrowed(value);
     }
     let mut quoted = String::with_capacity(value.len() + 2);
-    quoted.push('"');
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            quoted.push('\\');
-        }
-        quoted.push(c);
-    }
-    quoted.push('"');
+    crate::address::push_quoted(&mut quoted, value);
     Cow::Owned(quoted)
 }
 

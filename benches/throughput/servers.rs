@@ -8,7 +8,7 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -186,17 +186,27 @@ pub fn start_sink(dir: &Path, dump: bool) -> io::Result<Server> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut guard = Guard::child(cmd.spawn()?);
-    wait_greeting(addr, Duration::from_secs(10))?;
-    if !guard.alive() {
-        return Err(io::Error::other("smtp-sink exited"));
-    }
-    Ok(Server {
-        kind: Kind::Sink,
+    serving(Kind::Sink, addr, evidence, cmd.spawn()?)
+}
+
+/// `child`, once it greets on `addr` (it must still be running then).
+fn serving(
+    kind: Kind,
+    addr: SocketAddr,
+    evidence: Option<PathBuf>,
+    child: Child,
+) -> io::Result<Server> {
+    let mut server = Server {
+        kind,
         addr,
         evidence,
-        _guard: guard,
-    })
+        _guard: Guard::child(child),
+    };
+    wait_greeting(addr, Duration::from_secs(10))?;
+    if !server._guard.alive() {
+        return Err(io::Error::other(format!("{} exited", server.name())));
+    }
+    Ok(server)
 }
 
 fn set_mode(p: &Path, mode: u32) -> io::Result<()> {
@@ -221,17 +231,7 @@ pub fn start_capture(mailshot: &Path, dir: &Path) -> io::Result<Server> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let mut guard = Guard::child(child);
-    wait_greeting(addr, Duration::from_secs(10))?;
-    if !guard.alive() {
-        return Err(io::Error::other("mailshot capture exited"));
-    }
-    Ok(Server {
-        kind: Kind::Capture,
-        addr,
-        evidence: Some(out),
-        _guard: guard,
-    })
+    serving(Kind::Capture, addr, Some(out), child)
 }
 
 /// Starts a private Postfix instance configured in `dir/postfix` whose only

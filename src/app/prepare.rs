@@ -50,6 +50,25 @@ pub enum Row<M = Box<Outgoing>> {
     },
 }
 
+impl<M> Row<M> {
+    /// The same row with its message (or draft) turned into another form.
+    fn map_message<N>(self, f: impl FnOnce(M) -> N) -> Row<N> {
+        match self {
+            Row::Message(m) => Row::Message(f(m)),
+            Row::Duplicate { row, email, first } => Row::Duplicate { row, email, first },
+            Row::Invalid {
+                row,
+                email,
+                problems,
+            } => Row::Invalid {
+                row,
+                email,
+                problems,
+            },
+        }
+    }
+}
+
 /// Load the job and compile its templates.
 pub fn prepare(path: &std::path::Path, vars: &[String]) -> Result<Prepared> {
     let vars = super::parse_vars(vars)?;
@@ -97,8 +116,8 @@ impl Prepared {
         date: i64,
         dkim: Option<&'a crate::dkim::Signer>,
     ) -> Result<impl Iterator<Item = Row> + 'a> {
-        Ok(self.drafts(limit)?.map(move |row| match row {
-            Row::Message(draft) => {
+        Ok(self.drafts(limit)?.map(move |row| {
+            row.map_message(|draft| {
                 let from = draft.from.as_ref().expect("drafts have a From");
                 let opts = MimeOptions {
                     date,
@@ -106,21 +125,11 @@ impl Prepared {
                 };
                 let message = mime::compose(&draft, &opts);
                 // Signed last: the signature covers the final bytes.
-                Row::Message(Box::new(match dkim {
+                Box::new(match dkim {
                     Some(signer) => signer.sign(&message, date),
                     None => message,
-                }))
-            }
-            Row::Duplicate { row, email, first } => Row::Duplicate { row, email, first },
-            Row::Invalid {
-                row,
-                email,
-                problems,
-            } => Row::Invalid {
-                row,
-                email,
-                problems,
-            },
+                })
+            })
         }))
     }
 
