@@ -154,6 +154,25 @@ fn a_read_only_folder_exits_73_naming_the_file() {
         out.stderr
     );
     assert!(server.messages().is_empty(), "nothing sent");
+
+    // The built-in capture server's outbox is read-only.
+    let rehearsal = TestDir::new();
+    rehearsal.write("recipients.csv", csv_rows(2));
+    rehearsal.write("body.txt", "Hi {{ name }}\n");
+    rehearsal.write(
+        "job.yaml",
+        "from: sender@example.test\nsubject: Hi\ntext: body.txt\nrecipients: { file: recipients.csv }\n",
+    );
+    let outbox = rehearsal.join("outbox");
+    std::fs::create_dir(&outbox).unwrap();
+    let script = r#"mount -t tmpfs -o ro tmpfs "$2" && cd "$1" && exec "$3" run job.yaml"#;
+    let out = in_mount_namespace(script, &[rehearsal.path(), &outbox, &bin]);
+    assert_eq!(out.code, 73, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("outbox") && out.stderr.contains("Read-only file system"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
