@@ -480,6 +480,33 @@ mod tests {
     }
 
     #[test]
+    fn the_json_summary_carries_the_exit_code_of_the_process() {
+        let out = Captured::default();
+        let p = Progress::with_sink(Mode::Json, Some(2), Box::new(out.clone()));
+        // The outcomes alone call for 75; the run ends with 77 (authentication).
+        p.finish_with(&summary([0, 0, 2, 0, 0]), crate::error::ExitCode::NoPerm);
+        let event: serde_json::Value = serde_json::from_str(out.text().trim()).unwrap();
+        assert_eq!(event["exit_code"], 77);
+    }
+
+    #[test]
+    fn the_bar_uses_the_summarys_words() {
+        let p = Progress::with_sink(Mode::Quiet, Some(5), Box::new(io::sink()));
+        for (row, status) in [
+            (1, Status::Sent),
+            (2, Status::Rejected),
+            (3, Status::Uncertain),
+        ] {
+            p.outcome(&event(row, status, None));
+        }
+        let msg = bar_message(&p.lock(), Some(5));
+        assert!(
+            msg.starts_with("sent 1  rejected 1  failed 0  uncertain 1  remaining 2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn quiet_mode_says_nothing() {
         let out = Captured::default();
         let p = Progress::with_sink(Mode::Quiet, Some(1), Box::new(out.clone()))
