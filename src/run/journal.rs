@@ -505,6 +505,11 @@ fn open_at_boot(
     boot_id: &str,
 ) -> Result<(Journal, Replay)> {
     let lock = take_lock(path)?;
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        // Said before anything else: a link there is refused, restart or not.
+        let e = io::Error::from_raw_os_error(libc::ELOOP);
+        return Err(crate::outputs::cannot_create("journal", path, &e));
+    }
     if restart {
         match fs::rename(path, with_suffix(path, ".old")) {
             Ok(()) => {}
