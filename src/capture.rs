@@ -7,6 +7,12 @@
 //! certificate from an ephemeral CA, and AUTH PLAIN/LOGIN (RFC 4954, 4616)
 //! accepting any credentials. One thread per connection, std::net only.
 //!
+//! It bounds what a client can make it hold: [`Limits::max_connections`]
+//! connections (and so threads) at once, with any more answered `421` and
+//! closed; an idle timeout that is also a deadline for each whole line, so a
+//! client trickling bytes is dropped like a silent one; the length of a line
+//! and the size of a message.
+//!
 //! Replies are buffered and flushed only when the server must wait for more
 //! input, as RFC 2920 section 3.1 allows, so a pipelined batch costs the client
 //! a single round trip and the read buffer is never discarded between commands.
@@ -18,13 +24,14 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
+use crate::outputs::write_atomically;
 use crate::smtp::tls::{generate_pki, server_config};
 
 /// The SIZE limit advertised in EHLO (50 MiB).
@@ -35,8 +42,27 @@ const MAX_RCPTS: usize = 1000;
 const MAX_COMMAND_LINE: usize = 4096;
 /// Longest DATA line kept before the message is refused (RFC 5321 says 1000).
 const MAX_DATA_LINE: usize = 1 << 20;
-/// An idle client is dropped after this long (RFC 5321 4.5.3.2.7 suggests 5 minutes).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a refused connection may take to receive its 421.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the server lets clients make it hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once (each has a thread); more get `421` and are closed.
+    pub max_connections: usize,
+    /// A client is dropped after sending nothing, or no whole line, for this
+    /// long (RFC 5321 4.5.3.2.7 suggests 5 minutes).
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
 /// The name the server greets with.
 const HOSTNAME: &str = "mailshot-capture";
 /// The file the ephemeral CA is written to inside the capture directory.
@@ -48,6 +74,10 @@ struct Shared {
     seq: AtomicU64,
     tls: Arc<rustls::ServerConfig>,
     stop: AtomicBool,
+    limits: Limits,
+    /// Connections being served; each gives its place up before it closes,
+    /// so a client that saw the close can count on the place being free.
+    active: AtomicUsize,
 }
 
 /// A bound, not yet running capture server.
@@ -75,9 +105,19 @@ impl CaptureServer {
                 seq: AtomicU64::new(0),
                 tls: server_config(&pki),
                 stop: AtomicBool::new(false),
+                limits: Limits::default(),
+                active: AtomicUsize::new(0),
             }),
             ca_pem: pki.ca_pem,
         })
+    }
+
+    /// Serve within `limits` instead of [`Limits::default`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.limits = limits;
+        }
+        self
     }
 
     /// The address actually bound (useful after binding port 0).
@@ -134,17 +174,27 @@ impl CaptureServer {
                 break Ok(());
             }
             conns.retain(|(_, h)| !h.is_finished());
+            if self.shared.active.load(Ordering::SeqCst)
+                >= self.shared.limits.max_connections.max(1)
+            {
+                refuse(sock);
+                continue;
+            }
             let Ok(clone) = sock.try_clone() else {
                 continue;
             };
             let shared = self.shared.clone();
+            self.shared.active.fetch_add(1, Ordering::SeqCst);
             let spawned = std::thread::Builder::new()
                 .name(format!("capture-{peer}"))
                 .spawn(move || {
                     let _ = Session::new(sock, peer, &shared).run();
                 });
-            if let Ok(handle) = spawned {
-                conns.push((clone, handle));
+            match spawned {
+                Ok(handle) => conns.push((clone, handle)),
+                Err(_) => {
+                    self.shared.active.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         };
         // Wake connection threads blocked in read so they end promptly.
@@ -156,6 +206,16 @@ impl CaptureServer {
         }
         result
     }
+}
+
+/// Answer a connection over the limit with 421 (RFC 5321 3.8) and close it,
+/// without a thread and without waiting on the client.
+fn refuse(mut sock: TcpStream) {
+    let _ = sock.set_write_timeout(Some(REFUSAL_WRITE_TIMEOUT));
+    let _ = sock.write_all(
+        format!("421 4.7.0 {HOSTNAME} Too many connections, try again later\r\n").as_bytes(),
+    );
+    let _ = sock.shutdown(Shutdown::Both);
 }
 
 fn is_transient_accept_error(e: &io::Error) -> bool {
@@ -219,27 +279,23 @@ impl Drop for CaptureHandle {
     }
 }
 
-/// Writes `bytes` to a temporary sibling of `path` and renames it into place,
-/// so a reader never sees a partial file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// The socket, before or after STARTTLS.
 enum Conn {
     Plain(TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
     /// Only while upgrading.
     Gone,
+}
+
+impl Conn {
+    /// The TCP socket underneath.
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Conn::Plain(s) => Some(s),
+            Conn::Tls(s) => Some(&s.sock),
+            Conn::Gone => None,
+        }
+    }
 }
 
 impl Read for Conn {
@@ -306,12 +362,15 @@ struct Session<'a> {
     tls: bool,
     authed: bool,
     tx: Option<Transaction>,
+    /// When the line being read must be complete.
+    deadline: Option<Instant>,
 }
 
 impl<'a> Session<'a> {
     fn new(sock: TcpStream, peer: SocketAddr, shared: &'a Shared) -> Self {
-        let _ = sock.set_read_timeout(Some(IDLE_TIMEOUT));
-        let _ = sock.set_write_timeout(Some(IDLE_TIMEOUT));
+        let idle = shared.limits.idle_timeout;
+        let _ = sock.set_read_timeout(Some(idle));
+        let _ = sock.set_write_timeout(Some(idle));
         let _ = sock.set_nodelay(true);
         Session {
             conn: Conn::Plain(sock),
@@ -324,10 +383,42 @@ impl<'a> Session<'a> {
             tls: false,
             authed: false,
             tx: None,
+            deadline: None,
         }
     }
 
     fn run(mut self) -> io::Result<()> {
+        let result = self.converse();
+        if let Err(e) = &result {
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) {
+                // RFC 5321 4.5.3.2: the server may close an idle session.
+                self.out.clear();
+                self.reply("421 4.4.2 Idle timeout, closing connection");
+            }
+        }
+        let _ = self.flush();
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
+        // The accept loop keeps a clone of the socket, so dropping ours would
+        // not close the connection.
+        match &mut self.conn {
+            Conn::Plain(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            Conn::Tls(s) => {
+                s.conn.send_close_notify();
+                let _ = s.flush();
+                let _ = s.sock.shutdown(Shutdown::Both);
+            }
+            Conn::Gone => {}
+        }
+        result
+    }
+
+    /// The conversation, from the greeting to QUIT, end of input or an error.
+    fn converse(&mut self) -> io::Result<()> {
         self.reply(&format!("220 {HOSTNAME} ESMTP mailshot capture ready"));
         loop {
             let line = match self.read_line(MAX_COMMAND_LINE)? {
@@ -342,20 +433,6 @@ impl<'a> Session<'a> {
             if let Flow::Close = self.command(&line)? {
                 break;
             }
-        }
-        let _ = self.flush();
-        // The accept loop keeps a clone of the socket, so dropping ours would
-        // not close the connection.
-        match &mut self.conn {
-            Conn::Plain(s) => {
-                let _ = s.shutdown(Shutdown::Both);
-            }
-            Conn::Tls(s) => {
-                s.conn.send_close_notify();
-                let _ = s.flush();
-                let _ = s.sock.shutdown(Shutdown::Both);
-            }
-            Conn::Gone => {}
         }
         Ok(())
     }
@@ -379,6 +456,16 @@ impl<'a> Session<'a> {
     /// waiting for them before it sends anything else.
     fn fill(&mut self) -> io::Result<bool> {
         self.flush()?;
+        if let Some(tcp) = self.conn.tcp() {
+            let wait = match self.deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => self.shared.limits.idle_timeout,
+            };
+            if wait.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            tcp.set_read_timeout(Some(wait))?;
+        }
         let mut buf = [0u8; 16384];
         let n = loop {
             match self.conn.read(&mut buf) {
@@ -396,6 +483,14 @@ impl<'a> Session<'a> {
     /// The next LF-terminated line (terminator included). A line longer than
     /// `max` is consumed and reported as too long.
     fn read_line(&mut self, max: usize) -> io::Result<Line> {
+        // The whole line is due within the idle timeout.
+        self.deadline = Some(Instant::now() + self.shared.limits.idle_timeout);
+        let line = self.read_line_by_deadline(max);
+        self.deadline = None;
+        line
+    }
+
+    fn read_line_by_deadline(&mut self, max: usize) -> io::Result<Line> {
         let mut scanned = 0;
         let mut too_long = false;
         loop {
@@ -608,20 +703,29 @@ impl<'a> Session<'a> {
         self.reply("354 End data with <CR><LF>.<CR><LF>");
         let mut body = Vec::new();
         let mut error: Option<&'static str> = None;
+        // Lines are split at every LF, but only CRLF ends a line in SMTP
+        // (RFC 5321 2.3.8): after a bare LF the next piece continues the same
+        // line, so it is neither the end of the data nor dot-stuffed.
+        let mut line_start = true;
         loop {
             let line = match self.read_line(MAX_DATA_LINE)? {
                 Line::Eof => return Ok(Flow::Close),
                 Line::TooLong => {
                     error.get_or_insert("552 5.3.4 Message line too long");
+                    line_start = true;
                     continue;
                 }
                 Line::Text(l) => l,
             };
-            if line == b".\r\n" {
+            if line_start && line == b".\r\n" {
                 break;
             }
             // RFC 5321 4.5.2: a leading dot was added by the client; remove it.
-            let content = line.strip_prefix(b".").unwrap_or(&line);
+            let content = match line.strip_prefix(b".") {
+                Some(rest) if line_start => rest,
+                _ => &line[..],
+            };
+            line_start = line.ends_with(b"\r\n");
             if error.is_none() {
                 if (body.len() + content.len()) as u64 > MAX_SIZE {
                     error = Some("552 5.3.4 Message size exceeds fixed limit");
@@ -868,9 +972,10 @@ fn is_mailbox(path: &str) -> bool {
 }
 
 /// Runs `mailshot capture`: binds, reports where it listens on stderr, serves forever.
-pub fn run(listen: SocketAddr, dir: PathBuf) -> crate::error::Result<()> {
+pub fn run(listen: SocketAddr, dir: PathBuf, limits: Limits) -> crate::error::Result<()> {
     let server = CaptureServer::bind(listen, dir.clone())
-        .map_err(|e| crate::error::Error::Unavailable(format!("cannot listen on {listen}: {e}")))?;
+        .map_err(|e| crate::error::Error::Unavailable(format!("cannot listen on {listen}: {e}")))?
+        .with_limits(limits);
     eprintln!(
         "mailshot capture: listening on {}, storing messages in {} (STARTTLS CA: {})",
         server.local_addr(),

@@ -156,4 +156,10 @@ pub struct CaptureArgs {
     /// Folder for the captured .eml files.
     #[arg(long, default_value = "outbox")]
     pub dir: PathBuf,
+    /// Connections served at once; more are answered 421 and closed.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_connections: usize,
+    /// Drop a client that sends nothing (or no whole line) for this long (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::job::manifest::parse_duration)]
+    pub idle_timeout: std::time::Duration,
 }

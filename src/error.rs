@@ -23,6 +23,10 @@ pub enum ExitCode {
     Software = 70,
     /// The server could not be reached.
     Unavailable = 69,
+    /// An output file (journal, report, outbox) cannot be created.
+    CantCreat = 73,
+    /// Writing an output file failed part way (e.g. disk full); sending stopped.
+    IoErr = 74,
     /// Transient failures or uncertain messages remain; rerun to resume.
     TempFail = 75,
     /// Authentication failed.
@@ -133,6 +137,12 @@ pub enum Error {
     /// A transient condition; rerun to resume.
     #[error("{0}")]
     TempFail(String),
+    /// An output file (journal, report, outbox) cannot be created or opened.
+    #[error("{0}")]
+    CantCreate(String),
+    /// Writing an output file failed part way (e.g. disk full).
+    #[error("{0}")]
+    Output(String),
     /// Anything else (I/O on outputs, internal errors).
     #[error("{0}")]
     Software(String),
@@ -156,6 +166,8 @@ impl Error {
             Error::Unavailable(_) => ExitCode::Unavailable,
             Error::Auth(_) => ExitCode::NoPerm,
             Error::TempFail(_) => ExitCode::TempFail,
+            Error::CantCreate(_) => ExitCode::CantCreat,
+            Error::Output(_) => ExitCode::IoErr,
             Error::Software(_) => ExitCode::Software,
         }
     }

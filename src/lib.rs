@@ -16,6 +16,7 @@ pub mod error;
 pub mod job;
 pub mod message;
 pub mod mime;
+pub mod outputs;
 pub mod recipients;
 pub mod render;
 pub mod run;

@@ -19,7 +19,11 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Preview(args) => preview::preview(&args),
         Command::Send(args) => send::send(&args),
         Command::Capture(args) => {
-            crate::capture::run(args.listen, args.dir.clone())?;
+            let limits = crate::capture::Limits {
+                max_connections: args.max_connections.max(1),
+                idle_timeout: args.idle_timeout,
+            };
+            crate::capture::run(args.listen, args.dir.clone(), limits)?;
             Ok(ExitCode::Ok)
         }
     }

@@ -88,15 +88,20 @@ pub fn dry_run(args: &RunArgs) -> Result<ExitCode> {
     let prepared = prepare(&args.job.job, &args.job.vars)?;
     // Every row must render before a single file is written.
     prepared.validate(args.limit, false)?;
-    std::fs::create_dir_all(out).map_err(|e| Error::Software(format!("{}: {e}", out.display())))?;
+    std::fs::create_dir_all(out).map_err(|e| crate::outputs::error("folder", out, &e))?;
     let run_id = format!("dry{:08x}", fastrand::u32(..));
     let (mut written, mut skipped) = (0u64, 0u64);
     for row in prepared.rows(args.limit, &run_id, date_now())? {
         match row {
             Row::Message(m) => {
                 let path = out.join(format!("{}.eml", m.row));
-                std::fs::write(&path, &*m.data)
-                    .map_err(|e| Error::Software(format!("{}: {e}", path.display())))?;
+                // Mode 0600: a message names its recipients.
+                crate::outputs::create(&path)
+                    .map_err(|e| crate::outputs::cannot_create("message", &path, &e))
+                    .and_then(|mut f| {
+                        std::io::Write::write_all(&mut f, &m.data)
+                            .map_err(|e| crate::outputs::write_failed("message", &path, &e))
+                    })?;
                 written += 1;
             }
             Row::Duplicate { .. } => skipped += 1,

@@ -1,8 +1,9 @@
 //! `mailshot run`: validate every row, then render ahead on a thread of its
 //! own behind a bounded queue while the scheduler's sessions send; every
 //! outcome goes to the journal (durably, first), the report and the progress
-//! display. Ctrl-C stops taking new messages and lets the ones in flight
-//! finish.
+//! display. Ctrl-C (SIGINT), SIGTERM and SIGHUP stop taking new messages and
+//! let the ones in flight finish; so does a journal or report that cannot be
+//! written, which ends the run with exit 74.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,16 +38,51 @@ struct RunLedger<'a> {
     progress: &'a Progress,
     /// Outcomes written to the journal, waiting for the sync that lets them be reported.
     unreported: Mutex<Vec<Outcome>>,
+    /// The first failure to write the journal or the report (exit 74).
+    failure: Mutex<Option<Error>>,
+    /// Set on such a failure, so no new message is handed to a server.
+    stop: Arc<AtomicBool>,
 }
 
 impl<'a> RunLedger<'a> {
-    fn new(journal: &'a Journal, report: &'a Report, progress: &'a Progress) -> Self {
+    fn new(
+        journal: &'a Journal,
+        report: &'a Report,
+        progress: &'a Progress,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
         RunLedger {
             journal,
             report,
             progress,
             unreported: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+            stop,
         }
+    }
+
+    /// Remember the first failure to write `what` (the journal or the
+    /// report) and stop sending.
+    fn failed(&self, what: &str, path: &Path, e: &std::io::Error) {
+        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        f.get_or_insert_with(|| crate::outputs::write_failed(what, path, e));
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn journal_io<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
+        r.inspect_err(|e| self.failed("journal", self.journal.path(), e))
+    }
+
+    fn report_io<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
+        r.inspect_err(|e| self.failed("report", self.report.path(), e))
+    }
+
+    /// The first write failure, if any.
+    fn take_failure(&self) -> Option<Error> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Sync the journal, then report what it now holds durably. The list is
@@ -57,9 +93,9 @@ impl<'a> RunLedger<'a> {
             let mut u = self.unreported.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::take(&mut *u)
         };
-        self.journal.sync()?;
+        self.journal_io(self.journal.sync())?;
         for o in &ready {
-            self.report.record(o)?;
+            self.report_io(self.report.record(o))?;
             self.progress.outcome(o);
         }
         Ok(())
@@ -68,15 +104,15 @@ impl<'a> RunLedger<'a> {
 
 impl Ledger for RunLedger<'_> {
     fn inflight(&self, batch: &[(u64, &str, u32)]) -> std::io::Result<()> {
-        self.journal.record_inflight(batch)
+        self.journal_io(self.journal.record_inflight(batch))
     }
 
     fn committing(&self, rows: &[u64]) -> std::io::Result<()> {
-        self.journal.record_commits(rows)
+        self.journal_io(self.journal.record_commits(rows))
     }
 
     fn settled(&self, batch: &[Outcome]) -> std::io::Result<()> {
-        self.journal.record_outcomes(batch)?;
+        self.journal_io(self.journal.record_outcomes(batch))?;
         // Made durable and reported by the next flush (the heartbeat's).
         self.unreported
             .lock()
@@ -145,13 +181,14 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     inputs.extend(job.markdown.as_deref());
     let fp = journal::fingerprint(&inputs).map_err(|e| Error::no_input(&job.path, &e))?;
     let journal_path = beside(&job.path, "journal");
-    let (journal, replay) = journal::open(&journal_path, &fp, args.restart)?;
     let report_path = args
         .report
         .clone()
         .unwrap_or_else(|| beside(&job.path, "report.csv"));
+    refuse_lost_journal(&journal_path, &report_path, args)?;
+    let (journal, replay) = journal::open(&journal_path, &fp, args.restart)?;
     let report = Report::create(&report_path)
-        .map_err(|e| Error::Software(format!("{}: {e}", report_path.display())))?;
+        .map_err(|e| crate::outputs::error("report", &report_path, &e))?;
 
     let trace = target::open_trace(args.trace.as_deref())?;
     let mut live = target::live(&target, trace)?;
@@ -163,8 +200,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second Ctrl-C while the first is being honoured ends the process at once.
+    // A closed terminal (SIGHUP) stops the run like Ctrl-C and SIGTERM do.
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        // A second signal while the first is being honoured ends the process at once.
         let _ = signal_hook::flag::register_conditional_shutdown(sig, 75, stop.clone());
         let _ = signal_hook::flag::register(sig, stop.clone());
     }
@@ -174,7 +216,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         Mode::choose(args.quiet, args.json),
         Some(messages + duplicates),
     );
-    let ledger = RunLedger::new(&journal, &report, &progress);
+    let ledger = RunLedger::new(&journal, &report, &progress, stop.clone());
     let (tx, rx) = sync_channel::<Work>(QUEUE);
     let date = date_now();
     let sending = AtomicBool::new(true);
@@ -195,54 +237,97 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         let end = scheduler::run(&live.plan, rx, &ledger, stop.clone());
         sending.store(false, Ordering::SeqCst);
         heartbeat.thread().unpark();
-        producer
+        let fed = producer
             .join()
-            .map_err(|_| Error::Software("the renderer thread panicked".into()))??;
+            .map_err(|_| Error::Software("the renderer thread panicked".into()))?;
+        // A write failure the ledger recorded is reported below, with the report.
+        if let Err(e) = fed {
+            if ledger
+                .failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+            {
+                return Err(e);
+            }
+        }
         Ok(end)
     })?;
 
     // The last outcomes become durable, then reported.
-    let flushed = ledger.flush();
+    let _ = ledger.flush();
+    let write_failure = ledger.take_failure();
     drop(ledger);
-    if let Err(e) = flushed {
-        // The report still accounts for every row (what is not durable shows as not sent).
-        let _ = report.finish(Some(&journal_path));
-        return Err(Error::TempFail(format!(
-            "cannot write the journal: {e}; rerun `mailshot run {}` to resume",
-            args.job.job.display()
-        )));
+    let resume = format!("rerun `mailshot run {}` to resume", args.job.job.display());
+    if let Some(err) = write_failure {
+        // The report still accounts for every row (what is not durable shows
+        // as not sent), if it can be written at all.
+        if let Ok(summary) = report.finish(Some(&journal_path)) {
+            progress.finish_with(&summary, ExitCode::IoErr);
+        }
+        return Err(Error::Output(format!("{err}; sending stopped; {resume}")));
     }
-    let summary = report
-        .finish(Some(&journal_path))
-        .map_err(|e| Error::Software(format!("{}: {e}", report_path.display())))?;
-    progress.finish(&summary);
+    let summary = match report.finish(Some(&journal_path)) {
+        Ok(summary) => summary,
+        Err(e) => {
+            let err = crate::outputs::write_failed("report", &report_path, &e);
+            return Err(Error::Output(format!("{err}; {resume}")));
+        }
+    };
+
+    // Decide the exit first, so the JSON summary can carry the same code.
+    let mut note = None;
+    let ending: Result<ExitCode> = if let Some(err) = end.fatal {
+        Err(match err {
+            Error::TempFail(m) => Error::TempFail(format!("{m}; {resume}")),
+            Error::Software(m) => Error::TempFail(format!("{m}; sending stopped; {resume}")),
+            other => other,
+        })
+    } else if end.interrupted || stop.load(Ordering::SeqCst) {
+        note = Some(format!(
+            "interrupted: {} messages not sent yet; {resume}",
+            end.unsent
+        ));
+        Ok(ExitCode::TempFail)
+    } else if end.unsent > 0 {
+        note = Some(format!("{} messages not sent yet; {resume}", end.unsent));
+        Ok(ExitCode::TempFail)
+    } else {
+        Ok(summary.exit_code())
+    };
+    let code = match &ending {
+        Ok(code) => *code,
+        Err(e) => e.exit_code(),
+    };
+    progress.finish_with(&summary, code);
     if let Some(dir) = &live.capture_dir {
         if !args.quiet && !args.json {
             eprintln!("captured messages are in {}", dir.display());
         }
     }
     drop(live);
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    ending
+}
 
-    let resume = format!("rerun `mailshot run {}` to resume", args.job.job.display());
-    if let Some(err) = end.fatal {
-        return Err(match err {
-            Error::TempFail(m) => Error::TempFail(format!("{m}; {resume}")),
-            Error::Software(m) => Error::TempFail(format!("{m}; sending stopped; {resume}")),
-            other => other,
-        });
+/// Refuse to start afresh when the journal is gone but the report of an
+/// earlier run is still there: that run's recipients would be sent to again.
+fn refuse_lost_journal(journal: &Path, report: &Path, args: &RunArgs) -> Result<()> {
+    if args.restart || std::fs::symlink_metadata(journal).is_ok() || !report.exists() {
+        return Ok(());
     }
-    if end.interrupted || stop.load(Ordering::SeqCst) {
-        eprintln!(
-            "interrupted: {} messages not sent yet; {resume}",
-            end.unsent
-        );
-        return Ok(ExitCode::TempFail);
-    }
-    if end.unsent > 0 {
-        eprintln!("{} messages not sent yet; {resume}", end.unsent);
-        return Ok(ExitCode::TempFail);
-    }
-    Ok(summary.exit_code())
+    Err(Error::invalid(
+        crate::error::Location::file(journal),
+        format!(
+            "the journal is missing, but the report of an earlier run ({}) is there, \
+             so mailshot cannot tell which recipients were already sent to and will not \
+             guess. Restore the journal to resume, or rerun with --restart to start over \
+             (recipients already sent to would be sent again)",
+            report.display()
+        ),
+    ))
 }
 
 /// The producer: render rows in order, settle what needs no sending (already
@@ -258,7 +343,8 @@ fn feed(
     date: i64,
     stop: &AtomicBool,
 ) -> Result<()> {
-    let io = |e: std::io::Error| Error::Software(format!("journal/report: {e}"));
+    // The ledger remembers which file failed; the run then ends with exit 74.
+    let io = |e: std::io::Error| Error::Output(format!("cannot record an outcome: {e}"));
     // Once stopped (Ctrl-C, or the scheduler gave up), the remaining rows are
     // still walked so the report keeps one row per recipient; they are
     // recorded as not sent, never queued. Rendering them again costs no more
@@ -271,8 +357,12 @@ fn feed(
             Row::Duplicate { row, .. } | Row::Invalid { row, .. } => *row,
         };
         if let Some(done) = replay.done.get(&row_no) {
-            let previous = journal.outcome_at(done.offset).map_err(io)?;
-            ledger.report.record_previous(&previous).map_err(io)?;
+            let previous = ledger
+                .journal_io(journal.outcome_at(done.offset))
+                .map_err(io)?;
+            ledger
+                .report_io(ledger.report.record_previous(&previous))
+                .map_err(io)?;
             ledger.progress.outcome(&previous);
             continue;
         }
@@ -291,25 +381,25 @@ fn feed(
                         message_id: Some(id.clone()),
                         attempts: replay.attempts.get(&m.row).copied().unwrap_or(1),
                     };
-                    ledger.report.record_previous(&o).map_err(io)?;
+                    ledger
+                        .report_io(ledger.report.record_previous(&o))
+                        .map_err(io)?;
                     ledger.progress.outcome(&o);
                     continue;
                 }
                 let attempts = replay.attempts.get(&m.row).copied().unwrap_or(0);
                 // Shown only if the run stops before this message's outcome.
-                ledger
-                    .report
-                    .record_placeholder(&Outcome {
-                        row: m.row,
-                        email: m.email.clone(),
-                        status: Status::Failed,
-                        code: None,
-                        enhanced: None,
-                        reply: "not sent: the run stopped first; rerun to resume".into(),
-                        message_id: Some(m.message_id.clone()),
-                        attempts,
-                    })
-                    .map_err(io)?;
+                let placeholder = ledger.report.record_placeholder(&Outcome {
+                    row: m.row,
+                    email: m.email.clone(),
+                    status: Status::Failed,
+                    code: None,
+                    enhanced: None,
+                    reply: "not sent: the run stopped first; rerun to resume".into(),
+                    message_id: Some(m.message_id.clone()),
+                    attempts,
+                });
+                ledger.report_io(placeholder).map_err(io)?;
                 if !stopped && tx.send(Work::new(*m, attempts)).is_err() {
                     stopped = true;
                 }

@@ -113,8 +113,10 @@ pub fn live(target: &Target, trace: Option<Trace>) -> Result<Live> {
     let (settings, capture, capture_dir) = match target {
         Target::Smtp(s) => ((**s).clone(), None, None),
         Target::Capture(dir) => {
+            // Binding a loopback port does not fail in practice; creating the
+            // outbox folder and its files can (exit 73 or 74).
             let server = CaptureServer::bind("127.0.0.1:0".parse().expect("literal"), dir.clone())
-                .map_err(|e| Error::Software(format!("capture server: {e}")))?;
+                .map_err(|e| crate::outputs::error("outbox", dir, &e))?;
             let addr = server.local_addr();
             let handle = server.spawn();
             let mut s = SmtpSettings::new("127.0.0.1", addr.port(), Security::None);

@@ -26,7 +26,7 @@
 //! `JOB.journal.lock` keeps two runs of the same job apart.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Location, Result};
 use crate::run::report::{one_line, Outcome, Status};
+use crate::run::seal::{self, Seal};
 
 /// The journal format this code writes and reads.
 const VERSION: u32 = 1;
@@ -214,7 +215,35 @@ struct Writer {
     /// Length of the journal up to the last complete, synced batch.
     len: u64,
     /// A write failed: the tail may be torn, so nothing more may be appended.
-    broken: bool,
+    /// Holds that first failure, which every later call reports again.
+    broken: Option<Failure>,
+}
+
+/// The first write or sync failure, kept so later calls say what went wrong
+/// (e.g. "No space left on device") rather than only that something did.
+#[derive(Debug, Clone)]
+struct Failure {
+    os: Option<i32>,
+    kind: io::ErrorKind,
+    text: String,
+}
+
+impl Failure {
+    fn of(e: &io::Error) -> Failure {
+        Failure {
+            os: e.raw_os_error(),
+            kind: e.kind(),
+            text: e.to_string(),
+        }
+    }
+
+    /// The same error again.
+    fn again(&self) -> io::Error {
+        match self.os {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(self.kind, self.text.clone()),
+        }
+    }
 }
 
 /// An open journal, locked for this run. Thread-safe: every method takes `&self`.
@@ -226,6 +255,8 @@ pub struct Journal {
     syncer: File,
     /// Held for the journal's lifetime; closing it releases the lock.
     _lock: Option<File>,
+    /// Records the synced length after every sync (see [`crate::run::seal`]).
+    seal: Option<Seal>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -240,8 +271,10 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// An I/O error on the journal or its lock: 73 if it cannot be created or
+/// opened, 74 if writing it failed part way (see [`crate::outputs::error`]).
 fn io_error(path: &Path, e: io::Error) -> Error {
-    Error::Software(format!("journal {}: {e}", path.display()))
+    crate::outputs::error("journal", path, &e)
 }
 
 /// Take the run lock `JOB.journal.lock`, writing our pid into it so a second
@@ -249,7 +282,7 @@ fn io_error(path: &Path, e: io::Error) -> Error {
 /// file another process has open would let two runs each lock a different inode.
 fn take_lock(journal: &Path) -> Result<File> {
     let lock_path = with_suffix(journal, ".lock");
-    let mut lock = OpenOptions::new()
+    let mut lock = crate::outputs::options()
         .read(true)
         .write(true)
         .create(true)
@@ -472,6 +505,11 @@ fn open_at_boot(
     boot_id: &str,
 ) -> Result<(Journal, Replay)> {
     let lock = take_lock(path)?;
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        // Said before anything else: a link there is refused, restart or not.
+        let e = io::Error::from_raw_os_error(libc::ELOOP);
+        return Err(crate::outputs::cannot_create("journal", path, &e));
+    }
     if restart {
         match fs::rename(path, with_suffix(path, ".old")) {
             Ok(()) => {}
@@ -479,7 +517,14 @@ fn open_at_boot(
             Err(e) => return Err(io_error(path, e)),
         }
     }
-    let file = OpenOptions::new()
+    // A journal cut short, emptied or deleted since it was last synced is
+    // refused before anything is read or created.
+    if !restart {
+        let on_disk = fs::symlink_metadata(path).ok().map(|m| m.len());
+        seal::check_length(path, on_disk)?;
+    }
+    // Mode 0600 (it holds addresses); a symbolic link at the path is refused.
+    let file = crate::outputs::options()
         .read(true)
         .append(true)
         .create(true)
@@ -487,6 +532,7 @@ fn open_at_boot(
         .map_err(|e| io_error(path, e))?;
     let (replay, len) = match read_existing(path, &file, fp, boot_id)? {
         Existing::Resume { replay, good_len } => {
+            seal::check_run_id(path, &replay.run_id)?;
             file.set_len(good_len).map_err(|e| io_error(path, e))?;
             (replay, good_len)
         }
@@ -518,19 +564,25 @@ fn open_at_boot(
         }
     };
     let syncer = file.try_clone().map_err(|e| io_error(path, e))?;
-    let journal = Journal {
+    let mut journal = Journal {
         path: path.to_path_buf(),
         writer: Mutex::new(Writer {
             file,
             len,
-            broken: false,
+            broken: None,
         }),
         syncer,
         _lock: Some(lock),
+        seal: None,
     };
     let mut buf = Vec::new();
     encode(&RecordOut::Boot { boot_id }, &mut buf);
     journal.append(&buf, true).map_err(|e| io_error(path, e))?;
+    let synced = journal.writer.lock().unwrap_or_else(|e| e.into_inner()).len;
+    journal.seal = Some(
+        Seal::create(path, &replay.run_id, synced)
+            .map_err(|e| crate::outputs::error("journal seal", &seal::path_for(path), &e))?,
+    );
     Ok((journal, replay))
 }
 
@@ -570,16 +622,26 @@ impl Journal {
 
     /// Make everything appended so far durable (`sync_data`).
     pub fn sync(&self) -> io::Result<()> {
-        if self.writer.lock().unwrap_or_else(|e| e.into_inner()).broken {
-            return Err(io::Error::other(
-                "an earlier write to the journal failed; not recording more",
-            ));
+        let len = {
+            let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(f) = &w.broken {
+                return Err(f.again());
+            }
+            w.len
+        };
+        self.syncer
+            .sync_data()
+            .inspect_err(|e| self.mark_broken(e))?;
+        // Everything up to `len` was written before the sync began.
+        if let Some(seal) = &self.seal {
+            seal.record(len).inspect_err(|e| self.mark_broken(e))?;
         }
-        self.syncer.sync_data().inspect_err(|_| self.mark_broken())
+        Ok(())
     }
 
-    fn mark_broken(&self) {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner()).broken = true;
+    fn mark_broken(&self, e: &io::Error) {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.broken.get_or_insert_with(|| Failure::of(e));
     }
 
     /// Append outcomes (replies flattened to one line); durable after the
@@ -610,15 +672,13 @@ impl Journal {
             return Ok(());
         }
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if w.broken {
-            return Err(io::Error::other(
-                "an earlier write to the journal failed; not recording more",
-            ));
+        if let Some(f) = &w.broken {
+            return Err(f.again());
         }
         match (&w.file).write_all(buf) {
             Ok(()) => w.len += buf.len() as u64,
             Err(e) => {
-                w.broken = true;
+                w.broken = Some(Failure::of(&e));
                 // Best effort: drop the partial batch so the file stays clean.
                 let _ = w.file.set_len(w.len);
                 return Err(e);
@@ -655,6 +715,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     /// Session threads share it in an `Arc`.
     const _: fn() = || {
@@ -752,6 +813,7 @@ mod tests {
         }
         // Rewrite history as if both were reserved before a power loss.
         fs::remove_file(&path).unwrap();
+        fs::remove_file(seal::path_for(&path)).unwrap();
         {
             let (j, _) = open_at_boot(&path, &fp("a"), false, "boot-1").unwrap();
             j.record_inflight(&[(1, "<1@run>", 1), (2, "<2@run>", 1)])
@@ -887,10 +949,11 @@ mod tests {
             writer: Mutex::new(Writer {
                 file,
                 len: 0,
-                broken: false,
+                broken: None,
             }),
             syncer,
             _lock: None,
+            seal: None,
         };
         let err = j
             .record_outcomes(&[outcome(1, Status::Sent, 1)])

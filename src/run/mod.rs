@@ -6,3 +6,4 @@ pub mod limiter;
 pub mod progress;
 pub mod report;
 pub mod scheduler;
+pub mod seal;

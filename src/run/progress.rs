@@ -68,9 +68,14 @@ impl State {
         self.counts[status as usize]
     }
 
-    /// Rejected, failed and uncertain: everything that is not good news.
-    fn failed(&self) -> u64 {
-        self.count(Status::Rejected) + self.count(Status::Failed) + self.count(Status::Uncertain)
+    /// `(word, count)` per status in the summary's words and order: `sent`
+    /// and `failed` always, the others once they occur.
+    fn tallies(&self) -> Vec<(&'static str, u64)> {
+        Status::ALL
+            .iter()
+            .map(|&s| (s.as_str(), self.count(s)))
+            .filter(|&(word, n)| n > 0 || word == "sent" || word == "failed")
+            .collect()
     }
 
     fn status_line(&self, total: Option<u64>) -> String {
@@ -85,14 +90,13 @@ impl State {
             Some(total) => format!("{done}/{total} done"),
             None => format!("{done} done"),
         };
-        line.push_str(&format!(
-            ": {} sent, {} failed",
-            self.count(Status::Sent),
-            self.failed()
-        ));
-        if self.count(Status::Skipped) > 0 {
-            line.push_str(&format!(", {} skipped", self.count(Status::Skipped)));
-        }
+        let tallies: Vec<String> = self
+            .tallies()
+            .iter()
+            .map(|(word, n)| format!("{n} {word}"))
+            .collect();
+        line.push_str(": ");
+        line.push_str(&tallies.join(", "));
         if let Some(total) = total {
             let left = total.saturating_sub(done);
             line.push_str(&format!(", {left} remaining"));
@@ -267,6 +271,15 @@ impl Progress {
     /// The run is over: clear the bar and show the summary (stderr text, or
     /// the JSON summary event on stdout).
     pub fn finish(&self, summary: &Summary) {
+        self.finish_with(summary, summary.exit_code());
+    }
+
+    /// [`Progress::finish`] for a run that exits with `code`, which the JSON
+    /// summary's `exit_code` then states: it must equal the process's exit
+    /// status, which also reflects what the outcomes alone do not show (an
+    /// interruption, an authentication failure, a journal that cannot be
+    /// written).
+    pub fn finish_with(&self, summary: &Summary, code: crate::error::ExitCode) {
         let mut state = self.lock();
         match self.mode {
             Mode::Bar => {
@@ -280,7 +293,11 @@ impl Progress {
                 let text = summary.to_string();
                 state.write_line(text.trim_end());
             }
-            Mode::Json => state.write_line(&summary.to_json().to_string()),
+            Mode::Json => {
+                let mut json = summary.to_json();
+                json["exit_code"] = (code as i32).into();
+                state.write_line(&json.to_string());
+            }
             Mode::Quiet => {}
         }
     }
@@ -313,19 +330,17 @@ fn make_bar(total: Option<u64>) -> ProgressBar {
 }
 
 fn bar_message(state: &State, total: Option<u64>) -> String {
-    let mut msg = format!(
-        "sent {}  failed {}",
-        state.count(Status::Sent),
-        state.failed()
-    );
+    let mut msg = state
+        .tallies()
+        .iter()
+        .map(|(word, n)| format!("{word} {n}"))
+        .collect::<Vec<_>>()
+        .join("  ");
     if let Some(total) = total {
         msg.push_str(&format!(
             "  remaining {}",
             total.saturating_sub(state.done())
         ));
-    }
-    if state.count(Status::Skipped) > 0 {
-        msg.push_str(&format!("  skipped {}", state.count(Status::Skipped)));
     }
     msg.push_str(&format!("  sessions {}", state.sessions));
     msg
@@ -409,8 +424,13 @@ mod tests {
         );
         assert!(lines[0].starts_with("mailshot: 1/4 done: 1 sent, 0 failed, 3 remaining"));
         assert!(lines[0].contains("2 sessions active"), "{}", lines[0]);
-        // The last outcome line and the forced final line both say 3/4.
-        assert!(lines[2].starts_with("mailshot: 3/4 done: 2 sent, 1 failed, 1 remaining"));
+        // The last outcome line and the forced final line both say 3/4; a
+        // rejection is called what the summary calls it.
+        assert!(
+            lines[2].starts_with("mailshot: 3/4 done: 2 sent, 1 rejected, 0 failed, 1 remaining"),
+            "{}",
+            lines[2]
+        );
         assert!(lines[3].starts_with("mailshot: 3/4 done"));
         assert!(text.contains("report: job.report.csv"));
     }
@@ -457,6 +477,33 @@ mod tests {
         assert_eq!(events[2]["sent"], 1);
         assert_eq!(events[2]["uncertain"], 1);
         assert_eq!(events[2]["report"], "job.report.csv");
+    }
+
+    #[test]
+    fn the_json_summary_carries_the_exit_code_of_the_process() {
+        let out = Captured::default();
+        let p = Progress::with_sink(Mode::Json, Some(2), Box::new(out.clone()));
+        // The outcomes alone call for 75; the run ends with 77 (authentication).
+        p.finish_with(&summary([0, 0, 2, 0, 0]), crate::error::ExitCode::NoPerm);
+        let event: serde_json::Value = serde_json::from_str(out.text().trim()).unwrap();
+        assert_eq!(event["exit_code"], 77);
+    }
+
+    #[test]
+    fn the_bar_uses_the_summarys_words() {
+        let p = Progress::with_sink(Mode::Quiet, Some(5), Box::new(io::sink()));
+        for (row, status) in [
+            (1, Status::Sent),
+            (2, Status::Rejected),
+            (3, Status::Uncertain),
+        ] {
+            p.outcome(&event(row, status, None));
+        }
+        let msg = bar_message(&p.lock(), Some(5));
+        assert!(
+            msg.starts_with("sent 1  rejected 1  failed 0  uncertain 1  remaining 2"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! servers and CSV files the user does not control.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -176,10 +176,11 @@ pub struct Report {
 
 impl Report {
     /// Start a report that [`Report::finish`] will write to `path`. A scratch
-    /// file `path.scratch` holds the outcomes until then.
+    /// file `path.scratch` holds the outcomes until then. Both are created
+    /// mode 0600 (they hold addresses), never through a symbolic link.
     pub fn create(path: &Path) -> io::Result<Report> {
         let scratch_path = with_suffix(path, ".scratch");
-        let file = OpenOptions::new()
+        let file = crate::outputs::options()
             .read(true)
             .write(true)
             .create(true)
@@ -269,7 +270,7 @@ impl Report {
         let mut counts = [0u64; 5];
         let mut failures = FailureTally::default();
         let tmp_path = with_suffix(&self.path, ".tmp");
-        let mut out = BufWriter::new(File::create(&tmp_path)?);
+        let mut out = BufWriter::new(crate::outputs::create(&tmp_path)?);
         {
             let mut header = csv::Writer::from_writer(&mut out);
             header.write_record(HEADER)?;

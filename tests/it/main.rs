@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod capture;
 mod cli;
 mod everyday;
 mod run;

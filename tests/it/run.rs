@@ -9,6 +9,7 @@ mod helpers;
 
 mod exit;
 mod faults;
+mod files;
 mod flow;
 mod interrupts;
 mod journal;
@@ -16,3 +17,4 @@ mod progress;
 mod rate;
 mod report;
 mod retries;
+mod signals;
