@@ -46,13 +46,14 @@ use minijinja::{AutoEscape, Environment, ErrorKind, Template, UndefinedBehavior,
 
 use crate::error::{Diagnostic, Error, Location, Result};
 use crate::job::Job;
-use crate::message::{Attachment, Draft, Mailbox};
+use crate::message::{Attachment, Draft, FileBytes, Mailbox};
 use crate::recipients::Recipient;
 
 mod context;
 mod files;
 mod simple;
 
+pub use files::read_capped;
 use files::{FileError, Files, Origin};
 
 use simple::Simple;
@@ -813,7 +814,7 @@ impl RowRender<'_> {
         path: &str,
         origin: Origin,
         what: impl FnOnce(&FileError) -> String,
-    ) -> Option<Arc<Vec<u8>>> {
+    ) -> Option<Arc<FileBytes>> {
         match self.r.disk.read(path, origin) {
             Ok(data) => Some(data),
             Err(e) => {
@@ -1700,7 +1701,7 @@ mod tests {
         assert_eq!(d.attachments.len(), 2);
         assert_eq!(d.attachments[0].name, "7.pdf");
         assert_eq!(d.attachments[0].content_type, "application/pdf");
-        assert_eq!(d.attachments[0].data.as_slice(), b"%PDF-1.4 fake");
+        assert_eq!(d.attachments[0].data.as_bytes(), b"%PDF-1.4 fake");
         assert_eq!(d.attachments[1].name, "报告-7.pdf");
 
         let diags = r
@@ -1753,7 +1754,7 @@ mod tests {
         let a = &d.attachments[0];
         assert_eq!(a.content_id.as_deref(), Some("img1.row2@mailshot"));
         assert_eq!(a.content_type, "image/png");
-        assert_eq!(a.data.as_slice(), b"PNGDATA");
+        assert_eq!(a.data.as_bytes(), b"PNGDATA");
         assert_eq!(
             d.html.as_deref(),
             Some("<img alt=x src=\"cid:img1.row2@mailshot\"><img src='cid:img1.row2@mailshot'><img src=\"https://e.com/a.png\"><img src=\"cid:k\">")
@@ -1777,7 +1778,7 @@ mod tests {
         let row =
             |n, file: &str| r.render(&recipient(n, &[("email", "a@example.com"), ("file", file)]));
         assert_eq!(
-            row(1, "docs/a.txt").unwrap().attachments[0].data.as_slice(),
+            row(1, "docs/a.txt").unwrap().attachments[0].data.as_bytes(),
             b"A"
         );
         for (n, bad) in [
@@ -1803,7 +1804,7 @@ mod tests {
         let d = r
             .render(&recipient(1, &[("email", "a@example.com")]))
             .unwrap();
-        assert_eq!(d.attachments[0].data.as_slice(), b"SECRET");
+        assert_eq!(d.attachments[0].data.as_bytes(), b"SECRET");
     }
 
     #[test]
@@ -1829,7 +1830,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{evil}: {e:#?}"));
             // Only the template's own image is attached.
             assert_eq!(d.attachments.len(), 1, "{evil}: {:#?}", d.attachments);
-            assert_eq!(d.attachments[0].data.as_slice(), b"PNG");
+            assert_eq!(d.attachments[0].data.as_bytes(), b"PNG");
             let html = d.html.unwrap();
             assert_eq!(html.matches("<img").count(), 1, "{evil}: {html}");
             assert!(!html.contains("<a "), "{evil}: {html}");
@@ -1856,12 +1857,12 @@ mod tests {
         let row =
             |n, pic: &str| r.render(&recipient(n, &[("email", "a@example.com"), ("pic", pic)]));
         let d = row(1, "img/logo.png").unwrap();
-        let data: Vec<&[u8]> = d.attachments.iter().map(|a| a.data.as_slice()).collect();
+        let data: Vec<&[u8]> = d.attachments.iter().map(|a| a.data.as_bytes()).collect();
         assert_eq!(data, [&b"LOGO"[..], b"SHARED", b"LOGO"]);
         assert_eq!(
             row(2, "img/o'brien.png").unwrap().attachments[0]
                 .data
-                .as_slice(),
+                .as_bytes(),
             b"OB"
         );
         // The literal `../shared.png` is the job's own (a value that repeats

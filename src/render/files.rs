@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::message::FileBytes;
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
 
 /// Most bytes the per-run cache keeps.
@@ -91,7 +92,7 @@ pub(super) struct Files {
 struct Cache {
     by_path: HashMap<(Origin, String), Entry>,
     /// (device, inode, size, mtime) → bytes, for paths that name one file.
-    by_identity: HashMap<Identity, Arc<Vec<u8>>>,
+    by_identity: HashMap<Identity, Arc<FileBytes>>,
     bytes: u64,
     clock: u64,
 }
@@ -99,7 +100,7 @@ struct Cache {
 type Identity = (u64, u64, u64, i64, i64);
 
 struct Entry {
-    data: Arc<Vec<u8>>,
+    data: Arc<FileBytes>,
     identity: Identity,
     used: u64,
 }
@@ -130,7 +131,7 @@ impl Files {
 
     /// The bytes of `path` (relative to the job's folder), read at most once
     /// per run.
-    pub(super) fn read(&self, path: &str, origin: Origin) -> Result<Arc<Vec<u8>>, FileError> {
+    pub(super) fn read(&self, path: &str, origin: Origin) -> Result<Arc<FileBytes>, FileError> {
         // Held while a missing file is read, so rows on other threads wait
         // for those bytes instead of reading the file again.
         let mut cache = self.cache.lock().expect("file cache poisoned");
@@ -174,7 +175,7 @@ impl Files {
                         limit: self.max_size,
                     });
                 }
-                Arc::new(data)
+                Arc::new(FileBytes::from(data))
             }
         };
         cache.insert(key, identity, Arc::clone(&data));
@@ -219,7 +220,7 @@ impl Files {
 }
 
 impl Cache {
-    fn insert(&mut self, key: (Origin, String), identity: Identity, data: Arc<Vec<u8>>) {
+    fn insert(&mut self, key: (Origin, String), identity: Identity, data: Arc<FileBytes>) {
         let size = data.len() as u64;
         if size > CACHE_BYTES {
             return;
@@ -262,6 +263,32 @@ impl Cache {
     }
 }
 
+/// Read a file named outside any template (on the command line): the same
+/// rules as for a job's literal paths, without the cache. Errors are
+/// [`io::Error`]s whose text says what was refused.
+pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let refused = |e: FileError| io::Error::other(e.to_string());
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(refused(FileError::NotRegular));
+    }
+    let too_large = || refused(FileError::TooLarge { limit: max });
+    if meta.len() > max {
+        return Err(too_large());
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    (&mut file).take(max + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(data)
+}
+
 fn io_error(e: io::Error) -> FileError {
     FileError::Io(Arc::new(e))
 }
@@ -299,9 +326,9 @@ mod tests {
         std::os::unix::fs::symlink("ok/a.txt", job.join("inner")).unwrap();
         let files = Files::new(&job, crate::job::manifest::DEFAULT_MAX_ATTACHMENT_SIZE);
         let read = |p: &str| files.read(p, Origin::Rendered);
-        assert_eq!(read("ok/a.txt").unwrap().as_slice(), b"a");
-        assert_eq!(read("ok/../ok/a.txt").unwrap().as_slice(), b"a");
-        assert_eq!(read("inner").unwrap().as_slice(), b"a");
+        assert_eq!(&read("ok/a.txt").unwrap()[..], b"a");
+        assert_eq!(&read("ok/../ok/a.txt").unwrap()[..], b"a");
+        assert_eq!(&read("inner").unwrap()[..], b"a");
         for bad in [
             "../secret.txt",
             "ok/../../secret.txt",
@@ -317,7 +344,7 @@ mod tests {
         }
         // Written literally in the job, the same paths are allowed.
         let literal = files.read("../secret.txt", Origin::Literal).unwrap();
-        assert_eq!(literal.as_slice(), b"s");
+        assert_eq!(&literal[..], b"s");
         assert!(files.read("link", Origin::Literal).is_ok());
     }
 
@@ -356,7 +383,7 @@ mod tests {
     #[test]
     fn the_cache_drops_the_least_recently_used_file() {
         let mut cache = Cache::default();
-        let big = Arc::new(vec![0u8; (CACHE_BYTES / 2) as usize]);
+        let big = Arc::new(FileBytes::from(vec![0u8; (CACHE_BYTES / 2) as usize]));
         cache.insert((Origin::Literal, "a".into()), (1, 1, 0, 0, 0), big.clone());
         cache.insert((Origin::Literal, "b".into()), (1, 2, 0, 0, 0), big.clone());
         cache.insert((Origin::Literal, "c".into()), (1, 3, 0, 0, 0), big);
