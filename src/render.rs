@@ -28,7 +28,9 @@
 //! are HTML-escaped. In the job's `markdown` file (and `.md` files it
 //! includes) every ASCII punctuation character of an inserted value is
 //! backslash-escaped before pulldown-cmark runs, so a value cannot make a
-//! link, image or raw HTML; the text part is rendered without that escaping.
+//! link, image or raw HTML (inside a code span the backslashes show; `| safe`
+//! inserts a value as Markdown); the text part is rendered without that
+//! escaping.
 //! Text, subject and header templates are not escaped.
 //!
 //! **Files.** Attachments and local `<img src>` files (also from Markdown
@@ -846,7 +848,7 @@ impl RowRender<'_> {
                 continue;
             };
             let src = &tag[vs..ve];
-            if !is_local_src(src) {
+            if !is_local_src(&decode_src(src)) {
                 out.push_str(&rest[..tag_end]);
                 rest = &rest[tag_end..];
                 continue;
@@ -1295,8 +1297,9 @@ fn literal_image_sources(source: &str) -> Vec<String> {
             let tag = &rest[pos..tag_end];
             if let Some((vs, ve)) = src_value(tag) {
                 let src = &tag[vs..ve];
-                if is_local_src(src) && !src.contains('{') {
-                    out.push(decode_src(src));
+                let decoded = decode_src(src);
+                if is_local_src(&decoded) && !src.contains('{') {
+                    out.push(decoded);
                 }
             }
             rest = &rest[tag_end..];
@@ -1838,6 +1841,37 @@ mod tests {
             let text = d.text.unwrap();
             assert!(text.contains(evil.trim_start()), "{evil}: {text}");
         }
+    }
+
+    #[test]
+    fn markdown_escaping_keeps_ordinary_merges_and_safe_opts_out() {
+        let fx = Fixture::new();
+        fx.write(
+            "job/letter.md",
+            "Dear {{ name }}, see [your page](https://example.com/u/{{ id }}?e={{ email | urlencode }}).\n\n{{ extra | safe }}\n",
+        );
+        let mut job = fx.job("job", "subject: x\n");
+        job.markdown = Some("letter.md".into());
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(
+                1,
+                &[
+                    ("email", "a+b@example.com"),
+                    ("name", "O'Neil *Jr.*"),
+                    ("id", "7-b"),
+                    ("extra", "**bold**"),
+                ],
+            ))
+            .unwrap();
+        let html = d.html.unwrap();
+        assert!(html.contains("Dear O'Neil *Jr.*,"), "{html}");
+        assert!(
+            html.contains("href=\"https://example.com/u/7-b?e=a%2Bb%40example.com\""),
+            "{html}"
+        );
+        assert!(html.contains("<strong>bold</strong>"), "{html}");
+        assert!(d.text.unwrap().starts_with("Dear O'Neil *Jr.*, see"));
     }
 
     #[test]
