@@ -1,7 +1,8 @@
 //! The values passed between stages: a mailbox, a rendered draft, and the
 //! outgoing message (envelope + bytes) the SMTP engine carries.
 
-use std::sync::Arc;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 
 /// One address with an optional display name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,11 +20,56 @@ pub struct Attachment {
     pub name: String,
     /// MIME type, e.g. `application/pdf`.
     pub content_type: String,
-    /// The bytes.
-    pub data: Arc<Vec<u8>>,
+    /// The bytes, shared by every message that carries this file.
+    pub data: Arc<FileBytes>,
     /// Content-ID for inline parts referenced as `cid:` from HTML.
     pub content_id: Option<String>,
 }
+
+/// A file's bytes, and their transfer encoding made at most once however
+/// many messages carry the file.
+#[derive(Debug, Default)]
+pub struct FileBytes {
+    bytes: Vec<u8>,
+    encoded: OnceLock<Vec<u8>>,
+}
+
+impl FileBytes {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The encoded form: made by `encode` the first time it is asked for,
+    /// then shared.
+    pub fn encoded(&self, encode: impl FnOnce(&[u8]) -> Vec<u8>) -> &[u8] {
+        self.encoded.get_or_init(|| encode(&self.bytes))
+    }
+}
+
+impl From<Vec<u8>> for FileBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        FileBytes {
+            bytes,
+            encoded: OnceLock::new(),
+        }
+    }
+}
+
+impl Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl PartialEq for FileBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for FileBytes {}
 
 /// Everything rendered for one recipient, before MIME encoding.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -100,4 +146,25 @@ pub struct Outgoing {
     pub eight_bit: bool,
     /// Addresses or headers need SMTPUTF8.
     pub smtputf8: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_bytes_are_encoded_once() {
+        let file = Arc::new(FileBytes::from(b"hello".to_vec()));
+        let mut calls = 0;
+        for _ in 0..3 {
+            let shared = Arc::clone(&file);
+            let out = shared.encoded(|b| {
+                calls += 1;
+                b.to_ascii_uppercase()
+            });
+            assert_eq!(out, b"HELLO");
+        }
+        assert_eq!(calls, 1);
+        assert_eq!(&file[..], b"hello");
+    }
 }

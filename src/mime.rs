@@ -596,13 +596,13 @@ mod tests {
             Attachment {
                 name: "月度报告-2026年11月-非常长的文件名称用于测试续行.pdf".into(),
                 content_type: "application/pdf".into(),
-                data: Arc::new(pdf.clone()),
+                data: Arc::new(pdf.clone().into()),
                 content_id: None,
             },
             Attachment {
                 name: "plain \"quoted\".txt".into(),
                 content_type: "text/plain".into(),
-                data: Arc::new(b"hello\n".to_vec()),
+                data: Arc::new(b"hello\n".to_vec().into()),
                 content_id: None,
             },
         ];
@@ -635,7 +635,7 @@ mod tests {
         d.attachments = vec![Attachment {
             name: "logo.png".into(),
             content_type: "image/png".into(),
-            data: Arc::new(vec![0x89, b'P', b'N', b'G', 0, 1, 2]),
+            data: Arc::new(vec![0x89, b'P', b'N', b'G', 0, 1, 2].into()),
             content_id: Some("logo.1@mailshot".into()),
         }];
         let bytes = build(&d, &opts());
@@ -711,7 +711,7 @@ mod tests {
         d.attachments = vec![Attachment {
             name: "a.bin".into(),
             content_type: "application/octet-stream".into(),
-            data: Arc::new(vec![1, 2, 3]),
+            data: Arc::new(vec![1, 2, 3].into()),
             content_id: None,
         }];
         assert_eq!(build(&d, &opts()), build(&d, &opts()));

@@ -7,11 +7,15 @@
 //! (CommonMark via pulldown-cmark) and local `<img>` sources (RFC 2392 `cid:`)
 //! into draft parts.
 //!
-//! **Template lookup rule.** A template name `N` (the job's `text`/`html`/
-//! `markdown` files and every `{% extends %}`, `{% include %}`, `{% import %}`)
-//! is looked up as `JOBDIR/N`; then, for each ancestor `A` of the job folder,
-//! nearest first: `A/templates/N`, and `A/N` when `N` itself starts with
-//! `templates/`. So a job in `samples/newsletter/` can write
+//! **Template lookup rule.** The job's `text`/`html`/`markdown` files are
+//! the paths the job names. A name `N` in `{% extends %}`, `{% include %}`,
+//! `{% import %}` is looked up in a fixed list of roots, first match wins:
+//! the job folder, then the `templates/` folder in it, one level above it and
+//! two levels above it (`JOBDIR/templates`, `JOBDIR/../templates`,
+//! `JOBDIR/../../templates`); a name starting with `templates/` is also
+//! looked up without that prefix in the last three. No other folder is
+//! searched. Absolute names and names with `..` are refused, and a symlink
+//! cannot lead out of its root. So a job in `samples/newsletter/` can write
 //! `{% extends "layout.html" %}` or `{% extends "templates/layout.html" %}` to
 //! reach the repository's shared `templates/layout.html`.
 //!
@@ -20,23 +24,41 @@
 //! are not identifiers, e.g. `columns["first name"]`). The three built-in names
 //! win over columns of the same name; those columns stay reachable via `columns`.
 //!
-//! **Escaping.** Files ending in `.html`/`.htm`/`.xml` are auto-escaped; text,
-//! Markdown, subject and header templates are not.
+//! **Escaping.** The job's `html` file and files ending in `.html`/`.htm`/`.xml`
+//! are HTML-escaped. In the job's `markdown` file (and `.md` files it
+//! includes) every ASCII punctuation character of an inserted value is
+//! backslash-escaped before pulldown-cmark runs, so a value cannot make a
+//! link, image or raw HTML (inside a code span the backslashes show; `| safe`
+//! inserts a value as Markdown); the text part is rendered without that
+//! escaping.
+//! Text, subject and header templates are not escaped.
+//!
+//! **Files.** Attachments and local `<img src>` files (also from Markdown
+//! `![](…)`) are read through [`files::Files`]: a path made by a template
+//! expression must stay inside the job's folder, a path written literally in
+//! the job may point anywhere (see that module). `src` values are decoded
+//! with one full HTML entity decoder first.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use minijinja::{AutoEscape, Environment, ErrorKind, Template, UndefinedBehavior, Value};
 
 use crate::error::{Diagnostic, Error, Location, Result};
 use crate::job::Job;
-use crate::message::{Attachment, Draft, Mailbox};
+use crate::message::{Attachment, Draft, FileBytes, Mailbox};
 use crate::recipients::Recipient;
 
 mod context;
+mod files;
+mod loader;
 mod simple;
+
+pub use files::read_capped;
+use files::{FileError, Files, Origin};
+use loader::{resolve_template, template_roots};
 
 use simple::Simple;
 
@@ -65,6 +87,14 @@ pub struct Renderer {
     files: Arc<Mutex<HashMap<String, PathBuf>>>,
     /// Names of the inline templates (job keys such as `subject`).
     inline: Arc<Keys>,
+    /// The job's own template files and their escaping (by role, not name).
+    roles: Arc<Vec<(String, AutoEscape)>>,
+    /// Attachment and inline-image files, confined and cached for the run.
+    disk: Files,
+    /// `src` values written literally in the job's template files (decoded).
+    literal_images: HashSet<String>,
+    /// The name the Markdown file is rendered under for the text part.
+    markdown_text: Option<String>,
     /// Template name → variables it uses that it does not define itself.
     undeclared: HashMap<String, HashSet<String>>,
     header_names: Vec<String>,
@@ -117,14 +147,59 @@ impl Renderer {
         let inline = Arc::new(Keys(
             inline_sources.iter().map(|(k, _)| k.clone()).collect(),
         ));
+        // The job's template files: (role, file, template name), named by
+        // their path relative to the job folder when they are inside it.
+        let mut job_files = Vec::new();
+        for (role, path) in [
+            ("text", &job.text),
+            ("html", &job.html),
+            ("markdown", &job.markdown),
+        ] {
+            let Some(path) = path else { continue };
+            let full = match path.canonicalize() {
+                Ok(p) => p,
+                Err(_) if path.is_relative() => job_dir.join(path),
+                Err(_) => path.clone(),
+            };
+            let name = match full.strip_prefix(&job_dir) {
+                Ok(rel) => rel.to_string_lossy().into_owned(),
+                Err(_) => full.to_string_lossy().into_owned(),
+            };
+            job_files.push((role, full, name));
+        }
+        let mut roles: Vec<(String, AutoEscape)> = Vec::new();
+        let mut markdown_text = None;
+        for (role, _, name) in &job_files {
+            match *role {
+                "html" => roles.push((name.clone(), AutoEscape::Html)),
+                "markdown" => {
+                    roles.push((name.clone(), AutoEscape::Custom(MARKDOWN_ESCAPE)));
+                    let text = format!("{name}#text");
+                    roles.push((text.clone(), AutoEscape::None));
+                    markdown_text = Some(text);
+                }
+                _ => roles.push((name.clone(), AutoEscape::None)),
+            }
+        }
+        let roles = Arc::new(roles);
 
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_debug(true);
         let inline_names = Arc::clone(&inline);
-        env.set_auto_escape_callback(move |name| auto_escape_mode(&inline_names, name));
+        let file_roles = Arc::clone(&roles);
+        env.set_auto_escape_callback(move |name| {
+            auto_escape_mode(&inline_names, &file_roles, name)
+        });
         env.set_formatter(|out, state, value| {
-            if state.auto_escape() == AutoEscape::Custom(ADDRESS_ESCAPE) && !value.is_safe() {
+            if state.auto_escape() == AutoEscape::Custom(MARKDOWN_ESCAPE) && !value.is_safe() {
+                match value.as_str() {
+                    Some(text) => out.write_str(&markdown_escape(text))?,
+                    None => out.write_str(&markdown_escape(&value.to_string()))?,
+                }
+                Ok(())
+            } else if state.auto_escape() == AutoEscape::Custom(ADDRESS_ESCAPE) && !value.is_safe()
+            {
                 match value.as_str() {
                     Some(text) => out.write_str(&address_escape(text))?,
                     None => out.write_str(&address_escape(&value.to_string()))?,
@@ -138,18 +213,12 @@ impl Renderer {
                 minijinja::escape_formatter(out, state, value)
             }
         });
-        let loader_dir = job_dir.clone();
+        let roots = template_roots(&job_dir);
         let loader_files = Arc::clone(&files);
         env.set_loader(move |name| {
-            let Some(path) = resolve_template(&loader_dir, name) else {
+            let Some((path, source)) = resolve_template(&roots, name)? else {
                 return Ok(None);
             };
-            let source = std::fs::read_to_string(&path).map_err(|e| {
-                minijinja::Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("cannot read template {}: {e}", path.display()),
-                )
-            })?;
             loader_files
                 .lock()
                 .expect("loader map poisoned")
@@ -160,10 +229,14 @@ impl Renderer {
         let mut renderer = Renderer {
             env,
             job_path: job.path.clone(),
+            disk: Files::new(&job_dir, job.max_attachment_size),
             job_dir,
             job_text,
             files,
             inline,
+            roles,
+            literal_images: HashSet::new(),
+            markdown_text,
             undeclared: HashMap::new(),
             header_names: job.headers.iter().map(|(n, _)| n.clone()).collect(),
             attachments: job.attachments.iter().map(|a| a.name.is_some()).collect(),
@@ -199,36 +272,59 @@ impl Renderer {
             }
         }
         let mut seen = HashSet::new();
-        let job_files = [
-            (&job.text, &mut renderer.text),
-            (&job.html, &mut renderer.html),
-            (&job.markdown, &mut renderer.markdown),
-        ];
         let mut to_check = Vec::new();
-        for (path, slot) in job_files {
-            let Some(path) = path else { continue };
-            // The loader already resolved the path against the job's folder
-            // (relative to the working directory if the job path was).
-            let full = match path.canonicalize() {
-                Ok(p) => p,
-                Err(_) if path.is_relative() => renderer.job_dir.join(path),
-                Err(_) => path.clone(),
-            };
+        for (role, full, name) in job_files {
+            // Written in the job itself, so read as given (not through the
+            // loader, whose names must stay inside the template roots).
             if !full.is_file() {
                 let err = std::fs::metadata(&full)
                     .err()
                     .unwrap_or_else(|| std::io::Error::other("not a regular file"));
                 return Err(Error::no_input(full, &err));
             }
-            let name = match full.strip_prefix(&renderer.job_dir) {
-                Ok(rel) => rel.to_string_lossy().into_owned(),
-                Err(_) => full.to_string_lossy().into_owned(),
+            let source =
+                std::fs::read_to_string(&full).map_err(|e| Error::no_input(full.clone(), &e))?;
+            let mut names = vec![name.clone()];
+            if role == "markdown" {
+                names.extend(renderer.markdown_text.clone());
+            }
+            for (k, n) in names.into_iter().enumerate() {
+                renderer
+                    .files
+                    .lock()
+                    .expect("loader map poisoned")
+                    .insert(n.clone(), full.clone());
+                if let Err(e) = renderer.env.add_template_owned(n, source.clone()) {
+                    if k > 0 || !seen.insert(name.clone()) {
+                        continue;
+                    }
+                    let line = e.line().map(|l| l as u64);
+                    diags.push(Diagnostic::new(
+                        Location {
+                            line,
+                            ..Location::file(&full)
+                        },
+                        format!("template syntax error: {}", error_text(&e)),
+                    ));
+                }
+            }
+            let slot = match role {
+                "text" => &mut renderer.text,
+                "html" => &mut renderer.html,
+                _ => &mut renderer.markdown,
             };
             *slot = Some(name.clone());
             to_check.push(name);
         }
         for name in to_check {
             renderer.check_template_file(&name, None, &mut seen, &mut diags);
+        }
+        for name in &seen {
+            if let Ok(t) = renderer.env.get_template(name) {
+                renderer
+                    .literal_images
+                    .extend(literal_image_sources(t.source()));
+            }
         }
         if !diags.is_empty() {
             return Err(Error::Invalid(diags));
@@ -283,10 +379,18 @@ impl Renderer {
                 diags.push(Diagnostic::new(
                     location,
                     format!(
-                        "template \"{name}\" not found (looked in the job folder, then in \
-                         templates/ folders of its ancestors)"
+                        "template \"{name}\" not found (looked in the job folder and in the \
+                         templates/ folder inside it, one level above it and two levels above it)"
                     ),
                 ));
+            }
+            Err(e) if e.kind() == ErrorKind::InvalidOperation => {
+                // The loader refused the name or could not read the file.
+                let location = match referenced_from {
+                    Some(parent) => self.template_location(parent, None),
+                    None => self.template_location(name, None),
+                };
+                diags.push(Diagnostic::new(location, error_text(&e)));
             }
             Err(e) => {
                 let template = e.name().unwrap_or(name).to_string();
@@ -307,7 +411,7 @@ impl Renderer {
 
     /// A renderer of many rows: the job's templates looked up once.
     pub fn rows(&self) -> RowsRenderer<'_> {
-        let files = [&self.text, &self.html, &self.markdown];
+        let files = [&self.text, &self.html, &self.markdown, &self.markdown_text];
         let names = self.inline.0.iter().chain(files.into_iter().flatten());
         let templates = names
             .filter(|name| lookup(&self.constants, name).is_none())
@@ -325,7 +429,7 @@ impl Renderer {
     /// The auto-escape mode of template `name` (what the environment's
     /// callback says).
     fn auto_escape(&self, name: &str) -> AutoEscape {
-        auto_escape_mode(&self.inline, name)
+        auto_escape_mode(&self.inline, &self.roles, name)
     }
 
     /// Where a job key is: the job file, at the key's line when it can be found.
@@ -424,7 +528,11 @@ impl RowsRenderer<'_> {
         if let Some(md_name) = &self.r.markdown {
             if let Some(md) = row.render_template(md_name) {
                 draft.html = Some(markdown_to_html(&md));
-                draft.text = Some(md);
+                // The text part shows inserted values as they are.
+                draft.text = match &self.r.markdown_text {
+                    Some(text) => row.render_template(text),
+                    None => Some(md),
+                };
             }
         }
         if let Some(name) = &self.r.text {
@@ -676,9 +784,14 @@ impl RowRender<'_> {
         } else {
             None
         };
+        let origin = if lookup(&self.r.constants, &path_key).is_some() {
+            Origin::Literal
+        } else {
+            Origin::Rendered
+        };
         let path = self.r.job_dir.join(rendered);
-        let data = self.read_file(&path, |e| {
-            format!("{path_key}: cannot read attachment: {e}")
+        let data = self.read_file(rendered, origin, |e| {
+            format!("{path_key}: cannot attach \"{rendered}\": {e}")
         })?;
         let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| {
             path.file_name()
@@ -693,7 +806,7 @@ impl RowRender<'_> {
         Some(Attachment {
             name,
             content_type,
-            data: Arc::new(data),
+            data,
             content_id: None,
         })
     }
@@ -702,15 +815,16 @@ impl RowRender<'_> {
     /// file and the row, with `what` saying which key wanted it.
     fn read_file(
         &mut self,
-        path: &Path,
-        what: impl FnOnce(&std::io::Error) -> String,
-    ) -> Option<Vec<u8>> {
-        match std::fs::read(path) {
+        path: &str,
+        origin: Origin,
+        what: impl FnOnce(&FileError) -> String,
+    ) -> Option<Arc<FileBytes>> {
+        match self.r.disk.read(path, origin) {
             Ok(data) => Some(data),
             Err(e) => {
                 let location = Location {
                     row: Some(self.rec.row),
-                    ..Location::file(path)
+                    ..Location::file(self.r.disk.display_path(path))
                 };
                 self.diags.push(Diagnostic::new(location, what(&e)));
                 None
@@ -736,7 +850,7 @@ impl RowRender<'_> {
                 continue;
             };
             let src = &tag[vs..ve];
-            if !is_local_src(src) {
+            if !is_local_src(&decode_src(src)) {
                 out.push_str(&rest[..tag_end]);
                 rest = &rest[tag_end..];
                 continue;
@@ -744,9 +858,20 @@ impl RowRender<'_> {
             let cid = match images.iter().find(|(s, _)| s == src) {
                 Some((_, a)) => a.content_id.clone().unwrap_or_default(),
                 None => {
-                    let path = self.r.job_dir.join(html_unescape(src));
-                    match self.read_file(&path, |e| {
-                        format!("html: cannot read inline image \"{src}\": {e}")
+                    let decoded = decode_src(src);
+                    let origin = if self.r.literal_images.contains(&decoded) {
+                        Origin::Literal
+                    } else {
+                        Origin::Rendered
+                    };
+                    let key = if self.r.markdown.is_some() {
+                        "markdown"
+                    } else {
+                        "html"
+                    };
+                    let path = self.r.job_dir.join(&decoded);
+                    match self.read_file(&decoded, origin, |e| {
+                        format!("{key}: cannot read inline image \"{decoded}\": {e}")
                     }) {
                         Some(data) => {
                             let cid =
@@ -764,7 +889,7 @@ impl RowRender<'_> {
                                 Attachment {
                                     name,
                                     content_type,
-                                    data: Arc::new(data),
+                                    data,
                                     content_id: Some(cid.clone()),
                                 },
                             ));
@@ -829,15 +954,40 @@ impl Keys {
 }
 
 /// Address keys escape interpolated values as addresses, other job keys not
-/// at all, template files by their extension.
-fn auto_escape_mode(inline: &Keys, name: &str) -> AutoEscape {
+/// at all, the job's own template files by their role, other template files
+/// by their extension.
+fn auto_escape_mode(inline: &Keys, roles: &[(String, AutoEscape)], name: &str) -> AutoEscape {
     if ADDRESS_KEYS.contains(&name) {
         AutoEscape::Custom(ADDRESS_ESCAPE)
     } else if inline.contains(name) {
         AutoEscape::None
+    } else if let Some(mode) = lookup(roles, name) {
+        *mode
+    } else if name.ends_with(".md") || name.ends_with(".markdown") {
+        AutoEscape::Custom(MARKDOWN_ESCAPE)
     } else {
         minijinja::default_auto_escape_callback(name)
     }
+}
+
+/// The auto-escape mode of Markdown templates.
+const MARKDOWN_ESCAPE: &str = "markdown";
+
+/// A value inserted into Markdown is text: every ASCII punctuation character
+/// gets a backslash (CommonMark §2.4), so it cannot open a link, an image,
+/// raw HTML, an entity, emphasis or a block.
+fn markdown_escape(value: &str) -> Cow<'_, str> {
+    if !value.bytes().any(|b| b.is_ascii_punctuation()) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if c.is_ascii_punctuation() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    Cow::Owned(out)
 }
 
 /// The value for `key` in a short list of pairs.
@@ -891,31 +1041,6 @@ fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, String> 
 
 fn is_forbidden_in_header(c: char) -> bool {
     (c.is_control() && c != '\t') || c == '\u{2028}' || c == '\u{2029}'
-}
-
-fn resolve_template(job_dir: &Path, name: &str) -> Option<PathBuf> {
-    let rel = Path::new(name);
-    if rel.is_absolute() {
-        return rel.is_file().then(|| rel.to_path_buf());
-    }
-    let direct = job_dir.join(rel);
-    if direct.is_file() {
-        return Some(direct);
-    }
-    let in_templates = rel.starts_with("templates");
-    for ancestor in job_dir.ancestors() {
-        let candidate = ancestor.join("templates").join(rel);
-        if candidate.is_file() {
-            return Some(candidate);
-        }
-        if in_templates {
-            let candidate = ancestor.join(rel);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
-    }
-    None
 }
 
 /// Template names referenced by `{% extends/include/import/from "…" %}` with
@@ -1058,16 +1183,39 @@ fn is_local_src(src: &str) -> bool {
     !src.is_empty() && !has_scheme && !src.starts_with("//") && !src.starts_with('#')
 }
 
-fn html_unescape(s: &str) -> String {
-    s.replace("&amp;", "&")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
+/// A `src` value as a path: every HTML character reference decoded (named,
+/// decimal and hex), as a browser would.
+fn decode_src(src: &str) -> String {
+    html_escape::decode_html_entities(src).into_owned()
+}
+
+/// The local `<img src>` values a template source names literally (no
+/// template expression in them), decoded; Markdown images count too.
+fn literal_image_sources(source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for html in [Cow::Borrowed(source), Cow::Owned(markdown_to_html(source))] {
+        let mut rest = html.as_ref();
+        while let Some(pos) = find_ci(rest, "<img") {
+            let tag_end = rest[pos..].find('>').map_or(rest.len(), |e| pos + e);
+            let tag = &rest[pos..tag_end];
+            if let Some((vs, ve)) = src_value(tag) {
+                let src = &tag[vs..ve];
+                let decoded = decode_src(src);
+                if is_local_src(&decoded) && !src.contains('{') {
+                    out.push(decoded);
+                }
+            }
+            rest = &rest[tag_end..];
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::job::{AttachmentSpec, RecipientsSpec};
+    use std::path::Path;
 
     struct Fixture {
         dir: tempfile::TempDir,
@@ -1103,6 +1251,7 @@ mod tests {
                 html: None,
                 markdown: None,
                 attachments: vec![],
+                max_attachment_size: crate::job::manifest::DEFAULT_MAX_ATTACHMENT_SIZE,
                 headers: vec![],
                 list_unsubscribe: None,
                 vars: serde_yaml::from_str("campaign: November").unwrap(),
@@ -1459,7 +1608,7 @@ mod tests {
         assert_eq!(d.attachments.len(), 2);
         assert_eq!(d.attachments[0].name, "7.pdf");
         assert_eq!(d.attachments[0].content_type, "application/pdf");
-        assert_eq!(d.attachments[0].data.as_slice(), b"%PDF-1.4 fake");
+        assert_eq!(d.attachments[0].data.as_bytes(), b"%PDF-1.4 fake");
         assert_eq!(d.attachments[1].name, "报告-7.pdf");
 
         let diags = r
@@ -1512,10 +1661,294 @@ mod tests {
         let a = &d.attachments[0];
         assert_eq!(a.content_id.as_deref(), Some("img1.row2@mailshot"));
         assert_eq!(a.content_type, "image/png");
-        assert_eq!(a.data.as_slice(), b"PNGDATA");
+        assert_eq!(a.data.as_bytes(), b"PNGDATA");
         assert_eq!(
             d.html.as_deref(),
             Some("<img alt=x src=\"cid:img1.row2@mailshot\"><img src='cid:img1.row2@mailshot'><img src=\"https://e.com/a.png\"><img src=\"cid:k\">")
+        );
+    }
+
+    /// An attachment path made from a value must stay inside the job folder;
+    /// the same path written literally in the job may leave it.
+    #[test]
+    fn rendered_attachment_paths_stay_in_the_job_folder() {
+        let fx = Fixture::new();
+        fx.write("secret.txt", "SECRET");
+        fx.write("job/docs/a.txt", "A");
+        let mut job = fx.job("job", "subject: x\n");
+        std::os::unix::fs::symlink(fx.dir.path().join("secret.txt"), job.dir.join("link")).unwrap();
+        job.attachments = vec![AttachmentSpec {
+            path: "{{ file }}".into(),
+            name: None,
+        }];
+        let r = Renderer::new(&job).unwrap();
+        let row =
+            |n, file: &str| r.render(&recipient(n, &[("email", "a@example.com"), ("file", file)]));
+        assert_eq!(
+            row(1, "docs/a.txt").unwrap().attachments[0].data.as_bytes(),
+            b"A"
+        );
+        for (n, bad) in [
+            (2, "../secret.txt"),
+            (3, "docs/../../secret.txt"),
+            (4, "/etc/passwd"),
+            (5, "link"),
+        ] {
+            let diags = row(n, bad).unwrap_err();
+            assert_eq!(diags.len(), 1, "{bad}: {diags:#?}");
+            let d = &diags[0];
+            assert_eq!(d.location.row, Some(n));
+            assert!(d.message.contains(bad), "{}", d.message);
+            assert!(
+                d.message.contains("outside the job's folder"),
+                "{}",
+                d.message
+            );
+        }
+
+        job.attachments[0].path = "../secret.txt".into();
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(1, &[("email", "a@example.com")]))
+            .unwrap();
+        assert_eq!(d.attachments[0].data.as_bytes(), b"SECRET");
+    }
+
+    #[test]
+    fn values_in_markdown_cannot_make_images_links_or_html() {
+        let fx = Fixture::new();
+        fx.write(
+            "job/letter.md",
+            "Hello {{ name }}\n\n![logo](img/logo.png)\n",
+        );
+        fx.write("job/img/logo.png", "PNG");
+        let mut job = fx.job("job", "subject: x\n");
+        job.markdown = Some("letter.md".into());
+        let r = Renderer::new(&job).unwrap();
+        for evil in [
+            "![x](/proc/self/environ)",
+            "<img src=\"/etc/passwd\">",
+            "[a](img/logo.png) ![b](img/logo.png)",
+            "\n\n<img src='/etc/hostname'>",
+            "&lt;img src=/etc/passwd&gt;",
+        ] {
+            let d = r
+                .render(&recipient(1, &[("email", "a@example.com"), ("name", evil)]))
+                .unwrap_or_else(|e| panic!("{evil}: {e:#?}"));
+            // Only the template's own image is attached.
+            assert_eq!(d.attachments.len(), 1, "{evil}: {:#?}", d.attachments);
+            assert_eq!(d.attachments[0].data.as_bytes(), b"PNG");
+            let html = d.html.unwrap();
+            assert_eq!(html.matches("<img").count(), 1, "{evil}: {html}");
+            assert!(!html.contains("<a "), "{evil}: {html}");
+            // The text part shows the value as it is.
+            let text = d.text.unwrap();
+            assert!(text.contains(evil.trim_start()), "{evil}: {text}");
+        }
+    }
+
+    #[test]
+    fn markdown_escaping_keeps_ordinary_merges_and_safe_opts_out() {
+        let fx = Fixture::new();
+        fx.write(
+            "job/letter.md",
+            "Dear {{ name }}, see [your page](https://example.com/u/{{ id }}?e={{ email | urlencode }}).\n\n{{ extra | safe }}\n",
+        );
+        let mut job = fx.job("job", "subject: x\n");
+        job.markdown = Some("letter.md".into());
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(
+                1,
+                &[
+                    ("email", "a+b@example.com"),
+                    ("name", "O'Neil *Jr.*"),
+                    ("id", "7-b"),
+                    ("extra", "**bold**"),
+                ],
+            ))
+            .unwrap();
+        let html = d.html.unwrap();
+        assert!(html.contains("Dear O'Neil *Jr.*,"), "{html}");
+        assert!(
+            html.contains("href=\"https://example.com/u/7-b?e=a%2Bb%40example.com\""),
+            "{html}"
+        );
+        assert!(html.contains("<strong>bold</strong>"), "{html}");
+        assert!(d.text.unwrap().starts_with("Dear O'Neil *Jr.*, see"));
+    }
+
+    #[test]
+    fn img_src_values_are_entity_decoded_and_confined() {
+        let fx = Fixture::new();
+        fx.write("job/img/logo.png", "LOGO");
+        fx.write("job/img/o'brien.png", "OB");
+        fx.write("shared.png", "SHARED");
+        fx.write("secret.png", "SECRET");
+        fx.write(
+            "job/body.html",
+            "<img src=\"{{ pic }}\"><img src=\"../shared.png\"><img src=\"img&#x2f;logo&period;png\">",
+        );
+        let mut job = fx.job("job", "subject: x\n");
+        job.html = Some("body.html".into());
+        let r = Renderer::new(&job).unwrap();
+        let row =
+            |n, pic: &str| r.render(&recipient(n, &[("email", "a@example.com"), ("pic", pic)]));
+        let d = row(1, "img/logo.png").unwrap();
+        let data: Vec<&[u8]> = d.attachments.iter().map(|a| a.data.as_bytes()).collect();
+        assert_eq!(data, [&b"LOGO"[..], b"SHARED", b"LOGO"]);
+        assert_eq!(
+            row(2, "img/o'brien.png").unwrap().attachments[0]
+                .data
+                .as_bytes(),
+            b"OB"
+        );
+        // The literal `../shared.png` is the job's own (a value that repeats
+        // it gets that same file); any other path out is refused.
+        assert!(row(3, "../shared.png").is_ok());
+        for (n, bad) in [
+            (4, "../secret.png"),
+            (5, "/etc/passwd"),
+            (6, "img/../../secret.png"),
+        ] {
+            let diags = row(n, bad).unwrap_err();
+            assert_eq!(diags.len(), 1, "{diags:#?}");
+            assert!(diags[0].message.contains(bad), "{}", diags[0].message);
+            assert!(diags[0].message.contains("outside"), "{}", diags[0].message);
+            assert_eq!(diags[0].location.row, Some(n));
+        }
+    }
+
+    #[test]
+    fn template_names_stay_in_the_job_folder_and_nearby_templates_folders() {
+        let fx = Fixture::new();
+        fx.write("a/templates/far.txt", "far");
+        fx.write("a/b/templates/near.txt", "near");
+        fx.write("a/b/c/secret.txt", "secret");
+        fx.write("a/b/c/job/body.txt", "{% include \"near.txt\" %}");
+        let mut job = fx.job("a/b/c/job", "subject: x\n");
+        job.text = Some("body.txt".into());
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(1, &[("email", "a@example.com")]))
+            .unwrap();
+        assert_eq!(d.text.as_deref(), Some("near"));
+
+        for (include, want) in [
+            ("far.txt", "not found"),
+            ("../secret.txt", "refused"),
+            ("/etc/hostname", "refused"),
+            ("templates/../../secret.txt", "refused"),
+        ] {
+            fx.write(
+                "a/b/c/job/body.txt",
+                &format!("{{% include \"{include}\" %}}"),
+            );
+            let diags = invalid(Renderer::new(&job));
+            assert_eq!(diags.len(), 1, "{include}: {diags:#?}");
+            assert!(diags[0].message.contains(include), "{}", diags[0].message);
+            assert!(diags[0].message.contains(want), "{}", diags[0].message);
+            assert!(diags[0].location.file.ends_with("body.txt"), "{diags:#?}");
+        }
+    }
+
+    #[test]
+    fn a_file_every_row_attaches_is_read_once() {
+        let fx = Fixture::new();
+        fx.write("job/terms.pdf", "%PDF terms");
+        fx.write("job/logo.png", "PNG");
+        fx.write(
+            "job/body.html",
+            "<img src=\"logo.png\"><img src=\"{{ pic }}\">",
+        );
+        let mut job = fx.job("job", "subject: x\n");
+        job.html = Some("body.html".into());
+        job.attachments = vec![
+            AttachmentSpec {
+                path: "terms.pdf".into(),
+                name: None,
+            },
+            AttachmentSpec {
+                path: "{{ doc }}".into(),
+                name: None,
+            },
+        ];
+        let r = Renderer::new(&job).unwrap();
+        let rows = r.rows();
+        let drafts: Vec<Draft> = (1..=50)
+            .map(|n| {
+                rows.render(&recipient(
+                    n,
+                    &[
+                        ("email", "a@example.com"),
+                        ("doc", "terms.pdf"),
+                        ("pic", "logo.png"),
+                    ],
+                ))
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(r.disk.reads(), 2, "terms.pdf and logo.png, once each");
+        let first = &drafts[0].attachments;
+        // The value repeats the literal image, which is one part per message.
+        assert_eq!(first.len(), 3);
+        for d in &drafts {
+            for (a, b) in d.attachments.iter().zip(first) {
+                assert!(Arc::ptr_eq(&a.data, &b.data), "the bytes are shared");
+            }
+        }
+    }
+
+    #[test]
+    fn max_attachment_size_refuses_larger_files_and_non_regular_ones() {
+        let fx = Fixture::new();
+        fx.write("job/big.bin", &"x".repeat(2_000));
+        fx.write("job/small.bin", "ok");
+        fx.write("job/body.html", "<img src=\"big.bin\">");
+        let mut job = fx.job("job", "subject: x\n");
+        job.max_attachment_size = 1_000;
+        job.attachments = vec![AttachmentSpec {
+            path: "{{ f }}".into(),
+            name: None,
+        }];
+        let r = Renderer::new(&job).unwrap();
+        let row = |f: &str| r.render(&recipient(3, &[("email", "a@example.com"), ("f", f)]));
+        assert!(row("small.bin").is_ok());
+        let diags = row("big.bin").unwrap_err();
+        assert!(diags[0].message.contains("big.bin"), "{}", diags[0].message);
+        assert!(
+            diags[0].message.contains("max_attachment_size (1KB)"),
+            "{}",
+            diags[0].message
+        );
+        assert_eq!(r.disk.reads(), 1, "the big file was never read");
+
+        job.attachments[0].path = "/dev/zero".into();
+        let r = Renderer::new(&job).unwrap();
+        let diags = r
+            .render(&recipient(1, &[("email", "a@example.com")]))
+            .unwrap_err();
+        assert!(
+            diags[0].message.contains("/dev/zero"),
+            "{}",
+            diags[0].message
+        );
+        assert!(
+            diags[0].message.contains("not a regular file"),
+            "{}",
+            diags[0].message
+        );
+
+        job.attachments.clear();
+        job.html = Some("body.html".into());
+        let r = Renderer::new(&job).unwrap();
+        let diags = r
+            .render(&recipient(1, &[("email", "a@example.com")]))
+            .unwrap_err();
+        assert!(
+            diags[0].message.contains("max_attachment_size"),
+            "{}",
+            diags[0].message
         );
     }
 

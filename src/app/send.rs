@@ -10,6 +10,7 @@ use super::target;
 use crate::address::parse_mailbox_list;
 use crate::cli::SendArgs;
 use crate::error::{Error, ExitCode, Result};
+use crate::job::manifest::DEFAULT_MAX_ATTACHMENT_SIZE;
 use crate::job::Target;
 use crate::message::{Attachment, Draft, Mailbox};
 use crate::mime::{self, MimeOptions};
@@ -86,7 +87,8 @@ fn draft(args: &SendArgs, default_from: Option<&str>) -> Result<Draft> {
     };
     let mut attachments = Vec::new();
     for p in &args.attach {
-        let data = read_file(p)?;
+        let data = crate::render::read_capped(p, DEFAULT_MAX_ATTACHMENT_SIZE)
+            .map_err(|e| Error::no_input(p, &e))?;
         let name = p
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -97,7 +99,7 @@ fn draft(args: &SendArgs, default_from: Option<&str>) -> Result<Draft> {
                 .essence_str()
                 .to_string(),
             name,
-            data: Arc::new(data),
+            data: Arc::new(data.into()),
             content_id: None,
         });
     }

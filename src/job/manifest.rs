@@ -42,6 +42,8 @@ pub struct RawJob {
     /// Attachments.
     #[serde(default)]
     pub attachments: Vec<RawAttachment>,
+    /// Largest attachment or inline image (`25MB`, `500KB`, `1GB`).
+    pub max_attachment_size: Option<serde_yaml::Value>,
     /// Extra headers, in file order.
     #[serde(default)]
     pub headers: Headers,
@@ -323,6 +325,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Default `max_attachment_size`: 25 MB.
+pub const DEFAULT_MAX_ATTACHMENT_SIZE: u64 = 25_000_000;
+
+/// `25MB`, `500KB`, `1GB`, `100B` or a plain number of bytes (decimal units;
+/// `KiB`, `MiB`, `GiB` for binary ones).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size {s:?}; use e.g. 500KB, 25MB or 1GB");
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor).ok_or_else(bad)
+}
+
 /// `20/s`, `300/min`, `1000/h` (also `sec`, `second`, `m`, `minute`, `hour`).
 pub fn parse_rate(s: &str) -> Result<Rate, String> {
     let bad = || format!("invalid rate {s:?}; use e.g. 20/s, 300/min or 1000/h");
@@ -414,6 +440,17 @@ fn de_encoding<'de, D: Deserializer<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("25MB"), Ok(25_000_000));
+        assert_eq!(parse_size("500KB"), Ok(500_000));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("1 MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("42"), Ok(42));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999999GB").is_err());
+    }
 
     #[test]
     fn durations() {

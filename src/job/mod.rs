@@ -206,6 +206,8 @@ pub struct Job {
     pub markdown: Option<PathBuf>,
     /// Attachments.
     pub attachments: Vec<AttachmentSpec>,
+    /// Largest attachment or inline image, in bytes.
+    pub max_attachment_size: u64,
     /// Extra headers (name, value template), in file order.
     pub headers: Vec<(String, String)>,
     /// List-Unsubscribe template (one or more URIs, comma-separated).

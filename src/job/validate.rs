@@ -113,6 +113,24 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
         });
     }
 
+    let max_attachment_size = match &raw.max_attachment_size {
+        None => super::manifest::DEFAULT_MAX_ATTACHMENT_SIZE,
+        Some(value) => {
+            let text = match value {
+                serde_yaml::Value::String(s) => s.clone(),
+                serde_yaml::Value::Number(n) => n.to_string(),
+                other => format!("{other:?}"),
+            };
+            super::manifest::parse_size(&text).unwrap_or_else(|e| {
+                p.at(
+                    &["max_attachment_size"],
+                    format!("max_attachment_size: {e}"),
+                );
+                super::manifest::DEFAULT_MAX_ATTACHMENT_SIZE
+            })
+        }
+    };
+
     let dkim = raw.dkim.as_ref().map(|d| {
         if d.domain.trim().is_empty() {
             p.at(&["dkim", "domain"], "dkim.domain is empty");
@@ -188,6 +206,7 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
         html: html_path,
         markdown,
         attachments,
+        max_attachment_size,
         headers: raw.headers.0,
         list_unsubscribe: raw.list_unsubscribe,
         vars: job_vars,

@@ -177,5 +177,10 @@ fn write_file(a: &Attachment, inline: bool, out: &mut Vec<u8>) {
     }
     head.push_str("Content-Transfer-Encoding: base64\r\n\r\n");
     out.extend_from_slice(head.as_bytes());
-    base64_encode_mime(&a.data, &mut *out, false).expect("Vec write");
+    // Encoded once per file and run, however many messages carry it.
+    out.extend_from_slice(a.data.encoded(|bytes| {
+        let mut encoded = Vec::with_capacity(bytes.len() / 3 * 4 + bytes.len() / 38 + 8);
+        base64_encode_mime(bytes, &mut encoded, false).expect("Vec write");
+        encoded
+    }));
 }
