@@ -15,4 +15,5 @@ mod journal;
 mod progress;
 mod rate;
 mod report;
+mod resume_inputs;
 mod retries;
