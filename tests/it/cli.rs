@@ -9,6 +9,7 @@
 //! the program produced earlier.
 
 mod bad_input;
+mod corpus;
 mod injection;
 mod recipients;
 mod samples;
