@@ -325,3 +325,47 @@ fn a_change_after_a_finished_run_says_the_run_finished() {
     assert!(out.stderr.contains("--restart"), "{}", out.stderr);
     assert_each_once(&server, ROWS);
 }
+
+#[test]
+fn the_job_file_the_csv_and_a_top_level_template_are_named() {
+    let csv = csv_rows(ROWS);
+    let cases: [(&str, &str, String); 3] = [
+        (
+            "job.yaml",
+            "the job file job.yaml",
+            "headers: { X-Campaign: spring }".into(),
+        ),
+        (
+            "recipients.csv",
+            "the recipients file recipients.csv",
+            csv.replace("Name 1", "Name One"),
+        ),
+        (
+            "body.txt",
+            "the template body.txt",
+            "Dear {{ name }},\na new letter.\n".into(),
+        ),
+    ];
+    for (file, name, new) in cases {
+        let server = FaultServer::start();
+        let job = job_with(&server, "");
+        let old = job.dir.read(file);
+        let new = if file == "job.yaml" {
+            old.replace("text: body.txt", &format!("text: body.txt\n{new}"))
+        } else {
+            new
+        };
+        refused_then_resumed(
+            &job,
+            &server,
+            &[],
+            move |dir| {
+                dir.write(file, new);
+            },
+            name,
+            move |dir| {
+                dir.write(file, old);
+            },
+        );
+    }
+}
