@@ -310,16 +310,16 @@ pub fn refusal(verdict: &Verdict, settled: u64, total: u64) -> String {
     };
     if settled >= total {
         format!(
-            "the earlier run this journal records finished (all {total} rows settled), and \
-             since then {what}; to send the changed job to every recipient again, rerun \
-             with --restart (everyone gets a second message), or undo the change"
+            "the run recorded in this journal finished (all {total} rows settled); since \
+             then {what}. To send the changed job to every recipient again, rerun with \
+             --restart (everyone gets it a second time), or undo the change"
         )
     } else {
         format!(
-            "since the earlier run this journal records ({settled} of {total} rows settled), \
-             {what}; resuming would send the rest of the list a different message than the \
-             first part got, so it is refused: undo the change to resume, or rerun with \
-             --restart to start over (recipients already sent to would get it again)"
+            "cannot resume: since the run recorded in this journal ({settled} of {total} rows \
+             settled), {what}. Resuming would send the rest of the list a different message \
+             than the first part got. Undo the change to resume, or rerun with --restart to \
+             start over (recipients already sent to would get it again)"
         )
     }
 }
