@@ -45,7 +45,7 @@ fn refused_then_resumed(
         out.stderr
     );
     assert!(
-        out.stderr.contains("--restart") && out.stderr.contains("undo the change"),
+        out.stderr.contains("--restart") && out.stderr.to_lowercase().contains("undo the change"),
         "the error says what to do: {}",
         out.stderr
     );
