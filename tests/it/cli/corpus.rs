@@ -609,10 +609,9 @@ fn corpus_for_key(key: &Key) -> Vec<String> {
             .map(|(i, (_, v))| (i + 2, v.as_str())),
     );
     let label = |id: usize| -> &str {
-        if id == 1 {
-            "ordinary"
-        } else {
-            all[id - 2].0
+        match id {
+            1 => "ordinary",
+            _ => all.get(id.wrapping_sub(2)).map_or("?", |p| p.0),
         }
     };
 
@@ -673,6 +672,21 @@ fn corpus_for_key(key: &Key) -> Vec<String> {
                 "{name}: {what} of the accepted rows exits {:?}: {}",
                 r.code, r.stderr
             ));
+        }
+    }
+    // What the server refused, by the corpus's labels.
+    if let Ok(mut report) = csv::Reader::from_path(corpus.job_dir().join("job.report.csv")) {
+        for rec in report.records().flatten() {
+            if &rec[2] != "sent" {
+                let row: usize = rec[0].parse().unwrap_or(0);
+                let id = accepted.get(row.wrapping_sub(1)).map_or(0, |r| r.0);
+                failures.push(format!(
+                    "{name} / {} (run): {} {}",
+                    label(id),
+                    &rec[2],
+                    &rec[5]
+                ));
+            }
         }
     }
     let by_row = emls(&corpus.job_dir().join("out"));
