@@ -426,6 +426,17 @@ impl Renderer {
         RowsRenderer { r: self, templates }
     }
 
+    /// Every template file loaded so far (the job's `text`/`html`/`markdown`
+    /// and what they extend, include or import). After every row has been
+    /// rendered, this is every template file the messages were made from.
+    pub fn template_files(&self) -> Vec<PathBuf> {
+        let files = self.files.lock().expect("loader map poisoned");
+        let mut paths: Vec<PathBuf> = files.values().cloned().collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
     /// The auto-escape mode of template `name` (what the environment's
     /// callback says).
     fn auto_escape(&self, name: &str) -> AutoEscape {

@@ -195,6 +195,20 @@ impl Prepared {
         }
     }
 
+    /// [`Prepared::validate`] without building messages, showing `see`
+    /// every rendered draft (the run fingerprints attachments this way).
+    pub fn validate_drafts(
+        &self,
+        limit: Option<u64>,
+        mut see: impl FnMut(&Draft),
+    ) -> Result<(u64, u64)> {
+        self.tally(self.drafts(limit)?.inspect(|row| {
+            if let Row::Message(draft) = row {
+                see(draft);
+            }
+        }))
+    }
+
     fn tally<M>(&self, rows: impl Iterator<Item = Row<M>>) -> Result<(u64, u64)> {
         let mut problems = Vec::new();
         let mut more = 0usize;

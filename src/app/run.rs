@@ -11,11 +11,12 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::prepare::{date_now, prepare, Row};
+use super::prepare::{date_now, prepare, Prepared, Row};
 use super::target::{self, Live};
 use crate::cli::RunArgs;
-use crate::error::{Error, ExitCode, Result};
+use crate::error::{Error, ExitCode, Location, Result};
 use crate::job::Target;
+use crate::run::inputs::{self, Fingerprint, Inputs, InputsBuilder, Verdict};
 use crate::run::journal::{self, Journal, Replay};
 use crate::run::progress::{Mode, Progress};
 use crate::run::report::{Outcome, Report, Status};
@@ -157,8 +158,14 @@ pub fn open_failure(live: &Live, failure: SessionFailure) -> Error {
 /// `mailshot run JOB`.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let prepared = prepare(&args.job.job, &args.job.vars)?;
-    // Nothing is sent unless every row renders.
-    let (messages, duplicates) = prepared.validate(args.limit, false)?;
+    let journal_path = beside(&prepared.job.path, "journal");
+    let earlier = (!args.restart)
+        .then(|| inputs::stored_fingerprint(&journal_path))
+        .flatten();
+    let mut seen = InputsBuilder::new(&prepared.job.dir, args.limit, earlier.as_ref());
+    // Nothing is sent unless every row renders; the pass also hashes what
+    // the messages attach.
+    let (messages, duplicates) = prepared.validate_drafts(args.limit, |d| seen.draft(d))?;
     let job = &prepared.job;
 
     let mut target = target::resolve(Some(job), args.smtp.as_deref())?;
@@ -175,12 +182,23 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         None => None,
     };
 
-    let mut inputs: Vec<&Path> = vec![&job.path, &job.recipients.file];
-    inputs.extend(job.text.as_deref());
-    inputs.extend(job.html.as_deref());
-    inputs.extend(job.markdown.as_deref());
-    let fp = journal::fingerprint(&inputs).map_err(|e| Error::no_input(&job.path, &e))?;
-    let journal_path = beside(&job.path, "journal");
+    let inputs = run_inputs(&prepared, args, seen)?;
+    let fp = match &earlier {
+        Some(earlier) => match inputs.compare(earlier) {
+            // The journal checks that its header matches what it is given.
+            Verdict::Same => earlier.clone(),
+            changed => {
+                return Err(refuse_changed(
+                    &journal_path,
+                    earlier,
+                    &changed,
+                    args.limit,
+                    messages + duplicates,
+                ))
+            }
+        },
+        None => inputs.fingerprint(),
+    };
     let report_path = args
         .report
         .clone()
@@ -328,6 +346,69 @@ fn refuse_lost_journal(journal: &Path, report: &Path, args: &RunArgs) -> Result<
             report.display()
         ),
     ))
+}
+
+/// Everything this run's messages are made of, hashed per input: `seen`
+/// already holds the attachments and inline images of every row; the job
+/// file, the CSV, every template file the rows loaded, the `--var` values,
+/// the DKIM key and the user config's settings are added here.
+fn run_inputs(prepared: &Prepared, args: &RunArgs, mut seen: InputsBuilder) -> Result<Inputs> {
+    let job = &prepared.job;
+    let mut files: Vec<(&str, PathBuf)> = vec![
+        ("job", job.path.clone()),
+        ("csv", job.recipients.file.clone()),
+    ];
+    for path in prepared.renderer.template_files() {
+        files.push(("template", path));
+    }
+    if let Some(dkim) = &job.dkim {
+        files.push(("dkim", dkim.key_file.clone()));
+    }
+    for (kind, path) in files {
+        seen.file(kind, &path)
+            .map_err(|e| Error::no_input(&path, &e))?;
+    }
+    for (name, value) in super::parse_vars(&args.job.vars)? {
+        seen.var(&name, &value);
+    }
+    if job.smtp.is_none() {
+        // The user config's account and EHLO name: providers stamp or
+        // check the sender against the account, and the receiving server
+        // records the EHLO name in the message. (The server it names is
+        // the destination, which the journal judges on its own.)
+        if let Some(user) = crate::job::load_user_smtp()? {
+            if let (Some(name), None) = (&user.username, &args.smtp) {
+                seen.setting("smtp.username", name);
+            }
+            if let Some(helo) = &user.helo {
+                seen.setting("smtp.helo", helo);
+            }
+        }
+    }
+    Ok(seen.finish())
+}
+
+/// The error for a journal whose inputs changed since the run that wrote
+/// it, saying how far that run got (read from the journal as it stands).
+fn refuse_changed(
+    journal_path: &Path,
+    earlier: &Fingerprint,
+    verdict: &Verdict,
+    limit: Option<u64>,
+    total: u64,
+) -> Error {
+    let settled = match journal::open(journal_path, earlier, false) {
+        Ok((_, replay)) => replay
+            .done
+            .keys()
+            .filter(|row| limit.is_none_or(|l| **row <= l))
+            .count() as u64,
+        Err(e) => return e,
+    };
+    Error::invalid(
+        Location::file(journal_path),
+        inputs::refusal(verdict, settled, total),
+    )
 }
 
 /// The producer: render rows in order, settle what needs no sending (already

@@ -2,7 +2,7 @@
 //!
 //! An append-only file of records, one a line: a JSON object, a TAB and the
 //! CRC-32 of the JSON (hex). The first record is a header naming the format
-//! version, the run id and a SHA-256 fingerprint of the job, CSV and templates.
+//! version, the run id and the fingerprint of the run's inputs (`run::inputs`).
 //!
 //! The records of one message, in order:
 //! - `inflight` — synced to disk before the message is handed to a session
@@ -32,54 +32,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{Error, Location, Result};
 use crate::run::report::{one_line, Outcome, Status};
 use crate::run::seal::{self, Seal};
 
+pub use crate::run::inputs::Fingerprint;
+
 /// The journal format this code writes and reads.
 const VERSION: u32 = 1;
-
-/// A SHA-256 over the job file, the CSV and every template file, in hex.
-/// A journal only resumes a job whose fingerprint matches.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Fingerprint(pub String);
-
-impl Fingerprint {
-    /// The hex digest.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Fingerprint `files` in order, streaming each (a big CSV is never read whole).
-///
-/// Each file is hashed on its own and the outer hash covers those digests, so
-/// moving bytes from one file to the next changes the fingerprint.
-pub fn fingerprint(files: &[&Path]) -> io::Result<Fingerprint> {
-    let mut outer = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    for path in files {
-        let mut file = File::open(path)?;
-        let mut inner = Sha256::new();
-        loop {
-            let n = match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            inner.update(&buf[..n]);
-        }
-        outer.update(inner.finalize());
-    }
-    Ok(Fingerprint(hex(&outer.finalize())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// A row an earlier run settled for good (sent, rejected or skipped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -960,25 +920,5 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(28), "ENOSPC: {err}");
         assert!(j.record_inflight(&[(2, "<2@run>", 1)]).is_err());
-    }
-
-    #[test]
-    fn fingerprint_covers_every_file_and_their_boundaries() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a");
-        let b = dir.path().join("b");
-        fs::write(&a, "ab").unwrap();
-        fs::write(&b, "c").unwrap();
-        let one = fingerprint(&[&a, &b]).unwrap();
-        assert_eq!(one.as_str().len(), 64);
-        assert_eq!(one, fingerprint(&[&a, &b]).unwrap());
-        fs::write(&a, "a").unwrap();
-        fs::write(&b, "bc").unwrap();
-        assert_ne!(one, fingerprint(&[&a, &b]).unwrap());
-        // A single file's fingerprint is the SHA-256 of its SHA-256.
-        fs::write(&a, "abc").unwrap();
-        let inner = Sha256::digest(b"abc");
-        assert_eq!(fingerprint(&[&a]).unwrap().0, hex(&Sha256::digest(inner)));
-        assert!(fingerprint(&[&dir.path().join("missing")]).is_err());
     }
 }

@@ -10,6 +10,7 @@
 
 mod bad_input;
 mod confinement;
+mod corpus;
 mod injection;
 mod recipients;
 mod samples;

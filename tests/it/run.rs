@@ -16,5 +16,6 @@ mod journal;
 mod progress;
 mod rate;
 mod report;
+mod resume_inputs;
 mod retries;
 mod signals;
