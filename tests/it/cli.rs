@@ -10,6 +10,7 @@
 
 mod bad_input;
 mod injection;
+mod limits;
 mod recipients;
 mod samples;
 mod settings;
