@@ -206,7 +206,7 @@ fn write_text_header(out: &mut Vec<u8>, name: &str, value: &str) {
     } else {
         // Whitespace between adjacent encoded-words is not part of the text
         // (RFC 2047 §6.2), so the words rebuild the value exactly.
-        for (i, word) in encoded_words(value).iter().enumerate() {
+        for (i, word) in encoded_words(value, TEXT_WORD).iter().enumerate() {
             if i > 0 || name.len() + 2 + word.len() > FOLD_AT {
                 out.extend_from_slice(b"\r\n");
             }
@@ -304,7 +304,7 @@ fn format_mailbox_into(m: &Mailbox, out: &mut String) {
     if name.bytes().all(|b| (0x20..0x7f).contains(&b)) && name.len() <= 60 && !name.contains("=?") {
         crate::address::push_quoted(out, name);
     } else {
-        for (i, word) in encoded_words(name).iter().enumerate() {
+        for (i, word) in encoded_words(name, PHRASE_WORD).iter().enumerate() {
             if i > 0 {
                 out.push_str("\r\n ");
             }
@@ -322,14 +322,22 @@ fn format_mailbox_into(m: &Mailbox, out: &mut String) {
     out.push('>');
 }
 
-/// RFC 2047 B-encoded words of at most 39 input octets each (≤ 64 octets per
-/// word, so a word and a short header name fit in 78), split only at UTF-8
-/// character boundaries as §5 requires.
-fn encoded_words(text: &str) -> Vec<String> {
+/// Input octets per encoded-word in unstructured headers: words of at most
+/// 64 octets, so a word and a short header name fit in 78.
+const TEXT_WORD: usize = 39;
+
+/// Input octets per encoded-word in a display name: the most one word can
+/// hold (72 octets, RFC 2047 allows 75), because some readers (Python's
+/// `email`) keep the space between adjacent encoded-words of a phrase.
+const PHRASE_WORD: usize = 45;
+
+/// RFC 2047 B-encoded words of at most `chunk` input octets each, split
+/// only at UTF-8 character boundaries as §5 requires.
+fn encoded_words(text: &str, chunk: usize) -> Vec<String> {
     let mut words = Vec::new();
     let mut start = 0;
     while start < text.len() {
-        let mut end = (start + 39).min(text.len());
+        let mut end = (start + chunk).min(text.len());
         while !text.is_char_boundary(end) {
             end -= 1;
         }

@@ -15,6 +15,7 @@ mod recipients;
 mod samples;
 mod settings;
 mod templates;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
