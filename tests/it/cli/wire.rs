@@ -38,27 +38,28 @@ struct Values {
     fname: String,
 }
 
-fn rows() -> Vec<Values> {
-    vec![
-        // Far too long for one line, each in its own way.
-        Values {
-            email: "long@example.com",
-            name: format!("{} Long", "名".repeat(3000)),
-            subj: "w".repeat(20_000),
-            note: "note ".repeat(4_000).trim_end().to_string(),
-            token: "t".repeat(20_000),
-            fname: format!("{}.txt", "f".repeat(5_000)),
-        },
-        // Values that look like encoded-words hiding a line break.
-        Values {
-            email: "eve@example.com",
-            name: "=?utf-8?q?Eve=0D=0ABcc:_victim@example.com?=".into(),
-            subj: "=?UTF-8?B?SGkNCkJjYzogdmljdGltQGV4YW1wbGUuY29t?=".into(),
-            note: "=?utf-8?q?x=0D=0AX-Injected:_1?=".into(),
-            token: "ok".into(),
-            fname: "=?utf-8?q?evil=0D=0A.txt?=".into(),
-        },
-    ]
+/// Far too long for one line, each in its own way.
+fn long_values() -> Values {
+    Values {
+        email: "long@example.com",
+        name: format!("{} Long", "名".repeat(3000)),
+        subj: "w".repeat(20_000),
+        note: "note ".repeat(4_000).trim_end().to_string(),
+        token: "t".repeat(20_000),
+        fname: format!("{}.txt", "f".repeat(5_000)),
+    }
+}
+
+/// Values that look like encoded-words hiding a line break.
+fn encoded_word_lookalikes() -> Values {
+    Values {
+        email: "eve@example.com",
+        name: "=?utf-8?q?Eve=0D=0ABcc:_victim@example.com?=".into(),
+        subj: "=?UTF-8?B?SGkNCkJjYzogdmljdGltQGV4YW1wbGUuY29t?=".into(),
+        note: "=?utf-8?q?x=0D=0AX-Injected:_1?=".into(),
+        token: "ok".into(),
+        fname: "=?utf-8?q?evil=0D=0A.txt?=".into(),
+    }
 }
 
 fn csv(rows: &[Values]) -> String {
@@ -92,10 +93,21 @@ print(json.dumps(out))
 "#;
 
 #[test]
-fn header_values_fold_within_998_octets_and_decode_to_the_csv_values() {
+fn long_header_values_fold_within_998_octets_and_decode_to_the_csv_values() {
+    assert_headers_decode_to(&[long_values()]);
+}
+
+#[test]
+fn values_that_look_like_encoded_words_are_shown_literally() {
+    assert_headers_decode_to(&[encoded_word_lookalikes()]);
+}
+
+/// Sends `rows` through [`JOB`] with `--dry-run` and checks each message with
+/// both parsers: lines within 998 octets, exactly the job's headers, and
+/// every header value decoding to the CSV value.
+fn assert_headers_decode_to(rows: &[Values]) {
     let jd = JobDir::new();
-    let rows = rows();
-    jd.csv(csv(&rows));
+    jd.csv(csv(rows));
     jd.job(JOB);
     let msgs = jd.dry_run();
     assert_eq!(msgs.len(), rows.len());
