@@ -55,7 +55,7 @@ pub struct RunArgs {
     /// Only the first N rows.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
-    /// Parallel SMTP sessions (overrides smtp.sessions).
+    /// Parallel SMTP sessions, at most 100 (overrides smtp.sessions).
     #[arg(long, value_name = "N")]
     pub sessions: Option<usize>,
     /// Rate limit across sessions, e.g. 20/s, 300/min, 1000/h.

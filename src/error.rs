@@ -107,8 +107,79 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.location == Location::default() {
+            // A note about the listing itself, not about one place.
+            return f.write_str(&self.message);
+        }
         write!(f, "{}: {}", self.location, self.message)
     }
+}
+
+/// How many problems one error lists; the rest are only counted, so a
+/// million bad rows cannot flood the terminal.
+pub const MAX_LISTED: usize = 50;
+
+/// The problems found in one pass over the input: the first
+/// [`MAX_LISTED`] kept, the rest counted (memory stays flat too).
+#[derive(Debug, Default)]
+pub struct Problems {
+    listed: Vec<Diagnostic>,
+    unlisted: u64,
+}
+
+impl Problems {
+    /// Record one problem.
+    pub fn push(&mut self, d: Diagnostic) {
+        if self.listed.len() < MAX_LISTED {
+            self.listed.push(d);
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
+
+    /// The [`Error::Invalid`] listing the kept problems, ending with a
+    /// count of the others when there are any.
+    pub fn into_error(self) -> Error {
+        let mut listed = self.listed;
+        if self.unlisted > 0 {
+            let noun = if self.unlisted == 1 {
+                "error"
+            } else {
+                "errors"
+            };
+            listed.push(Diagnostic::new(
+                Location::default(),
+                format!("… and {} more {noun}", group_digits(self.unlisted)),
+            ));
+        }
+        Error::Invalid(listed)
+    }
+}
+
+impl Extend<Diagnostic> for Problems {
+    fn extend<I: IntoIterator<Item = Diagnostic>>(&mut self, iter: I) {
+        for d in iter {
+            self.push(d);
+        }
+    }
+}
+
+/// `999950` → `999,950`.
+fn group_digits(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Every error mailshot reports; each maps to one exit code.
@@ -188,3 +259,54 @@ impl Error {
 
 /// Shorthand result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diag(row: u64) -> Diagnostic {
+        Diagnostic::new(
+            Location {
+                row: Some(row),
+                ..Location::file("r.csv")
+            },
+            "invalid address",
+        )
+    }
+
+    #[test]
+    fn a_long_listing_ends_with_a_count_of_the_rest() {
+        let mut p = Problems::default();
+        p.extend((1..=1_000_000).map(diag));
+        let err = p.into_error();
+        assert_eq!(err.exit_code(), ExitCode::DataErr);
+        let text = err.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), MAX_LISTED + 1, "{text}");
+        assert_eq!(lines[0], "r.csv (row 1): invalid address");
+        assert_eq!(lines[49], "r.csv (row 50): invalid address");
+        assert_eq!(lines[50], "… and 999,950 more errors");
+    }
+
+    #[test]
+    fn a_short_listing_is_whole() {
+        let mut p = Problems::default();
+        assert!(p.is_empty());
+        p.extend((1..=50).map(diag));
+        let text = p.into_error().to_string();
+        assert_eq!(text.lines().count(), 50);
+        assert!(!text.contains("more error"), "{text}");
+        let mut p = Problems::default();
+        p.extend((1..=51).map(diag));
+        assert!(p.into_error().to_string().ends_with("\n… and 1 more error"));
+    }
+
+    #[test]
+    fn digits_are_grouped_in_thousands() {
+        assert_eq!(group_digits(0), "0");
+        assert_eq!(group_digits(999), "999");
+        assert_eq!(group_digits(1000), "1,000");
+        assert_eq!(group_digits(999_950), "999,950");
+        assert_eq!(group_digits(12_345_678), "12,345,678");
+    }
+}

@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use mail_builder::headers::date::Date;
-use mail_builder::headers::text::Text;
 use mail_builder::headers::Header;
 
 use crate::message::{Draft, Envelope, Mailbox, Outgoing};
@@ -77,6 +76,11 @@ pub fn build(draft: &Draft, opts: &MimeOptions) -> Vec<u8> {
     let mut out = Vec::with_capacity(4096 + draft.text.as_ref().map_or(0, |t| t.len() * 2));
     write_headers(draft, opts, &mut out);
     body::write(draft, &boundary_seed(&opts.message_id), &mut out);
+    // A body without a final line break still ends the message with CRLF,
+    // as SMTP DATA would make it anyway (BDAT sends the bytes as they are).
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
     out
 }
 
@@ -127,7 +131,7 @@ fn write_headers(draft: &Draft, opts: &MimeOptions, out: &mut Vec<u8>) {
         let uris: Vec<String> = draft
             .list_unsubscribe
             .iter()
-            .map(|u| format!("<{u}>"))
+            .map(|u| angle_bracketed_uri(u))
             .collect();
         write_list_header(out, "List-Unsubscribe", &uris);
         // RFC 8058 one-click needs an https URI to POST to.
@@ -168,12 +172,15 @@ fn push_header_line(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// An unstructured header. Plain ASCII is folded at spaces so it stays readable;
-/// anything else (non-ASCII, or a "word" too long to fold) goes through
-/// mail-builder's encoded-word writer, which splits into ≤ 76-octet words.
+/// An unstructured header (RFC 5322 §2.2.3). Printable ASCII is folded at
+/// spaces so it stays readable (lines of at most [`FOLD_AT`] octets unless
+/// one word is longer). Anything else goes out as RFC 2047 encoded-words, one
+/// per folded line: non-ASCII or control characters, a word that would not
+/// fit in a 998-octet line, and any `=?`, so that a value which merely looks
+/// like an encoded-word is shown literally instead of being decoded by the
+/// reader (possibly into a line break).
 fn write_text_header(out: &mut Vec<u8>, name: &str, value: &str) {
-    // One pass: printable ASCII, no "=?" (it would read as an encoded-word)
-    // and the longest run between blanks.
+    // One pass: printable ASCII, no "=?", and the longest run between blanks.
     let (mut printable, mut longest_word, mut word, mut prev) = (true, 0, 0, 0u8);
     for b in value.bytes() {
         printable &= (0x20..0x7f).contains(&b) || b == b'\t';
@@ -182,9 +189,9 @@ fn write_text_header(out: &mut Vec<u8>, name: &str, value: &str) {
         longest_word = longest_word.max(word);
         prev = b;
     }
-    if printable && name.len() + 2 + longest_word < 900 {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b":");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b":");
+    if printable && name.len() + 2 + longest_word <= MAX_LINE {
         let mut line_len = name.len() + 1;
         // Each word keeps its leading whitespace; folding inserts CRLF before it.
         for (i, word) in value.split(' ').enumerate() {
@@ -196,14 +203,47 @@ fn write_text_header(out: &mut Vec<u8>, name: &str, value: &str) {
             out.extend_from_slice(word.as_bytes());
             line_len += 1 + word.len();
         }
-        out.extend_from_slice(b"\r\n");
     } else {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        Text::new(value)
-            .write_header(&mut *out, name.len() + 2)
-            .expect("Vec write");
+        // Whitespace between adjacent encoded-words is not part of the text
+        // (RFC 2047 §6.2), so the words rebuild the value exactly.
+        for (i, word) in encoded_words(value, TEXT_WORD).iter().enumerate() {
+            if i > 0 || name.len() + 2 + word.len() > FOLD_AT {
+                out.extend_from_slice(b"\r\n");
+            }
+            out.push(b' ');
+            out.extend_from_slice(word.as_bytes());
+        }
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// RFC 5322 §2.1.1: no line may be longer than this, CRLF excluded.
+const MAX_LINE: usize = 998;
+
+/// `<uri>` for List-Unsubscribe. A URI too long for one line is broken
+/// inside the angle brackets, where RFC 2369 §2 says whitespace is ignored;
+/// shorter ones stay whole, since not every receiver strips that whitespace
+/// before following a one-click link.
+fn angle_bracketed_uri(uri: &str) -> String {
+    let longest_line = "List-Unsubscribe: <>,".len() + uri.len();
+    if longest_line <= MAX_LINE {
+        return format!("<{uri}>");
+    }
+    // List-Unsubscribe URIs are ASCII (checked when rendered), so any byte
+    // is a character boundary; split anyway only where one is.
+    let mut item = String::with_capacity(uri.len() + uri.len() / 24 + 2);
+    item.push('<');
+    let mut line_len = 1;
+    for c in uri.chars() {
+        if line_len + c.len_utf8() > FOLD_AT - 2 {
+            item.push_str("\r\n ");
+            line_len = 1;
+        }
+        item.push(c);
+        line_len += c.len_utf8();
+    }
+    item.push('>');
+    item
 }
 
 /// A comma-separated list of pre-formatted items, folded between items.
@@ -264,7 +304,7 @@ fn format_mailbox_into(m: &Mailbox, out: &mut String) {
     if name.bytes().all(|b| (0x20..0x7f).contains(&b)) && name.len() <= 60 && !name.contains("=?") {
         crate::address::push_quoted(out, name);
     } else {
-        for (i, word) in encoded_words(name).iter().enumerate() {
+        for (i, word) in encoded_words(name, PHRASE_WORD).iter().enumerate() {
             if i > 0 {
                 out.push_str("\r\n ");
             }
@@ -282,13 +322,22 @@ fn format_mailbox_into(m: &Mailbox, out: &mut String) {
     out.push('>');
 }
 
-/// RFC 2047 B-encoded words of at most 45 input octets each (≤ 72 octets per
-/// word), split only at UTF-8 character boundaries as §5 requires.
-fn encoded_words(text: &str) -> Vec<String> {
+/// Input octets per encoded-word in unstructured headers: words of at most
+/// 64 octets, so a word and a short header name fit in 78.
+const TEXT_WORD: usize = 39;
+
+/// Input octets per encoded-word in a display name: the most one word can
+/// hold (72 octets, RFC 2047 allows 75), because some readers (Python's
+/// `email`) keep the space between adjacent encoded-words of a phrase.
+const PHRASE_WORD: usize = 45;
+
+/// RFC 2047 B-encoded words of at most `chunk` input octets each, split
+/// only at UTF-8 character boundaries as §5 requires.
+fn encoded_words(text: &str, chunk: usize) -> Vec<String> {
     let mut words = Vec::new();
     let mut start = 0;
     while start < text.len() {
-        let mut end = (start + 45).min(text.len());
+        let mut end = (start + chunk).min(text.len());
         while !text.is_char_boundary(end) {
             end -= 1;
         }
@@ -401,7 +450,29 @@ fn ascii_fallback_name(name: &str) -> String {
             _ => "attachment".to_string(),
         };
     }
-    out
+    shorten_name(out)
+}
+
+/// Longest fallback file name (a quoted parameter on one header line).
+const MAX_FALLBACK_NAME: usize = 60;
+
+/// Keep an ASCII file name within [`MAX_FALLBACK_NAME`], extension kept
+/// when it is short.
+fn shorten_name(name: String) -> String {
+    if name.len() <= MAX_FALLBACK_NAME {
+        return name;
+    }
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e)
+        .filter(|e| !e.is_empty() && e.len() <= 10);
+    match ext {
+        Some(ext) => {
+            let stem = &name[..MAX_FALLBACK_NAME - ext.len() - 1];
+            format!("{stem}.{ext}")
+        }
+        None => name[..MAX_FALLBACK_NAME].to_string(),
+    }
 }
 
 /// RFC 2231 extended parameter, split into `name*0*=`, `name*1*=` … sections
@@ -694,6 +765,149 @@ mod tests {
         );
     }
 
+    /// The longest line of the header section.
+    fn longest_header_line(bytes: &[u8]) -> usize {
+        header_block(bytes)
+            .split("\r\n")
+            .map(str::len)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// mail-parser, decoding the named extra headers as unstructured text.
+    fn text_parser(names: &[&'static str]) -> MessageParser {
+        let base = MessageParser::new()
+            .with_minimal_headers()
+            .header_address(mail_parser::HeaderName::ListUnsubscribe);
+        names.iter().fold(base, |p, &n| {
+            p.header_text(mail_parser::HeaderName::Other(n.into()))
+        })
+    }
+
+    #[test]
+    fn huge_header_values_are_folded_and_decode_to_the_input() {
+        let long_word = "w".repeat(200_000);
+        let spaced = "word ".repeat(40_000).trim_end().to_string();
+        let uri = format!("https://example.com/u?t={}", "a".repeat(200_000));
+        let mut d = base_draft();
+        d.subject = long_word.clone();
+        d.headers = vec![
+            ("X-Spaced".into(), spaced.clone()),
+            ("X-Wide".into(), "字".repeat(50_000)),
+        ];
+        d.list_unsubscribe = vec![uri.clone(), "mailto:u@example.com".into()];
+        let ascii_name = format!("{}.pdf", "n".repeat(200_000));
+        let wide_name = format!("{}.pdf", "名".repeat(30_000));
+        d.attachments = [&ascii_name, &wide_name]
+            .into_iter()
+            .map(|name| Attachment {
+                name: name.clone(),
+                content_type: "application/pdf".into(),
+                data: Arc::new(b"%PDF".to_vec()),
+                content_id: None,
+            })
+            .collect();
+        let bytes = build(&d, &opts());
+        assert_wire_clean(&bytes);
+        let longest = String::from_utf8_lossy(&bytes)
+            .split("\r\n")
+            .filter(|l| !l.starts_with(" <") && !l.starts_with("List-Unsubscribe:"))
+            .map(str::len)
+            .max()
+            .unwrap();
+        // Where folding is possible (everything but the inside of a URI)
+        // lines keep to the recommended 78.
+        assert!(longest <= 78, "a line of {longest} octets");
+        let m = text_parser(&["X-Spaced", "X-Wide"]).parse(&bytes).unwrap();
+        assert!(m.subject() == Some(long_word.as_str()), "subject differs");
+        let text = |name| m.header(name).and_then(|h| h.as_text());
+        assert!(
+            text("X-Spaced") == Some(spaced.as_str()),
+            "X-Spaced differs"
+        );
+        assert!(
+            text("X-Wide") == Some("字".repeat(50_000).as_str()),
+            "X-Wide differs"
+        );
+        let unsub: String = m
+            .header_raw("List-Unsubscribe")
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert!(
+            unsub == format!("<{uri}>,<mailto:u@example.com>"),
+            "URI differs"
+        );
+        let name = |i| m.attachment(i).unwrap().attachment_name();
+        assert!(name(0) == Some(ascii_name.as_str()), "ASCII name differs");
+        assert!(name(1) == Some(wide_name.as_str()), "wide name differs");
+    }
+
+    #[test]
+    fn an_ordinary_unsubscribe_uri_stays_whole() {
+        let mut d = base_draft();
+        let uri = format!("https://example.com/u?t={}", "a".repeat(300));
+        d.list_unsubscribe = vec![uri.clone()];
+        let head = header_block(&build(&d, &opts()));
+        assert!(
+            head.contains(&format!("List-Unsubscribe: <{uri}>\r\n")),
+            "{head}"
+        );
+    }
+
+    #[test]
+    fn text_that_looks_like_an_encoded_word_is_shown_literally() {
+        let lookalikes = [
+            "=?utf-8?q?Hi=0D=0ABcc:_victim@example.com?=",
+            "=?UTF-8?B?SGkNCkJjYzogdmljdGltQGV4YW1wbGUuY29t?=",
+            "Re: =?utf-8?q?x?= and more",
+        ];
+        for text in lookalikes {
+            let mut d = base_draft();
+            d.subject = text.into();
+            d.to = vec![mb(Some(text), "li@example.com")];
+            d.headers = vec![("X-Note".into(), text.into())];
+            let bytes = build(&d, &opts());
+            assert_wire_clean(&bytes);
+            let m = text_parser(&["X-Note"]).parse(&bytes).unwrap();
+            assert_eq!(m.subject(), Some(text));
+            assert_eq!(m.to().unwrap().first().unwrap().name(), Some(text));
+            assert_eq!(m.header("X-Note").and_then(|h| h.as_text()), Some(text));
+            assert!(m.header("Bcc").is_none());
+            assert!(!header_block(&bytes).contains(text), "sent as is");
+        }
+        // Ordinary ASCII stays readable.
+        let mut d = base_draft();
+        d.subject = "Your invoice = 42? Yes".into();
+        assert!(header_block(&build(&d, &opts())).contains("Subject: Your invoice = 42? Yes\r\n"));
+        assert!(longest_header_line(&build(&d, &opts())) <= 78);
+    }
+
+    #[test]
+    fn a_message_always_ends_with_crlf() {
+        for text in [
+            "no final newline",
+            "final newline\n",
+            "é sans fin de ligne",
+            "",
+        ] {
+            let mut d = base_draft();
+            d.html = None;
+            d.text = Some(text.into());
+            let bytes = build(&d, &opts());
+            assert!(
+                bytes.ends_with(b"\r\n"),
+                "{text:?}: {:?}",
+                &bytes[bytes.len() - 10..]
+            );
+            assert!(!bytes.ends_with(b"\r\n\r\n\r\n"), "{text:?}");
+        }
+        let mut d = base_draft();
+        d.html = None;
+        d.text = Some("kept\n".into());
+        assert!(build(&d, &opts()).ends_with(b"\r\n\r\nkept\r\n"));
+    }
+
     #[test]
     fn mixed_line_endings_become_crlf() {
         let mut d = base_draft();
@@ -702,7 +916,8 @@ mod tests {
         let bytes = build(&d, &opts());
         assert_wire_clean(&bytes);
         let m = MessageParser::new().parse(&bytes).unwrap();
-        assert_eq!(m.body_text(0).unwrap(), "a\r\nb\r\n\r\nc\r\n\r\nd");
+        // The message ends with CRLF even where the text did not.
+        assert_eq!(m.body_text(0).unwrap(), "a\r\nb\r\n\r\nc\r\n\r\nd\r\n");
     }
 
     #[test]

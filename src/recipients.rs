@@ -55,7 +55,7 @@ impl Recipient {
 /// always the N-th line of data in the file.
 pub struct RecipientReader {
     file: PathBuf,
-    reader: csv::Reader<Box<dyn Read + Send>>,
+    reader: csv::Reader<QuoteWatch<Box<dyn Read + Send>>>,
     headers: Arc<Vec<String>>,
     email_index: usize,
     record: csv::ByteRecord,
@@ -93,7 +93,7 @@ impl RecipientReader {
             .delimiter(spec.delimiter)
             .has_headers(false)
             .flexible(true)
-            .from_reader(source);
+            .from_reader(QuoteWatch::new(source, spec.delimiter));
 
         let header_loc = || Location {
             file: spec.file.clone(),
@@ -114,6 +114,15 @@ impl RecipientReader {
                 ))
             }
             Err(e) => return Err(Error::no_input(&spec.file, &std::io::Error::other(e))),
+        }
+        if let Some(open) = reader.get_ref().unterminated() {
+            return Err(Error::invalid(
+                Location {
+                    line: Some(open.line),
+                    ..header_loc()
+                },
+                open.message(),
+            ));
         }
         let mut headers = Vec::with_capacity(raw.len());
         for field in raw.iter() {
@@ -316,6 +325,12 @@ impl Iterator for RecipientReader {
             }
             self.row += 1;
             let line = self.record.position().map_or(0, |p| p.line());
+            if let Some(open) = self.reader.get_ref().unterminated() {
+                // The quote swallowed the rest of the file into this row;
+                // nothing after it was read as rows.
+                self.done = true;
+                return Some(Err(self.diag(open.line, None, open.message())));
+            }
             if self
                 .record
                 .iter()
@@ -325,6 +340,112 @@ impl Iterator for RecipientReader {
             }
             return Some(self.build(line));
         }
+    }
+}
+
+/// Where the CSV parser stands in a record, as csv-core sees it (RFC 4180
+/// with doubled quotes): a quote opens a quoted field only at a field's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuoteState {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: it closes the field unless another follows.
+    QuoteInQuoted,
+}
+
+/// A quote that was still open at the end of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OpenQuote {
+    /// The 1-based line where it opened.
+    line: u64,
+    /// The last line of the file.
+    last_line: u64,
+}
+
+impl OpenQuote {
+    fn message(&self) -> String {
+        format!(
+            "a quote opened on line {} is never closed, so lines {}-{} would become one \
+             value and every row after it would be lost; close the quote, or write a quote \
+             inside a quoted value as two (\"\")",
+            self.line, self.line, self.last_line
+        )
+    }
+}
+
+/// Passes the CSV bytes through while following quoting, because csv-core
+/// silently ends an unterminated quoted field at the end of the input.
+struct QuoteWatch<R> {
+    inner: R,
+    delimiter: u8,
+    state: QuoteState,
+    /// The current 1-based line (lines end with LF, as csv counts them).
+    line: u64,
+    /// Where the current quoted field opened.
+    opened: u64,
+    eof: bool,
+}
+
+impl<R> QuoteWatch<R> {
+    fn new(inner: R, delimiter: u8) -> Self {
+        QuoteWatch {
+            inner,
+            delimiter,
+            state: QuoteState::FieldStart,
+            line: 1,
+            opened: 0,
+            eof: false,
+        }
+    }
+
+    /// The quote still open once the whole input has been read, if any.
+    fn unterminated(&self) -> Option<OpenQuote> {
+        (self.eof && self.state == QuoteState::Quoted).then_some(OpenQuote {
+            line: self.opened,
+            last_line: self.line,
+        })
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.state == QuoteState::Quoted {
+                // Skip ahead: only quotes and line ends matter here.
+                match memchr::memchr2(b'"', b'\n', &bytes[i..]) {
+                    None => return,
+                    Some(p) => i += p,
+                }
+            }
+            let b = bytes[i];
+            if b == b'\n' {
+                self.line += 1;
+            }
+            let ends_field = b == self.delimiter || b == b'\n' || b == b'\r';
+            self.state = match (self.state, b) {
+                (QuoteState::FieldStart, b'"') => {
+                    self.opened = self.line;
+                    QuoteState::Quoted
+                }
+                (QuoteState::Quoted, b'"') => QuoteState::QuoteInQuoted,
+                (QuoteState::Quoted, _) => QuoteState::Quoted,
+                (QuoteState::QuoteInQuoted, b'"') => QuoteState::Quoted,
+                (_, _) if ends_field => QuoteState::FieldStart,
+                (_, _) => QuoteState::Unquoted,
+            };
+            i += 1;
+        }
+    }
+}
+
+impl<R: Read> Read for QuoteWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.eof = true;
+        }
+        self.scan(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -607,6 +728,70 @@ mod tests {
             .map(|r| r.as_ref().ok().and_then(|r| r.duplicate_of))
             .collect();
         assert_eq!(dup, vec![None, None, Some(1), None, Some(2), None]);
+    }
+
+    #[test]
+    fn an_unterminated_quote_names_the_line_it_opened_on() {
+        let dir = tempfile::tempdir().unwrap();
+        // Row 2 opens a quote on line 3 that never closes: rows 3 and 4
+        // would silently become part of its value.
+        let s = spec(
+            &dir,
+            b"email,name\na@x.org,\"Ann \"\"A\"\"\"\nb@x.org,\"Bob\nc@x.org,Cy\nd@x.org,Di\n",
+        );
+        let items = read_all(&s);
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert_eq!(items[0].as_ref().unwrap().values[1], "Ann \"A\"");
+        let d = items[1].as_ref().unwrap_err();
+        assert_eq!(d.location.file, s.file);
+        assert_eq!((d.location.line, d.location.row), (Some(3), Some(2)));
+        assert!(
+            d.message.contains("line 3") && d.message.contains("never closed"),
+            "{d}"
+        );
+        assert!(d.to_string().contains("r.csv:3"), "{d}");
+    }
+
+    #[test]
+    fn a_quote_opened_after_a_multiline_value_is_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(
+            &dir,
+            b"email,note\na@x.org,\"one\ntwo\"\nb@x.org,x\"y\nc@x.org,\"open\n\nmore\n",
+        );
+        let items = read_all(&s);
+        // A quote inside an unquoted value is text, as csv reads it.
+        assert_eq!(items[1].as_ref().unwrap().values[1], "x\"y");
+        let d = items[2].as_ref().unwrap_err();
+        assert_eq!(d.location.line, Some(5), "{d}");
+        assert!(d.message.contains("lines 5-8"), "{d}");
+    }
+
+    #[test]
+    fn an_unterminated_quote_in_the_header_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(&dir, b"email,\"name\na@x.org,Ann\n");
+        let err = RecipientReader::open(&s).err().unwrap();
+        let Error::Invalid(d) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(d[0].location.line, Some(1));
+        assert!(d[0].message.contains("never closed"), "{}", d[0]);
+    }
+
+    #[test]
+    fn closed_quotes_at_the_end_of_the_file_are_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        for bytes in [
+            &b"email,name\na@x.org,\"Ann\""[..],
+            b"email,name\na@x.org,\"Ann\"\"\"\r\n",
+            b"email;name\r\na@x.org;\"\"\r\nb@x.org;\"x;\ny\"",
+        ] {
+            let mut s = spec(&dir, bytes);
+            s.delimiter = if bytes.contains(&b';') { b';' } else { b',' };
+            let rows = ok(read_all(&s));
+            assert!(!rows.is_empty());
+        }
     }
 
     #[test]

@@ -77,6 +77,10 @@ const BUILTIN_NAMES: &[&str] = &[
     "joiner",
 ];
 
+/// The instructions one template may run for one row (minijinja fuel): far
+/// more than any mail merge needs, and used up in well under a second.
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+
 /// The job's templates, compiled once.
 pub struct Renderer {
     env: Environment<'static>,
@@ -186,6 +190,12 @@ impl Renderer {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_debug(true);
+        // A body file's final newline is part of the message: without it the
+        // message would not end with CRLF.
+        env.set_keep_trailing_newline(true);
+        // Every render of a template gets this budget, so a runaway loop ends
+        // with an error naming the row and the template instead of running on.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         let inline_names = Arc::clone(&inline);
         let file_roles = Arc::clone(&roles);
         env.set_auto_escape_callback(move |name| {
@@ -257,7 +267,15 @@ impl Renderer {
                 ));
             }
         }
-        for (key, source) in inline_sources {
+        for (key, mut source) in inline_sources {
+            // A job value is one line; a YAML block scalar's final newline
+            // is not part of it.
+            if source.ends_with('\n') {
+                source.pop();
+                if source.ends_with('\r') {
+                    source.pop();
+                }
+            }
             let constant = !source.contains('{');
             if let Err(e) = renderer.env.add_template_owned(key.clone(), source) {
                 diags.push(Diagnostic::new(
@@ -631,6 +649,16 @@ impl RowRender<'_> {
         let failing = e.name().unwrap_or(name).to_string();
         let line = e.line().map(|l| l as u64);
         let location = self.with_row(self.r.template_location(&failing, line));
+        if e.kind() == ErrorKind::OutOfFuel {
+            self.diags.push(Diagnostic::new(
+                location,
+                format!(
+                    "{key}template \"{failing}\" did not finish: it ran more than {TEMPLATE_FUEL} \
+                     steps for this row (a loop that is too long or never ends?)"
+                ),
+            ));
+            return;
+        }
         if e.kind() != ErrorKind::UndefinedError {
             self.diags.push(Diagnostic::new(
                 location,
@@ -1636,6 +1664,73 @@ mod tests {
     }
 
     #[test]
+    fn a_body_file_keeps_its_final_newline_and_a_header_value_gets_none() {
+        let fx = Fixture::new();
+        // One body the engine-free path renders, one that needs minijinja.
+        fx.write("job/plain.txt", "Hi {{ name }}\n\nBye\n");
+        fx.write(
+            "job/page.html",
+            "{% if name %}<p>{{ name }}</p>{% endif %}\r\n",
+        );
+        let mut job = fx.job("job", "subject: x\n");
+        job.text = Some("plain.txt".into());
+        job.html = Some("page.html".into());
+        job.subject = "Hello {{ name }}\n".into();
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(
+                1,
+                &[("email", "a@example.com"), ("name", "Ann")],
+            ))
+            .unwrap();
+        assert_eq!(d.text.as_deref(), Some("Hi Ann\n\nBye\n"));
+        assert_eq!(d.html.as_deref(), Some("<p>Ann</p>\r\n"));
+        assert_eq!(d.subject, "Hello Ann");
+        // Without a final newline in the file there is none in the body.
+        fx.write("job/plain.txt", "Hi {{ name }}");
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(
+                1,
+                &[("email", "a@example.com"), ("name", "Ann")],
+            ))
+            .unwrap();
+        assert_eq!(d.text.as_deref(), Some("Hi Ann"));
+    }
+
+    #[test]
+    fn a_runaway_loop_ends_with_an_error_naming_row_and_template() {
+        let fx = Fixture::new();
+        fx.write(
+            "job/body.txt",
+            "Hi {{ name }}\n{% for i in range(100000) %}{% for j in range(100000) %}.{% endfor %}{% endfor %}\n",
+        );
+        let mut job = fx.job("job", "subject: x\n");
+        job.text = Some("body.txt".into());
+        let r = Renderer::new(&job).unwrap();
+        let started = std::time::Instant::now();
+        let diags = r
+            .render(&recipient(
+                7,
+                &[("email", "a@example.com"), ("name", "Ann")],
+            ))
+            .unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].location.row, Some(7));
+        assert!(diags[0].location.file.ends_with("body.txt"), "{}", diags[0]);
+        assert!(
+            diags[0].message.contains("\"body.txt\" did not finish"),
+            "{}",
+            diags[0]
+        );
+    }
+
+    #[test]
     fn markdown_renders_to_both_parts_without_escaping() {
         let fx = Fixture::new();
         fx.write("job/letter.md", "# Hello {{ name }}\n\n* one\n* two\n");
@@ -1648,7 +1743,10 @@ mod tests {
                 &[("email", "a@example.com"), ("name", "Ann & Bob")],
             ))
             .unwrap();
-        assert_eq!(d.text.as_deref(), Some("# Hello Ann & Bob\n\n* one\n* two"));
+        assert_eq!(
+            d.text.as_deref(),
+            Some("# Hello Ann & Bob\n\n* one\n* two\n")
+        );
         let html = d.html.unwrap();
         assert!(html.contains("<h1>Hello Ann &amp; Bob</h1>"), "{html}");
         assert!(html.contains("<li>one</li>"), "{html}");

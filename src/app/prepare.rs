@@ -4,15 +4,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::error::{Diagnostic, Error, Location, Result};
+use crate::error::{Diagnostic, Location, Problems, Result};
 use crate::job::Job;
 use crate::message::{Draft, Outgoing};
 use crate::mime::{self, MimeOptions};
 use crate::recipients::RecipientReader;
 use crate::render::Renderer;
-
-/// How many problems `check` lists before summarising the rest.
-const MAX_LISTED: usize = 200;
 
 /// A job whose templates compiled.
 pub struct Prepared {
@@ -210,33 +207,18 @@ impl Prepared {
     }
 
     fn tally<M>(&self, rows: impl Iterator<Item = Row<M>>) -> Result<(u64, u64)> {
-        let mut problems = Vec::new();
-        let mut more = 0usize;
+        let mut problems = Problems::default();
         let (mut ok, mut dups) = (0u64, 0u64);
         for row in rows {
             match row {
                 Row::Message(_) => ok += 1,
                 Row::Duplicate { .. } => dups += 1,
-                Row::Invalid { problems: p, .. } => {
-                    for d in p {
-                        if problems.len() < MAX_LISTED {
-                            problems.push(d);
-                        } else {
-                            more += 1;
-                        }
-                    }
-                }
+                Row::Invalid { problems: p, .. } => problems.extend(p),
             }
         }
         if problems.is_empty() {
             return Ok((ok, dups));
         }
-        if more > 0 {
-            problems.push(Diagnostic::new(
-                Location::file(&self.job.recipients.file),
-                format!("... and {more} more problems"),
-            ));
-        }
-        Err(Error::Invalid(problems))
+        Err(problems.into_error())
     }
 }

@@ -157,6 +157,12 @@ pub fn open_failure(live: &Live, failure: SessionFailure) -> Error {
 
 /// `mailshot run JOB`.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    if let Some(n) = args.sessions {
+        if n > crate::job::validate::MAX_SESSIONS {
+            let problem = crate::job::validate::sessions_problem(n);
+            return Err(Error::Usage(format!("--sessions: {problem}")));
+        }
+    }
     let prepared = prepare(&args.job.job, &args.job.vars)?;
     let journal_path = beside(&prepared.job.path, "journal");
     let earlier = (!args.restart)

@@ -40,6 +40,7 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
             "the job file is empty; it needs at least from, subject, a body (text, html or markdown) and recipients",
         ));
     }
+    check_nesting(path, text)?;
     let raw: RawJob = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -250,6 +251,7 @@ pub fn load_user_smtp_from(path: &Path) -> Result<Option<SmtpSettings>> {
     if text.trim().is_empty() {
         return Ok(None);
     }
+    check_nesting(path, &text)?;
     let raw: RawUserConfig = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &e))?;
     let Some(raw_smtp) = raw.smtp else {
         return Ok(None);
@@ -415,6 +417,9 @@ fn build_smtp(raw: &RawSmtp, dir: &Path, p: &mut Problems) -> Option<SmtpSetting
             p.at(&["smtp", key], format!("{key} must be at least 1"));
         }
     }
+    if let Some(n) = raw.sessions.filter(|&n| n > MAX_SESSIONS) {
+        p.at(&["smtp", "sessions"], sessions_problem(n));
+    }
     if let Some(n) = raw.sessions {
         s.sessions = n;
     }
@@ -463,6 +468,80 @@ fn check_static_addresses(p: &mut Problems, key: &str, value: &str, single: bool
         Ok(_) => {}
         Err(e) => p.at(&[key], format!("`{key}`: {e}")),
     }
+}
+
+/// The most parallel SMTP sessions a job (or `--sessions`) may ask for.
+/// Each session is a thread and a connection, and servers allow one client
+/// far fewer connections than this.
+pub const MAX_SESSIONS: usize = 100;
+
+/// Why `n` sessions are refused (`n` is over [`MAX_SESSIONS`]).
+pub fn sessions_problem(n: usize) -> String {
+    format!(
+        "sessions is {n}, more than the maximum of {MAX_SESSIONS}: each session is a thread \
+         and a connection, and servers allow one client only a few (2 to 10 is usual)"
+    )
+}
+
+/// Deepest `[`/`{` nesting accepted in a YAML file; a job needs two or three.
+pub const MAX_YAML_NESTING: usize = 64;
+
+/// Refuse flow collections nested deeper than [`MAX_YAML_NESTING`] before
+/// the YAML parser sees them: its scanner takes quadratic time in the
+/// nesting (100,000 `[` take many seconds). Brackets inside quoted scalars
+/// and comments do not count; in plain text they count only while open,
+/// so ordinary text with brackets passes.
+fn check_nesting(path: &Path, text: &str) -> Result<()> {
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    for (n, line) in text.lines().enumerate() {
+        let bytes = line.as_bytes();
+        let mut prev = b' ';
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if let Some(q) = quote {
+                let escaped = (b == b'\\' && q == b'"')
+                    || (b == q && q == b'\'' && bytes.get(i + 1) == Some(&b'\''));
+                if escaped {
+                    // The next byte belongs to the scalar.
+                    i += 1;
+                } else if b == q {
+                    quote = None;
+                }
+                i += 1;
+                prev = b;
+                continue;
+            }
+            let token_start = prev.is_ascii_whitespace() || (depth > 0 && b"[{,:".contains(&prev));
+            match b {
+                b'#' if prev.is_ascii_whitespace() => break,
+                b'"' | b'\'' if token_start => quote = Some(b),
+                b'[' | b'{' if token_start || depth > 0 => {
+                    depth += 1;
+                    if depth > MAX_YAML_NESTING {
+                        return Err(Error::invalid(
+                            Location {
+                                file: path.to_path_buf(),
+                                line: Some(n as u64 + 1),
+                                column: Some(line[..i].chars().count() as u64 + 1),
+                                ..Default::default()
+                            },
+                            format!(
+                                "YAML nested more than {MAX_YAML_NESTING} levels deep; \
+                                 a job needs only a few"
+                            ),
+                        ));
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            prev = b;
+            i += 1;
+        }
+    }
+    Ok(())
 }
 
 /// serde_yaml error → Invalid with the file, line and column.
@@ -961,6 +1040,55 @@ recipients:
         std::fs::write(&path, "from: x@y.z\n").unwrap();
         let d = diags(load_user_smtp_from(&path).unwrap_err());
         assert_eq!(d[0].location.line, Some(1));
+    }
+
+    #[test]
+    fn sessions_are_capped_and_the_cap_is_named() {
+        let f = Fixture::new();
+        let job = |n: &str| f.job(&format!("{MINIMAL}smtp:\n  host: h\n  sessions: {n}\n"));
+        assert_eq!(job("100").unwrap().smtp.unwrap().sessions, 100);
+        for n in ["101", "4294967296"] {
+            let d = diags(job(n).unwrap_err());
+            assert_eq!(d.len(), 1, "{d:?}");
+            assert_eq!(d[0].location.line, Some(8), "{}", d[0]);
+            assert!(
+                d[0].message.contains(n) && d[0].message.contains("maximum of 100"),
+                "{}",
+                d[0]
+            );
+        }
+    }
+
+    #[test]
+    fn deep_yaml_nesting_is_refused_at_once() {
+        let f = Fixture::new();
+        for (open, close) in [("[", "]"), ("{a: ", "}")] {
+            let yaml = format!(
+                "{MINIMAL}vars:\n  x: {}1{}\n",
+                open.repeat(100_000),
+                close.repeat(100_000)
+            );
+            let started = std::time::Instant::now();
+            let d = diags(f.job(&yaml).unwrap_err());
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                started.elapsed()
+            );
+            assert_eq!(d[0].location.line, Some(7), "{}", d[0]);
+            assert!(d[0].message.contains("nested more than 64"), "{}", d[0]);
+        }
+        // Nesting up to the limit, and brackets in text, quotes and comments, pass.
+        let ok = format!(
+            "{MINIMAL}vars:\n  x: {}1{}\n  t: \"{}\"\n  u: '{}' # {}\n  v: a {} b\n",
+            "[".repeat(64),
+            "]".repeat(64),
+            "[".repeat(100),
+            "{".repeat(100),
+            "[".repeat(100),
+            "[x] ".repeat(100),
+        );
+        f.job(&ok).unwrap();
     }
 
     #[test]

@@ -162,6 +162,8 @@ fn write_file(a: &Attachment, inline: bool, out: &mut Vec<u8>) {
     let disposition = if inline { "inline" } else { "attachment" };
     head.push_str("Content-Disposition: ");
     head.push_str(disposition);
+    // A name that is its own fallback is written plainly; any other (non-ASCII,
+    // or too long for one line) as RFC 2231 sections, fallback after them.
     if a.name.bytes().all(|b| (0x20..0x7f).contains(&b)) && a.name == fallback {
         head.push_str(&format!(";\r\n filename=\"{fallback}\""));
     } else {

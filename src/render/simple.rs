@@ -63,9 +63,8 @@ pub(super) struct Simple {
 impl Simple {
     /// `Some` when `source` is only text and `{{ identifier }}` tags.
     pub(super) fn parse(source: &str, escape: Escape) -> Option<Simple> {
-        // minijinja drops one trailing newline (keep_trailing_newline off).
-        let mut source = source.strip_suffix('\n').unwrap_or(source);
-        source = source.strip_suffix('\r').unwrap_or(source);
+        // The text is kept whole, the final newline too (the job's
+        // environment sets keep_trailing_newline).
         let mut segments = Vec::new();
         let mut text_len = 0;
         let mut rest = source;
@@ -191,6 +190,7 @@ mod tests {
     fn engine(name: &str, source: &str, rec: &Recipient) -> Option<String> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
         env.add_template_owned(name.to_string(), source.to_string())
             .ok()?;
         let ctx: std::collections::BTreeMap<&str, Value> = rec

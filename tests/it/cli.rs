@@ -12,10 +12,12 @@ mod bad_input;
 mod confinement;
 mod corpus;
 mod injection;
+mod limits;
 mod recipients;
 mod samples;
 mod settings;
 mod templates;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
