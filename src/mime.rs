@@ -803,7 +803,7 @@ mod tests {
             .map(|name| Attachment {
                 name: name.clone(),
                 content_type: "application/pdf".into(),
-                data: Arc::new(b"%PDF".to_vec()),
+                data: Arc::new(b"%PDF".to_vec().into()),
                 content_id: None,
             })
             .collect();
