@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
 use crate::message::Mailbox;
 
@@ -136,7 +136,8 @@ enum Position {
 ///   name, whatever it holds (the name is quoted or encoded when written);
 /// - a value in the local part (`news+{{ id }}@example.com`) may hold only
 ///   `atext` and `.`, without `%` and `!`, which some relays still read as
-///   routes; a value in the domain only letters, digits, `-` and `.`.
+///   routes; a value in the domain only letters, digits, `-` and `.`
+///   (beyond ASCII, letters, marks and digits only, in both).
 ///
 /// So no value can add a recipient, a header or a route, or change a domain
 /// the template writes. The filled-in address is then checked as
@@ -154,10 +155,11 @@ pub fn parse_filled_list(parts: &[Part<'_>]) -> Result<Vec<Mailbox>, AddressErro
             }
         }
     }
-    let full = fill(&skeleton, &values);
+    // The filled-in text, for messages only.
+    let full = || fill(&skeleton, &values);
     if skeleton.matches(SLOT).count() != values.len() {
         return Err(AddressError::new(
-            &full,
+            &full(),
             format!(
                 "the template text holds {}, a character reserved for marking values",
                 describe_char(SLOT)
@@ -179,13 +181,15 @@ pub fn parse_filled_list(parts: &[Part<'_>]) -> Result<Vec<Mailbox>, AddressErro
         );
         return Err(AddressError {
             value,
-            ..AddressError::new(&full, reason)
+            ..AddressError::new(&full(), reason)
         });
     }
-    if full.trim().is_empty() {
+    let blank = skeleton.chars().all(|c| c == SLOT || c.is_whitespace())
+        && values.iter().all(|v| v.trim().is_empty());
+    if blank {
         return Ok(Vec::new());
     }
-    let entries = split_entries(&skeleton).map_err(|r| AddressError::new(&full, r))?;
+    let entries = split_entries(&skeleton).map_err(|r| AddressError::new(&full(), r))?;
     let mut out = Vec::with_capacity(entries.len());
     let mut first = 0;
     for (i, entry) in entries.iter().enumerate() {
@@ -193,7 +197,7 @@ pub fn parse_filled_list(parts: &[Part<'_>]) -> Result<Vec<Mailbox>, AddressErro
         let vals = &values[first..first + n];
         let entry = entry.trim();
         if entry.is_empty() {
-            return Err(empty_entry(&full, i, entries.len()));
+            return Err(empty_entry(&full(), i, entries.len()));
         }
         if entry.len() == SLOT.len_utf8() && n == 1 {
             // The value is the whole entry: at most one mailbox of its own.
@@ -328,13 +332,22 @@ fn filled_addr_spec(skeleton: &str, values: &[&str], first: usize) -> Result<Str
 }
 
 /// Whether a value's character may stand at `position` of an address.
+///
+/// Beyond ASCII only letters, marks and digits: no punctuation, symbol or
+/// space, since a fullwidth `＠` or an ideographic full stop `。` turns into
+/// `@` or `.` wherever text is normalised (NFKC, IDNA mapping).
 fn fits(c: char, position: Position) -> bool {
-    if is_invisible(c) || c.is_whitespace() || c.is_control() {
-        return false;
+    if !c.is_ascii() {
+        return matches!(
+            c.general_category_group(),
+            GeneralCategoryGroup::Letter
+                | GeneralCategoryGroup::Mark
+                | GeneralCategoryGroup::Number
+        );
     }
     match position {
         Position::LocalPart => c == '.' || (is_atext(c) && c != '%' && c != '!'),
-        Position::Domain => c.is_ascii_alphanumeric() || c == '-' || c == '.' || !c.is_ascii(),
+        Position::Domain => c.is_ascii_alphanumeric() || c == '-' || c == '.',
     }
 }
 
@@ -1032,6 +1045,9 @@ mod tests {
             "a[b]",
             "a%b",
             "a!b",
+            "a\u{ff20}b",
+            "a\u{3002}b",
+            "a\u{ff0e}b",
             "a\u{feff}b",
             "a\u{ad}b",
             "a\u{3000}b",
