@@ -203,15 +203,16 @@ pub fn parse_filled_list(parts: &[Part<'_>]) -> Result<Vec<Mailbox>, AddressErro
             // The value is the whole entry: at most one mailbox of its own.
             let value = vals[0];
             if !value.trim().is_empty() {
-                let list = parse_mailbox_list(value).map_err(|e| e.of_value(first))?;
-                if list.len() != 1 {
+                let n = split_entries(value)
+                    .map_err(|r| AddressError::new(value, r).of_value(first))?
+                    .len();
+                if n != 1 {
                     let reason = format!(
-                        "the value holds {} addresses; one value can fill in at most one",
-                        list.len()
+                        "the value is a list of {n} entries; one value can fill in at most one address"
                     );
                     return Err(AddressError::new(value, reason).of_value(first));
                 }
-                out.extend(list);
+                out.push(parse_mailbox(value.trim()).map_err(|e| e.of_value(first))?);
             }
         } else {
             out.push(parse_filled_mailbox(entry, vals, first)?);
