@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex};
 
 use minijinja::{AutoEscape, Environment, ErrorKind, Template, UndefinedBehavior, Value};
 
+use crate::address::{AddressError, Part};
 use crate::error::{Diagnostic, Error, Location, Result};
 use crate::job::Job;
 use crate::message::{Attachment, Draft, FileBytes, Mailbox};
@@ -54,6 +55,7 @@ use crate::recipients::Recipient;
 mod context;
 mod files;
 mod loader;
+mod marks;
 mod simple;
 
 pub use files::read_capped;
@@ -768,17 +770,41 @@ impl RowRender<'_> {
             return Some(list.clone());
         }
         let value = self.header_value(key)?;
-        if value.trim().is_empty() {
-            return Some(Vec::new());
-        }
-        match parse_mailbox_list(&value) {
+        let parts = match marks::unmark(&value) {
+            Ok(parts) => parts,
+            Err(reason) => {
+                let d = self.diag_at_key(key, format!("{key}: {reason}"));
+                self.diags.push(d);
+                return None;
+            }
+        };
+        match crate::address::parse_filled_list(&parts) {
             Ok(list) => Some(list),
             Err(e) => {
-                let d = self.diag_at_key(key, format!("{key}: invalid address \"{value}\": {e}"));
+                let mut d = self.diag_at_key(key, format!("{key}: invalid address {e}"));
+                d.location.field = e.value.and_then(|i| self.column_of_value(&parts, i));
                 self.diags.push(d);
                 None
             }
         }
+    }
+
+    /// The CSV column whose cell is the `index`-th value among `parts`
+    /// (none when the value was computed, not looked up).
+    fn column_of_value(&self, parts: &[Part<'_>], index: usize) -> Option<String> {
+        let value = parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Value(v) => Some(v),
+                Part::Text(_) => None,
+            })
+            .nth(index)?;
+        self.rec
+            .headers
+            .iter()
+            .zip(&self.rec.values)
+            .find(|(_, v)| *v == value)
+            .map(|(h, _)| h.clone())
     }
 
     fn list_unsubscribe(&mut self, value: &str) -> Vec<String> {
@@ -1040,41 +1066,15 @@ const ADDRESS_KEYS: [&str; 5] = ["from", "reply_to", "to", "cc", "bcc"];
 /// The auto-escape mode of address templates.
 const ADDRESS_ESCAPE: &str = "address";
 
-/// A value interpolated into an address template may be one address (or
-/// nothing) as it stands; anything else — a name with a comma, or text that
-/// would add a second address — becomes one RFC 5322 quoted-string, so a CSV
-/// value can never add a recipient.
+/// Every value interpolated into an address template is marked (see
+/// `marks`), so that parsing the output can hold each value to the one token
+/// of one address it fills (see [`crate::address::parse_filled_list`]): a
+/// CSV value can never add a recipient or change a domain.
 fn address_escape(value: &str) -> Cow<'_, str> {
-    if value.trim().is_empty() || looks_like_addr_spec(value) {
-        return Cow::Borrowed(value);
-    }
-    // Every mailbox has an '@', so text without one is never "one address"
-    // (and the parser, which would only say so, is skipped).
-    if value.contains('@') && parse_mailbox_list(value).is_ok_and(|list| list.len() == 1) {
-        return Cow::Borrowed(value);
-    }
-    let mut quoted = String::with_capacity(value.len() + 2);
-    crate::address::push_quoted(&mut quoted, value);
-    Cow::Owned(quoted)
+    Cow::Owned(marks::mark(value))
 }
 
-/// One `@` among characters that cannot end an address, start another or
-/// open a quote, comment, route or group (the usual shape of an email
-/// column). Such a value stays one list entry whatever it is; whether it is
-/// a valid address is for the parse of the whole rendered value to say.
-fn looks_like_addr_spec(value: &str) -> bool {
-    let mut ats = 0;
-    for b in value.bytes() {
-        match b {
-            b'@' => ats += 1,
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'+' => {}
-            _ => return false,
-        }
-    }
-    ats == 1
-}
-
-fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, String> {
+fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, AddressError> {
     crate::address::parse_mailbox_list(input)
 }
 
@@ -1616,6 +1616,215 @@ mod tests {
             ))
             .unwrap();
         assert!(without.cc.is_empty());
+    }
+
+    #[test]
+    fn partial_addresses_take_their_values_in_place() {
+        let fx = Fixture::new();
+        let mut job = fx.job("job", "subject: x\n");
+        job.to = Some("{{ user }}@example.com".into());
+        job.cc = Some("Manager <mgr+{{ id }}@example.com>, {{ boss }}".into());
+        job.bcc = Some("archive+{{ id }}@{{ host }}.example.com".into());
+        job.reply_to = Some("\"{{ name }} (help)\" <help@example.com>".into());
+        let r = Renderer::new(&job).unwrap();
+        let d = r
+            .render(&recipient(
+                1,
+                &[
+                    ("email", "ann@example.org"),
+                    ("user", "ann.b"),
+                    ("id", "x-4"),
+                    ("host", "eu"),
+                    ("name", "Ann \"A\" B"),
+                    ("boss", ""),
+                ],
+            ))
+            .unwrap();
+        let mb = |name: Option<&str>, addr: &str| Mailbox {
+            name: name.map(str::to_string),
+            addr: addr.to_string(),
+        };
+        assert_eq!(d.to, [mb(None, "ann.b@example.com")]);
+        assert_eq!(d.cc, [mb(Some("Manager"), "mgr+x-4@example.com")]);
+        assert_eq!(d.bcc, [mb(None, "archive+x-4@eu.example.com")]);
+        assert_eq!(
+            d.reply_to,
+            [mb(Some("Ann \"A\" B (help)"), "help@example.com")]
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_column_row_and_key() {
+        let fx = Fixture::new();
+        let mut job = fx.job("job", "subject: x\nbcc: y\n");
+        job.bcc = Some("archive+{{ id }}@example.com".into());
+        let r = Renderer::new(&job).unwrap();
+        let diags = r
+            .render(&recipient(
+                9,
+                &[("email", "a@example.org"), ("id", "4, evil@x.example")],
+            ))
+            .unwrap_err();
+        assert_eq!(diags.len(), 1, "{diags:#?}");
+        let d = &diags[0];
+        assert_eq!(d.location.row, Some(9));
+        assert_eq!(d.location.field.as_deref(), Some("id"));
+        assert_eq!(d.location.line, Some(2));
+        assert!(d.message.starts_with("bcc: "), "{}", d.message);
+        assert_eq!(
+            d.message
+                .matches("archive+4, evil@x.example@example.com")
+                .count(),
+            1,
+            "{}",
+            d.message
+        );
+    }
+
+    /// For arbitrary values in each partial-address template, a row renders
+    /// exactly the one address the template spells with the value in its
+    /// place (fixed parts and literal domain unchanged), and the message
+    /// built from it has one such recipient header, or the row is refused.
+    #[test]
+    fn any_value_fills_one_address_or_fails_the_row() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+        let fx = Fixture::new();
+        let templates = [
+            ("to", "{{ user }}@example.com"),
+            ("bcc", "archive+{{ id }}@example.com"),
+            ("cc", "Manager <mgr+{{ id }}@example.com>"),
+            ("to", "{{ name }} <{{ email }}>"),
+        ];
+        let renderers: Vec<Renderer> = templates
+            .iter()
+            .enumerate()
+            .map(|(i, (key, template))| {
+                let mut job = fx.job(&format!("job{i}"), "subject: x\n");
+                let slot = match *key {
+                    "to" => &mut job.to,
+                    "cc" => &mut job.cc,
+                    _ => &mut job.bcc,
+                };
+                *slot = Some(template.to_string());
+                Renderer::new(&job).unwrap()
+            })
+            .collect();
+        let value = || {
+            prop_oneof![
+                "[a-z0-9]{1,8}",
+                "[a-z0-9.+@<>,;:\"\\()\\[\\] %!\t\r\n\u{feff}\u{200b}\u{202e}\u{2028}\u{E000}\u{E001}\u{E002}-]{0,12}",
+                any::<String>(),
+                "[a-z]{1,4}@[a-z]{1,4}\\.example",
+            ]
+        };
+        let mut runner = TestRunner::new(Config {
+            cases: 512,
+            ..Config::default()
+        });
+        runner
+            .run(&(0..templates.len(), value(), value()), |(t, a, b)| {
+                let email_col = if t == 3 {
+                    b.as_str()
+                } else {
+                    "rcpt@example.org"
+                };
+                let rec = recipient(
+                    3,
+                    &[("email", email_col), ("user", &a), ("id", &a), ("name", &a)],
+                );
+                // Ordinary values must work: letters and digits, and for the
+                // name template a plain address.
+                let plain = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric());
+                let ordinary = plain(&a)
+                    && (t != 3
+                        || b.split_once('@').is_some_and(|(l, d)| {
+                            plain(l) && d.ends_with(".example") && plain(&d[..d.len() - 8])
+                        }));
+                let d = match renderers[t].render(&rec) {
+                    Ok(d) => d,
+                    Err(diags) if ordinary => {
+                        return Err(TestCaseError::fail(format!(
+                            "{a:?} {b:?} refused: {diags:?}"
+                        )));
+                    }
+                    Err(diags) => {
+                        prop_assert!(!diags.is_empty());
+                        prop_assert!(diags.iter().all(|d| d.location.row == Some(3)));
+                        return Ok(());
+                    }
+                };
+                let (key, expected) = match t {
+                    0 => (
+                        "to",
+                        Mailbox {
+                            name: None,
+                            addr: format!("{a}@example.com"),
+                        },
+                    ),
+                    1 => (
+                        "bcc",
+                        Mailbox {
+                            name: None,
+                            addr: format!("archive+{a}@example.com"),
+                        },
+                    ),
+                    2 => (
+                        "cc",
+                        Mailbox {
+                            name: Some("Manager".into()),
+                            addr: format!("mgr+{a}@example.com"),
+                        },
+                    ),
+                    _ => (
+                        "to",
+                        Mailbox {
+                            name: Some(a.trim().to_string()).filter(|n| !n.is_empty()),
+                            addr: b.trim().to_string(),
+                        },
+                    ),
+                };
+                prop_assert!(crate::address::check_addr_spec(&expected.addr).is_ok());
+                let list = match key {
+                    "to" => &d.to,
+                    "cc" => &d.cc,
+                    _ => &d.bcc,
+                };
+                prop_assert_eq!(list, &vec![expected.clone()]);
+                let mut envelope = vec![expected.addr.clone()];
+                if t == 1 || t == 2 {
+                    envelope.insert(0, "rcpt@example.org".into());
+                }
+                prop_assert_eq!(d.envelope_recipients(), envelope);
+                // The message: one header per key, no Bcc, one recipient there.
+                let raw = parse_back(&d);
+                let msg = mail_parser::MessageParser::default()
+                    .parse(&raw)
+                    .ok_or_else(|| TestCaseError::fail("unparsable message"))?;
+                let names: Vec<String> = msg
+                    .headers()
+                    .iter()
+                    .map(|h| h.name().to_ascii_lowercase())
+                    .collect();
+                prop_assert!(!names.contains(&"bcc".to_string()), "{:?}", names);
+                for field in ["from", "to", "cc", "subject"] {
+                    prop_assert!(
+                        names.iter().filter(|n| *n == field).count() <= 1,
+                        "{:?}",
+                        names
+                    );
+                }
+                let shown = match key {
+                    "cc" => msg.cc(),
+                    _ => msg.to(),
+                };
+                if key != "bcc" {
+                    prop_assert_eq!(shown.map(|a| a.iter().count()), Some(1));
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]

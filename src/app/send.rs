@@ -34,9 +34,7 @@ impl Ledger for OneShot {
 fn addresses(values: &[String], flag: &str) -> Result<Vec<Mailbox>> {
     let mut out = Vec::new();
     for v in values {
-        out.extend(
-            parse_mailbox_list(v).map_err(|e| Error::Usage(format!("--{flag} {v:?}: {e}")))?,
-        );
+        out.extend(parse_mailbox_list(v).map_err(|e| Error::Usage(format!("--{flag}: {e}")))?);
     }
     Ok(out)
 }

@@ -8,6 +8,7 @@
 //! values, the job's literals and the attachment files — never with output
 //! the program produced earlier.
 
+mod addresses;
 mod bad_input;
 mod confinement;
 mod corpus;
