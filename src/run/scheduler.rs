@@ -518,8 +518,13 @@ impl<'a> SessionWorker<'a> {
                 // Stopping: what has not started goes back to the queue
                 // (a rerun sends it); what is under way may finish.
                 withdrawn = true;
-                let back = session.client().withdraw_unstarted();
-                self.settle_all(back, &mut inflight);
+                // Never tried: back to the queue with the attempt not counted.
+                for o in session.client().withdraw_unstarted() {
+                    if let Some(mut w) = inflight.remove(&o.id) {
+                        w.attempts = w.attempts.saturating_sub(1);
+                        self.dispatch.requeue(w, Duration::ZERO);
+                    }
+                }
                 if inflight.is_empty() {
                     continue;
                 }
@@ -667,17 +672,21 @@ impl<'a> SessionWorker<'a> {
                 ),
             )),
             TxResult::NotSent => {
-                // Not the message's fault: back in the queue, the attempt not counted.
-                work.attempts = work.attempts.saturating_sub(1);
-                self.dispatch.requeue(work, Duration::ZERO);
-                None
+                // The message never left, but the attempt counts: a server that
+                // refuses every MAIL (503, 421) or hangs up each time must not
+                // keep the run going forever.
+                let reply = o.mail.filter(|m| !m.is_positive());
+                self.retry_or_fail(work, reply)
             }
         }
     }
 
     fn retry_or_fail(&self, work: Work, reply: Option<Reply>) -> Option<Outcome> {
         if work.attempts >= self.plan.max_attempts {
-            return Some(outcome(&work, Status::Failed, reply.as_ref(), None));
+            let why = reply
+                .is_none()
+                .then(|| "not sent: the session ended before the message could be sent".to_owned());
+            return Some(outcome(&work, Status::Failed, reply.as_ref(), why));
         }
         let delay = retry_delay(self.plan.retry_delay, work.attempts);
         self.dispatch.requeue(work, delay);

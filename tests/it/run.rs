@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod attempts;
 mod exit;
 mod faults;
 mod flow;
