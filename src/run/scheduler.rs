@@ -10,7 +10,7 @@
 //! its final dot or `BDAT LAST` can leave; its outcome is recorded before the
 //! next one is reported.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -114,8 +114,20 @@ enum Next {
     Done,
 }
 
+/// Rendered messages a dispatcher holds ready beside the renderer's queue, so
+/// that it knows how much work there is to share out.
+const READY: usize = 256;
+
+/// The renderer's queue and the messages already taken from it.
+struct Source {
+    rx: Option<Receiver<Work>>,
+    ready: VecDeque<Work>,
+}
+
 struct Dispatcher {
-    source: Mutex<Option<Receiver<Work>>>,
+    source: Mutex<Source>,
+    /// Parallel sessions the work is shared between.
+    sessions: usize,
     retry: Mutex<Vec<(Instant, Work)>>,
     /// Items taken from the source and not yet settled.
     pending: AtomicUsize,
@@ -140,11 +152,12 @@ impl Dispatcher {
         self.failed_hard.store(true, Ordering::SeqCst);
     }
 
-    fn next(&self) -> Next {
+    /// The next message for a session that already holds `held` in flight.
+    fn next(&self, held: usize) -> Next {
         if self.halted() {
             return Next::Done;
         }
-        self.take(Instant::now())
+        self.take(Instant::now(), held)
     }
 
     /// Wait for a send slot of the rate limit, taken right before the message
@@ -165,7 +178,28 @@ impl Dispatcher {
         }
     }
 
-    fn take(&self, now: Instant) -> Next {
+    /// A session takes work only up to its fair share of what is
+    /// outstanding (`held` counts what it has in flight), so that one session
+    /// never fills its window with everything while the others idle.
+    fn take(&self, now: Instant, held: usize) -> Next {
+        let mut source = self.source.lock().unwrap();
+        // Top up the ready list, so the share below sees the backlog.
+        while source.ready.len() < READY {
+            let Some(rx) = source.rx.as_ref() else { break };
+            match rx.try_recv() {
+                Ok(w) => {
+                    self.pending.fetch_add(1, Ordering::SeqCst);
+                    source.ready.push_back(w);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => source.rx = None,
+            }
+        }
+        let pending = self.pending.load(Ordering::SeqCst);
+        let share = pending.div_ceil(self.sessions.max(1)).max(1);
+        if held > 0 && held >= share {
+            return Next::Wait(Duration::from_millis(5));
+        }
         let mut next_due = None;
         {
             let mut retry = self.retry.lock().unwrap();
@@ -177,24 +211,17 @@ impl Dispatcher {
                 next_due = Some(retry[i].0 - now);
             }
         }
-        let mut source = self.source.lock().unwrap();
-        if let Some(rx) = source.as_ref() {
-            match rx.try_recv() {
-                Ok(w) => {
-                    self.pending.fetch_add(1, Ordering::SeqCst);
-                    return Next::Work(Box::new(w));
-                }
-                Err(TryRecvError::Empty) => {
-                    return Next::Wait(
-                        next_due
-                            .unwrap_or(Duration::from_millis(5))
-                            .min(Duration::from_millis(5)),
-                    )
-                }
-                Err(TryRecvError::Disconnected) => *source = None,
-            }
+        if let Some(w) = source.ready.pop_front() {
+            return Next::Work(Box::new(w));
         }
-        if self.pending.load(Ordering::SeqCst) == 0 {
+        if source.rx.is_some() {
+            return Next::Wait(
+                next_due
+                    .unwrap_or(Duration::from_millis(5))
+                    .min(Duration::from_millis(5)),
+            );
+        }
+        if pending == 0 {
             Next::Done
         } else {
             Next::Wait(
@@ -222,6 +249,7 @@ impl Dispatcher {
             .source
             .lock()
             .unwrap()
+            .rx
             .as_ref()
             .map(|rx| rx.try_iter().count())
             .unwrap_or(0);
@@ -238,7 +266,11 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> RunEnd {
     let dispatch = Dispatcher {
-        source: Mutex::new(Some(source)),
+        source: Mutex::new(Source {
+            rx: Some(source),
+            ready: VecDeque::new(),
+        }),
+        sessions: plan.sessions.max(1),
         retry: Mutex::new(Vec::new()),
         pending: AtomicUsize::new(0),
         limiter: plan.rate.map(|r| Mutex::new(Limiter::new(r))),
@@ -296,7 +328,7 @@ impl<'a> SessionWorker<'a> {
         loop {
             // Connect only when there is something to send.
             let first = loop {
-                match self.dispatch.next() {
+                match self.dispatch.next(0) {
                     Next::Work(w) => break *w,
                     Next::Wait(d) => std::thread::sleep(d),
                     Next::Done => return,
@@ -430,7 +462,7 @@ impl<'a> SessionWorker<'a> {
                     }
                     let w = match carry.take() {
                         Some(w) => w,
-                        None => match self.dispatch.next() {
+                        None => match self.dispatch.next(inflight.len() + batch.len()) {
                             Next::Work(w) => *w,
                             Next::Wait(d) => {
                                 if inflight.is_empty() && batch.is_empty() {

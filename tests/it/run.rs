@@ -13,6 +13,7 @@ mod faults;
 mod flow;
 mod interrupts;
 mod journal;
+mod parallel;
 mod progress;
 mod rate;
 mod report;

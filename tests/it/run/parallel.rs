@@ -1,0 +1,43 @@
+//! `--sessions N` is parallel: the work spreads across the sessions and they
+//! are connected at the same time.
+
+use std::time::{Duration, Instant};
+
+use super::helpers::*;
+use crate::support::fault::{ConnectionStats, FaultServer};
+
+/// The largest number of connections open at the same moment.
+fn max_overlap(conns: &[ConnectionStats]) -> usize {
+    let mut events: Vec<(Instant, i32)> = Vec::new();
+    for c in conns {
+        events.push((c.opened.expect("opened"), 1));
+        events.push((c.closed.expect("closed"), -1));
+    }
+    // Closings first at equal times: touching intervals are not parallel.
+    events.sort_by_key(|&(t, d)| (t, d));
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in events {
+        now += d;
+        max = max.max(now);
+    }
+    max as usize
+}
+
+#[test]
+fn four_sessions_each_carry_a_fair_share_of_100_messages() {
+    let server = FaultServer::builder()
+        .reply_delay(Duration::from_millis(15))
+        .start();
+    let job = Job::new(&smtp_plain(server.port(), ""), 100);
+    let out = job.run(&["--sessions", "4"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_each_once(&server, 100);
+    let conns = server.connection_stats();
+    assert_eq!(conns.len(), 4, "one connection per session: {conns:?}");
+    let per_conn: Vec<usize> = conns.iter().map(|c| c.messages).collect();
+    assert!(
+        per_conn.iter().all(|&n| n >= 10),
+        "each session carries at least 10 of 100: {per_conn:?}"
+    );
+    assert_eq!(max_overlap(&conns), 4, "the 4 sessions overlap: {conns:?}");
+}
