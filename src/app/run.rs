@@ -15,12 +15,13 @@ use super::target::{self, Live};
 use crate::cli::RunArgs;
 use crate::error::{Error, ExitCode, Result};
 use crate::job::Target;
-use crate::run::journal::{self, Journal, Replay};
+use crate::run::journal::{self, Journal, RcptOutcome, Replay};
 use crate::run::progress::{Mode, Progress};
 use crate::run::report::{Outcome, Report, Status};
-use crate::run::scheduler::{self, Ledger, Work};
+use crate::run::scheduler::{self, Ledger, Settled, Work};
 use crate::smtp::client::{CloseReason, SessionError};
 use crate::smtp::connection::SessionFailure;
+use crate::smtp::reply::{EnhancedCode, Reply};
 
 /// Rendered messages waiting for a session; bounds memory however long the CSV.
 const QUEUE: usize = 512;
@@ -37,6 +38,8 @@ struct RunLedger<'a> {
     progress: &'a Progress,
     /// Outcomes written to the journal, waiting for the sync that lets them be reported.
     unreported: Mutex<Vec<Outcome>>,
+    /// Rows settled with recipients still to retry (a rerun resumes them).
+    open: std::sync::atomic::AtomicUsize,
 }
 
 impl<'a> RunLedger<'a> {
@@ -46,6 +49,7 @@ impl<'a> RunLedger<'a> {
             report,
             progress,
             unreported: Mutex::new(Vec::new()),
+            open: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -82,6 +86,30 @@ impl Ledger for RunLedger<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend_from_slice(batch);
+        Ok(())
+    }
+
+    fn settled_rcpts(&self, batch: &[Settled]) -> std::io::Result<()> {
+        let rcpts: Vec<RcptOutcome> = batch
+            .iter()
+            .flat_map(|s| {
+                s.rcpts.iter().map(|(rcpt, reply)| RcptOutcome {
+                    row: s.row,
+                    rcpt: rcpt.clone(),
+                    code: reply.code,
+                    enhanced: reply.enhanced.map(|e| e.to_string()),
+                    reply: reply.text(),
+                })
+            })
+            .collect();
+        let outcomes: Vec<Outcome> = batch.iter().filter_map(|s| s.outcome.clone()).collect();
+        let open: Vec<u64> = batch.iter().filter(|s| s.open).map(|s| s.row).collect();
+        self.journal.record_settled(&rcpts, &outcomes, &open)?;
+        self.open.fetch_add(open.len(), Ordering::SeqCst);
+        self.unreported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(outcomes);
         Ok(())
     }
 
@@ -203,6 +231,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
 
     // The last outcomes become durable, then reported.
     let flushed = ledger.flush();
+    let open = ledger.open.load(Ordering::SeqCst);
     drop(ledger);
     if let Err(e) = flushed {
         // The report still accounts for every row (what is not durable shows as not sent).
@@ -240,6 +269,14 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     if end.unsent > 0 {
         eprintln!("{} messages not sent yet; {resume}", end.unsent);
+        return Ok(ExitCode::TempFail);
+    }
+    if open > 0 {
+        eprintln!(
+            "{open} rows have recipients that are still to retry (4xx); rerun `mailshot run {}` \
+             to send to them (only to them)",
+            args.job.job.display()
+        );
         return Ok(ExitCode::TempFail);
     }
     Ok(summary.exit_code())
@@ -296,6 +333,19 @@ fn feed(
                     continue;
                 }
                 let attempts = replay.attempts.get(&m.row).copied().unwrap_or(0);
+                let settled: Vec<(String, Reply)> = replay
+                    .rcpts
+                    .get(&m.row)
+                    .map(|rs| rs.iter().map(|r| (r.rcpt.clone(), reply_of(r))).collect())
+                    .unwrap_or_default();
+                let work = Work::resume(*m, attempts, settled);
+                if work.rcpts.is_empty() {
+                    // Every recipient answered for good in an earlier run.
+                    let o = scheduler::row_outcome(&work, None);
+                    ledger.settled(&[o]).map_err(io)?;
+                    continue;
+                }
+                let m = &work.out;
                 // Shown only if the run stops before this message's outcome.
                 ledger
                     .report
@@ -310,7 +360,7 @@ fn feed(
                         attempts,
                     })
                     .map_err(io)?;
-                if !stopped && tx.send(Work::new(*m, attempts)).is_err() {
+                if !stopped && tx.send(work).is_err() {
                     stopped = true;
                 }
             }
@@ -351,4 +401,24 @@ fn feed(
         }
     }
     Ok(())
+}
+
+/// A recipient's reply as the journal kept it.
+fn reply_of(r: &RcptOutcome) -> Reply {
+    let enhanced = r.enhanced.as_deref().and_then(|e| {
+        let mut parts = e.split('.');
+        let class = parts.next()?.parse().ok()?;
+        let subject = parts.next()?.parse().ok()?;
+        let detail = parts.next()?.parse().ok()?;
+        Some(EnhancedCode {
+            class,
+            subject,
+            detail,
+        })
+    });
+    Reply {
+        code: r.code,
+        enhanced,
+        lines: vec![r.reply.clone()],
+    }
 }

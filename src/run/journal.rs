@@ -9,8 +9,15 @@
 //!   (a reservation, written in batches so one `sync_data` covers many);
 //! - `commit` — appended (not synced) right before the bytes carrying its final
 //!   dot or `BDAT LAST` are written to the socket;
+//! - `rcpt` — one per envelope recipient (To, Cc, Bcc) that accepted the
+//!   message or refused it for good, appended before the row's outcome and
+//!   before the message is handed out again for the others (so any later
+//!   `inflight` sync covers it): a rerun sends only to the recipients
+//!   without one;
 //! - `outcome` — appended when the server answers, synced before the outcome
-//!   is reported (group commit, see [`Journal::sync`]).
+//!   is reported (group commit, see [`Journal::sync`]);
+//! - `open` — after an outcome whose row still has recipients to retry (a
+//!   4xx for a Cc while the To was refused for good): the row is resumed.
 //!
 //! After a crash every row is settled, retryable, or `uncertain`: the server
 //! may have accepted it (RFC 5321 section 6 leaves the sender unable to tell
@@ -37,8 +44,12 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Location, Result};
 use crate::run::report::{one_line, Outcome, Status};
 
-/// The journal format this code writes and reads.
-const VERSION: u32 = 1;
+/// The journal format this code writes. Version 1 (no `rcpt` and `open`
+/// records: one outcome per row) is still read.
+const VERSION: u32 = 2;
+
+/// The oldest journal format this code reads.
+const OLDEST: u32 = 1;
 
 /// A SHA-256 over the job file, the CSV and every template file, in hex.
 /// A journal only resumes a job whose fingerprint matches.
@@ -108,6 +119,25 @@ pub struct Replay {
     pub uncertain: HashMap<u64, String>,
     /// Highest attempt number seen per row.
     pub attempts: HashMap<u64, u32>,
+    /// Envelope recipients settled for good (accepted or refused) per row,
+    /// for rows not in `done`: a rerun sends only to the others.
+    pub rcpts: HashMap<u64, Vec<RcptOutcome>>,
+}
+
+/// What one envelope recipient of a row finally answered.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RcptOutcome {
+    /// The row.
+    pub row: u64,
+    /// The envelope address.
+    pub rcpt: String,
+    /// The deciding reply's code (for an accepted recipient, the reply to
+    /// the end of data).
+    pub code: u16,
+    /// Its enhanced status code, if any.
+    pub enhanced: Option<String>,
+    /// Its text, on one line.
+    pub reply: String,
 }
 
 /// Records as written; borrowed so writing copies nothing.
@@ -131,7 +161,11 @@ enum RecordOut<'a> {
     Commit {
         row: u64,
     },
+    Rcpt(&'a RcptOutcome),
     Outcome(&'a Outcome),
+    Open {
+        row: u64,
+    },
 }
 
 #[derive(serde::Deserialize)]
@@ -155,7 +189,11 @@ enum RecordIn {
     Commit {
         row: u64,
     },
+    Rcpt(RcptOutcome),
     Outcome(Outcome),
+    Open {
+        row: u64,
+    },
 }
 
 /// The kernel's id for this boot; unchanged means no reboot (so no power
@@ -295,7 +333,7 @@ enum Existing {
     /// Empty, or the header itself was torn: start afresh.
     Fresh,
     /// A valid journal; its length after dropping any torn tail.
-    Resume { replay: Replay, good_len: u64 },
+    Resume { replay: Box<Replay>, good_len: u64 },
 }
 
 fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> Result<Existing> {
@@ -348,12 +386,14 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
                     ..
                 },
             ) => {
-                if version != VERSION {
+                if !(OLDEST..=VERSION).contains(&version) {
                     return Err(Error::invalid(
                         Location::file(path),
                         format!(
                             "this journal has format version {version}, this mailshot \
-                             reads version {VERSION}; rerun with --restart to start over"
+                             reads versions {OLDEST} to {VERSION}; use the mailshot that \
+                             wrote it to resume, or rerun with --restart to start over \
+                             (recipients already sent to would be sent again)"
                         ),
                     ));
                 }
@@ -407,6 +447,15 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
                     p.committed = true;
                 }
             }
+            (_, RecordIn::Rcpt(r)) => {
+                let got = replay.rcpts.entry(r.row).or_default();
+                got.retain(|g| !g.rcpt.eq_ignore_ascii_case(&r.rcpt));
+                got.push(r);
+            }
+            (_, RecordIn::Open { row }) => {
+                // Settled, but with recipients still to retry.
+                replay.done.remove(&row);
+            }
             (_, RecordIn::Outcome(o)) => {
                 pending.remove(&o.row);
                 replay.done.remove(&o.row);
@@ -433,6 +482,8 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
     if offset == 0 {
         return Ok(Existing::Fresh);
     }
+    // Rows settled for good need no per-recipient memory.
+    replay.rcpts.retain(|row, _| !replay.done.contains_key(row));
     for (row, p) in pending {
         if p.committed || !p.same_boot {
             replay.uncertain.insert(row, p.message_id);
@@ -445,7 +496,7 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
         }
     }
     Ok(Existing::Resume {
-        replay,
+        replay: Box::new(replay),
         good_len: offset,
     })
 }
@@ -488,7 +539,7 @@ fn open_at_boot(
     let (replay, len) = match read_existing(path, &file, fp, boot_id)? {
         Existing::Resume { replay, good_len } => {
             file.set_len(good_len).map_err(|e| io_error(path, e))?;
-            (replay, good_len)
+            (*replay, good_len)
         }
         Existing::Fresh => {
             file.set_len(0).map_err(|e| io_error(path, e))?;
@@ -586,7 +637,31 @@ impl Journal {
     /// next [`Journal::sync`] or synced append, which the caller must wait for
     /// before reporting them.
     pub fn record_outcomes(&self, outcomes: &[Outcome]) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(outcomes.len() * 192);
+        self.record_settled(&[], outcomes, &[])
+    }
+
+    /// Append, in this order, the recipients settled for good, the rows'
+    /// outcomes and the rows among them that still have recipients to retry
+    /// (`open`); as durable as [`Journal::record_outcomes`].
+    pub fn record_settled(
+        &self,
+        rcpts: &[RcptOutcome],
+        outcomes: &[Outcome],
+        open: &[u64],
+    ) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(outcomes.len() * 192 + rcpts.len() * 128);
+        for r in rcpts {
+            if r.reply.contains(|c: char| c.is_control()) || r.rcpt.contains(char::is_control) {
+                let flat = RcptOutcome {
+                    rcpt: one_line(&r.rcpt),
+                    reply: one_line(&r.reply),
+                    ..r.clone()
+                };
+                encode(&RecordOut::Rcpt(&flat), &mut buf);
+            } else {
+                encode(&RecordOut::Rcpt(r), &mut buf);
+            }
+        }
         for o in outcomes {
             if o.reply.contains(|c: char| c.is_control()) {
                 let flat = Outcome {
@@ -597,6 +672,9 @@ impl Journal {
             } else {
                 encode(&RecordOut::Outcome(o), &mut buf);
             }
+        }
+        for &row in open {
+            encode(&RecordOut::Open { row }, &mut buf);
         }
         self.append(&buf, false)
     }
@@ -776,6 +854,90 @@ mod tests {
         assert_eq!(replay.done[&1].status, Status::Sent);
         assert_eq!(replay.done[&1].attempts, 2);
         assert!(replay.uncertain.is_empty());
+    }
+
+    fn rcpt(row: u64, rcpt: &str, code: u16) -> RcptOutcome {
+        RcptOutcome {
+            row,
+            rcpt: rcpt.into(),
+            code,
+            enhanced: None,
+            reply: "text".into(),
+        }
+    }
+
+    #[test]
+    fn recipients_settled_for_good_are_replayed_until_the_row_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        {
+            let (j, _) = open(&path, &fp("a"), false).unwrap();
+            // Row 1: the To greylisted, the Bcc accepted. Row 2: the To
+            // refused for good, the Cc greylisted (rejected, but open).
+            // Row 3: settled for good.
+            let mut failed = outcome(1, Status::Failed, 1);
+            failed.code = Some(451);
+            j.record_settled(
+                &[
+                    rcpt(1, "bcc@x", 250),
+                    rcpt(2, "to@y", 550),
+                    rcpt(3, "to@z", 250),
+                ],
+                &[
+                    failed,
+                    outcome(2, Status::Rejected, 1),
+                    outcome(3, Status::Sent, 1),
+                ],
+                &[2],
+            )
+            .unwrap();
+        }
+        let (_, replay) = open(&path, &fp("a"), false).unwrap();
+        assert!(!replay.done.contains_key(&1) && !replay.done.contains_key(&2));
+        assert_eq!(replay.done[&3].status, Status::Sent);
+        assert_eq!(replay.rcpts[&1], [rcpt(1, "bcc@x", 250)]);
+        assert_eq!(replay.rcpts[&2], [rcpt(2, "to@y", 550)]);
+        assert!(
+            !replay.rcpts.contains_key(&3),
+            "a done row needs no recipients"
+        );
+    }
+
+    #[test]
+    fn a_version_1_journal_is_still_read_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        let mut v1 = Vec::new();
+        encode(
+            &RecordOut::Header {
+                version: 1,
+                run_id: "0123456789abcdef",
+                fingerprint: "a",
+                created: 0,
+            },
+            &mut v1,
+        );
+        encode(&RecordOut::Outcome(&outcome(1, Status::Sent, 1)), &mut v1);
+        fs::write(&path, &v1).unwrap();
+        let (j, replay) = open(&path, &fp("a"), false).unwrap();
+        assert_eq!(replay.done[&1].status, Status::Sent);
+        drop(j);
+        let mut v9 = Vec::new();
+        encode(
+            &RecordOut::Header {
+                version: 9,
+                run_id: "0123456789abcdef",
+                fingerprint: "a",
+                created: 0,
+            },
+            &mut v9,
+        );
+        fs::write(&path, &v9).unwrap();
+        let err = open(&path, &fp("a"), false).unwrap_err().to_string();
+        assert!(
+            err.contains("version 9") && err.contains("--restart"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod helpers;
 
 mod attempts;
+mod envelope;
 mod exit;
 mod faults;
 mod flow;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::helpers::*;
-use crate::support::fault::{ConnectionStats, FaultServer};
+use crate::support::fault::{ConnectionStats, FaultHandle, FaultServer};
 
 /// The largest number of connections open at the same moment.
 fn max_overlap(conns: &[ConnectionStats]) -> usize {
@@ -23,6 +23,19 @@ fn max_overlap(conns: &[ConnectionStats]) -> usize {
     max as usize
 }
 
+/// The server's connection stats once every connection is closed on its side
+/// (mailshot may exit a moment before the server notices the last QUIT).
+pub fn closed_stats(server: &FaultHandle) -> Vec<ConnectionStats> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let conns = server.connection_stats();
+        if conns.iter().all(|c| c.closed.is_some()) || Instant::now() >= deadline {
+            return conns;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn four_sessions_each_carry_a_fair_share_of_100_messages() {
     let server = FaultServer::builder()
@@ -32,7 +45,7 @@ fn four_sessions_each_carry_a_fair_share_of_100_messages() {
     let out = job.run(&["--sessions", "4"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_each_once(&server, 100);
-    let conns = server.connection_stats();
+    let conns = closed_stats(&server);
     assert_eq!(conns.len(), 4, "one connection per session: {conns:?}");
     let per_conn: Vec<usize> = conns.iter().map(|c| c.messages).collect();
     assert!(
