@@ -173,7 +173,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     inputs.extend(job.markdown.as_deref());
     let fp = journal::fingerprint(&inputs).map_err(|e| Error::no_input(&job.path, &e))?;
     let journal_path = beside(&job.path, "journal");
-    let (journal, replay) = journal::open(&journal_path, &fp, args.restart)?;
+    let dest = target::destination(&target);
+    let (journal, replay) = journal::open_to(&journal_path, &fp, args.restart, &dest)?;
+    if let (Some(note), false) = (&replay.note, args.quiet) {
+        eprintln!("mailshot: {note}");
+    }
     let report_path = args
         .report
         .clone()
@@ -253,6 +257,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     drop(live);
 
     let resume = format!("rerun `mailshot run {}` to resume", args.job.job.display());
+    if end.fatal.is_none() && !end.interrupted && !stop.load(Ordering::SeqCst) && end.unsent == 0 {
+        // Every row has its outcome: a later refusal can say this run finished.
+        let _ = journal.record_end();
+    }
     if let Some(err) = end.fatal {
         return Err(match err {
             Error::TempFail(m) => Error::TempFail(format!("{m}; {resume}")),

@@ -19,6 +19,15 @@
 //! - `open` — after an outcome whose row still has recipients to retry (a
 //!   4xx for a Cc while the To was refused for good): the row is resumed.
 //!
+//! Every open also writes a `dest` record naming where this run sends
+//! (`capture:DIR` or `smtp://USER@HOST:PORT`), so each outcome after it is
+//! known to come from that destination, and a run that walked every row ends
+//! with an `end` record. A journal is resumed only towards the destination it
+//! records: after a rehearsal (the built-in capture server) a run to a real
+//! server starts afresh (the rehearsal's journal is kept as
+//! `JOB.journal.rehearsal`); any other change of destination is refused,
+//! naming both and `--restart`.
+//!
 //! After a crash every row is settled, retryable, or `uncertain`: the server
 //! may have accepted it (RFC 5321 section 6 leaves the sender unable to tell
 //! when the connection drops after the final dot), and it is not resent
@@ -122,6 +131,9 @@ pub struct Replay {
     /// Envelope recipients settled for good (accepted or refused) per row,
     /// for rows not in `done`: a rerun sends only to the others.
     pub rcpts: HashMap<u64, Vec<RcptOutcome>>,
+    /// Something the user should know about how this journal was opened
+    /// (a rehearsal's journal set aside).
+    pub note: Option<String>,
 }
 
 /// What one envelope recipient of a row finally answered.
@@ -158,6 +170,10 @@ enum RecordOut<'a> {
     Boot {
         boot_id: &'a str,
     },
+    Dest {
+        dest: &'a str,
+    },
+    End,
     Commit {
         row: u64,
     },
@@ -186,6 +202,10 @@ enum RecordIn {
     Boot {
         boot_id: String,
     },
+    Dest {
+        dest: String,
+    },
+    End,
     Commit {
         row: u64,
     },
@@ -334,9 +354,21 @@ enum Existing {
     Fresh,
     /// A valid journal; its length after dropping any torn tail.
     Resume { replay: Box<Replay>, good_len: u64 },
+    /// Only a rehearsal (the capture server) is recorded, and this run goes
+    /// to a real server: set it aside and start afresh.
+    Rehearsal { dest: String },
 }
 
-fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> Result<Existing> {
+/// Where the built-in capture server's destinations start.
+const CAPTURE: &str = "capture:";
+
+fn read_existing(
+    path: &Path,
+    file: &File,
+    fp: &Fingerprint,
+    boot_id: &str,
+    dest: Option<&str>,
+) -> Result<Existing> {
     let total = file.metadata().map_err(|e| io_error(path, e))?.len();
     let mut reader = BufReader::new(file);
     let mut line = Vec::new();
@@ -346,6 +378,13 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
     // Rows handed to a server whose outcome has not been recorded (yet).
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     let mut same_boot = false;
+    // The destination of the records that follow (unknown in format 1).
+    let mut current: Option<String> = None;
+    // Destinations something was sent to, in order.
+    let mut used: Vec<String> = Vec::new();
+    // The last run walked every row (its `end` is the last thing it did).
+    let mut ended = false;
+    let mut changed = false;
     loop {
         line.clear();
         let n = reader
@@ -376,6 +415,10 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
                  (recipients already sent to would be sent again)",
             ));
         };
+        let sending = matches!(
+            record,
+            RecordIn::Inflight { .. } | RecordIn::Outcome(_) | RecordIn::Rcpt(_)
+        );
         match (line_no, record) {
             (
                 1,
@@ -397,15 +440,8 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
                         ),
                     ));
                 }
-                if fingerprint != fp.0 {
-                    return Err(Error::invalid(
-                        Location::file(path),
-                        "the job file, its CSV or a template changed since the interrupted \
-                         run this journal records, so it cannot be resumed safely; restore \
-                         the files to resume, or rerun with --restart to start over \
-                         (recipients already sent to would be sent again)",
-                    ));
-                }
+                // Refused once the whole journal is read, saying how that run ended.
+                changed = fingerprint != fp.0;
                 replay.run_id = run_id;
             }
             (1, _) | (_, RecordIn::Header { .. }) => {
@@ -447,6 +483,8 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
                     p.committed = true;
                 }
             }
+            (_, RecordIn::Dest { dest }) => current = Some(dest),
+            (_, RecordIn::End) => ended = true,
             (_, RecordIn::Rcpt(r)) => {
                 let got = replay.rcpts.entry(r.row).or_default();
                 got.retain(|g| !g.rcpt.eq_ignore_ascii_case(&r.rcpt));
@@ -477,10 +515,65 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
                 }
             }
         }
+        if sending {
+            ended = false;
+            if let Some(d) = &current {
+                if !used.contains(d) {
+                    used.push(d.clone());
+                }
+            }
+        }
         offset += n;
     }
     if offset == 0 {
         return Ok(Existing::Fresh);
+    }
+    if changed {
+        let how = if ended {
+            "the earlier run this journal records (it finished)"
+        } else {
+            "the interrupted run this journal records"
+        };
+        return Err(Error::invalid(
+            Location::file(path),
+            format!(
+                "the job file, its CSV or a template changed since {how}, so its outcomes \
+                 cannot be matched to the rows safely; restore the files to resume, or rerun \
+                 with --restart to start over (recipients already sent to would be sent again)"
+            ),
+        ));
+    }
+    if let Some(dest) = dest {
+        let others: Vec<&str> = used
+            .iter()
+            .map(String::as_str)
+            // Rehearsals are alike whichever folder they wrote to.
+            .filter(|u| *u != dest && !(u.starts_with(CAPTURE) && dest.starts_with(CAPTURE)))
+            .collect();
+        if !others.is_empty() {
+            let earlier = others.join(", ");
+            if !dest.starts_with(CAPTURE) && used.iter().all(|u| u.starts_with(CAPTURE)) {
+                return Ok(Existing::Rehearsal { dest: earlier });
+            }
+            let msg = if dest.starts_with(CAPTURE) {
+                format!(
+                    "this journal records a run to {earlier}, but this run has no server \
+                     configured and would go to the built-in capture server ({dest}); restore \
+                     the smtp settings to resume that run, use --dry-run --out DIR to look at \
+                     the messages, or rerun with --restart to start over (the journal is moved \
+                     to .old, and a later real run sends to every recipient again)"
+                )
+            } else {
+                format!(
+                    "this journal records a run to {earlier}, but this run goes to {dest}, so \
+                     what the earlier server accepted says nothing here; restore the earlier \
+                     smtp settings to resume that run, or rerun with --restart to start over \
+                     with {dest} (every recipient is sent to again, also those {earlier} \
+                     accepted)"
+                )
+            };
+            return Err(Error::invalid(Location::file(path), msg));
+        }
     }
     // Rows settled for good need no per-recipient memory.
     replay.rcpts.retain(|row, _| !replay.done.contains_key(row));
@@ -512,7 +605,19 @@ fn bump(attempts: &mut HashMap<u64, u32>, row: u64, attempt: u32) {
 /// Errors: another run holds the lock → [`Error::TempFail`]; the journal
 /// belongs to different inputs or is damaged → [`Error::Invalid`].
 pub fn open(path: &Path, fp: &Fingerprint, restart: bool) -> Result<(Journal, Replay)> {
-    open_at_boot(path, fp, restart, &current_boot_id())
+    open_at_boot(path, fp, restart, &current_boot_id(), None)
+}
+
+/// [`open`] for a run that sends to `dest` (`capture:DIR` for the built-in
+/// capture server, else the server's URL with its user): recorded with what
+/// follows, and checked against what the journal records (see the module docs).
+pub fn open_to(
+    path: &Path,
+    fp: &Fingerprint,
+    restart: bool,
+    dest: &str,
+) -> Result<(Journal, Replay)> {
+    open_at_boot(path, fp, restart, &current_boot_id(), Some(dest))
 }
 
 /// [`open`] as if the machine's boot id were `boot_id` (tests simulate a reboot).
@@ -521,6 +626,7 @@ fn open_at_boot(
     fp: &Fingerprint,
     restart: bool,
     boot_id: &str,
+    dest: Option<&str>,
 ) -> Result<(Journal, Replay)> {
     let lock = take_lock(path)?;
     if restart {
@@ -536,7 +642,32 @@ fn open_at_boot(
         .create(true)
         .open(path)
         .map_err(|e| io_error(path, e))?;
-    let (replay, len) = match read_existing(path, &file, fp, boot_id)? {
+    let mut note = None;
+    let (file, existing) = match read_existing(path, &file, fp, boot_id, dest)? {
+        Existing::Rehearsal { dest: earlier } => {
+            // Kept for the record; this destination starts afresh.
+            let aside = with_suffix(path, ".rehearsal");
+            fs::rename(path, &aside).map_err(|e| io_error(path, e))?;
+            note = Some(format!(
+                "the earlier run went to the built-in capture server ({earlier}), a \
+                 rehearsal: nothing was delivered, so this run to {} sends every message \
+                 (the rehearsal's journal is kept as {})",
+                dest.unwrap_or_default(),
+                aside.display()
+            ));
+            drop(file);
+            let fresh = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(path)
+                .map_err(|e| io_error(path, e))?;
+            (fresh, Existing::Fresh)
+        }
+        other => (file, other),
+    };
+    let (mut replay, len) = match existing {
+        Existing::Rehearsal { .. } => unreachable!("handled above"),
         Existing::Resume { replay, good_len } => {
             file.set_len(good_len).map_err(|e| io_error(path, e))?;
             (*replay, good_len)
@@ -579,8 +710,12 @@ fn open_at_boot(
         syncer,
         _lock: Some(lock),
     };
+    replay.note = note;
     let mut buf = Vec::new();
     encode(&RecordOut::Boot { boot_id }, &mut buf);
+    if let Some(dest) = dest {
+        encode(&RecordOut::Dest { dest }, &mut buf);
+    }
     journal.append(&buf, true).map_err(|e| io_error(path, e))?;
     Ok((journal, replay))
 }
@@ -709,6 +844,14 @@ impl Journal {
         Ok(())
     }
 
+    /// Note that this run walked every row (its outcomes are all recorded):
+    /// a later refusal can then say the run finished rather than was interrupted.
+    pub fn record_end(&self) -> io::Result<()> {
+        let mut buf = Vec::new();
+        encode(&RecordOut::End, &mut buf);
+        self.append(&buf, true)
+    }
+
     /// Read back the outcome record at `offset` (a [`Done::offset`]).
     pub fn outcome_at(&self, offset: u64) -> io::Result<Outcome> {
         let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -817,25 +960,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("job.journal");
         {
-            let (j, _) = open_at_boot(&path, &fp("a"), false, "boot-1").unwrap();
+            let (j, _) = open_at_boot(&path, &fp("a"), false, "boot-1", None).unwrap();
             j.record_inflight(&[(1, "<1@run>", 1), (2, "<2@run>", 1)])
                 .unwrap();
             j.record_commits(&[1]).unwrap();
         }
         // Same boot: the missing commit of row 2 proves it never left.
         {
-            let (_, replay) = open_at_boot(&path, &fp("a"), false, "boot-1").unwrap();
+            let (_, replay) = open_at_boot(&path, &fp("a"), false, "boot-1", None).unwrap();
             assert!(replay.uncertain.contains_key(&1));
             assert!(!replay.uncertain.contains_key(&2));
         }
         // Rewrite history as if both were reserved before a power loss.
         fs::remove_file(&path).unwrap();
         {
-            let (j, _) = open_at_boot(&path, &fp("a"), false, "boot-1").unwrap();
+            let (j, _) = open_at_boot(&path, &fp("a"), false, "boot-1", None).unwrap();
             j.record_inflight(&[(1, "<1@run>", 1), (2, "<2@run>", 1)])
                 .unwrap();
         }
-        let (_, replay) = open_at_boot(&path, &fp("a"), false, "boot-2").unwrap();
+        let (_, replay) = open_at_boot(&path, &fp("a"), false, "boot-2", None).unwrap();
         assert!(replay.uncertain.contains_key(&1) && replay.uncertain.contains_key(&2));
     }
 

@@ -17,5 +17,6 @@ mod journal;
 mod parallel;
 mod progress;
 mod rate;
+mod rehearsal;
 mod report;
 mod retries;
