@@ -710,18 +710,8 @@ impl<'a> SessionWorker<'a> {
             TxResult::Failed(reply) => {
                 if reply.is_transient() {
                     self.retry_or_fail(work, before, Some(reply))
-                } else if work.settled_rcpts.is_empty() {
-                    Decision::row(
-                        &work,
-                        before,
-                        outcome(&work, Status::Rejected, Some(&reply), None),
-                    )
                 } else {
-                    // Some recipients accepted in an earlier transaction.
-                    for rcpt in std::mem::take(&mut work.rcpts) {
-                        work.settled_rcpts.push((rcpt, reply.clone()));
-                    }
-                    Decision::row(&work, before, row_outcome(&work, None))
+                    fail_rest(work, before, reply)
                 }
             }
             TxResult::TooLarge { size, limit } => {
@@ -757,34 +747,43 @@ impl<'a> SessionWorker<'a> {
                 // refuses every MAIL (503, 421) or hangs up each time must not
                 // keep the run going forever.
                 let reply = o.mail.filter(|m| !m.is_positive());
-                self.retry_or_fail(work, before, reply)
+                if work.attempts < self.plan.max_attempts {
+                    let delay = retry_delay(self.plan.retry_delay, work.attempts);
+                    Decision::again(work, before, delay)
+                } else {
+                    self.not_sent(work, before, reply)
+                }
             }
         }
     }
 
-    fn retry_or_fail(&self, mut work: Work, before: usize, reply: Option<Reply>) -> Decision {
+    fn retry_or_fail(&self, work: Work, before: usize, reply: Option<Reply>) -> Decision {
         if work.attempts < self.plan.max_attempts {
             let delay = retry_delay(self.plan.retry_delay, work.attempts);
             return Decision::again(work, before, delay);
         }
+        match reply {
+            Some(reply) => fail_rest(work, before, reply),
+            None => self.not_sent(work, before, None),
+        }
+    }
+
+    /// The message never left (`reply`: the server's refusal of MAIL, if
+    /// any) and no attempt is left: `failed`, whatever that reply's class,
+    /// since it says nothing about the recipients (a rerun tries them).
+    fn not_sent(&self, work: Work, before: usize, reply: Option<Reply>) -> Decision {
+        const NOT_SENT: &str = "not sent: the session ended before the message could be sent";
         if work.settled_rcpts.is_empty() {
-            let why = reply
-                .is_none()
-                .then(|| "not sent: the session ended before the message could be sent".to_owned());
+            let why = reply.is_none().then(|| NOT_SENT.to_owned());
             let row = outcome(&work, Status::Failed, reply.as_ref(), why);
             return Decision::row(&work, before, row);
         }
         // Some recipients accepted in an earlier transaction: name the others.
-        let reply = reply.unwrap_or_else(|| {
-            Reply::new(
-                451,
-                "not sent: the session ended before the message could be sent",
-            )
-        });
-        for rcpt in std::mem::take(&mut work.rcpts) {
-            work.settled_rcpts.push((rcpt, reply.clone()));
-        }
-        Decision::row(&work, before, row_outcome(&work, None))
+        let text = match &reply {
+            Some(r) => format!("not sent: the server answered MAIL with {r}"),
+            None => NOT_SENT.to_owned(),
+        };
+        fail_rest(work, before, Reply::new(451, text))
     }
 
     /// Recipients refused with 4xx (452 too many recipients among them, RFC 5321
@@ -815,6 +814,15 @@ impl<'a> SessionWorker<'a> {
         }
         Decision::row(&work, before, row_outcome(&work, final_reply.as_ref()))
     }
+}
+
+/// Every recipient still to deliver to got `reply` (a refusal of the whole
+/// transaction): the row is decided from all its recipients' replies.
+fn fail_rest(mut work: Work, before: usize, reply: Reply) -> Decision {
+    for rcpt in std::mem::take(&mut work.rcpts) {
+        work.settled_rcpts.push((rcpt, reply.clone()));
+    }
+    Decision::row(&work, before, row_outcome(&work, None))
 }
 
 /// What a session hands the ledger when a transaction is decided.
