@@ -49,6 +49,8 @@ struct Opts {
     postfix: bool,
     render_rows: usize,
     rss_rows: usize,
+    /// Only the parallel-sessions comparison.
+    parallel_only: bool,
 }
 
 impl Opts {
@@ -68,6 +70,7 @@ impl Opts {
                 postfix: true,
                 render_rows: 100_000,
                 rss_rows: 1_000_000,
+                parallel_only: false,
             }
         } else {
             Opts {
@@ -82,6 +85,7 @@ impl Opts {
                 postfix: false,
                 render_rows: 200,
                 rss_rows: 0,
+                parallel_only: false,
             }
         };
         let mut it = args.iter();
@@ -103,6 +107,7 @@ impl Opts {
                 "--rss-rows" => o.rss_rows = num(it.next(), "--rss-rows"),
                 "--no-mailmerge" => o.mailmerge = false,
                 "--no-postfix" => o.postfix = false,
+                "--parallel-only" => o.parallel_only = true,
                 "--quick" => {
                     o.reps = 1;
                     o.secs = 1.5;
@@ -538,6 +543,28 @@ fn main() {
         mailmerge,
         timeout: Duration::from_secs(if opts.full { 300 } else { 60 }),
     };
+
+    if opts.parallel_only {
+        let parallel = parallel_sessions(&opts, &env);
+        let mut out = format!(
+            "### Parallel sessions (a server that holds each end-of-data reply {} ms)\n\n",
+            SLOW_HOLD.as_millis()
+        );
+        let speedup = parallel_lines(&parallel, &mut out);
+        target(
+            &mut out,
+            speedup.map(|x| x >= 3.5),
+            format!(
+                "slow-commit server: 4 mailshot sessions ≥ 3.5 × 1 session: {}",
+                speedup.map_or("-".into(), |x| format!("{x:.2}×"))
+            ),
+        );
+        println!("{out}");
+        if parallel.iter().any(|(_, r)| r.is_err()) {
+            std::process::exit(1);
+        }
+        return;
+    }
 
     let mut started: Vec<Server> = Vec::new();
     match servers::start_sink(&work, !opts.full) {
