@@ -1084,6 +1084,47 @@ mod tests {
     }
 
     #[test]
+    fn a_rehearsal_is_set_aside_and_other_destination_changes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        let (capture, real, other) = ("capture:/tmp/outbox", "smtp://me@a:587", "smtp://me@b:587");
+        {
+            let (j, _) = open_to(&path, &fp("a"), false, capture).unwrap();
+            j.record_outcomes(&[outcome(1, Status::Sent, 1)]).unwrap();
+            j.record_end().unwrap();
+        }
+        // Another rehearsal resumes it.
+        let (j, replay) = open_to(&path, &fp("a"), false, "capture:elsewhere").unwrap();
+        assert_eq!(replay.done.len(), 1);
+        assert!(replay.note.is_none());
+        drop(j);
+        // The first real run starts afresh and says why.
+        {
+            let (j, replay) = open_to(&path, &fp("a"), false, real).unwrap();
+            assert!(
+                replay.done.is_empty(),
+                "nothing a rehearsal did counts as sent"
+            );
+            let note = replay.note.expect("a note");
+            assert!(note.contains(capture) && note.contains(real), "{note}");
+            assert!(dir.path().join("job.journal.rehearsal").exists());
+            j.record_outcomes(&[outcome(1, Status::Sent, 1)]).unwrap();
+        }
+        let (j, replay) = open_to(&path, &fp("a"), false, real).unwrap();
+        assert_eq!(replay.done.len(), 1, "the same server resumes");
+        drop(j);
+        for (dest, names) in [(other, other), (capture, "capture server")] {
+            let err = open_to(&path, &fp("a"), false, dest)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(real) && err.contains(names) && err.contains("--restart"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_torn_last_line_is_dropped_and_appending_continues_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("job.journal");

@@ -966,6 +966,62 @@ pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
 mod tests {
     use super::*;
 
+    fn work(rcpts: &[&str], settled: &[(&str, u16, &str)]) -> Work {
+        let out = Outgoing {
+            row: 1,
+            email: rcpts[0].to_owned(),
+            message_id: "<1@run>".into(),
+            envelope: crate::message::Envelope {
+                mail_from: "me@x".into(),
+                rcpt_to: rcpts.iter().map(|r| r.to_string()).collect(),
+            },
+            data: Arc::new(Vec::new()),
+            eight_bit: false,
+            smtputf8: false,
+        };
+        let settled = settled
+            .iter()
+            .map(|(a, code, text)| (a.to_string(), Reply::new(*code, *text)))
+            .collect();
+        Work::resume(out, 1, settled)
+    }
+
+    #[test]
+    fn a_row_is_sent_only_when_every_recipient_accepted() {
+        let all = ["to@x", "cc@x", "bcc@x"];
+        let w = work(
+            &all,
+            &[
+                ("bcc@x", 250, "ok"),
+                ("to@x", 250, "ok"),
+                ("cc@x", 250, "ok"),
+            ],
+        );
+        assert!(w.rcpts.is_empty());
+        assert_eq!(row_outcome(&w, None).status, Status::Sent);
+        // In envelope order the Cc is the first that did not accept.
+        let w = work(
+            &all,
+            &[
+                ("bcc@x", 550, "no"),
+                ("to@x", 250, "ok"),
+                ("cc@x", 451, "later"),
+            ],
+        );
+        let o = row_outcome(&w, None);
+        assert_eq!((o.status, o.code), (Status::Failed, Some(451)));
+        assert_eq!(o.reply, "cc@x: 451 later; bcc@x: 550 no; accepted by to@x");
+        // A one-recipient row keeps the plain reply.
+        let o = row_outcome(&work(&["to@x"], &[("to@x", 550, "no")]), None);
+        assert_eq!((o.status, o.reply.as_str()), (Status::Rejected, "no"));
+    }
+
+    #[test]
+    fn resumed_work_sends_only_to_unsettled_recipients() {
+        let w = work(&["to@x", "cc@x", "bcc@x"], &[("BCC@x", 250, "ok")]);
+        assert_eq!(w.rcpts, ["to@x", "cc@x"]);
+    }
+
     #[test]
     fn backoff_grows_and_is_capped() {
         let base = Duration::from_secs(1);
