@@ -245,9 +245,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             args.job.job.display()
         )));
     }
-    let summary = report
+    let mut summary = report
         .finish(Some(&journal_path))
         .map_err(|e| Error::Software(format!("{}: {e}", report_path.display())))?;
+    summary.retry_left = open as u64;
     progress.finish(&summary);
     if let Some(dir) = &live.capture_dir {
         if !args.quiet && !args.json {
@@ -279,13 +280,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         eprintln!("{} messages not sent yet; {resume}", end.unsent);
         return Ok(ExitCode::TempFail);
     }
-    if open > 0 {
+    if open > 0 && !args.quiet {
         eprintln!(
-            "{open} rows have recipients that are still to retry (4xx); rerun `mailshot run {}` \
-             to send to them (only to them)",
+            "{open} rows have recipients still to retry (they answered 4xx); rerun `mailshot run \
+             {}` to send to them (only to them)",
             args.job.job.display()
         );
-        return Ok(ExitCode::TempFail);
     }
     Ok(summary.exit_code())
 }

@@ -111,9 +111,16 @@ fn a_rejected_to_does_not_hide_delivered_copies() {
         })
         .start();
     let job = job(server.port(), "max_attempts: 1", 1);
-    let out = job.run(&[]);
+    let out = job.run(&["--json"]);
     // A recipient is still to retry, so the run is not finished.
     assert_eq!(out.code, 75, "{}", out.stderr);
+    let summary = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "summary")
+        .expect("a summary event");
+    assert_eq!(summary["exit_code"], 75, "{summary}");
     let rows = job.report();
     let r = &rows[0];
     // The first recipient that did not accept decides the status.
