@@ -8,7 +8,14 @@
 //! Exactly-once rests on one ordering rule: a message is recorded in flight
 //! (durably, by the ledger) before it is handed to the protocol core, so before
 //! its final dot or `BDAT LAST` can leave; its outcome is recorded before the
-//! next one is reported.
+//! next one is reported. Outcomes are per envelope recipient: what each To,
+//! Cc and Bcc answered is handed to the ledger before the rest of the row is
+//! queued again (and so before its next in-flight record is synced), and a
+//! row is `sent` only when every recipient accepted ([`row_outcome`]).
+//!
+//! Sessions connect at once and share the work: each takes messages only up
+//! to its fair share of what is outstanding, so the first session to connect
+//! cannot fill its whole window while the others idle.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
