@@ -86,3 +86,35 @@ fn a_421_to_every_mail_counts_attempts_and_ends() {
         assert_eq!((r.status.as_str(), r.attempts), ("failed", 3), "{r:?}");
     }
 }
+
+#[test]
+fn a_server_that_hangs_up_at_every_mail_ends_the_run() {
+    let server = FaultServer::builder()
+        .close_after_messages(0, "421 4.7.0 Closing connection")
+        .start();
+    let job = Job::new(
+        &smtp_plain(
+            server.port(),
+            "sessions: 1, max_attempts: 3, retry_delay: 20ms",
+        ),
+        3,
+    );
+    let started = Instant::now();
+    let out = job.run(&[]);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(out.code, 69 | 75), "{}: {}", out.code, out.stderr);
+    assert!(
+        server.connections() <= 3,
+        "at most max_attempts connections"
+    );
+    assert!(mail_commands(&server) <= 3 * 3, "{:?}", server.commands());
+    assert!(server.messages().is_empty());
+    for r in job.report() {
+        assert_ne!(r.status, "sent", "{r:?}");
+        assert!(r.attempts <= 3, "{r:?}");
+    }
+}
