@@ -19,6 +19,7 @@ mod lettre_sender;
 mod procs;
 mod proxy;
 mod servers;
+mod slow;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -48,6 +49,8 @@ struct Opts {
     postfix: bool,
     render_rows: usize,
     rss_rows: usize,
+    /// Only the parallel-sessions comparison.
+    parallel_only: bool,
 }
 
 impl Opts {
@@ -67,6 +70,7 @@ impl Opts {
                 postfix: true,
                 render_rows: 100_000,
                 rss_rows: 1_000_000,
+                parallel_only: false,
             }
         } else {
             Opts {
@@ -81,6 +85,7 @@ impl Opts {
                 postfix: false,
                 render_rows: 200,
                 rss_rows: 0,
+                parallel_only: false,
             }
         };
         let mut it = args.iter();
@@ -102,6 +107,7 @@ impl Opts {
                 "--rss-rows" => o.rss_rows = num(it.next(), "--rss-rows"),
                 "--no-mailmerge" => o.mailmerge = false,
                 "--no-postfix" => o.postfix = false,
+                "--parallel-only" => o.parallel_only = true,
                 "--quick" => {
                     o.reps = 1;
                     o.secs = 1.5;
@@ -114,6 +120,71 @@ impl Opts {
         }
         o
     }
+}
+
+/// How long the slow-commit server holds each end-of-data reply.
+const SLOW_HOLD: Duration = Duration::from_millis(100);
+
+/// mailshot with 1 and then 4 sessions against the slow-commit server, side
+/// by side in one run: (sessions, messages per second or why not).
+fn parallel_sessions(opts: &Opts, env: &Env) -> Vec<(usize, Result<f64, String>)> {
+    // 1 session needs n × 100 ms: 12 s in the full run, under a second in the smoke run.
+    let n = if opts.full { 120 } else { 8 }.min(opts.n_max);
+    let server = match slow::SlowServer::start(SLOW_HOLD) {
+        Ok(s) => s,
+        Err(e) => return vec![(1, Err(format!("slow server not started: {e}")))],
+    };
+    [1, 4]
+        .into_iter()
+        .map(|s| {
+            let before = server.received();
+            let got = contenders::run(Contender::Mailshot(s), env, server.addr.port(), n)
+                .map_err(|e| e.to_string())
+                .and_then(|o| {
+                    let received = server.received() - before;
+                    if !o.all_sent {
+                        Err(o.detail)
+                    } else if received != n as u64 {
+                        Err(format!("server received {received} of {n}"))
+                    } else {
+                        Ok(n as f64 / o.m.wall.as_secs_f64())
+                    }
+                });
+            eprintln!(
+                "  slow      hold {} ms mailshot x{s}  n={n:<6} {}",
+                SLOW_HOLD.as_millis(),
+                match &got {
+                    Ok(r) => format!("{r:.1} msg/s"),
+                    Err(e) => format!("FAILED: {e}"),
+                }
+            );
+            (s, got)
+        })
+        .collect()
+}
+
+/// The parallel-sessions lines; the speed-up of 4 sessions over 1.
+fn parallel_lines(rows: &[(usize, Result<f64, String>)], out: &mut String) -> Option<f64> {
+    for (s, r) in rows {
+        match r {
+            Ok(rate) => {
+                let _ = writeln!(out, "- mailshot, {s} session(s): {rate:.1} msg/s");
+            }
+            Err(e) => {
+                let _ = writeln!(out, "- mailshot, {s} session(s): FAILED: {e}");
+            }
+        }
+    }
+    let rate = |want: usize| {
+        rows.iter()
+            .find(|(s, _)| *s == want)
+            .and_then(|(_, r)| r.as_ref().ok().copied())
+    };
+    let speedup = rate(4).zip(rate(1)).map(|(four, one)| four / one);
+    if let Some(x) = speedup {
+        let _ = writeln!(out, "- speed-up of 4 sessions over 1: {x:.2}×");
+    }
+    speedup
 }
 
 /// One measured configuration.
@@ -473,6 +544,28 @@ fn main() {
         timeout: Duration::from_secs(if opts.full { 300 } else { 60 }),
     };
 
+    if opts.parallel_only {
+        let parallel = parallel_sessions(&opts, &env);
+        let mut out = format!(
+            "### Parallel sessions (a server that holds each end-of-data reply {} ms)\n\n",
+            SLOW_HOLD.as_millis()
+        );
+        let speedup = parallel_lines(&parallel, &mut out);
+        target(
+            &mut out,
+            speedup.map(|x| x >= 3.5),
+            format!(
+                "slow-commit server: 4 mailshot sessions ≥ 3.5 × 1 session: {}",
+                speedup.map_or("-".into(), |x| format!("{x:.2}×"))
+            ),
+        );
+        println!("{out}");
+        if parallel.iter().any(|(_, r)| r.is_err()) {
+            std::process::exit(1);
+        }
+        return;
+    }
+
     let mut started: Vec<Server> = Vec::new();
     match servers::start_sink(&work, !opts.full) {
         Ok(s) => started.push(s),
@@ -526,6 +619,8 @@ fn main() {
         }
     }
 
+    let parallel = parallel_sessions(&opts, &env);
+
     // CPU-bound and alone on the machine's cores only in theory: on a
     // shared machine other work can only slow a run down, so the best of
     // `reps` runs is the figure, and every run is listed.
@@ -561,6 +656,12 @@ fn main() {
     loopback_table(&rows, &mut out);
     let _ = writeln!(out, "\n### Added round-trip time (delaying proxy)\n");
     latency_table(&rows, &mut out);
+    let _ = writeln!(
+        out,
+        "\n### Parallel sessions (a server that holds each end-of-data reply {} ms)\n",
+        SLOW_HOLD.as_millis()
+    );
+    let speedup = parallel_lines(&parallel, &mut out);
     let _ = writeln!(
         out,
         "\n### Rendering alone (`mailshot check`; the best of {} runs counts)\n",
@@ -662,6 +763,14 @@ fn main() {
     }
     target(
         &mut out,
+        speedup.map(|x| x >= 3.5),
+        format!(
+            "slow-commit server: 4 mailshot sessions ≥ 3.5 × 1 session: {}",
+            speedup.map_or("-".into(), |x| format!("{x:.2}×"))
+        ),
+    );
+    target(
+        &mut out,
         per_core.map(|r| r >= 50_000.0),
         format!(
             "rendering ≥ 50,000 msgs/s per core: {}",
@@ -684,6 +793,7 @@ fn main() {
 
     let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
     let mut failed = !failures.is_empty()
+        || parallel.iter().any(|(_, r)| r.is_err())
         || render.is_err()
         || render_engine.is_err()
         || matches!(million, Some(Err(_)));

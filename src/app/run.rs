@@ -17,12 +17,13 @@ use crate::cli::RunArgs;
 use crate::error::{Error, ExitCode, Location, Result};
 use crate::job::Target;
 use crate::run::inputs::{self, Fingerprint, Inputs, InputsBuilder, Verdict};
-use crate::run::journal::{self, Journal, Replay};
+use crate::run::journal::{self, Journal, RcptOutcome, Replay};
 use crate::run::progress::{Mode, Progress};
 use crate::run::report::{Outcome, Report, Status};
-use crate::run::scheduler::{self, Ledger, Work};
+use crate::run::scheduler::{self, Ledger, Settled, Work};
 use crate::smtp::client::{CloseReason, SessionError};
 use crate::smtp::connection::SessionFailure;
+use crate::smtp::reply::{EnhancedCode, Reply};
 
 /// Rendered messages waiting for a session; bounds memory however long the CSV.
 const QUEUE: usize = 512;
@@ -43,6 +44,8 @@ struct RunLedger<'a> {
     failure: Mutex<Option<Error>>,
     /// Set on such a failure, so no new message is handed to a server.
     stop: Arc<AtomicBool>,
+    /// Rows settled with recipients still to retry (a rerun resumes them).
+    open: std::sync::atomic::AtomicUsize,
 }
 
 impl<'a> RunLedger<'a> {
@@ -59,6 +62,7 @@ impl<'a> RunLedger<'a> {
             unreported: Mutex::new(Vec::new()),
             failure: Mutex::new(None),
             stop,
+            open: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -119,6 +123,30 @@ impl Ledger for RunLedger<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend_from_slice(batch);
+        Ok(())
+    }
+
+    fn settled_rcpts(&self, batch: &[Settled]) -> std::io::Result<()> {
+        let rcpts: Vec<RcptOutcome> = batch
+            .iter()
+            .flat_map(|s| {
+                s.rcpts.iter().map(|(rcpt, reply)| RcptOutcome {
+                    row: s.row,
+                    rcpt: rcpt.clone(),
+                    code: reply.code,
+                    enhanced: reply.enhanced.map(|e| e.to_string()),
+                    reply: reply.text(),
+                })
+            })
+            .collect();
+        let outcomes: Vec<Outcome> = batch.iter().filter_map(|s| s.outcome.clone()).collect();
+        let open: Vec<u64> = batch.iter().filter(|s| s.open).map(|s| s.row).collect();
+        self.journal.record_settled(&rcpts, &outcomes, &open)?;
+        self.open.fetch_add(open.len(), Ordering::SeqCst);
+        self.unreported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(outcomes);
         Ok(())
     }
 
@@ -205,12 +233,16 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         },
         None => inputs.fingerprint(),
     };
+    let dest = target::destination(&target);
     let report_path = args
         .report
         .clone()
         .unwrap_or_else(|| beside(&job.path, "report.csv"));
     refuse_lost_journal(&journal_path, &report_path, args)?;
-    let (journal, replay) = journal::open(&journal_path, &fp, args.restart)?;
+    let (journal, replay) = journal::open_to(&journal_path, &fp, args.restart, &dest)?;
+    if let (Some(note), false) = (&replay.note, args.quiet) {
+        eprintln!("mailshot: {note}");
+    }
     let report = Report::create(&report_path)
         .map_err(|e| crate::outputs::error("report", &report_path, &e))?;
 
@@ -281,6 +313,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     // The last outcomes become durable, then reported.
     let _ = ledger.flush();
     let write_failure = ledger.take_failure();
+    let open = ledger.open.load(Ordering::SeqCst);
     drop(ledger);
     let resume = format!("rerun `mailshot run {}` to resume", args.job.job.display());
     if let Some(err) = write_failure {
@@ -291,14 +324,19 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         return Err(Error::Output(format!("{err}; sending stopped; {resume}")));
     }
-    let summary = match report.finish(Some(&journal_path)) {
+    let mut summary = match report.finish(Some(&journal_path)) {
         Ok(summary) => summary,
         Err(e) => {
             let err = crate::outputs::write_failed("report", &report_path, &e);
             return Err(Error::Output(format!("{err}; {resume}")));
         }
     };
+    summary.retry_left = open as u64;
 
+    if end.fatal.is_none() && !end.interrupted && !stop.load(Ordering::SeqCst) && end.unsent == 0 {
+        // Every row has its outcome: a later refusal can say this run finished.
+        let _ = journal.record_end();
+    }
     // Decide the exit first, so the JSON summary can carry the same code.
     let mut note = None;
     let ending: Result<ExitCode> = if let Some(err) = end.fatal {
@@ -317,6 +355,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         note = Some(format!("{} messages not sent yet; {resume}", end.unsent));
         Ok(ExitCode::TempFail)
     } else {
+        if open > 0 && !args.quiet {
+            note = Some(format!(
+                "{open} rows have recipients still to retry (they answered 4xx); {resume} \
+                 (only they are sent to)"
+            ));
+        }
         Ok(summary.exit_code())
     };
     let code = match &ending {
@@ -475,6 +519,19 @@ fn feed(
                     continue;
                 }
                 let attempts = replay.attempts.get(&m.row).copied().unwrap_or(0);
+                let settled: Vec<(String, Reply)> = replay
+                    .rcpts
+                    .get(&m.row)
+                    .map(|rs| rs.iter().map(|r| (r.rcpt.clone(), reply_of(r))).collect())
+                    .unwrap_or_default();
+                let work = Work::resume(*m, attempts, settled);
+                if work.rcpts.is_empty() {
+                    // Every recipient answered for good in an earlier run.
+                    let o = scheduler::row_outcome(&work, None);
+                    ledger.settled(&[o]).map_err(io)?;
+                    continue;
+                }
+                let m = &work.out;
                 // Shown only if the run stops before this message's outcome.
                 let placeholder = ledger.report.record_placeholder(&Outcome {
                     row: m.row,
@@ -487,7 +544,7 @@ fn feed(
                     attempts,
                 });
                 ledger.report_io(placeholder).map_err(io)?;
-                if !stopped && tx.send(Work::new(*m, attempts)).is_err() {
+                if !stopped && tx.send(work).is_err() {
                     stopped = true;
                 }
             }
@@ -528,4 +585,24 @@ fn feed(
         }
     }
     Ok(())
+}
+
+/// A recipient's reply as the journal kept it.
+fn reply_of(r: &RcptOutcome) -> Reply {
+    let enhanced = r.enhanced.as_deref().and_then(|e| {
+        let mut parts = e.split('.');
+        let class = parts.next()?.parse().ok()?;
+        let subject = parts.next()?.parse().ok()?;
+        let detail = parts.next()?.parse().ok()?;
+        Some(EnhancedCode {
+            class,
+            subject,
+            detail,
+        })
+    });
+    Reply {
+        code: r.code,
+        enhanced,
+        lines: vec![r.reply.clone()],
+    }
 }

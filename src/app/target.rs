@@ -18,6 +18,28 @@ use crate::smtp::tls;
 /// refilled when half of it is answered).
 const WINDOW: usize = 1024;
 
+/// Where a run sends, as its journal records it: `capture:DIR` for the
+/// built-in capture server, else the server's URL with the user
+/// (`smtps://me@smtp.example.com:465`; no secret).
+pub fn destination(target: &Target) -> String {
+    match target {
+        Target::Capture(dir) => format!("capture:{}", dir.display()),
+        Target::Smtp(s) => {
+            let scheme = match s.security {
+                Security::Tls => "smtps",
+                Security::StartTls => "smtp",
+                Security::None => "smtp+plain",
+            };
+            let user = s
+                .username
+                .as_deref()
+                .map(|u| format!("{u}@"))
+                .unwrap_or_default();
+            format!("{scheme}://{user}{}:{}", s.host, s.port)
+        }
+    }
+}
+
 /// Pick the target by precedence.
 pub fn resolve(job: Option<&Job>, url: Option<&str>) -> Result<Target> {
     // The job's section wins over the user config; `--smtp` over both, but

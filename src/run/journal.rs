@@ -9,8 +9,24 @@
 //!   (a reservation, written in batches so one `sync_data` covers many);
 //! - `commit` — appended (not synced) right before the bytes carrying its final
 //!   dot or `BDAT LAST` are written to the socket;
+//! - `rcpt` — one per envelope recipient (To, Cc, Bcc) that accepted the
+//!   message or refused it for good, appended before the row's outcome and
+//!   before the message is handed out again for the others (so any later
+//!   `inflight` sync covers it): a rerun sends only to the recipients
+//!   without one;
 //! - `outcome` — appended when the server answers, synced before the outcome
-//!   is reported (group commit, see [`Journal::sync`]).
+//!   is reported (group commit, see [`Journal::sync`]);
+//! - `open` — after an outcome whose row still has recipients to retry (a
+//!   4xx for a Cc while the To was refused for good): the row is resumed.
+//!
+//! Every open also writes a `dest` record naming where this run sends
+//! (`capture:DIR` or `smtp://USER@HOST:PORT`), so each outcome after it is
+//! known to come from that destination, and a run that walked every row ends
+//! with an `end` record. A journal is resumed only towards the destination it
+//! records: after a rehearsal (the built-in capture server) a run to a real
+//! server starts afresh (the rehearsal's journal is kept as
+//! `JOB.journal.rehearsal`); any other change of destination is refused,
+//! naming both and `--restart`.
 //!
 //! After a crash every row is settled, retryable, or `uncertain`: the server
 //! may have accepted it (RFC 5321 section 6 leaves the sender unable to tell
@@ -38,8 +54,12 @@ use crate::run::seal::{self, Seal};
 
 pub use crate::run::inputs::Fingerprint;
 
-/// The journal format this code writes and reads.
-const VERSION: u32 = 1;
+/// The journal format this code writes. Version 1 (no `rcpt` and `open`
+/// records: one outcome per row) is still read.
+const VERSION: u32 = 2;
+
+/// The oldest journal format this code reads.
+const OLDEST: u32 = 1;
 
 /// A row an earlier run settled for good (sent, rejected or skipped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +89,28 @@ pub struct Replay {
     pub uncertain: HashMap<u64, String>,
     /// Highest attempt number seen per row.
     pub attempts: HashMap<u64, u32>,
+    /// Envelope recipients settled for good (accepted or refused) per row,
+    /// for rows not in `done`: a rerun sends only to the others.
+    pub rcpts: HashMap<u64, Vec<RcptOutcome>>,
+    /// Something the user should know about how this journal was opened
+    /// (a rehearsal's journal set aside).
+    pub note: Option<String>,
+}
+
+/// What one envelope recipient of a row finally answered.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RcptOutcome {
+    /// The row.
+    pub row: u64,
+    /// The envelope address.
+    pub rcpt: String,
+    /// The deciding reply's code (for an accepted recipient, the reply to
+    /// the end of data).
+    pub code: u16,
+    /// Its enhanced status code, if any.
+    pub enhanced: Option<String>,
+    /// Its text, on one line.
+    pub reply: String,
 }
 
 /// Records as written; borrowed so writing copies nothing.
@@ -89,10 +131,18 @@ enum RecordOut<'a> {
     Boot {
         boot_id: &'a str,
     },
+    Dest {
+        dest: &'a str,
+    },
+    End,
     Commit {
         row: u64,
     },
+    Rcpt(&'a RcptOutcome),
     Outcome(&'a Outcome),
+    Open {
+        row: u64,
+    },
 }
 
 #[derive(serde::Deserialize)]
@@ -113,10 +163,18 @@ enum RecordIn {
     Boot {
         boot_id: String,
     },
+    Dest {
+        dest: String,
+    },
+    End,
     Commit {
         row: u64,
     },
+    Rcpt(RcptOutcome),
     Outcome(Outcome),
+    Open {
+        row: u64,
+    },
 }
 
 /// The kernel's id for this boot; unchanged means no reboot (so no power
@@ -288,10 +346,22 @@ enum Existing {
     /// Empty, or the header itself was torn: start afresh.
     Fresh,
     /// A valid journal; its length after dropping any torn tail.
-    Resume { replay: Replay, good_len: u64 },
+    Resume { replay: Box<Replay>, good_len: u64 },
+    /// Only a rehearsal (the capture server) is recorded, and this run goes
+    /// to a real server: set it aside and start afresh.
+    Rehearsal { dest: String },
 }
 
-fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> Result<Existing> {
+/// Where the built-in capture server's destinations start.
+const CAPTURE: &str = "capture:";
+
+fn read_existing(
+    path: &Path,
+    file: &File,
+    fp: &Fingerprint,
+    boot_id: &str,
+    dest: Option<&str>,
+) -> Result<Existing> {
     let total = file.metadata().map_err(|e| io_error(path, e))?.len();
     let mut reader = BufReader::new(file);
     let mut line = Vec::new();
@@ -301,6 +371,13 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
     // Rows handed to a server whose outcome has not been recorded (yet).
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     let mut same_boot = false;
+    // The destination of the records that follow (unknown in format 1).
+    let mut current: Option<String> = None;
+    // Destinations something was sent to, in order.
+    let mut used: Vec<String> = Vec::new();
+    // The last run walked every row (its `end` is the last thing it did).
+    let mut ended = false;
+    let mut changed = false;
     loop {
         line.clear();
         let n = reader
@@ -331,6 +408,10 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
                  (recipients already sent to would be sent again)",
             ));
         };
+        let sending = matches!(
+            record,
+            RecordIn::Inflight { .. } | RecordIn::Outcome(_) | RecordIn::Rcpt(_)
+        );
         match (line_no, record) {
             (
                 1,
@@ -341,24 +422,19 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
                     ..
                 },
             ) => {
-                if version != VERSION {
+                if !(OLDEST..=VERSION).contains(&version) {
                     return Err(Error::invalid(
                         Location::file(path),
                         format!(
                             "this journal has format version {version}, this mailshot \
-                             reads version {VERSION}; rerun with --restart to start over"
+                             reads versions {OLDEST} to {VERSION}; use the mailshot that \
+                             wrote it to resume, or rerun with --restart to start over \
+                             (recipients already sent to would be sent again)"
                         ),
                     ));
                 }
-                if fingerprint != fp.0 {
-                    return Err(Error::invalid(
-                        Location::file(path),
-                        "the job file, its CSV or a template changed since the interrupted \
-                         run this journal records, so it cannot be resumed safely; restore \
-                         the files to resume, or rerun with --restart to start over \
-                         (recipients already sent to would be sent again)",
-                    ));
-                }
+                // Refused once the whole journal is read, saying how that run ended.
+                changed = fingerprint != fp.0;
                 replay.run_id = run_id;
             }
             (1, _) | (_, RecordIn::Header { .. }) => {
@@ -400,6 +476,17 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
                     p.committed = true;
                 }
             }
+            (_, RecordIn::Dest { dest }) => current = Some(dest),
+            (_, RecordIn::End) => ended = true,
+            (_, RecordIn::Rcpt(r)) => {
+                let got = replay.rcpts.entry(r.row).or_default();
+                got.retain(|g| !g.rcpt.eq_ignore_ascii_case(&r.rcpt));
+                got.push(r);
+            }
+            (_, RecordIn::Open { row }) => {
+                // Settled, but with recipients still to retry.
+                replay.done.remove(&row);
+            }
             (_, RecordIn::Outcome(o)) => {
                 pending.remove(&o.row);
                 replay.done.remove(&o.row);
@@ -421,11 +508,68 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
                 }
             }
         }
+        if sending {
+            ended = false;
+            if let Some(d) = &current {
+                if !used.contains(d) {
+                    used.push(d.clone());
+                }
+            }
+        }
         offset += n;
     }
     if offset == 0 {
         return Ok(Existing::Fresh);
     }
+    if changed {
+        let how = if ended {
+            "the earlier run this journal records (it finished)"
+        } else {
+            "the interrupted run this journal records"
+        };
+        return Err(Error::invalid(
+            Location::file(path),
+            format!(
+                "the job file, its CSV or a template changed since {how}, so its outcomes \
+                 cannot be matched to the rows safely; restore the files to resume, or rerun \
+                 with --restart to start over (recipients already sent to would be sent again)"
+            ),
+        ));
+    }
+    if let Some(dest) = dest {
+        let others: Vec<&str> = used
+            .iter()
+            .map(String::as_str)
+            // Rehearsals are alike whichever folder they wrote to.
+            .filter(|u| *u != dest && !(u.starts_with(CAPTURE) && dest.starts_with(CAPTURE)))
+            .collect();
+        if !others.is_empty() {
+            let earlier = others.join(", ");
+            if !dest.starts_with(CAPTURE) && used.iter().all(|u| u.starts_with(CAPTURE)) {
+                return Ok(Existing::Rehearsal { dest: earlier });
+            }
+            let msg = if dest.starts_with(CAPTURE) {
+                format!(
+                    "this journal records a run to {earlier}, but this run has no server \
+                     configured and would go to the built-in capture server ({dest}); restore \
+                     the smtp settings to resume that run, use --dry-run --out DIR to look at \
+                     the messages, or rerun with --restart to start over (the journal is moved \
+                     to .old, and a later real run sends to every recipient again)"
+                )
+            } else {
+                format!(
+                    "this journal records a run to {earlier}, but this run goes to {dest}, so \
+                     what the earlier server accepted says nothing here; restore the earlier \
+                     smtp settings to resume that run, or rerun with --restart to start over \
+                     with {dest} (every recipient is sent to again, also those {earlier} \
+                     accepted)"
+                )
+            };
+            return Err(Error::invalid(Location::file(path), msg));
+        }
+    }
+    // Rows settled for good need no per-recipient memory.
+    replay.rcpts.retain(|row, _| !replay.done.contains_key(row));
     for (row, p) in pending {
         if p.committed || !p.same_boot {
             replay.uncertain.insert(row, p.message_id);
@@ -438,7 +582,7 @@ fn read_existing(path: &Path, file: &File, fp: &Fingerprint, boot_id: &str) -> R
         }
     }
     Ok(Existing::Resume {
-        replay,
+        replay: Box::new(replay),
         good_len: offset,
     })
 }
@@ -454,7 +598,19 @@ fn bump(attempts: &mut HashMap<u64, u32>, row: u64, attempt: u32) {
 /// Errors: another run holds the lock → [`Error::TempFail`]; the journal
 /// belongs to different inputs or is damaged → [`Error::Invalid`].
 pub fn open(path: &Path, fp: &Fingerprint, restart: bool) -> Result<(Journal, Replay)> {
-    open_at_boot(path, fp, restart, &current_boot_id())
+    open_at_boot(path, fp, restart, &current_boot_id(), None)
+}
+
+/// [`open`] for a run that sends to `dest` (`capture:DIR` for the built-in
+/// capture server, else the server's URL with its user): recorded with what
+/// follows, and checked against what the journal records (see the module docs).
+pub fn open_to(
+    path: &Path,
+    fp: &Fingerprint,
+    restart: bool,
+    dest: &str,
+) -> Result<(Journal, Replay)> {
+    open_at_boot(path, fp, restart, &current_boot_id(), Some(dest))
 }
 
 /// [`open`] as if the machine's boot id were `boot_id` (tests simulate a reboot).
@@ -463,6 +619,7 @@ fn open_at_boot(
     fp: &Fingerprint,
     restart: bool,
     boot_id: &str,
+    dest: Option<&str>,
 ) -> Result<(Journal, Replay)> {
     let lock = take_lock(path)?;
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -490,11 +647,36 @@ fn open_at_boot(
         .create(true)
         .open(path)
         .map_err(|e| io_error(path, e))?;
-    let (replay, len) = match read_existing(path, &file, fp, boot_id)? {
+    let mut note = None;
+    let (file, existing) = match read_existing(path, &file, fp, boot_id, dest)? {
+        Existing::Rehearsal { dest: earlier } => {
+            // Kept for the record; this destination starts afresh.
+            let aside = with_suffix(path, ".rehearsal");
+            fs::rename(path, &aside).map_err(|e| io_error(path, e))?;
+            note = Some(format!(
+                "the earlier run went to the built-in capture server ({earlier}), a \
+                 rehearsal: nothing was delivered, so this run to {} sends every message \
+                 (the rehearsal's journal is kept as {})",
+                dest.unwrap_or_default(),
+                aside.display()
+            ));
+            drop(file);
+            let fresh = crate::outputs::options()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(path)
+                .map_err(|e| io_error(path, e))?;
+            (fresh, Existing::Fresh)
+        }
+        other => (file, other),
+    };
+    let (mut replay, len) = match existing {
+        Existing::Rehearsal { .. } => unreachable!("handled above"),
         Existing::Resume { replay, good_len } => {
             seal::check_run_id(path, &replay.run_id)?;
             file.set_len(good_len).map_err(|e| io_error(path, e))?;
-            (replay, good_len)
+            (*replay, good_len)
         }
         Existing::Fresh => {
             file.set_len(0).map_err(|e| io_error(path, e))?;
@@ -535,8 +717,12 @@ fn open_at_boot(
         _lock: Some(lock),
         seal: None,
     };
+    replay.note = note;
     let mut buf = Vec::new();
     encode(&RecordOut::Boot { boot_id }, &mut buf);
+    if let Some(dest) = dest {
+        encode(&RecordOut::Dest { dest }, &mut buf);
+    }
     journal.append(&buf, true).map_err(|e| io_error(path, e))?;
     let synced = journal.writer.lock().unwrap_or_else(|e| e.into_inner()).len;
     journal.seal = Some(
@@ -608,7 +794,31 @@ impl Journal {
     /// next [`Journal::sync`] or synced append, which the caller must wait for
     /// before reporting them.
     pub fn record_outcomes(&self, outcomes: &[Outcome]) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(outcomes.len() * 192);
+        self.record_settled(&[], outcomes, &[])
+    }
+
+    /// Append, in this order, the recipients settled for good, the rows'
+    /// outcomes and the rows among them that still have recipients to retry
+    /// (`open`); as durable as [`Journal::record_outcomes`].
+    pub fn record_settled(
+        &self,
+        rcpts: &[RcptOutcome],
+        outcomes: &[Outcome],
+        open: &[u64],
+    ) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(outcomes.len() * 192 + rcpts.len() * 128);
+        for r in rcpts {
+            if r.reply.contains(|c: char| c.is_control()) || r.rcpt.contains(char::is_control) {
+                let flat = RcptOutcome {
+                    rcpt: one_line(&r.rcpt),
+                    reply: one_line(&r.reply),
+                    ..r.clone()
+                };
+                encode(&RecordOut::Rcpt(&flat), &mut buf);
+            } else {
+                encode(&RecordOut::Rcpt(r), &mut buf);
+            }
+        }
         for o in outcomes {
             if o.reply.contains(|c: char| c.is_control()) {
                 let flat = Outcome {
@@ -619,6 +829,9 @@ impl Journal {
             } else {
                 encode(&RecordOut::Outcome(o), &mut buf);
             }
+        }
+        for &row in open {
+            encode(&RecordOut::Open { row }, &mut buf);
         }
         self.append(&buf, false)
     }
@@ -649,6 +862,14 @@ impl Journal {
             self.sync()?;
         }
         Ok(())
+    }
+
+    /// Note that this run walked every row (its outcomes are all recorded):
+    /// a later refusal can then say the run finished rather than was interrupted.
+    pub fn record_end(&self) -> io::Result<()> {
+        let mut buf = Vec::new();
+        encode(&RecordOut::End, &mut buf);
+        self.append(&buf, true)
     }
 
     /// Read back the outcome record at `offset` (a [`Done::offset`]).
@@ -760,14 +981,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("job.journal");
         {
-            let (j, _) = open_at_boot(&path, &fp("a"), false, "boot-1").unwrap();
+            let (j, _) = open_at_boot(&path, &fp("a"), false, "boot-1", None).unwrap();
             j.record_inflight(&[(1, "<1@run>", 1), (2, "<2@run>", 1)])
                 .unwrap();
             j.record_commits(&[1]).unwrap();
         }
         // Same boot: the missing commit of row 2 proves it never left.
         {
-            let (_, replay) = open_at_boot(&path, &fp("a"), false, "boot-1").unwrap();
+            let (_, replay) = open_at_boot(&path, &fp("a"), false, "boot-1", None).unwrap();
             assert!(replay.uncertain.contains_key(&1));
             assert!(!replay.uncertain.contains_key(&2));
         }
@@ -775,11 +996,11 @@ mod tests {
         fs::remove_file(&path).unwrap();
         fs::remove_file(seal::path_for(&path)).unwrap();
         {
-            let (j, _) = open_at_boot(&path, &fp("a"), false, "boot-1").unwrap();
+            let (j, _) = open_at_boot(&path, &fp("a"), false, "boot-1", None).unwrap();
             j.record_inflight(&[(1, "<1@run>", 1), (2, "<2@run>", 1)])
                 .unwrap();
         }
-        let (_, replay) = open_at_boot(&path, &fp("a"), false, "boot-2").unwrap();
+        let (_, replay) = open_at_boot(&path, &fp("a"), false, "boot-2", None).unwrap();
         assert!(replay.uncertain.contains_key(&1) && replay.uncertain.contains_key(&2));
     }
 
@@ -798,6 +1019,131 @@ mod tests {
         assert_eq!(replay.done[&1].status, Status::Sent);
         assert_eq!(replay.done[&1].attempts, 2);
         assert!(replay.uncertain.is_empty());
+    }
+
+    fn rcpt(row: u64, rcpt: &str, code: u16) -> RcptOutcome {
+        RcptOutcome {
+            row,
+            rcpt: rcpt.into(),
+            code,
+            enhanced: None,
+            reply: "text".into(),
+        }
+    }
+
+    #[test]
+    fn recipients_settled_for_good_are_replayed_until_the_row_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        {
+            let (j, _) = open(&path, &fp("a"), false).unwrap();
+            // Row 1: the To greylisted, the Bcc accepted. Row 2: the To
+            // refused for good, the Cc greylisted (rejected, but open).
+            // Row 3: settled for good.
+            let mut failed = outcome(1, Status::Failed, 1);
+            failed.code = Some(451);
+            j.record_settled(
+                &[
+                    rcpt(1, "bcc@x", 250),
+                    rcpt(2, "to@y", 550),
+                    rcpt(3, "to@z", 250),
+                ],
+                &[
+                    failed,
+                    outcome(2, Status::Rejected, 1),
+                    outcome(3, Status::Sent, 1),
+                ],
+                &[2],
+            )
+            .unwrap();
+        }
+        let (_, replay) = open(&path, &fp("a"), false).unwrap();
+        assert!(!replay.done.contains_key(&1) && !replay.done.contains_key(&2));
+        assert_eq!(replay.done[&3].status, Status::Sent);
+        assert_eq!(replay.rcpts[&1], [rcpt(1, "bcc@x", 250)]);
+        assert_eq!(replay.rcpts[&2], [rcpt(2, "to@y", 550)]);
+        assert!(
+            !replay.rcpts.contains_key(&3),
+            "a done row needs no recipients"
+        );
+    }
+
+    #[test]
+    fn a_version_1_journal_is_still_read_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        let mut v1 = Vec::new();
+        encode(
+            &RecordOut::Header {
+                version: 1,
+                run_id: "0123456789abcdef",
+                fingerprint: "a",
+                created: 0,
+            },
+            &mut v1,
+        );
+        encode(&RecordOut::Outcome(&outcome(1, Status::Sent, 1)), &mut v1);
+        fs::write(&path, &v1).unwrap();
+        let (j, replay) = open(&path, &fp("a"), false).unwrap();
+        assert_eq!(replay.done[&1].status, Status::Sent);
+        drop(j);
+        let mut v9 = Vec::new();
+        encode(
+            &RecordOut::Header {
+                version: 9,
+                run_id: "0123456789abcdef",
+                fingerprint: "a",
+                created: 0,
+            },
+            &mut v9,
+        );
+        fs::write(&path, &v9).unwrap();
+        let err = open(&path, &fp("a"), false).unwrap_err().to_string();
+        assert!(
+            err.contains("version 9") && err.contains("--restart"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_rehearsal_is_set_aside_and_other_destination_changes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        let (capture, real, other) = ("capture:/tmp/outbox", "smtp://me@a:587", "smtp://me@b:587");
+        {
+            let (j, _) = open_to(&path, &fp("a"), false, capture).unwrap();
+            j.record_outcomes(&[outcome(1, Status::Sent, 1)]).unwrap();
+            j.record_end().unwrap();
+        }
+        // Another rehearsal resumes it.
+        let (j, replay) = open_to(&path, &fp("a"), false, "capture:elsewhere").unwrap();
+        assert_eq!(replay.done.len(), 1);
+        assert!(replay.note.is_none());
+        drop(j);
+        // The first real run starts afresh and says why.
+        {
+            let (j, replay) = open_to(&path, &fp("a"), false, real).unwrap();
+            assert!(
+                replay.done.is_empty(),
+                "nothing a rehearsal did counts as sent"
+            );
+            let note = replay.note.expect("a note");
+            assert!(note.contains(capture) && note.contains(real), "{note}");
+            assert!(dir.path().join("job.journal.rehearsal").exists());
+            j.record_outcomes(&[outcome(1, Status::Sent, 1)]).unwrap();
+        }
+        let (j, replay) = open_to(&path, &fp("a"), false, real).unwrap();
+        assert_eq!(replay.done.len(), 1, "the same server resumes");
+        drop(j);
+        for (dest, names) in [(other, other), (capture, "capture server")] {
+            let err = open_to(&path, &fp("a"), false, dest)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(real) && err.contains(names) && err.contains("--restart"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -399,6 +399,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
             report: Some("job.report.csv".into()),
             journal: Some("job.journal".into()),
+            retry_left: 0,
         }
     }
 

@@ -310,6 +310,7 @@ impl Report {
             elapsed,
             report: Some(self.path.clone()),
             journal: journal.map(Path::to_path_buf),
+            retry_left: 0,
         })
     }
 }
@@ -420,6 +421,9 @@ pub struct Summary {
     pub report: Option<PathBuf>,
     /// The journal kept, if any.
     pub journal: Option<PathBuf>,
+    /// Rows with a final status (a recipient refused for good) that still
+    /// have other recipients to retry (4xx): a rerun sends to those.
+    pub retry_left: u64,
 }
 
 impl Summary {
@@ -446,7 +450,10 @@ impl Summary {
     /// The exit status these outcomes call for (SPEC.md): 75 while anything
     /// is left to retry or uncertain, else 67 if some were rejected, else 0.
     pub fn exit_code(&self) -> ExitCode {
-        if self.count(Status::Failed) > 0 || self.count(Status::Uncertain) > 0 {
+        if self.count(Status::Failed) > 0
+            || self.count(Status::Uncertain) > 0
+            || self.retry_left > 0
+        {
             ExitCode::TempFail
         } else if self.count(Status::Rejected) > 0 {
             ExitCode::Rejected
@@ -789,11 +796,16 @@ mod tests {
             elapsed: Duration::from_secs(2),
             report: None,
             journal: None,
+            retry_left: 0,
         };
         assert_eq!(s.exit_code(), ExitCode::Ok);
         assert_eq!(s.rate(), 2.0);
         s.counts[Status::Rejected.index()] = 1;
         assert_eq!(s.exit_code(), ExitCode::Rejected);
+        // A rejected row with another recipient still to retry is not finished.
+        s.retry_left = 1;
+        assert_eq!(s.exit_code(), ExitCode::TempFail);
+        s.retry_left = 0;
         s.counts[Status::Uncertain.index()] = 1;
         assert_eq!(s.exit_code(), ExitCode::TempFail);
     }

@@ -8,9 +8,16 @@
 //! Exactly-once rests on one ordering rule: a message is recorded in flight
 //! (durably, by the ledger) before it is handed to the protocol core, so before
 //! its final dot or `BDAT LAST` can leave; its outcome is recorded before the
-//! next one is reported.
+//! next one is reported. Outcomes are per envelope recipient: what each To,
+//! Cc and Bcc answered is handed to the ledger before the rest of the row is
+//! queued again (and so before its next in-flight record is synced), and a
+//! row is `sent` only when every recipient accepted ([`row_outcome`]).
+//!
+//! Sessions connect at once and share the work: each takes messages only up
+//! to its fair share of what is outstanding, so the first session to connect
+//! cannot fill its whole window while the others idle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -42,6 +49,17 @@ pub trait Ledger: Sync {
     /// Record final outcomes; they must be durable before they are reported
     /// (the ledger may batch them). An error stops all sending.
     fn settled(&self, batch: &[Outcome]) -> io::Result<()>;
+    /// Record what transactions decided: the envelope recipients settled for
+    /// good, then the rows' outcomes. Recipients must be recorded before this
+    /// returns, since the rest of a row may be sent again right after. The
+    /// default records only the outcomes (for a ledger with no journal).
+    fn settled_rcpts(&self, batch: &[Settled]) -> io::Result<()> {
+        let outcomes: Vec<Outcome> = batch.iter().filter_map(|s| s.outcome.clone()).collect();
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        self.settled(&outcomes)
+    }
     /// Sessions currently connected (for the progress display).
     fn sessions_active(&self, _n: usize) {}
 }
@@ -68,6 +86,24 @@ impl Work {
             attempts,
             rcpts,
             settled_rcpts: Vec::new(),
+        }
+    }
+
+    /// Work for `out` whose recipients in `settled` already accepted or
+    /// refused for good (in an earlier run): only the others are sent to.
+    pub fn resume(out: Outgoing, attempts: u32, settled: Vec<(String, Reply)>) -> Self {
+        let rcpts = out
+            .envelope
+            .rcpt_to
+            .iter()
+            .filter(|r| !settled.iter().any(|(s, _)| s.eq_ignore_ascii_case(r)))
+            .cloned()
+            .collect();
+        Work {
+            out,
+            attempts,
+            rcpts,
+            settled_rcpts: settled,
         }
     }
 }
@@ -114,8 +150,20 @@ enum Next {
     Done,
 }
 
+/// Rendered messages a dispatcher holds ready beside the renderer's queue, so
+/// that it knows how much work there is to share out.
+const READY: usize = 256;
+
+/// The renderer's queue and the messages already taken from it.
+struct Source {
+    rx: Option<Receiver<Work>>,
+    ready: VecDeque<Work>,
+}
+
 struct Dispatcher {
-    source: Mutex<Option<Receiver<Work>>>,
+    source: Mutex<Source>,
+    /// Parallel sessions the work is shared between.
+    sessions: usize,
     retry: Mutex<Vec<(Instant, Work)>>,
     /// Items taken from the source and not yet settled.
     pending: AtomicUsize,
@@ -140,11 +188,12 @@ impl Dispatcher {
         self.failed_hard.store(true, Ordering::SeqCst);
     }
 
-    fn next(&self) -> Next {
+    /// The next message for a session that already holds `held` in flight.
+    fn next(&self, held: usize) -> Next {
         if self.halted() {
             return Next::Done;
         }
-        self.take(Instant::now())
+        self.take(Instant::now(), held)
     }
 
     /// Wait for a send slot of the rate limit, taken right before the message
@@ -165,7 +214,28 @@ impl Dispatcher {
         }
     }
 
-    fn take(&self, now: Instant) -> Next {
+    /// A session takes work only up to its fair share of what is
+    /// outstanding (`held` counts what it has in flight), so that one session
+    /// never fills its window with everything while the others idle.
+    fn take(&self, now: Instant, held: usize) -> Next {
+        let mut source = self.source.lock().unwrap();
+        // Top up the ready list, so the share below sees the backlog.
+        while source.ready.len() < READY {
+            let Some(rx) = source.rx.as_ref() else { break };
+            match rx.try_recv() {
+                Ok(w) => {
+                    self.pending.fetch_add(1, Ordering::SeqCst);
+                    source.ready.push_back(w);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => source.rx = None,
+            }
+        }
+        let pending = self.pending.load(Ordering::SeqCst);
+        let share = pending.div_ceil(self.sessions.max(1)).max(1);
+        if held > 0 && held >= share {
+            return Next::Wait(Duration::from_millis(5));
+        }
         let mut next_due = None;
         {
             let mut retry = self.retry.lock().unwrap();
@@ -177,24 +247,17 @@ impl Dispatcher {
                 next_due = Some(retry[i].0 - now);
             }
         }
-        let mut source = self.source.lock().unwrap();
-        if let Some(rx) = source.as_ref() {
-            match rx.try_recv() {
-                Ok(w) => {
-                    self.pending.fetch_add(1, Ordering::SeqCst);
-                    return Next::Work(Box::new(w));
-                }
-                Err(TryRecvError::Empty) => {
-                    return Next::Wait(
-                        next_due
-                            .unwrap_or(Duration::from_millis(5))
-                            .min(Duration::from_millis(5)),
-                    )
-                }
-                Err(TryRecvError::Disconnected) => *source = None,
-            }
+        if let Some(w) = source.ready.pop_front() {
+            return Next::Work(Box::new(w));
         }
-        if self.pending.load(Ordering::SeqCst) == 0 {
+        if source.rx.is_some() {
+            return Next::Wait(
+                next_due
+                    .unwrap_or(Duration::from_millis(5))
+                    .min(Duration::from_millis(5)),
+            );
+        }
+        if pending == 0 {
             Next::Done
         } else {
             Next::Wait(
@@ -222,6 +285,7 @@ impl Dispatcher {
             .source
             .lock()
             .unwrap()
+            .rx
             .as_ref()
             .map(|rx| rx.try_iter().count())
             .unwrap_or(0);
@@ -238,7 +302,11 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> RunEnd {
     let dispatch = Dispatcher {
-        source: Mutex::new(Some(source)),
+        source: Mutex::new(Source {
+            rx: Some(source),
+            ready: VecDeque::new(),
+        }),
+        sessions: plan.sessions.max(1),
         retry: Mutex::new(Vec::new()),
         pending: AtomicUsize::new(0),
         limiter: plan.rate.map(|r| Mutex::new(Limiter::new(r))),
@@ -296,7 +364,7 @@ impl<'a> SessionWorker<'a> {
         loop {
             // Connect only when there is something to send.
             let first = loop {
-                match self.dispatch.next() {
+                match self.dispatch.next(0) {
                     Next::Work(w) => break *w,
                     Next::Wait(d) => std::thread::sleep(d),
                     Next::Done => return,
@@ -430,7 +498,7 @@ impl<'a> SessionWorker<'a> {
                     }
                     let w = match carry.take() {
                         Some(w) => w,
-                        None => match self.dispatch.next() {
+                        None => match self.dispatch.next(inflight.len() + batch.len()) {
                             Next::Work(w) => *w,
                             Next::Wait(d) => {
                                 if inflight.is_empty() && batch.is_empty() {
@@ -518,8 +586,13 @@ impl<'a> SessionWorker<'a> {
                 // Stopping: what has not started goes back to the queue
                 // (a rerun sends it); what is under way may finish.
                 withdrawn = true;
-                let back = session.client().withdraw_unstarted();
-                self.settle_all(back, &mut inflight);
+                // Never tried: back to the queue with the attempt not counted.
+                for o in session.client().withdraw_unstarted() {
+                    if let Some(mut w) = inflight.remove(&o.id) {
+                        w.attempts = w.attempts.saturating_sub(1);
+                        self.dispatch.requeue(w, Duration::ZERO);
+                    }
+                }
                 if inflight.is_empty() {
                     continue;
                 }
@@ -580,40 +653,41 @@ impl<'a> SessionWorker<'a> {
     }
 
     /// Turn protocol outcomes into row outcomes or requeued work; false if the
-    /// ledger failed (sending must stop).
+    /// ledger failed (sending must stop). What each recipient answered is
+    /// handed to the ledger before any of the work goes out again.
     fn settle_all(&mut self, outcomes: Vec<TxOutcome>, inflight: &mut HashMap<u64, Work>) -> bool {
-        let mut settled = Vec::new();
+        let mut records = Vec::new();
+        let mut again = Vec::new();
         for o in outcomes {
             let Some(work) = inflight.remove(&o.id) else {
                 continue;
             };
-            if let Some(row) = self.settle(work, o) {
-                settled.push(row);
-            }
+            let decision = self.settle(work, o);
+            records.extend(decision.record);
+            again.extend(decision.again);
         }
-        if settled.is_empty() {
-            return true;
-        }
-        let n = settled.len();
-        match self.ledger.settled(&settled) {
-            Ok(()) => {
-                for _ in 0..n {
-                    self.dispatch.done_one();
-                }
-                true
-            }
-            Err(e) => {
+        if !records.is_empty() {
+            if let Err(e) = self.ledger.settled_rcpts(&records) {
                 self.dispatch
                     .set_fatal(Error::Software(format!("cannot write the journal: {e}")));
-                false
+                return false;
             }
         }
+        for r in &records {
+            if r.outcome.is_some() {
+                self.dispatch.done_one();
+            }
+        }
+        for (w, delay) in again {
+            self.dispatch.requeue(w, delay);
+        }
+        true
     }
 
-    /// Decide one transaction: a final row outcome, or `None` when the work was
-    /// put back for another attempt.
-    fn settle(&mut self, mut work: Work, o: TxOutcome) -> Option<Outcome> {
-        let row_email = work.out.email.to_lowercase();
+    /// Decide one transaction: a final row outcome, or the work to send
+    /// again, and the recipients it settled for good either way.
+    fn settle(&mut self, mut work: Work, o: TxOutcome) -> Decision {
+        let before = work.settled_rcpts.len();
         match o.result {
             TxResult::Accepted(final_reply) => {
                 self.dispatch.accepted.fetch_add(1, Ordering::SeqCst);
@@ -628,7 +702,7 @@ impl<'a> SessionWorker<'a> {
                         other => deferred.push((rcpt, other)),
                     }
                 }
-                self.defer_or_settle(work, deferred, &row_email, Some(final_reply))
+                self.defer_or_settle(work, before, deferred, Some(final_reply))
             }
             TxResult::NoValidRecipients => {
                 let mut deferred = Vec::new();
@@ -638,61 +712,97 @@ impl<'a> SessionWorker<'a> {
                         other => deferred.push((rcpt, other)),
                     }
                 }
-                self.defer_or_settle(work, deferred, &row_email, None)
+                self.defer_or_settle(work, before, deferred, None)
             }
             TxResult::Failed(reply) => {
                 if reply.is_transient() {
-                    self.retry_or_fail(work, Some(reply))
+                    self.retry_or_fail(work, before, Some(reply))
                 } else {
-                    Some(outcome(&work, Status::Rejected, Some(&reply), None))
+                    fail_rest(work, before, reply)
                 }
             }
-            TxResult::TooLarge { size, limit } => Some(outcome(
-                &work,
-                Status::Rejected,
-                None,
-                Some(format!(
-                    "message is {size} octets, the server accepts at most {limit} (SIZE)"
-                )),
-            )),
-            TxResult::Unsupported(why) => Some(outcome(&work, Status::Rejected, None, Some(why))),
-            TxResult::Uncertain => Some(outcome(
-                &work,
-                Status::Uncertain,
-                None,
-                Some(
-                    "connection lost after the end of data, before the server's reply; \
-                     not resent unless --resend-uncertain"
-                        .into(),
-                ),
-            )),
+            TxResult::TooLarge { size, limit } => {
+                let row = outcome(
+                    &work,
+                    Status::Rejected,
+                    None,
+                    Some(format!(
+                        "message is {size} octets, the server accepts at most {limit} (SIZE)"
+                    )),
+                );
+                Decision::row(&work, before, row)
+            }
+            TxResult::Unsupported(why) => {
+                let row = outcome(&work, Status::Rejected, None, Some(why));
+                Decision::row(&work, before, row)
+            }
+            TxResult::Uncertain => {
+                let row = outcome(
+                    &work,
+                    Status::Uncertain,
+                    None,
+                    Some(
+                        "connection lost after the end of data, before the server's reply; \
+                         not resent unless --resend-uncertain"
+                            .into(),
+                    ),
+                );
+                Decision::row(&work, before, row)
+            }
             TxResult::NotSent => {
-                // Not the message's fault: back in the queue, the attempt not counted.
-                work.attempts = work.attempts.saturating_sub(1);
-                self.dispatch.requeue(work, Duration::ZERO);
-                None
+                // The message never left, but the attempt counts: a server that
+                // refuses every MAIL (503, 421) or hangs up each time must not
+                // keep the run going forever.
+                let reply = o.mail.filter(|m| !m.is_positive());
+                if work.attempts < self.plan.max_attempts {
+                    let delay = retry_delay(self.plan.retry_delay, work.attempts);
+                    Decision::again(work, before, delay)
+                } else {
+                    self.not_sent(work, before, reply)
+                }
             }
         }
     }
 
-    fn retry_or_fail(&self, work: Work, reply: Option<Reply>) -> Option<Outcome> {
-        if work.attempts >= self.plan.max_attempts {
-            return Some(outcome(&work, Status::Failed, reply.as_ref(), None));
+    fn retry_or_fail(&self, work: Work, before: usize, reply: Option<Reply>) -> Decision {
+        if work.attempts < self.plan.max_attempts {
+            let delay = retry_delay(self.plan.retry_delay, work.attempts);
+            return Decision::again(work, before, delay);
         }
-        let delay = retry_delay(self.plan.retry_delay, work.attempts);
-        self.dispatch.requeue(work, delay);
-        None
+        match reply {
+            Some(reply) => fail_rest(work, before, reply),
+            None => self.not_sent(work, before, None),
+        }
+    }
+
+    /// The message never left (`reply`: the server's refusal of MAIL, if
+    /// any) and no attempt is left: `failed`, whatever that reply's class,
+    /// since it says nothing about the recipients (a rerun tries them).
+    fn not_sent(&self, work: Work, before: usize, reply: Option<Reply>) -> Decision {
+        const NOT_SENT: &str = "not sent: the session ended before the message could be sent";
+        if work.settled_rcpts.is_empty() {
+            let why = reply.is_none().then(|| NOT_SENT.to_owned());
+            let row = outcome(&work, Status::Failed, reply.as_ref(), why);
+            return Decision::row(&work, before, row);
+        }
+        // Some recipients accepted in an earlier transaction: name the others.
+        let text = match &reply {
+            Some(r) => format!("not sent: the server answered MAIL with {r}"),
+            None => NOT_SENT.to_owned(),
+        };
+        fail_rest(work, before, Reply::new(451, text))
     }
 
     /// Recipients refused with 4xx (452 too many recipients among them, RFC 5321
-    /// 4.5.3.1.10) go again in a new transaction; the row settles once none is left.
+    /// 4.5.3.1.10) go again in a new transaction; the row settles once none is
+    /// left or the attempts are used up.
     fn defer_or_settle(
         &self,
         mut work: Work,
+        before: usize,
         deferred: Vec<(String, Option<Reply>)>,
-        row_email: &str,
         final_reply: Option<Reply>,
-    ) -> Option<Outcome> {
+    ) -> Decision {
         if !deferred.is_empty() && work.attempts < self.plan.max_attempts {
             let progressed = final_reply.is_some();
             work.rcpts = deferred.into_iter().map(|(r, _)| r).collect();
@@ -702,55 +812,140 @@ impl<'a> SessionWorker<'a> {
             } else {
                 retry_delay(self.plan.retry_delay, work.attempts)
             };
-            self.dispatch.requeue(work, delay);
-            return None;
+            return Decision::again(work, before, delay);
         }
-        let mut last = final_reply;
+        work.rcpts.clear();
         for (rcpt, reply) in deferred {
-            let reply = reply.unwrap_or_else(|| Reply {
-                code: 451,
-                enhanced: None,
-                lines: vec!["no reply to RCPT".into()],
-            });
-            last.get_or_insert(reply.clone());
+            let reply = reply.unwrap_or_else(|| Reply::new(451, "no reply to RCPT"));
             work.settled_rcpts.push((rcpt, reply));
         }
-        let fallback = last
-            .or_else(|| work.settled_rcpts.first().map(|(_, r)| r.clone()))
-            .expect("a transaction has at least one recipient");
-        Some(self.row_from_rcpts(&work, row_email, &fallback))
+        Decision::row(&work, before, row_outcome(&work, final_reply.as_ref()))
+    }
+}
+
+/// Every recipient still to deliver to got `reply` (a refusal of the whole
+/// transaction): the row is decided from all its recipients' replies.
+fn fail_rest(mut work: Work, before: usize, reply: Reply) -> Decision {
+    for rcpt in std::mem::take(&mut work.rcpts) {
+        work.settled_rcpts.push((rcpt, reply.clone()));
+    }
+    Decision::row(&work, before, row_outcome(&work, None))
+}
+
+/// What a session hands the ledger when a transaction is decided.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    /// The row.
+    pub row: u64,
+    /// Envelope recipients that accepted (with the reply to the end of data)
+    /// or refused for good in this transaction: never sent to again.
+    pub rcpts: Vec<(String, Reply)>,
+    /// The row's final outcome, when it has one (`None`: the rest of its
+    /// recipients are about to be tried again).
+    pub outcome: Option<Outcome>,
+    /// Some recipients of this settled row got only 4xx replies: a rerun
+    /// tries them again, whatever the row's status says.
+    pub open: bool,
+}
+
+/// What settling one transaction decided.
+struct Decision {
+    record: Option<Settled>,
+    again: Option<(Work, Duration)>,
+}
+
+impl Decision {
+    /// The recipients `work` settled for good since `before`.
+    fn newly(work: &Work, before: usize) -> Vec<(String, Reply)> {
+        work.settled_rcpts[before..]
+            .iter()
+            .filter(|(_, r)| r.is_positive() || r.is_permanent())
+            .cloned()
+            .collect()
     }
 
-    /// The row's status follows its own address's reply; other recipients'
-    /// refusals are mentioned in the reply text.
-    fn row_from_rcpts(&self, work: &Work, row_email: &str, final_reply: &Reply) -> Outcome {
-        let own = work
-            .settled_rcpts
-            .iter()
-            .find(|(r, _)| r.to_lowercase() == row_email)
-            .or_else(|| work.settled_rcpts.first())
-            .map(|(_, r)| r.clone())
-            .unwrap_or_else(|| final_reply.clone());
-        let status = if own.is_positive() {
-            Status::Sent
-        } else if own.is_transient() {
-            Status::Failed
-        } else {
-            Status::Rejected
-        };
-        let mut row = outcome(work, status, Some(&own), None);
-        let others: Vec<String> = work
-            .settled_rcpts
-            .iter()
-            .filter(|(_, r)| !r.is_positive())
-            .filter(|(a, _)| a.to_lowercase() != row_email)
-            .map(|(a, r)| format!("{a}: {r}"))
-            .collect();
-        if !others.is_empty() {
-            row.reply = format!("{}; refused: {}", row.reply, others.join("; "));
+    /// The row is decided.
+    fn row(work: &Work, before: usize, row: Outcome) -> Decision {
+        let open = row.status != Status::Uncertain
+            && work.settled_rcpts.iter().any(|(_, r)| r.is_transient());
+        Decision {
+            record: Some(Settled {
+                row: work.out.row,
+                rcpts: Self::newly(work, before),
+                outcome: Some(row),
+                open: open && row_status_is_final(&work.settled_rcpts),
+            }),
+            again: None,
         }
-        row
     }
+
+    /// The work goes out again after `delay`.
+    fn again(work: Work, before: usize, delay: Duration) -> Decision {
+        let rcpts = Self::newly(&work, before);
+        Decision {
+            record: (!rcpts.is_empty()).then_some(Settled {
+                row: work.out.row,
+                rcpts,
+                outcome: None,
+                open: false,
+            }),
+            again: Some((work, delay)),
+        }
+    }
+}
+
+/// Whether a row with these recipient replies gets a final status (its first
+/// refusal is permanent) although some recipients are still to retry.
+fn row_status_is_final(rcpts: &[(String, Reply)]) -> bool {
+    rcpts
+        .iter()
+        .find(|(_, r)| !r.is_positive())
+        .is_some_and(|(_, r)| r.is_permanent())
+}
+
+/// The row's outcome from its recipients' replies: `sent` only when every
+/// envelope recipient accepted; otherwise the status of the first (in To, Cc,
+/// Bcc order) that did not, with every such recipient and its reply named in
+/// `reply`, and the recipients that did accept after them.
+pub fn row_outcome(work: &Work, last_accept: Option<&Reply>) -> Outcome {
+    let envelope = &work.out.envelope.rcpt_to;
+    let place = |a: &str| {
+        envelope
+            .iter()
+            .position(|r| r.eq_ignore_ascii_case(a))
+            .unwrap_or(usize::MAX)
+    };
+    let mut all: Vec<&(String, Reply)> = work.settled_rcpts.iter().collect();
+    all.sort_by_key(|(a, _)| place(a));
+    let (accepted, refused): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, r)| r.is_positive());
+    let Some((_, first)) = refused.first() else {
+        let reply = last_accept.or_else(|| accepted.last().map(|(_, r)| r));
+        return outcome(work, Status::Sent, reply, None);
+    };
+    let status = if first.is_transient() {
+        Status::Failed
+    } else {
+        Status::Rejected
+    };
+    if envelope.len() <= 1 {
+        return outcome(work, status, Some(first), None);
+    }
+    let mut text = refused
+        .iter()
+        .map(|(a, r)| format!("{a}: {r}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !accepted.is_empty() {
+        text.push_str("; accepted by ");
+        text.push_str(
+            &accepted
+                .iter()
+                .map(|(a, _)| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    outcome(work, status, Some(first), Some(text))
 }
 
 fn outcome(work: &Work, status: Status, reply: Option<&Reply>, text: Option<String>) -> Outcome {
@@ -777,6 +972,62 @@ pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn work(rcpts: &[&str], settled: &[(&str, u16, &str)]) -> Work {
+        let out = Outgoing {
+            row: 1,
+            email: rcpts[0].to_owned(),
+            message_id: "<1@run>".into(),
+            envelope: crate::message::Envelope {
+                mail_from: "me@x".into(),
+                rcpt_to: rcpts.iter().map(|r| r.to_string()).collect(),
+            },
+            data: Arc::new(Vec::new()),
+            eight_bit: false,
+            smtputf8: false,
+        };
+        let settled = settled
+            .iter()
+            .map(|(a, code, text)| (a.to_string(), Reply::new(*code, *text)))
+            .collect();
+        Work::resume(out, 1, settled)
+    }
+
+    #[test]
+    fn a_row_is_sent_only_when_every_recipient_accepted() {
+        let all = ["to@x", "cc@x", "bcc@x"];
+        let w = work(
+            &all,
+            &[
+                ("bcc@x", 250, "ok"),
+                ("to@x", 250, "ok"),
+                ("cc@x", 250, "ok"),
+            ],
+        );
+        assert!(w.rcpts.is_empty());
+        assert_eq!(row_outcome(&w, None).status, Status::Sent);
+        // In envelope order the Cc is the first that did not accept.
+        let w = work(
+            &all,
+            &[
+                ("bcc@x", 550, "no"),
+                ("to@x", 250, "ok"),
+                ("cc@x", 451, "later"),
+            ],
+        );
+        let o = row_outcome(&w, None);
+        assert_eq!((o.status, o.code), (Status::Failed, Some(451)));
+        assert_eq!(o.reply, "cc@x: 451 later; bcc@x: 550 no; accepted by to@x");
+        // A one-recipient row keeps the plain reply.
+        let o = row_outcome(&work(&["to@x"], &[("to@x", 550, "no")]), None);
+        assert_eq!((o.status, o.reply.as_str()), (Status::Rejected, "no"));
+    }
+
+    #[test]
+    fn resumed_work_sends_only_to_unsettled_recipients() {
+        let w = work(&["to@x", "cc@x", "bcc@x"], &[("BCC@x", 250, "ok")]);
+        assert_eq!(w.rcpts, ["to@x", "cc@x"]);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

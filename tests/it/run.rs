@@ -7,14 +7,18 @@
 
 mod helpers;
 
+mod attempts;
+mod envelope;
 mod exit;
 mod faults;
 mod files;
 mod flow;
 mod interrupts;
 mod journal;
+mod parallel;
 mod progress;
 mod rate;
+mod rehearsal;
 mod report;
 mod resume_inputs;
 mod retries;

@@ -37,6 +37,10 @@ use mailshot::smtp::tls::{server_config, TestPki};
 /// transaction; `Some(reply)` replaces the default `250` reply.
 pub type RcptHook = Arc<dyn Fn(&str, usize) -> Option<String> + Send + Sync>;
 
+/// A MAIL hook: the reverse-path; `Some(reply)` replaces the default `250`
+/// reply (and starts no transaction).
+pub type MailHook = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// How long a stalled connection stays open at most.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// A connection with no input for this long is closed (tests are bounded).
@@ -64,6 +68,7 @@ impl FaultServer {
                 greeting: "220 fault.test ESMTP scripted fault server".into(),
                 reply_delay: Duration::ZERO,
                 rcpt_hook: None,
+                mail_hook: None,
                 close_after_messages: None,
                 drop_during_data: None,
                 drop_after_final_dot: None,
@@ -96,6 +101,7 @@ struct Options {
     greeting: String,
     reply_delay: Duration,
     rcpt_hook: Option<RcptHook>,
+    mail_hook: Option<MailHook>,
     close_after_messages: Option<(usize, String)>,
     drop_during_data: Option<usize>,
     drop_after_final_dot: Option<usize>,
@@ -181,6 +187,15 @@ impl FaultBuilder {
         hook: impl Fn(&str, usize) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
         self.opts.rcpt_hook = Some(Arc::new(hook));
+        self
+    }
+    /// Overrides MAIL replies: `hook(reverse_path)`; `None` keeps the
+    /// default 250, `Some(reply)` is sent instead and no transaction starts.
+    pub fn mail_hook(
+        mut self,
+        hook: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.opts.mail_hook = Some(Arc::new(hook));
         self
     }
     /// After `n` accepted messages on a connection, the next command (other
@@ -956,6 +971,9 @@ impl<'a> Session<'a> {
                 "AUTH" if self.opts.auth => {}
                 _ => return self.reply("555 5.5.4 Unsupported option"),
             }
+        }
+        if let Some(reply) = self.opts.mail_hook.as_ref().and_then(|hook| hook(&from)) {
+            return self.reply(&reply);
         }
         self.tx = Some(Transaction {
             from,

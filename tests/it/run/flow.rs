@@ -37,7 +37,7 @@ fn three_sessions_send_in_parallel() {
     let out = job.run(&["--sessions", "3"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_each_once(&server, 60);
-    let conns = server.connection_stats();
+    let conns = super::parallel::closed_stats(&server);
     assert_eq!(conns.len(), 3, "connections: {conns:?}");
     assert!(
         conns.iter().all(|c| c.messages > 0),
