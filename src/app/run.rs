@@ -431,7 +431,7 @@ fn run_inputs(prepared: &Prepared, args: &RunArgs, mut seen: InputsBuilder) -> R
                 seen.setting("smtp.username", name);
             }
             if let Some(helo) = &user.helo {
-                seen.setting("smtp.helo", helo);
+                seen.setting("smtp.helo_name", helo);
             }
         }
     }
@@ -447,17 +447,20 @@ fn refuse_changed(
     limit: Option<u64>,
     total: u64,
 ) -> Error {
-    let settled = match journal::open(journal_path, earlier, false) {
-        Ok((_, replay)) => replay
-            .done
-            .keys()
-            .filter(|row| limit.is_none_or(|l| **row <= l))
-            .count() as u64,
+    let (settled, finished) = match journal::open(journal_path, earlier, false) {
+        Ok((_, replay)) => (
+            replay
+                .done
+                .keys()
+                .filter(|row| limit.is_none_or(|l| **row <= l))
+                .count() as u64,
+            replay.finished,
+        ),
         Err(e) => return e,
     };
     Error::invalid(
         Location::file(journal_path),
-        inputs::refusal(verdict, settled, total),
+        inputs::refusal(verdict, settled, total, finished),
     )
 }
 

@@ -110,7 +110,8 @@ pub struct RawSmtp {
     /// First retry delay after a transient failure (doubles per attempt).
     #[serde(default, deserialize_with = "de_duration")]
     pub retry_delay: Option<Duration>,
-    /// EHLO name.
+    /// EHLO name (`helo_name`; `helo` is accepted too).
+    #[serde(rename = "helo_name", alias = "helo")]
     pub helo: Option<String>,
     /// Allow AUTH without TLS.
     pub allow_plaintext_auth: Option<bool>,

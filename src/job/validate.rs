@@ -447,8 +447,8 @@ fn build_smtp(raw: &RawSmtp, dir: &Path, p: &mut Problems) -> Option<SmtpSetting
     if let Some(helo) = &raw.helo {
         if helo.is_empty() || !helo.chars().all(|c| c.is_ascii_graphic()) {
             p.at(
-                &["smtp", "helo"],
-                "helo must be a host name or address literal without spaces",
+                &["smtp", "helo_name"],
+                "helo_name must be a host name or address literal without spaces",
             );
         }
         s.helo = Some(helo.clone());

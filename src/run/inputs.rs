@@ -301,18 +301,19 @@ pub fn stored_fingerprint(path: &Path) -> Option<Fingerprint> {
 
 /// The refusal for a journal whose inputs changed: what changed, what the
 /// earlier run got done, and the two ways forward.
-pub fn refusal(verdict: &Verdict, settled: u64, total: u64) -> String {
+pub fn refusal(verdict: &Verdict, settled: u64, total: u64, finished: bool) -> String {
     let what = match verdict {
         Verdict::Changed(list) => list.join("; "),
         _ => "the job file, its CSV or a template changed (this journal was written by an \
               older mailshot, which did not record which)"
             .to_string(),
     };
-    if settled >= total {
+    if finished || settled >= total {
         format!(
-            "the run recorded in this journal finished (all {total} rows settled); since \
-             then {what}. To send the changed job to every recipient again, rerun with \
-             --restart (everyone gets it a second time), or undo the change"
+            "the run recorded in this journal finished ({settled} of {total} rows settled); \
+             since then {what}. Undo the change to resume with the same message, or rerun \
+             with --restart to send the changed job to every recipient (those already sent \
+             to get it a second time)"
         )
     } else {
         format!(
@@ -434,12 +435,12 @@ mod tests {
         let now = build(dir.path(), None, None, |b| b.var("a", "1"));
         assert_eq!(now.compare(&Fingerprint("ab".repeat(32))), Verdict::Unknown);
         let v = Verdict::Changed(vec!["--var a changed".into()]);
-        let done = refusal(&v, 10, 10);
+        let done = refusal(&v, 10, 10, false);
         assert!(
             done.contains("finished") && !done.contains("interrupted"),
             "{done}"
         );
-        let part = refusal(&v, 3, 10);
+        let part = refusal(&v, 3, 10, false);
         assert!(
             part.contains("3 of 10") && part.contains("--restart"),
             "{part}"

@@ -95,6 +95,8 @@ pub struct Replay {
     /// Something the user should know about how this journal was opened
     /// (a rehearsal's journal set aside).
     pub note: Option<String>,
+    /// The last run this journal records handled every row (its `end` record).
+    pub finished: bool,
 }
 
 /// What one envelope recipient of a row finally answered.
@@ -581,6 +583,7 @@ fn read_existing(
             }
         }
     }
+    replay.finished = ended;
     Ok(Existing::Resume {
         replay: Box::new(replay),
         good_len: offset,

@@ -251,7 +251,12 @@ impl Corpus {
         for leftover in ["out", "outbox"] {
             let _ = std::fs::remove_dir_all(self.job_dir().join(leftover));
         }
-        for leftover in ["job.journal", "job.report.csv", "job.report.html"] {
+        for leftover in [
+            "job.journal",
+            "job.journal.seal",
+            "job.report.csv",
+            "job.report.html",
+        ] {
             let _ = std::fs::remove_file(self.job_dir().join(leftover));
         }
     }

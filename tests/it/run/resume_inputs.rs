@@ -255,7 +255,7 @@ fn the_user_config_settings_are_part_of_the_fingerprint() {
     let config = |helo: &str| {
         format!(
             "smtp: {}\n",
-            smtp_plain(server.port(), &format!("helo: {helo}"))
+            smtp_plain(server.port(), &format!("helo_name: {helo}"))
         )
     };
     job.dir
@@ -267,7 +267,7 @@ fn the_user_config_settings_are_part_of_the_fingerprint() {
         |dir| {
             dir.write(".config/mailshot/config.yaml", config("two.example.test"));
         },
-        "smtp.helo in the user config",
+        "smtp.helo_name in the user config",
         |dir| {
             dir.write(".config/mailshot/config.yaml", config("one.example.test"));
         },
