@@ -10,13 +10,13 @@
 //! client pipelines after the final dot of DATA.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use mailshot::smtp::tls::generate_pki;
 
 use super::recording::{
-    cache_dir, copies_by_folder, node_modules, support_file, wait_for_greeting, wait_for_listener,
+    copies_by_folder, node_modules, support_file, wait_for_greeting, wait_for_listener,
     write_policy, Copy, START_TIMEOUT,
 };
 use super::{free_port, TestDir};
@@ -30,11 +30,18 @@ pub struct Haraka {
     dir: TestDir,
 }
 
-/// Haraka writes Diffie-Hellman parameters on its first start, which takes
-/// seconds; later instances reuse the cached file.
-fn dhparams_cache() -> PathBuf {
-    cache_dir().join("haraka-dhparams.pem")
-}
+/// The RFC 7919 `ffdhe2048` group. Without a `dhparams.pem` Haraka runs
+/// `openssl dhparam 2048` at start-up, which takes seconds to minutes, and
+/// offers no working TLS until it ends.
+const FFDHE2048_PEM: &str = "-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+";
 
 impl Haraka {
     /// Configures and starts an instance accepting `user`/`password`.
@@ -84,9 +91,7 @@ impl Haraka {
             text.replace("bytes=26214400", "bytes=52428800"),
         )
         .unwrap();
-        if dhparams_cache().exists() {
-            let _ = std::fs::copy(dhparams_cache(), root.join("config/dhparams.pem"));
-        }
+        conf("dhparams.pem", FFDHE2048_PEM);
         std::fs::copy(
             support_file("haraka_sink.js"),
             root.join("plugins/mailshot_sink.js"),
@@ -116,7 +121,6 @@ impl Haraka {
                 std::fs::read_to_string(dir.join("haraka.log")).unwrap_or_default()
             );
         }
-        save_dhparams(&root.join("config/dhparams.pem"));
         Haraka {
             child,
             starttls_port,
@@ -159,16 +163,6 @@ impl Haraka {
     /// Haraka's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("haraka.log")).unwrap_or_default()
-    }
-}
-
-fn save_dhparams(generated: &Path) {
-    let cache = dhparams_cache();
-    if !cache.exists() && generated.exists() {
-        let tmp = cache.with_extension("tmp");
-        if std::fs::copy(generated, &tmp).is_ok() {
-            let _ = std::fs::rename(&tmp, &cache);
-        }
     }
 }
 
