@@ -40,7 +40,7 @@ fn exim_refused_recipients_then_rerun_sends_only_what_is_missing() {
 /// Exim offers CHUNKING: pipelined `BDAT … LAST` needs no wait per message.
 #[test]
 fn exim_offers_and_round_trips_per_message() {
-    offers_and_round_trips::<Exim>((true, true, true), 0.8);
+    offers_and_round_trips::<Exim>((true, true, true), 0.5);
 }
 
 // ---------------------------------------------------------------- Haraka
