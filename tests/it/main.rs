@@ -1,6 +1,7 @@
 //! The integration test binary: runs the built `mailshot` program in temp
 //! folders against real servers on loopback (the capture server, the
-//! project's scripted fault server, a private Postfix, aiosmtpd for AUTH).
+//! project's scripted fault server, a private Postfix, aiosmtpd for AUTH,
+//! and in `interop` Exim, Haraka and nodemailer's smtp-server).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -8,5 +9,6 @@ mod support;
 mod capture;
 mod cli;
 mod everyday;
+mod interop;
 mod run;
 mod smtp;

@@ -1,15 +1,21 @@
 //! Fixtures shared by the integration tests: the scripted fault server
 //! (`fault`), a private Postfix (`postfix`), an aiosmtpd AUTH server
-//! (`aiosmtpd`), plus small helpers (the built binary, temp dirs, free ports, a
-//! raw SMTP line client).
+//! (`aiosmtpd`), the interop servers Exim, Haraka and nodemailer's
+//! smtp-server (`exim`, `haraka`, `smtp_server`, sharing `recording`), plus
+//! small helpers (the built binary, temp dirs, free ports, a raw SMTP line
+//! client).
 //!
 //! Every test binary that says `mod support;` compiles all of this, so unused
 //! helpers are expected.
 #![allow(dead_code)]
 
 pub mod aiosmtpd;
+pub mod exim;
 pub mod fault;
+pub mod haraka;
 pub mod postfix;
+pub mod recording;
+pub mod smtp_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,174 @@
+//! A private Haraka 3 (npm `Haraka`, installed by `scripts/test`) as a
+//! recording sink: `haraka -i` lays out a config folder in a temp dir, which
+//! then gets two listeners on free loopback ports (STARTTLS, and implicit TLS
+//! through `smtps_port`), the `tls` plugin with a certificate from
+//! `generate_pki`, `auth/flat_file` (PLAIN, LOGIN; one account) and the
+//! `haraka_sink.js` plugin next to this file, which stores each message once
+//! per envelope recipient and refuses recipients named in a policy file.
+//!
+//! Haraka offers PIPELINING but no CHUNKING, and answers 503 to commands a
+//! client pipelines after the final dot of DATA.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use mailshot::smtp::tls::generate_pki;
+
+use super::recording::{
+    copies_by_folder, node_modules, support_file, wait_for_greeting, wait_for_listener,
+    write_policy, Copy, START_TIMEOUT,
+};
+use super::{free_port, TestDir};
+
+/// A running Haraka; killed on drop.
+pub struct Haraka {
+    child: Child,
+    starttls_port: u16,
+    tls_port: u16,
+    ca_pem: String,
+    dir: TestDir,
+}
+
+/// The RFC 7919 `ffdhe2048` group. Without a `dhparams.pem` Haraka runs
+/// `openssl dhparam 2048` at start-up, which takes seconds to minutes, and
+/// offers no working TLS until it ends.
+const FFDHE2048_PEM: &str = "-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+";
+
+impl Haraka {
+    /// Configures and starts an instance accepting `user`/`password`.
+    pub fn start(user: &str, password: &str) -> Haraka {
+        let modules = node_modules();
+        let bin = modules.join(".bin/haraka");
+        let dir = TestDir::new();
+        let root = dir.join("haraka");
+        let status = Command::new(&bin)
+            .arg("-i")
+            .arg(&root)
+            .env("NODE_PATH", &modules)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("run {} -i: {e}", bin.display()));
+        assert!(status.success(), "haraka -i {}", root.display());
+
+        let (starttls_port, tls_port) = (free_port(), free_port());
+        let pki = generate_pki(&[]);
+        let conf = |name: &str, text: &str| {
+            std::fs::write(root.join("config").join(name), text)
+                .unwrap_or_else(|e| panic!("write Haraka {name}: {e}"));
+        };
+        conf("tls_cert.pem", &pki.cert_pem);
+        conf("tls_key.pem", &pki.key_pem);
+        conf("me", "haraka.test\n");
+        conf(
+            "smtp.ini",
+            &format!(
+                "[main]\nlisten=127.0.0.1:{starttls_port},127.0.0.1:{tls_port}\n\
+                 smtps_port={tls_port}\nnodes=0\ndaemonize=false\n"
+            ),
+        );
+        conf("plugins", "tls\nauth/flat_file\nmailshot_sink\n");
+        conf(
+            "auth_flat_file.ini",
+            &format!("[core]\nmethods=PLAIN,LOGIN\n[users]\n{user}={password}\n"),
+        );
+        conf("log.ini", "[main]\nlevel=warn\n");
+        let connection = root.join("config/connection.ini");
+        let text = std::fs::read_to_string(&connection).expect("Haraka connection.ini");
+        // Room for the attachment tests; the default is 25 MB.
+        std::fs::write(
+            &connection,
+            text.replace("bytes=26214400", "bytes=52428800"),
+        )
+        .unwrap();
+        conf("dhparams.pem", FFDHE2048_PEM);
+        std::fs::copy(
+            support_file("haraka_sink.js"),
+            root.join("plugins/mailshot_sink.js"),
+        )
+        .expect("install the sink plugin");
+        write_policy(&dir.join("policy"), &[]);
+
+        let log = File::create(dir.join("haraka.log")).expect("Haraka log");
+        let mut child = Command::new(&bin)
+            .arg("-c")
+            .arg(&root)
+            .current_dir(dir.path())
+            .env("NODE_PATH", &modules)
+            .env("MAILSHOT_SINK_DIR", dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        if !wait_for_greeting(starttls_port, START_TIMEOUT)
+            || !wait_for_listener(tls_port, START_TIMEOUT)
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "Haraka did not start on 127.0.0.1:{starttls_port}/{tls_port}; log:\n{}",
+                std::fs::read_to_string(dir.join("haraka.log")).unwrap_or_default()
+            );
+        }
+        Haraka {
+            child,
+            starttls_port,
+            tls_port,
+            ca_pem: pki.ca_pem,
+            dir,
+        }
+    }
+
+    /// The listener that offers STARTTLS.
+    pub fn starttls_port(&self) -> u16 {
+        self.starttls_port
+    }
+
+    /// The implicit-TLS listener.
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+    }
+
+    /// The CA that signed the server certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Writes the CA to a file and returns its path.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.write("ca.pem", &self.ca_pem)
+    }
+
+    /// Refuses each `(address, code)` at RCPT from now on; `&[]` lifts all.
+    pub fn set_refusals(&self, refusals: &[(&str, u16)]) {
+        write_policy(&self.dir.join("policy"), refusals);
+    }
+
+    /// Every stored copy so far.
+    pub fn copies(&self) -> Vec<Copy> {
+        copies_by_folder(&self.dir.join("mail"))
+    }
+
+    /// Haraka's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("haraka.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Haraka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,172 @@
+//! What the interop fixtures (`exim`, `haraka`, `smtp_server`) share: where
+//! `scripts/test` installed the servers, the recipient policy file each
+//! server reads on every RCPT, the copies each one stored per envelope
+//! recipient, and waiting for a greeting.
+//!
+//! Every fixture stores one file per (message, envelope recipient) with an
+//! `X-Auth-User` header (the authenticated account) and an `X-Session`
+//! header (which connection carried it), so a test can count the copies each
+//! recipient received on the server side.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a fixture may take to start before the test fails.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where `scripts/test` puts the npm packages (`node/node_modules`):
+/// `$MAILSHOT_TEST_CACHE`, else `~/.cache/mailshot-test`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MAILSHOT_TEST_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/mailshot-test")
+}
+
+/// The `node_modules` folder holding `Haraka` and `smtp-server`.
+pub fn node_modules() -> PathBuf {
+    let dir = cache_dir().join("node/node_modules");
+    assert!(
+        dir.join("Haraka").is_dir() && dir.join("smtp-server").is_dir(),
+        "{} lacks Haraka or smtp-server: run scripts/test (it installs them from npm)",
+        dir.display()
+    );
+    dir
+}
+
+/// A file in the support folder, e.g. a server script.
+pub fn support_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(name)
+}
+
+/// Writes the recipient policy read by the server on every RCPT: each
+/// `(address, code)` is refused with that code (5xx or 4xx); any other
+/// address is accepted. An empty list lifts every refusal.
+pub fn write_policy(path: &Path, refusals: &[(&str, u16)]) {
+    let text: String = refusals
+        .iter()
+        .map(|(addr, code)| format!("{} {code}\n", addr.to_ascii_lowercase()))
+        .collect();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write policy");
+    std::fs::rename(&tmp, path).expect("install policy");
+}
+
+/// One stored copy: who it was for and the message as the server kept it.
+#[derive(Debug, Clone)]
+pub struct Copy {
+    /// The envelope recipient, lowercased.
+    pub rcpt: String,
+    /// The stored bytes (the fixture's headers first).
+    pub data: Vec<u8>,
+}
+
+impl Copy {
+    /// The value of the first header `name` (case-insensitive), unfolded.
+    pub fn header(&self, name: &str) -> Option<String> {
+        header(&self.data, name)
+    }
+}
+
+/// The value of the first header `name` in `data`, unfolded.
+pub fn header(data: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(data);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let head = head.split("\n\n").next().unwrap_or("");
+    let mut found: Option<String> = None;
+    for line in head.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(value) = found.as_mut() {
+            if line.starts_with([' ', '\t']) {
+                value.push(' ');
+                value.push_str(line.trim());
+                continue;
+            }
+            break;
+        }
+        if let Some((key, value)) = line.split_once(':') {
+            if key.eq_ignore_ascii_case(name) {
+                found = Some(value.trim().to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// Copies stored as `DIR/<recipient>/*.eml`.
+pub fn copies_by_folder(mail: &Path) -> Vec<Copy> {
+    let mut copies = Vec::new();
+    let Ok(boxes) = std::fs::read_dir(mail) else {
+        return copies;
+    };
+    for entry in boxes.filter_map(Result::ok) {
+        let rcpt = entry.file_name().to_string_lossy().into_owned();
+        for file in super::files_with_suffix(&entry.path(), ".eml") {
+            let data = std::fs::read(&file).expect("read stored copy");
+            copies.push(Copy {
+                rcpt: rcpt.clone(),
+                data,
+            });
+        }
+    }
+    copies
+}
+
+/// How many copies each envelope recipient got.
+pub fn count(copies: &[Copy]) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for c in copies {
+        *n.entry(c.rcpt.clone()).or_insert(0) += 1;
+    }
+    n
+}
+
+/// Polls `copies` until it returns at least `n` or `timeout` passes, then
+/// waits a little longer to catch extra copies (duplicates) still arriving.
+pub fn wait_for(copies: impl Fn() -> Vec<Copy>, n: usize, timeout: Duration) -> Vec<Copy> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = copies();
+        if got.len() >= n || Instant::now() >= deadline {
+            std::thread::sleep(Duration::from_millis(300));
+            return copies();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `port` on 127.0.0.1 greets with 220, or `timeout` passes.
+pub fn wait_for_greeting(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(sock) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            if BufReader::new(&sock).read_line(&mut line).is_ok() && line.starts_with("220") {
+                let _ = std::io::Write::write_all(&mut &sock, b"QUIT\r\n");
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Waits until something accepts TCP connections on `port` (an implicit-TLS
+/// listener says nothing before the handshake).
+pub fn wait_for_listener(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
