@@ -156,6 +156,7 @@ pub fn live(target: &Target, trace: Option<Trace>) -> Result<Live> {
         use_chunking: true,
         command_timeout: settings.timeout,
         data_timeout: settings.data_timeout,
+        no_pipelining_after_dot: Default::default(),
     };
     let endpoint = Endpoint {
         host: settings.host.clone(),
