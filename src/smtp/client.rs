@@ -327,8 +327,9 @@ impl Expect {
             Expect::StartTls => !intermediate,
             Expect::Data(_) => reply.code == 354 || reply.code >= 400,
             Expect::DataEnd(_) | Expect::Bdat(_) => {
-                !intermediate
-                    && !(reply.is_positive() && reply.enhanced.is_some_and(|e| e.subject == 1))
+                let address_status = reply.enhanced.is_some_and(|e| e.subject == 1);
+                let looks_like_rcpt = reply.is_positive() && address_status;
+                !(intermediate || looks_like_rcpt)
             }
             Expect::Ehlo | Expect::Helo | Expect::Mail(_) | Expect::Rcpt(..) | Expect::Rset => {
                 !intermediate

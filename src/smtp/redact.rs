@@ -86,7 +86,7 @@ mod tests {
         let plain = auth::plain_initial("me@example.test", "hunter2-secret");
         let xo = auth::xoauth2_initial("me@example.test", "hunter2-secret");
         for text in [
-            format!("535 5.7.8 bad password hunter2-secret"),
+            "535 5.7.8 bad password hunter2-secret".to_string(),
             format!("535 5.7.8 {b64} rejected"),
             format!("535 5.7.8 AUTH PLAIN {plain} rejected"),
             format!("535 {}", plain.trim_end_matches('=')),
