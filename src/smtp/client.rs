@@ -455,6 +455,9 @@ pub struct Client {
     next_seq: u64,
     /// DATA is out and its reply not handled: nothing may follow it yet.
     blocked: bool,
+    /// The server refuses commands pipelined after the end of data: nothing
+    /// may follow this transaction's end of data before its reply.
+    awaiting_end: Option<u64>,
     rset_pending: bool,
     quitting: bool,
     quit_sent: bool,
@@ -497,6 +500,7 @@ impl Client {
             unwritten: VecDeque::new(),
             next_seq: 0,
             blocked: false,
+            awaiting_end: None,
             rset_pending: false,
             quitting: false,
             quit_sent: false,
@@ -901,24 +905,28 @@ impl Client {
                     self.check_done(seq);
                     return;
                 }
+                if !(tx.mail.as_ref().is_some_and(Reply::is_positive) && tx.any_rcpt_ok()) {
+                    // 354 although MAIL or every RCPT was refused: the server
+                    // has a transaction this client does not know of. Even an
+                    // empty body would deliver a message, so end the session.
+                    self.out_of_step(expect, reply);
+                    return;
+                }
                 tx.outstanding += 1;
                 self.expects.push_back(Expect::DataEnd(seq));
-                if tx.mail.as_ref().is_some_and(Reply::is_positive) && tx.any_rcpt_ok() {
-                    let mut bytes = Vec::with_capacity(tx.wire.len() + 16);
-                    data::dot_stuff(&tx.wire, &mut bytes);
-                    tx.wire = Vec::new();
-                    let n = bytes.len();
-                    self.send_data(seq, &bytes, n);
-                    self.blocked = self.dot_barrier();
-                } else {
-                    // A broken server said 354 with no valid recipient: end
-                    // the empty data at once rather than send the message.
-                    self.out.extend_from_slice(b".\r\n");
-                    self.push_trace("C: .".to_string());
+                let mut bytes = Vec::with_capacity(tx.wire.len() + 16);
+                data::dot_stuff(&tx.wire, &mut bytes);
+                tx.wire = Vec::new();
+                let n = bytes.len();
+                self.send_data(seq, &bytes, n);
+                if self.dot_barrier() {
+                    self.awaiting_end = Some(seq);
                 }
             }
             Expect::DataEnd(seq) | Expect::Bdat(seq) => {
-                self.blocked = false;
+                if self.awaiting_end == Some(seq) {
+                    self.awaiting_end = None;
+                }
                 if let Some(tx) = self.txs.get_mut(&seq) {
                     tx.outstanding -= 1;
                     tx.last = Some(reply);
@@ -1007,7 +1015,10 @@ impl Client {
             return;
         }
         loop {
-            if self.blocked || (!self.pipelining && !self.expects.is_empty()) {
+            if self.blocked
+                || self.awaiting_end.is_some()
+                || (!self.pipelining && !self.expects.is_empty())
+            {
                 break;
             }
             if self.rset_pending {
@@ -1033,6 +1044,7 @@ impl Client {
             && !self.quit_sent
             && self.txs.is_empty()
             && !self.blocked
+            && self.awaiting_end.is_none()
             && (self.pipelining || self.expects.is_empty())
         {
             self.quit_sent = true;
@@ -1083,7 +1095,9 @@ impl Client {
                 let size = wire.len();
                 self.send(Command::Bdat { size, last: true }, Some(Expect::Bdat(seq)));
                 self.send_data(seq, &wire, size);
-                self.blocked = self.dot_barrier();
+                if self.dot_barrier() {
+                    self.awaiting_end = Some(seq);
+                }
                 false
             }
             Step::Final => {
@@ -1143,6 +1157,7 @@ impl Client {
         self.phase = Phase::Closed;
         self.expects.clear();
         self.blocked = false;
+        self.awaiting_end = None;
         self.sasl = None;
         self.events.push_back(Event::Closed(reason));
     }
@@ -2009,13 +2024,32 @@ mod tests {
     }
 
     #[test]
-    fn broken_server_354_without_recipients_gets_only_the_dot() {
+    fn broken_server_354_without_recipients_gets_nothing_not_even_a_dot() {
         let mut c = ready(EHLO_PIPE);
         c.submit(tx(1, &["b@b.test"], "secret body"));
         out(&mut c);
-        assert_eq!(feed(&mut c, "250 ok\r\n550 no\r\n354 go\r\n"), ".\r\n");
-        assert_eq!(feed(&mut c, "250 empty message\r\n"), "RSET\r\n");
-        assert_eq!(outcomes(&mut c)[0].result, TxResult::NoValidRecipients);
+        // A dot would deliver an empty message to whatever the server holds.
+        assert_eq!(feed(&mut c, "250 ok\r\n550 no\r\n354 go\r\n"), "");
+        let ev = events(&mut c);
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::Outcome(o) if o.result == TxResult::NotSent)),
+            "{ev:?}"
+        );
+        assert!(matches!(
+            ev.last(),
+            Some(Event::Closed(CloseReason::Error(
+                SessionError::OutOfStep { .. }
+            )))
+        ));
+        let mut c = ready(EHLO_PIPE);
+        c.submit(tx(1, &["b@b.test"], "secret body"));
+        out(&mut c);
+        assert_eq!(feed(&mut c, "503 nested MAIL\r\n250 ok\r\n354 go\r\n"), "");
+        assert!(matches!(
+            closed_error(&mut c),
+            SessionError::OutOfStep { .. }
+        ));
     }
 
     #[test]

@@ -46,6 +46,10 @@ impl Redactor {
             escape(secret.as_bytes()),
             escape(plain.as_bytes()),
         ];
+        if !username.is_empty() {
+            // The LOGIN exchange's first piece.
+            forms.push(B64.encode(username));
+        }
         // Unpadded base64 too: a server may quote the payload without `=`.
         for f in forms.clone() {
             let trimmed = f.trim_end_matches('=');

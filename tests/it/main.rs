@@ -7,5 +7,6 @@ mod support;
 
 mod cli;
 mod everyday;
+mod protocol;
 mod run;
 mod smtp;
