@@ -1230,7 +1230,9 @@ impl<'a> Session<'a> {
         };
         if attempt.is_some() && self.opts.drop_during_data == attempt {
             // Take whatever part of the chunk is already here, then vanish.
-            let _ = self.read_more(false);
+            if self.inbuf.is_empty() {
+                let _ = self.read_more(false);
+            }
             return Ok(Some(End::Abort));
         }
         let mut chunk = Vec::with_capacity(size.min(1 << 20));
