@@ -206,6 +206,35 @@ fn an_extra_reply_in_a_pipelined_group_shifts_no_outcome() {
 }
 
 #[test]
+fn a_missing_reply_in_a_pipelined_group_shifts_no_outcome() {
+    for chunking in [false, true] {
+        let fault = FaultServer::builder()
+            .chunking(chunking)
+            .skip_first_rcpt_reply()
+            .rcpt_hook(|to, _| {
+                to.starts_with("user2@")
+                    .then(|| format!("550 5.1.1 <{to}> unknown user"))
+            })
+            .start();
+        let job = Job::new(&smtp(&fault, ", max_attempts: 3"), 3);
+        let out = job.run(&[], &[]);
+        let report = job.report();
+        let r2 = row(&report, "user2@example.test");
+        assert_ne!(r2["status"], "sent", "chunking {chunking}: {r2:?}");
+        for r in &report {
+            if r["status"] == "rejected" {
+                assert!(
+                    r["reply"].contains(&r["email"]),
+                    "chunking {chunking}: {r:?}"
+                );
+            }
+        }
+        sent_means_delivered(&job, &fault);
+        assert_ne!(out.code, 0, "chunking {chunking}: {}", out.stderr);
+    }
+}
+
+#[test]
 fn auth_answered_with_anything_but_235_is_not_a_login() {
     for answer in ["250 2.0.0 OK", "334 UGFzc3dvcmQ6", "220 2.0.0 fine"] {
         let fault = FaultServer::builder().auth_reply(answer).start();

@@ -79,6 +79,7 @@ impl FaultServer {
                 data_end_delay: Duration::ZERO,
                 data_reply: None,
                 auth_reply: None,
+                skip_first_rcpt_reply: false,
             },
         }
     }
@@ -118,6 +119,7 @@ struct Options {
     data_end_delay: Duration,
     data_reply: Option<String>,
     auth_reply: Option<String>,
+    skip_first_rcpt_reply: bool,
 }
 
 /// Chooses what the fault server offers and which faults it injects.
@@ -289,6 +291,13 @@ impl FaultBuilder {
     pub fn auth_reply(mut self, line: &str) -> Self {
         self.opts.auth = true;
         self.opts.auth_reply = Some(line.into());
+        self
+    }
+
+    /// The first RCPT of the first connection is carried out but gets no
+    /// reply: a reply missing from a pipelined group.
+    pub fn skip_first_rcpt_reply(mut self) -> Self {
+        self.opts.skip_first_rcpt_reply = true;
         self
     }
 
@@ -1107,6 +1116,9 @@ impl<'a> Session<'a> {
             .unwrap_or_else(|| "250 2.1.5 Ok".into());
         if reply.starts_with('2') {
             tx.rcpts.push(to);
+        }
+        if self.opts.skip_first_rcpt_reply && self.id == 1 && n == 1 && self.messages_here == 0 {
+            return;
         }
         self.reply(&reply);
     }
