@@ -129,13 +129,13 @@ pub fn live(target: &Target, trace: Option<Trace>) -> Result<Live> {
     let credentials = match &settings.username {
         None => None,
         Some(user) => {
-            let secret = job::secrets::resolve_within(&settings.password, settings.timeout)?
-                .ok_or_else(|| {
-                    Error::Auth(format!(
-                        "smtp.username is {user} but no password source is set: add password_env, \
+            let (source, limit) = (&settings.password, settings.timeout);
+            let secret = job::secrets::resolve_within(source, limit)?.ok_or_else(|| {
+                Error::Auth(format!(
+                    "smtp.username is {user} but no password source is set: add password_env, \
                      password_file or password_command"
-                    ))
-                })?;
+                ))
+            })?;
             Some(Credentials {
                 username: user.clone(),
                 secret: secret.expose().to_string(),

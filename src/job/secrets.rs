@@ -356,4 +356,28 @@ mod tests {
         let err = resolve(&PasswordSource::Command("true".into())).unwrap_err();
         assert!(err.to_string().contains("printed nothing"));
     }
+
+    #[test]
+    fn a_command_that_hangs_is_stopped_with_what_it_started() {
+        let started = Instant::now();
+        // A pipeline: the shell cannot exec the sleep, so it has a child.
+        let source = PasswordSource::Command("sleep 60 | cat".into());
+        let err = resolve_within(&source, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(err, Error::Auth(_)));
+        let msg = err.to_string();
+        assert!(msg.contains("did not finish"), "{msg}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        // A quick command is unaffected by the limit.
+        let got = resolve_within(
+            &PasswordSource::Command("echo quick".into()),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(got.expose(), "quick");
+    }
 }
