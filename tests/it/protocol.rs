@@ -459,3 +459,17 @@ fn an_oversized_multi_line_reply_is_cut_off() {
     assert!(out.stderr.contains("longer than"), "{}", out.stderr);
     assert!(fault.messages().is_empty());
 }
+
+#[test]
+fn an_endless_reply_is_cut_off_in_bounded_memory() {
+    let fault = FaultServer::builder().endless_ehlo_reply().start();
+    let job = Job::new(&smtp(&fault, ", max_attempts: 1"), 1);
+    let out = job.run(&[], &[]);
+    assert_eq!(out.code, 69, "{}", out.stderr);
+    assert!(out.stderr.contains("longer than"), "{}", out.stderr);
+    // What the client took before it left: the reader's limit plus the
+    // socket buffers, far below what the server would have sent.
+    let taken = fault.endless_bytes();
+    assert!(taken < 64 << 20, "{taken} bytes taken");
+    assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
+}

@@ -80,6 +80,7 @@ impl FaultServer {
                 data_reply: None,
                 auth_reply: None,
                 skip_first_rcpt_reply: false,
+                endless_ehlo_reply: false,
             },
         }
     }
@@ -120,6 +121,7 @@ struct Options {
     data_reply: Option<String>,
     auth_reply: Option<String>,
     skip_first_rcpt_reply: bool,
+    endless_ehlo_reply: bool,
 }
 
 /// Chooses what the fault server offers and which faults it injects.
@@ -301,6 +303,14 @@ impl FaultBuilder {
         self
     }
 
+    /// Answer EHLO with a multi-line reply that never ends (`250-` lines of
+    /// 1000 bytes, as fast as the client takes them, up to 256 MiB); the
+    /// bytes written are in [`FaultHandle::endless_bytes`].
+    pub fn endless_ehlo_reply(mut self) -> Self {
+        self.opts.endless_ehlo_reply = true;
+        self
+    }
+
     /// Binds 127.0.0.1:0 and starts accepting in the background.
     pub fn start(self) -> FaultHandle {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault server");
@@ -366,6 +376,7 @@ pub struct ConnectionStats {
 #[derive(Default)]
 struct Record {
     pipelining_refusals: usize,
+    endless_bytes: usize,
     messages: Vec<Message>,
     unacknowledged: Vec<Message>,
     commands: Vec<(usize, String)>,
@@ -461,6 +472,11 @@ impl FaultHandle {
     /// PIPELINING every command does).
     pub fn pipelining_violations(&self) -> Vec<String> {
         self.state.record().violations.clone()
+    }
+    /// Bytes of the endless EHLO reply the client took before it left
+    /// (see [`FaultBuilder::endless_ehlo_reply`]).
+    pub fn endless_bytes(&self) -> usize {
+        self.state.record().endless_bytes
     }
     /// Commands refused because they were pipelined after a final dot
     /// (see [`FaultBuilder::refuse_pipelined_after_dot`]).
@@ -991,6 +1007,16 @@ impl<'a> Session<'a> {
     }
 
     fn command(&mut self, verb: &str, arg: &str) -> io::Result<Option<End>> {
+        if verb == "EHLO" && self.opts.endless_ehlo_reply {
+            // Past the writer thread: as fast as the socket takes it.
+            let line = format!("250-{}\r\n", "x".repeat(1000)).repeat(64);
+            let mut sent = 0;
+            while sent < 256 << 20 && send_bytes(&self.sock, &self.tls, line.as_bytes()).is_ok() {
+                sent += line.len();
+                self.state.record().endless_bytes = sent;
+            }
+            return Ok(Some(End::Abort));
+        }
         match verb {
             "EHLO" | "HELO" => {
                 if arg.is_empty() {
