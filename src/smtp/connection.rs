@@ -402,8 +402,9 @@ fn handshake(
     let name = tls::server_name(&endpoint.host).map_err(|e| SessionFailure::Tls(e.to_string()))?;
     let mut conn = ClientConnection::new(endpoint.tls.clone(), name)
         .map_err(|e| SessionFailure::Tls(e.to_string()))?;
-    tcp.set_read_deadline(None);
-    tcp.set_read_timeout(Some(endpoint.connect_timeout));
+    // The whole handshake, not each read of it, is bounded.
+    tcp.set_read_deadline(Some(Instant::now() + endpoint.connect_timeout));
+    tcp.set_read_timeout(None);
     let _ = tcp.tcp().set_write_timeout(Some(endpoint.connect_timeout));
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| {
