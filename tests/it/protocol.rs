@@ -473,3 +473,25 @@ fn an_endless_reply_is_cut_off_in_bounded_memory() {
     assert!(taken < 64 << 20, "{taken} bytes taken");
     assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
 }
+
+// ------------------------------------------------------------ multi-line replies
+
+#[test]
+fn multi_line_replies_read_as_one_line_without_stray_spaces() {
+    let fault = FaultServer::builder()
+        .rcpt_hook(|to, _| {
+            to.starts_with("user1@")
+                .then(|| format!("550-\r\n550-5.1.1 <{to}> unknown\r\n550 5.1.1 see the admin"))
+        })
+        .start();
+    let job = Job::new(&smtp(&fault, ", max_attempts: 1"), 2);
+    let out = job.run(&[], &[]);
+    assert_eq!(out.code, 67, "{}", out.stderr);
+    let report = job.report();
+    let r1 = row(&report, "user1@example.test");
+    assert_eq!(r1["status"], "rejected", "{r1:?}");
+    assert_eq!(
+        r1["reply"], "<user1@example.test> unknown see the admin",
+        "{r1:?}"
+    );
+}
