@@ -362,6 +362,9 @@ struct Tx {
     outstanding: usize,
     /// The end of data has been handed to the driver by `take_output`.
     final_handed_out: bool,
+    /// Its MAIL was written behind an end of data whose reply was still
+    /// outstanding (pipelined past the dot).
+    behind_dot: bool,
 }
 
 impl Tx {
@@ -384,11 +387,19 @@ impl Tx {
             Some(m) if !m.is_positive() => return TxResult::Failed(m.clone()),
             Some(_) => {}
         }
+        // 503 to RCPT after an accepted MAIL: the server lost the
+        // transaction it had acknowledged. Bad sequence, not a verdict on
+        // the recipient: the message was not sent.
+        if self.rcpts.iter().flatten().any(|r| r.code == 503) {
+            return TxResult::NotSent;
+        }
         if !self.any_rcpt_ok() {
             return TxResult::NoValidRecipients;
         }
         match &self.last {
             Some(r) if r.is_positive() => TxResult::Accepted(r.clone()),
+            // The same for DATA/BDAT after an accepted recipient.
+            Some(r) if r.code == 503 => TxResult::NotSent,
             Some(r) => TxResult::Failed(r.clone()),
             None => TxResult::NotSent,
         }
@@ -655,6 +666,7 @@ impl Client {
                 next: Step::Mail,
                 outstanding: 0,
                 final_handed_out: false,
+                behind_dot: false,
             },
         );
         self.unwritten.push_back(seq);
@@ -806,11 +818,7 @@ impl Client {
             return;
         }
         if reply.code == 503
-            && matches!(
-                expect,
-                Expect::Mail(_) | Expect::Rcpt(..) | Expect::Data(_) | Expect::Rset
-            )
-            && reply.text().to_ascii_lowercase().contains("pipelin")
+            && self.refuses_after_dot(expect, &reply)
             && !self
                 .config
                 .no_pipelining_after_dot
@@ -1073,6 +1081,10 @@ impl Client {
         }
         match step {
             Step::Mail => {
+                tx.behind_dot = self
+                    .expects
+                    .iter()
+                    .any(|e| matches!(e, Expect::DataEnd(_) | Expect::Bdat(_)));
                 let cmd = Command::MailFrom {
                     addr: tx.tx.mail_from.clone(),
                     size: size_offered.then_some(tx.wire.len()),
@@ -1169,6 +1181,24 @@ impl Client {
         let outcomes = self.drain_txs(|_| TxResult::NotSent);
         self.events.extend(outcomes.into_iter().map(Event::Outcome));
         self.close(CloseReason::Error(err));
+    }
+
+    /// Whether a 503 shows that the server refuses commands pipelined after
+    /// the final dot: it says so (`… pipelined …`), or it accepted a MAIL
+    /// written behind a dot and then lost the transaction (Haraka answers
+    /// the RCPT and DATA that follow with 503).
+    fn refuses_after_dot(&self, expect: Expect, reply: &Reply) -> bool {
+        let says_so = reply.text().to_ascii_lowercase().contains("pipelin");
+        match expect {
+            Expect::Mail(_) | Expect::Rset => says_so,
+            Expect::Rcpt(seq, _) | Expect::Data(seq) => {
+                says_so
+                    || self.txs.get(&seq).is_some_and(|tx| {
+                        tx.behind_dot && tx.mail.as_ref().is_some_and(Reply::is_positive)
+                    })
+            }
+            _ => false,
+        }
     }
 
     /// Wait for the reply to each end of data before writing on.
@@ -1793,6 +1823,29 @@ mod tests {
             assert!(!text.contains(ir.trim_end_matches('=')), "{text}");
             assert!(text.contains("***"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_transaction_lost_behind_the_dot_is_not_sent_and_is_learnt() {
+        // Haraka's shape: MAIL written behind a dot is accepted, then the
+        // transaction is gone, so RCPT and DATA get 503.
+        let cfg = config(TlsMode::None);
+        let shared = cfg.no_pipelining_after_dot.clone();
+        let mut c = ready_with(cfg, EHLO_PIPE);
+        c.submit(tx(1, &["b@b.test"], "one\r\n"));
+        c.submit(tx(2, &["c@c.test"], "two\r\n"));
+        out(&mut c);
+        feed(&mut c, "250 ok\r\n250 ok\r\n354 go\r\n");
+        feed(
+            &mut c,
+            "250 2.0.0 queued\r\n250 2.1.0 sender ok\r\n\
+             503 5.5.1 Use MAIL before RCPT\r\n503 5.5.1 MAIL required first\r\n",
+        );
+        let o = outcomes(&mut c);
+        assert!(matches!(o[0].result, TxResult::Accepted(_)));
+        // Not a rejection of c@: the message never started.
+        assert_eq!((o[1].id, &o[1].result), (2, &TxResult::NotSent));
+        assert!(shared.load(Ordering::SeqCst));
     }
 
     #[test]

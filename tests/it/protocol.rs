@@ -390,8 +390,16 @@ fn an_echoed_xoauth2_token_is_redacted_everywhere() {
 
 #[test]
 fn a_server_refusing_commands_after_the_dot_is_learnt_once() {
+    refusing_after_the_dot(FaultServer::builder().refuse_pipelined_after_dot().start());
+}
+
+#[test]
+fn a_server_forgetting_a_mail_sent_behind_the_dot_is_learnt_once() {
+    refusing_after_the_dot(FaultServer::builder().forget_mail_after_dot().start());
+}
+
+fn refusing_after_the_dot(fault: FaultHandle) {
     let n = 12;
-    let fault = FaultServer::builder().refuse_pipelined_after_dot().start();
     let job = Job::new(&smtp(&fault, ", max_attempts: 5"), n);
     let out = job.run(&["--sessions", "2"], &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);

@@ -81,6 +81,7 @@ impl FaultServer {
                 auth_reply: None,
                 skip_first_rcpt_reply: false,
                 endless_ehlo_reply: false,
+                forget_mail_after_dot: false,
             },
         }
     }
@@ -122,6 +123,7 @@ struct Options {
     auth_reply: Option<String>,
     skip_first_rcpt_reply: bool,
     endless_ehlo_reply: bool,
+    forget_mail_after_dot: bool,
 }
 
 /// Chooses what the fault server offers and which faults it injects.
@@ -303,6 +305,13 @@ impl FaultBuilder {
         self
     }
 
+    /// Haraka's shape of the same rule: a MAIL that arrived after a final
+    /// dot, before its reply, is answered 250 and then forgotten, so the
+    /// RCPT and DATA behind it get 503 (counted as refusals).
+    pub fn forget_mail_after_dot(mut self) -> Self {
+        self.opts.forget_mail_after_dot = true;
+        self
+    }
     /// Answer EHLO with a multi-line reply that never ends (`250-` lines of
     /// 1000 bytes, as fast as the client takes them, up to 256 MiB); the
     /// bytes written are in [`FaultHandle::endless_bytes`].
@@ -967,6 +976,25 @@ impl<'a> Session<'a> {
             self.received_at = Instant::now();
             let line = String::from_utf8_lossy(trim_eol(&raw)).into_owned();
             self.record_command(&line);
+            if self.after_dot > 0 && self.opts.forget_mail_after_dot {
+                self.after_dot = self.after_dot.saturating_sub(raw.len());
+                let upper = line.to_ascii_uppercase();
+                if upper.starts_with("MAIL") {
+                    self.reply("250 2.1.0 sender ok");
+                    self.tx = None;
+                    continue;
+                }
+                if upper.starts_with("RCPT") || upper == "DATA" {
+                    self.state.record().pipelining_refusals += 1;
+                    let what = if upper == "DATA" {
+                        "MAIL required first"
+                    } else {
+                        "Use MAIL before RCPT"
+                    };
+                    self.reply(&format!("503 5.5.1 {what}"));
+                    continue;
+                }
+            }
             if self.after_dot > 0 {
                 self.after_dot = self.after_dot.saturating_sub(raw.len());
                 if !line.eq_ignore_ascii_case("QUIT") {
@@ -1194,7 +1222,7 @@ impl<'a> Session<'a> {
         if !self.inbuf.is_empty() && !self.opts.pipelining {
             self.violation(format!("connection {}: data after end of DATA", self.id));
         }
-        if self.opts.refuse_pipelined_after_dot {
+        if self.opts.refuse_pipelined_after_dot || self.opts.forget_mail_after_dot {
             // What is already here was sent before the dot's reply: Haraka's
             // anti-smuggling rule refuses it.
             let _ = self.read_available();
