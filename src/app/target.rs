@@ -153,7 +153,8 @@ pub fn live(target: &Target, trace: Option<Trace>) -> Result<Live> {
     let credentials = match &settings.username {
         None => None,
         Some(user) => {
-            let secret = job::secrets::resolve(&settings.password)?.ok_or_else(|| {
+            let (source, limit) = (&settings.password, settings.timeout);
+            let secret = job::secrets::resolve_within(source, limit)?.ok_or_else(|| {
                 Error::Auth(format!(
                     "smtp.username is {user} but no password source is set: add password_env, \
                      password_file or password_command"
@@ -180,6 +181,7 @@ pub fn live(target: &Target, trace: Option<Trace>) -> Result<Live> {
         use_chunking: true,
         command_timeout: settings.timeout,
         data_timeout: settings.data_timeout,
+        no_pipelining_after_dot: Default::default(),
     };
     let endpoint = Endpoint {
         host: settings.host.clone(),

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::PasswordSource;
 use crate::error::{Error, Result};
@@ -49,13 +50,23 @@ impl Drop for Secret {
     }
 }
 
+/// How long a `password_command` may run when no other limit is given
+/// (the default `smtp.timeout`).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Fetch the password from its source; `Ok(None)` for [`PasswordSource::None`].
 pub fn resolve(source: &PasswordSource) -> Result<Option<Secret>> {
+    resolve_within(source, COMMAND_TIMEOUT)
+}
+
+/// Like [`resolve`], with a `password_command` stopped (killed) when it runs
+/// longer than `timeout`: an authentication error (exit 77) that says so.
+pub fn resolve_within(source: &PasswordSource, timeout: Duration) -> Result<Option<Secret>> {
     match source {
         PasswordSource::None => Ok(None),
         PasswordSource::Env(name) => from_env(name).map(Some),
         PasswordSource::File(path) => from_file(path).map(Some),
-        PasswordSource::Command(cmd) => from_command(cmd).map(Some),
+        PasswordSource::Command(cmd) => from_command(cmd, timeout).map(Some),
     }
 }
 
@@ -103,28 +114,65 @@ fn from_file(path: &std::path::Path) -> Result<Secret> {
     })
 }
 
-fn from_command(cmd: &str) -> Result<Secret> {
-    let output = Command::new("sh")
+fn from_command(cmd: &str, timeout: Duration) -> Result<Secret> {
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         // Inherited so that gpg/pass prompts and errors reach the user.
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .map_err(|e| {
             Error::Auth(format!(
                 "password_command `{cmd}` could not be started: {e}"
             ))
         })?;
-    if !output.status.success() {
+    // Read on a thread of its own, so a command that writes much cannot
+    // block on a full pipe while we wait for it to exit.
+    let mut pipe = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(p) = pipe.as_mut() {
+            let _ = p.take(64 * 1024).read_to_end(&mut out);
+        }
+        out
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() >= timeout => {
+                // The shell's children too: one left running would keep
+                // the inherited stderr open for whoever reads it.
+                let tree = descendants(child.id());
+                let _ = child.kill();
+                kill_all(&tree);
+                let _ = child.wait();
+                // The reader ends when the pipe closes; it is not waited for.
+                drop(reader);
+                return Err(Error::Auth(format!(
+                    "password_command `{cmd}` did not finish within {}s (smtp.timeout) \
+                     and was stopped",
+                    timeout.as_secs_f64().round()
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                return Err(Error::Auth(format!("password_command `{cmd}`: {e}")));
+            }
+        }
+    };
+    let stdout = reader.join().unwrap_or_default();
+    if !status.success() {
+        let mut stdout = stdout;
+        stdout.fill(0);
         return Err(Error::Auth(format!(
-            "password_command `{cmd}` failed ({})",
-            output.status
+            "password_command `{cmd}` failed ({status})"
         )));
     }
     // The output buffer holds the password; wipe it when done.
-    let mut stdout = output.stdout;
+    let mut stdout = stdout;
     let line = first_line(&stdout[..]);
     stdout.fill(0);
     std::hint::black_box(&stdout);
@@ -135,6 +183,62 @@ fn from_command(cmd: &str) -> Result<Secret> {
         ))),
         Err(e) => Err(Error::Auth(format!("password_command `{cmd}`: {e}"))),
     }
+}
+
+/// The processes below `root`, children before grandchildren (Linux `/proc`;
+/// elsewhere none, and only the shell is stopped).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(
+            parent_of
+                .iter()
+                .filter(|&&(_, pp)| pp == p)
+                .map(|&(c, _)| c),
+        );
+        i += 1;
+    }
+    tree.remove(0);
+    tree
+}
+
+fn kill_all(pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    // kill(1) rather than a libc binding: this path runs once, on a timeout.
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .args(pids.iter().map(u32::to_string))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// The first line without its line ending; `None` if it is empty.
@@ -251,5 +355,29 @@ mod tests {
 
         let err = resolve(&PasswordSource::Command("true".into())).unwrap_err();
         assert!(err.to_string().contains("printed nothing"));
+    }
+
+    #[test]
+    fn a_command_that_hangs_is_stopped_with_what_it_started() {
+        let started = Instant::now();
+        // A pipeline: the shell cannot exec the sleep, so it has a child.
+        let source = PasswordSource::Command("sleep 60 | cat".into());
+        let err = resolve_within(&source, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(err, Error::Auth(_)));
+        let msg = err.to_string();
+        assert!(msg.contains("did not finish"), "{msg}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        // A quick command is unaffected by the limit.
+        let got = resolve_within(
+            &PasswordSource::Command("echo quick".into()),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(got.expose(), "quick");
     }
 }

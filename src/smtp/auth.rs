@@ -91,6 +91,17 @@ impl SaslClient {
         }
     }
 
+    /// Whether a 334 challenge can still be part of this exchange: LOGIN
+    /// has two prompts; PLAIN sends everything in its initial response;
+    /// XOAUTH2 gets at most one challenge, carrying its error.
+    pub fn expects_challenge(&self) -> bool {
+        match self.mech {
+            AuthMech::Login => self.steps < 2,
+            AuthMech::Plain => false,
+            AuthMech::XOAuth2 => self.steps < 1,
+        }
+    }
+
     /// The line answering a 334 challenge (its base64 text, unused: LOGIN
     /// servers word their prompts differently, so the order decides).
     pub fn respond(&mut self, _challenge: &str) -> String {

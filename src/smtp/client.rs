@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use super::auth::{self, SaslClient};
 use super::capabilities::Capabilities;
 use super::command::Command;
 use super::data;
+use super::redact::Redactor;
 use super::reply::{ProtocolError, Reply, ReplyParser};
 use crate::job::AuthMech;
 
@@ -88,6 +90,11 @@ pub struct ClientConfig {
     pub command_timeout: Duration,
     /// Reply timeout after the end of data (RFC 5321 §4.5.3.2: 10 minutes).
     pub data_timeout: Duration,
+    /// The server refuses commands pipelined after the end of data (it
+    /// answered them `503 … pipelined …`): wait for each end-of-data reply
+    /// before writing on. Learnt by one session, shared by every session
+    /// cloned from the same configuration for the rest of the run.
+    pub no_pipelining_after_dot: Arc<AtomicBool>,
 }
 
 impl ClientConfig {
@@ -104,6 +111,7 @@ impl ClientConfig {
             use_chunking: true,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
+            no_pipelining_after_dot: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -209,6 +217,16 @@ pub enum SessionError {
     /// A reply arrived when none was expected.
     #[error("unexpected reply from the server: {0}")]
     Unexpected(Reply),
+    /// A reply cannot be the answer to the command it is paired with: the
+    /// server sent an extra reply or left one out, so no reply of the
+    /// pipelined group can be trusted.
+    #[error("the server's replies are out of step with the commands sent: {command} was answered {reply}")]
+    OutOfStep {
+        /// The command the reply was paired with.
+        command: &'static str,
+        /// The reply.
+        reply: Reply,
+    },
 }
 
 /// The outcome of one transaction.
@@ -278,6 +296,48 @@ enum Expect {
     Quit,
 }
 
+impl Expect {
+    /// The command this reply answers, for messages.
+    fn command(self) -> &'static str {
+        match self {
+            Expect::Greeting => "the greeting",
+            Expect::Ehlo => "EHLO",
+            Expect::Helo => "HELO",
+            Expect::StartTls => "STARTTLS",
+            Expect::Auth => "AUTH",
+            Expect::Mail(_) => "MAIL",
+            Expect::Rcpt(..) => "RCPT",
+            Expect::Data(_) => "DATA",
+            Expect::DataEnd(_) => "the end of data",
+            Expect::Bdat(_) => "BDAT",
+            Expect::Rset => "RSET",
+            Expect::Quit => "QUIT",
+        }
+    }
+
+    /// Whether `reply` can answer this command at all (RFC 5321 §4.3.2,
+    /// RFC 3030 §2). Only 354 answers DATA, nothing else gets a 3xx, and an
+    /// end-of-data success never carries an address status (`2.1.x`, the
+    /// code of a MAIL or RCPT reply). A reply that fails this shows that
+    /// replies and commands have slipped apart.
+    fn admits(self, reply: &Reply) -> bool {
+        let intermediate = reply.is_intermediate();
+        match self {
+            Expect::Greeting | Expect::Quit | Expect::Auth => true,
+            Expect::StartTls => !intermediate,
+            Expect::Data(_) => reply.code == 354 || reply.code >= 400,
+            Expect::DataEnd(_) | Expect::Bdat(_) => {
+                let address_status = reply.enhanced.is_some_and(|e| e.subject == 1);
+                let looks_like_rcpt = reply.is_positive() && address_status;
+                !(intermediate || looks_like_rcpt)
+            }
+            Expect::Ehlo | Expect::Helo | Expect::Mail(_) | Expect::Rcpt(..) | Expect::Rset => {
+                !intermediate
+            }
+        }
+    }
+}
+
 /// The next thing to write for a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -302,6 +362,9 @@ struct Tx {
     outstanding: usize,
     /// The end of data has been handed to the driver by `take_output`.
     final_handed_out: bool,
+    /// Its MAIL was written behind an end of data whose reply was still
+    /// outstanding (pipelined past the dot).
+    behind_dot: bool,
 }
 
 impl Tx {
@@ -324,13 +387,31 @@ impl Tx {
             Some(m) if !m.is_positive() => return TxResult::Failed(m.clone()),
             Some(_) => {}
         }
+        // 503 to RCPT after an accepted MAIL: the server lost the
+        // transaction it had acknowledged. Bad sequence, not a verdict on
+        // the recipient: the message was not sent.
+        if self.rcpts.iter().flatten().any(|r| r.code == 503) {
+            return TxResult::NotSent;
+        }
         if !self.any_rcpt_ok() {
             return TxResult::NoValidRecipients;
         }
         match &self.last {
             Some(r) if r.is_positive() => TxResult::Accepted(r.clone()),
+            // The same for DATA/BDAT after an accepted recipient.
+            Some(r) if r.code == 503 => TxResult::NotSent,
             Some(r) => TxResult::Failed(r.clone()),
             None => TxResult::NotSent,
+        }
+    }
+
+    /// The outcome when the replies cannot be trusted (they slipped out of
+    /// step with the commands): only whether the end of data left counts.
+    fn decide_untrusted(&self) -> TxResult {
+        if self.final_handed_out {
+            TxResult::Uncertain
+        } else {
+            TxResult::NotSent
         }
     }
 
@@ -385,6 +466,9 @@ pub struct Client {
     next_seq: u64,
     /// DATA is out and its reply not handled: nothing may follow it yet.
     blocked: bool,
+    /// The server refuses commands pipelined after the end of data: nothing
+    /// may follow this transaction's end of data before its reply.
+    awaiting_end: Option<u64>,
     rset_pending: bool,
     quitting: bool,
     quit_sent: bool,
@@ -397,12 +481,20 @@ pub struct Client {
     /// write that fails part way takes back the ends it never wrote.
     finals_taken: Vec<(u64, usize)>,
     commands_sent: u64,
+    replies_received: u64,
+    /// Every reply is scrubbed of the credentials' forms before use.
+    redactor: Redactor,
 }
 
 impl Client {
     /// A session about to read the server's greeting.
     pub fn new(config: ClientConfig) -> Self {
         let tls = config.tls == TlsMode::Implicit;
+        let redactor = config
+            .credentials
+            .as_ref()
+            .map(|c| Redactor::new(&c.username, &c.secret))
+            .unwrap_or_default();
         Client {
             config,
             parser: ReplyParser::new(),
@@ -419,6 +511,7 @@ impl Client {
             unwritten: VecDeque::new(),
             next_seq: 0,
             blocked: false,
+            awaiting_end: None,
             rset_pending: false,
             quitting: false,
             quit_sent: false,
@@ -427,6 +520,8 @@ impl Client {
             finals_in_out: Vec::new(),
             finals_taken: Vec::new(),
             commands_sent: 0,
+            replies_received: 0,
+            redactor,
         }
     }
 
@@ -459,7 +554,13 @@ impl Client {
                 self.parser.next_reply().map(|o| o.map(|r| (r, Vec::new())))
             };
             match next {
-                Ok(Some((reply, raw))) => {
+                Ok(Some((mut reply, mut raw))) => {
+                    self.replies_received += 1;
+                    if !self.redactor.is_empty() {
+                        for line in reply.lines.iter_mut().chain(raw.iter_mut()) {
+                            *line = self.redactor.scrub(line);
+                        }
+                    }
                     self.trace
                         .extend(raw.into_iter().map(|l| format!("S: {l}")));
                     self.on_reply(reply);
@@ -565,6 +666,7 @@ impl Client {
                 next: Step::Mail,
                 outstanding: 0,
                 final_handed_out: false,
+                behind_dot: false,
             },
         );
         self.unwritten.push_back(seq);
@@ -664,6 +766,12 @@ impl Client {
         self.commands_sent
     }
 
+    /// Complete replies parsed so far; the driver starts a new reply
+    /// deadline whenever this changes.
+    pub fn replies_received(&self) -> u64 {
+        self.replies_received
+    }
+
     fn push_trace(&mut self, line: String) {
         if self.tracing {
             self.trace.push(line);
@@ -704,6 +812,23 @@ impl Client {
         if reply.code == 421 && !matches!(expect, Expect::Greeting | Expect::Quit) {
             self.service_closing(reply, Some(expect));
             return;
+        }
+        if !expect.admits(&reply) {
+            self.out_of_step(expect, reply);
+            return;
+        }
+        if reply.code == 503
+            && self.refuses_after_dot(expect, &reply)
+            && !self
+                .config
+                .no_pipelining_after_dot
+                .swap(true, Ordering::SeqCst)
+        {
+            self.push_trace(
+                "-- the server refuses commands pipelined after the end of data: \
+                 each end-of-data reply is awaited from now on"
+                    .to_string(),
+            );
         }
         match expect {
             Expect::Greeting => {
@@ -788,22 +913,28 @@ impl Client {
                     self.check_done(seq);
                     return;
                 }
+                if !(tx.mail.as_ref().is_some_and(Reply::is_positive) && tx.any_rcpt_ok()) {
+                    // 354 although MAIL or every RCPT was refused: the server
+                    // has a transaction this client does not know of. Even an
+                    // empty body would deliver a message, so end the session.
+                    self.out_of_step(expect, reply);
+                    return;
+                }
                 tx.outstanding += 1;
                 self.expects.push_back(Expect::DataEnd(seq));
-                if tx.mail.as_ref().is_some_and(Reply::is_positive) && tx.any_rcpt_ok() {
-                    let mut bytes = Vec::with_capacity(tx.wire.len() + 16);
-                    data::dot_stuff(&tx.wire, &mut bytes);
-                    tx.wire = Vec::new();
-                    let n = bytes.len();
-                    self.send_data(seq, &bytes, n);
-                } else {
-                    // A broken server said 354 with no valid recipient: end
-                    // the empty data at once rather than send the message.
-                    self.out.extend_from_slice(b".\r\n");
-                    self.push_trace("C: .".to_string());
+                let mut bytes = Vec::with_capacity(tx.wire.len() + 16);
+                data::dot_stuff(&tx.wire, &mut bytes);
+                tx.wire = Vec::new();
+                let n = bytes.len();
+                self.send_data(seq, &bytes, n);
+                if self.dot_barrier() {
+                    self.awaiting_end = Some(seq);
                 }
             }
             Expect::DataEnd(seq) | Expect::Bdat(seq) => {
+                if self.awaiting_end == Some(seq) {
+                    self.awaiting_end = None;
+                }
                 if let Some(tx) = self.txs.get_mut(&seq) {
                     tx.outstanding -= 1;
                     tx.last = Some(reply);
@@ -815,15 +946,22 @@ impl Client {
         }
     }
 
+    /// Only 235 is a login (RFC 4954 §6). A 334 beyond the mechanism's
+    /// steps, or any other 2xx/3xx, fails the AUTH rather than looping or
+    /// going on unauthenticated.
     fn on_auth_reply(&mut self, reply: Reply) {
-        if reply.code == 334 {
+        let wants = self
+            .sasl
+            .as_ref()
+            .is_some_and(SaslClient::expects_challenge);
+        if reply.code == 334 && wants {
             let challenge = reply.lines.first().cloned().unwrap_or_default();
             let line = match self.sasl.as_mut() {
                 Some(s) => s.respond(&challenge),
                 None => "*".to_string(),
             };
             self.send(Command::AuthResponse(line), Some(Expect::Auth));
-        } else if reply.is_positive() {
+        } else if reply.code == 235 {
             self.sasl = None;
             self.become_ready();
         } else {
@@ -885,7 +1023,10 @@ impl Client {
             return;
         }
         loop {
-            if self.blocked || (!self.pipelining && !self.expects.is_empty()) {
+            if self.blocked
+                || self.awaiting_end.is_some()
+                || (!self.pipelining && !self.expects.is_empty())
+            {
                 break;
             }
             if self.rset_pending {
@@ -911,6 +1052,7 @@ impl Client {
             && !self.quit_sent
             && self.txs.is_empty()
             && !self.blocked
+            && self.awaiting_end.is_none()
             && (self.pipelining || self.expects.is_empty())
         {
             self.quit_sent = true;
@@ -939,6 +1081,10 @@ impl Client {
         }
         match step {
             Step::Mail => {
+                tx.behind_dot = self
+                    .expects
+                    .iter()
+                    .any(|e| matches!(e, Expect::DataEnd(_) | Expect::Bdat(_)));
                 let cmd = Command::MailFrom {
                     addr: tx.tx.mail_from.clone(),
                     size: size_offered.then_some(tx.wire.len()),
@@ -961,6 +1107,9 @@ impl Client {
                 let size = wire.len();
                 self.send(Command::Bdat { size, last: true }, Some(Expect::Bdat(seq)));
                 self.send_data(seq, &wire, size);
+                if self.dot_barrier() {
+                    self.awaiting_end = Some(seq);
+                }
                 false
             }
             Step::Final => {
@@ -1020,6 +1169,7 @@ impl Client {
         self.phase = Phase::Closed;
         self.expects.clear();
         self.blocked = false;
+        self.awaiting_end = None;
         self.sasl = None;
         self.events.push_back(Event::Closed(reason));
     }
@@ -1031,6 +1181,42 @@ impl Client {
         let outcomes = self.drain_txs(|_| TxResult::NotSent);
         self.events.extend(outcomes.into_iter().map(Event::Outcome));
         self.close(CloseReason::Error(err));
+    }
+
+    /// Whether a 503 shows that the server refuses commands pipelined after
+    /// the final dot: it says so (`… pipelined …`), or it accepted a MAIL
+    /// written behind a dot and then lost the transaction (Haraka answers
+    /// the RCPT and DATA that follow with 503).
+    fn refuses_after_dot(&self, expect: Expect, reply: &Reply) -> bool {
+        let says_so = reply.text().to_ascii_lowercase().contains("pipelin");
+        match expect {
+            Expect::Mail(_) | Expect::Rset => says_so,
+            Expect::Rcpt(seq, _) | Expect::Data(seq) => {
+                says_so
+                    || self.txs.get(&seq).is_some_and(|tx| {
+                        tx.behind_dot && tx.mail.as_ref().is_some_and(Reply::is_positive)
+                    })
+            }
+            _ => false,
+        }
+    }
+
+    /// Wait for the reply to each end of data before writing on.
+    fn dot_barrier(&self) -> bool {
+        self.pipelining && self.config.no_pipelining_after_dot.load(Ordering::SeqCst)
+    }
+
+    /// A reply that cannot answer its command: replies and commands slipped
+    /// apart, so none of the replies to unfinished transactions is trusted.
+    /// Each is `Uncertain` if its end of data left, else not sent.
+    fn out_of_step(&mut self, expect: Expect, reply: Reply) {
+        self.take_output_discard();
+        let outcomes = self.drain_txs(Tx::decide_untrusted);
+        self.events.extend(outcomes.into_iter().map(Event::Outcome));
+        self.close(CloseReason::Error(SessionError::OutOfStep {
+            command: expect.command(),
+            reply,
+        }));
     }
 
     /// The stream cannot be trusted: write nothing more and close.
@@ -1491,6 +1677,222 @@ mod tests {
     }
 
     #[test]
+    fn a_250_to_data_is_out_of_step_and_the_message_is_not_sent() {
+        let mut c = ready(EHLO_PIPE);
+        c.submit(tx(1, &["b@b.test"], "one\r\n"));
+        out(&mut c);
+        // The body never left: no 354 came.
+        assert_eq!(feed(&mut c, "250 ok\r\n250 ok\r\n250 2.0.0 ok\r\n"), "");
+        let ev = events(&mut c);
+        assert!(
+            ev.iter().any(
+                |e| matches!(e, Event::Outcome(o) if o.id == 1 && o.result == TxResult::NotSent)
+            ),
+            "{ev:?}"
+        );
+        assert!(
+            matches!(
+                ev.last(),
+                Some(Event::Closed(CloseReason::Error(SessionError::OutOfStep {
+                    command: "DATA",
+                    ..
+                })))
+            ),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn an_extra_reply_in_a_pipelined_data_group_shifts_no_outcome() {
+        let mut c = ready(EHLO_PIPE);
+        c.submit(tx(1, &["b@b.test", "c@c.test"], "one\r\n"));
+        out(&mut c);
+        // One 250 too many after MAIL: the 550 of b@ lands on c@'s RCPT and
+        // c@'s 250 on DATA, which only 354 can answer.
+        feed(
+            &mut c,
+            "250 2.1.0 ok\r\n250 2.1.0 ok\r\n550 5.1.1 no b\r\n250 2.1.5 ok\r\n",
+        );
+        let ev = events(&mut c);
+        let o: Vec<&TxOutcome> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Outcome(o) => Some(o),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(o.len(), 1, "{ev:?}");
+        assert_eq!(o[0].result, TxResult::NotSent);
+        assert!(matches!(
+            ev.last(),
+            Some(Event::Closed(CloseReason::Error(
+                SessionError::OutOfStep { .. }
+            )))
+        ));
+    }
+
+    #[test]
+    fn an_extra_reply_in_a_pipelined_bdat_group_is_caught_at_the_end_of_data() {
+        let mut c = ready(EHLO_FULL);
+        c.submit(tx(1, &["b@b.test"], "one\r\n"));
+        c.submit(tx(2, &["c@c.test"], "two\r\n"));
+        out(&mut c);
+        // MAIL gets two replies; BDAT would get the RCPT's 2.1.5.
+        feed(
+            &mut c,
+            "250 2.1.0 ok\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.0.0 queued\r\n",
+        );
+        let ev = events(&mut c);
+        assert!(
+            !ev.iter().any(
+                |e| matches!(e, Event::Outcome(o) if matches!(o.result, TxResult::Accepted(_)))
+            ),
+            "{ev:?}"
+        );
+        // The BDAT chunks left, so the outcome is unknown rather than sent.
+        assert!(ev.iter().all(|e| match e {
+            Event::Outcome(o) => o.result == TxResult::NotSent || o.result == TxResult::Uncertain,
+            _ => true,
+        }));
+        assert!(matches!(
+            ev.last(),
+            Some(Event::Closed(CloseReason::Error(SessionError::OutOfStep {
+                command: "BDAT",
+                ..
+            })))
+        ));
+    }
+
+    #[test]
+    fn only_235_is_a_login() {
+        for answer in [
+            "250 2.0.0 ok\r\n",
+            "220 hi\r\n",
+            "334 again\r\n",
+            "354 what\r\n",
+        ] {
+            let mut cfg = config(TlsMode::Implicit);
+            cfg.credentials = Some(creds(Some(AuthMech::Plain)));
+            let mut c = Client::new(cfg);
+            feed(&mut c, "220 mx\r\n");
+            feed(&mut c, "250-mx\r\n250 AUTH PLAIN\r\n");
+            assert_eq!(feed(&mut c, answer), "QUIT\r\n", "{answer}");
+            let ev = events(&mut c);
+            assert!(!ev.contains(&Event::Ready), "{answer}: {ev:?}");
+            assert!(
+                matches!(
+                    ev.last(),
+                    Some(Event::Closed(CloseReason::Error(SessionError::AuthFailed(
+                        _
+                    ))))
+                ),
+                "{answer}: {ev:?}"
+            );
+        }
+        // LOGIN answers its two prompts, and a third 334 ends it.
+        let mut cfg = config(TlsMode::Implicit);
+        cfg.credentials = Some(creds(Some(AuthMech::Login)));
+        let mut c = Client::new(cfg);
+        feed(&mut c, "220 mx\r\n");
+        feed(&mut c, "250-mx\r\n250 AUTH LOGIN\r\n");
+        assert_ne!(feed(&mut c, "334 VXNlcm5hbWU6\r\n"), "QUIT\r\n");
+        assert_ne!(feed(&mut c, "334 UGFzc3dvcmQ6\r\n"), "QUIT\r\n");
+        assert_eq!(feed(&mut c, "334 UGFzc3dvcmQ6\r\n"), "QUIT\r\n");
+        assert!(matches!(closed_error(&mut c), SessionError::AuthFailed(_)));
+    }
+
+    #[test]
+    fn echoed_secrets_are_masked_in_replies_and_the_trace() {
+        let mut cfg = config(TlsMode::Implicit);
+        cfg.credentials = Some(creds(Some(AuthMech::Plain)));
+        let mut c = Client::new(cfg);
+        feed(&mut c, "220 mx\r\n");
+        let ir = auth::plain_initial("me@163.com", "s3cret!");
+        assert_eq!(
+            feed(&mut c, "250-mx\r\n250 AUTH PLAIN\r\n"),
+            format!("AUTH PLAIN {ir}\r\n")
+        );
+        feed(
+            &mut c,
+            &format!("535-5.7.8 you sent {ir}\r\n535 5.7.8 s3cret! is wrong\r\n"),
+        );
+        let trace = c.take_trace().join("\n");
+        let err = closed_error(&mut c).to_string();
+        for text in [&trace, &err] {
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(!text.contains(ir.trim_end_matches('=')), "{text}");
+            assert!(text.contains("***"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_transaction_lost_behind_the_dot_is_not_sent_and_is_learnt() {
+        // Haraka's shape: MAIL written behind a dot is accepted, then the
+        // transaction is gone, so RCPT and DATA get 503.
+        let cfg = config(TlsMode::None);
+        let shared = cfg.no_pipelining_after_dot.clone();
+        let mut c = ready_with(cfg, EHLO_PIPE);
+        c.submit(tx(1, &["b@b.test"], "one\r\n"));
+        c.submit(tx(2, &["c@c.test"], "two\r\n"));
+        out(&mut c);
+        feed(&mut c, "250 ok\r\n250 ok\r\n354 go\r\n");
+        feed(
+            &mut c,
+            "250 2.0.0 queued\r\n250 2.1.0 sender ok\r\n\
+             503 5.5.1 Use MAIL before RCPT\r\n503 5.5.1 MAIL required first\r\n",
+        );
+        let o = outcomes(&mut c);
+        assert!(matches!(o[0].result, TxResult::Accepted(_)));
+        // Not a rejection of c@: the message never started.
+        assert_eq!((o[1].id, &o[1].result), (2, &TxResult::NotSent));
+        assert!(shared.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_refusal_of_commands_after_the_dot_stops_pipelining_past_it() {
+        let cfg = config(TlsMode::None);
+        let shared = cfg.no_pipelining_after_dot.clone();
+        let mut c = ready_with(cfg.clone(), EHLO_PIPE);
+        c.submit(tx(1, &["b@b.test"], "one\r\n"));
+        c.submit(tx(2, &["c@c.test"], "two\r\n"));
+        out(&mut c);
+        assert_eq!(
+            feed(&mut c, "250 ok\r\n250 ok\r\n354 go\r\n"),
+            "one\r\n.\r\nMAIL FROM:<from@a.test> SIZE=5\r\nRCPT TO:<c@c.test>\r\nDATA\r\n"
+        );
+        feed(
+            &mut c,
+            "250 2.0.0 queued\r\n503 5.5.0 Command pipelined after DATA\r\n\
+             503 5.5.1 need MAIL\r\n503 5.5.1 need MAIL\r\n",
+        );
+        let o = outcomes(&mut c);
+        assert!(matches!(o[0].result, TxResult::Accepted(_)));
+        assert_eq!((o[1].id, &o[1].result), (2, &TxResult::NotSent));
+        assert!(shared.load(Ordering::SeqCst), "learnt for every session");
+
+        // A new session with the same configuration waits after each dot.
+        let mut c = ready_with(cfg, EHLO_PIPE);
+        c.submit(tx(3, &["d@d.test"], "three\r\n"));
+        c.submit(tx(4, &["e@e.test"], "four\r\n"));
+        out(&mut c);
+        assert_eq!(
+            feed(&mut c, "250 ok\r\n250 ok\r\n354 go\r\n"),
+            "three\r\n.\r\n"
+        );
+        assert_eq!(
+            feed(&mut c, "250 queued\r\n"),
+            "MAIL FROM:<from@a.test> SIZE=6\r\nRCPT TO:<e@e.test>\r\nDATA\r\n"
+        );
+        assert_eq!(
+            feed(&mut c, "250 ok\r\n250 ok\r\n354 go\r\n"),
+            "four\r\n.\r\n"
+        );
+        c.quit();
+        assert_eq!(out(&mut c), "", "QUIT waits for the dot's reply too");
+        assert_eq!(feed(&mut c, "250 queued\r\n"), "QUIT\r\n");
+    }
+
+    #[test]
     fn pipelined_data_sends_next_commands_with_the_dot() {
         let mut c = ready(EHLO_PIPE);
         c.submit(tx(1, &["b@b.test", "c@c.test"], "one\r\n"));
@@ -1675,13 +2077,32 @@ mod tests {
     }
 
     #[test]
-    fn broken_server_354_without_recipients_gets_only_the_dot() {
+    fn broken_server_354_without_recipients_gets_nothing_not_even_a_dot() {
         let mut c = ready(EHLO_PIPE);
         c.submit(tx(1, &["b@b.test"], "secret body"));
         out(&mut c);
-        assert_eq!(feed(&mut c, "250 ok\r\n550 no\r\n354 go\r\n"), ".\r\n");
-        assert_eq!(feed(&mut c, "250 empty message\r\n"), "RSET\r\n");
-        assert_eq!(outcomes(&mut c)[0].result, TxResult::NoValidRecipients);
+        // A dot would deliver an empty message to whatever the server holds.
+        assert_eq!(feed(&mut c, "250 ok\r\n550 no\r\n354 go\r\n"), "");
+        let ev = events(&mut c);
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::Outcome(o) if o.result == TxResult::NotSent)),
+            "{ev:?}"
+        );
+        assert!(matches!(
+            ev.last(),
+            Some(Event::Closed(CloseReason::Error(
+                SessionError::OutOfStep { .. }
+            )))
+        ));
+        let mut c = ready(EHLO_PIPE);
+        c.submit(tx(1, &["b@b.test"], "secret body"));
+        out(&mut c);
+        assert_eq!(feed(&mut c, "503 nested MAIL\r\n250 ok\r\n354 go\r\n"), "");
+        assert!(matches!(
+            closed_error(&mut c),
+            SessionError::OutOfStep { .. }
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
@@ -140,6 +140,10 @@ pub struct Session<'h> {
     id: usize,
     buf: Vec<u8>,
     commit: Option<CommitHook<'h>>,
+    /// When the reply being waited for must be complete, and how many
+    /// replies had arrived when that wait began (RFC 5321 §4.5.3.2: the
+    /// timeout bounds each whole reply, not the gap between two bytes).
+    deadline: Option<(Instant, u64)>,
 }
 
 impl<'h> Session<'h> {
@@ -169,6 +173,7 @@ impl<'h> Session<'h> {
             id,
             buf: vec![0; 64 * 1024],
             commit: None,
+            deadline: None,
         };
         if let Some(t) = &session.trace {
             let how = if endpoint.implicit_tls {
@@ -216,6 +221,7 @@ impl<'h> Session<'h> {
                 return Ok(ev);
             }
             if !self.client.wants_read() {
+                self.deadline = None;
                 // Nothing to read and nothing to report: the core waits for the caller.
                 return Err(SessionFailure::Io(io::Error::new(
                     io::ErrorKind::WouldBlock,
@@ -312,8 +318,18 @@ impl<'h> Session<'h> {
 
     fn read_once(&mut self) -> Result<(), SessionFailure> {
         let timeout = self.client.read_timeout();
+        let replies = self.client.replies_received();
+        let deadline = match self.deadline {
+            Some((at, seen)) if seen == replies => at,
+            _ => {
+                let at = Instant::now() + timeout;
+                self.deadline = Some((at, replies));
+                at
+            }
+        };
         if let Some(d) = self.transport.duplex() {
-            d.set_read_timeout(Some(timeout));
+            d.set_read_timeout(None);
+            d.set_read_deadline(Some(deadline));
         }
         match self.transport.read(&mut self.buf) {
             Ok(0) => Err(SessionFailure::Io(io::Error::new(
@@ -386,7 +402,9 @@ fn handshake(
     let name = tls::server_name(&endpoint.host).map_err(|e| SessionFailure::Tls(e.to_string()))?;
     let mut conn = ClientConnection::new(endpoint.tls.clone(), name)
         .map_err(|e| SessionFailure::Tls(e.to_string()))?;
-    tcp.set_read_timeout(Some(endpoint.connect_timeout));
+    // The whole handshake, not each read of it, is bounded.
+    tcp.set_read_deadline(Some(Instant::now() + endpoint.connect_timeout));
+    tcp.set_read_timeout(None);
     let _ = tcp.tcp().set_write_timeout(Some(endpoint.connect_timeout));
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| {

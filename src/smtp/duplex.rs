@@ -16,18 +16,28 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Most bytes received and not yet read that the reader thread holds. Far
+/// more than the replies to every unanswered command (a few hundred KiB),
+/// yet bounded: past it the thread stops taking bytes off the socket until
+/// the session reads, so a hostile server cannot fill the memory.
+pub const MAX_BUFFERED: usize = 16 << 20;
+
 /// What the reader thread has received and not yet handed out.
 #[derive(Default)]
 struct Inbox {
     data: VecDeque<u8>,
     /// The end of the stream: `None` at EOF, or the error that ended it.
     end: Option<Option<io::ErrorKind>>,
+    /// The socket is being dropped: the reader must stop waiting for room.
+    closing: bool,
 }
 
 #[derive(Default)]
 struct Shared {
     inbox: Mutex<Inbox>,
     arrived: Condvar,
+    /// Signalled when a read makes room in a full inbox.
+    drained: Condvar,
 }
 
 /// The socket: writes go straight to it, reads come from the reader thread.
@@ -35,6 +45,7 @@ pub struct Duplex {
     tcp: TcpStream,
     shared: Arc<Shared>,
     read_timeout: Option<Duration>,
+    read_deadline: Option<Instant>,
     reader: Option<JoinHandle<()>>,
 }
 
@@ -50,6 +61,15 @@ impl Duplex {
             .spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
+                    {
+                        let mut inbox = sink.inbox.lock().unwrap_or_else(|e| e.into_inner());
+                        while inbox.data.len() >= MAX_BUFFERED && !inbox.closing {
+                            inbox = sink.drained.wait(inbox).unwrap_or_else(|e| e.into_inner());
+                        }
+                        if inbox.closing {
+                            return;
+                        }
+                    }
                     let result = source.read(&mut buf);
                     let mut inbox = sink.inbox.lock().unwrap_or_else(|e| e.into_inner());
                     match result {
@@ -70,6 +90,7 @@ impl Duplex {
             tcp,
             shared,
             read_timeout: None,
+            read_deadline: None,
             reader: Some(reader),
         })
     }
@@ -83,6 +104,19 @@ impl Duplex {
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
     }
+
+    /// A point in time no read waits past, whatever the read timeout says
+    /// (`None`: the read timeout alone applies). Every read before it,
+    /// however many, shares it: a server trickling bytes cannot extend it.
+    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+        self.read_deadline = deadline;
+    }
+
+    /// Bytes received and not yet read.
+    pub fn buffered(&self) -> usize {
+        let inbox = self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        inbox.data.len()
+    }
 }
 
 impl Read for Duplex {
@@ -90,7 +124,11 @@ impl Read for Duplex {
         if buf.is_empty() {
             return Ok(0);
         }
-        let deadline = self.read_timeout.map(|t| Instant::now() + t);
+        let by_timeout = self.read_timeout.map(|t| Instant::now() + t);
+        let deadline = match (by_timeout, self.read_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let mut inbox = self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if !inbox.data.is_empty() {
@@ -98,6 +136,7 @@ impl Read for Duplex {
                 for (dst, src) in buf.iter_mut().zip(inbox.data.drain(..n)) {
                     *dst = src;
                 }
+                self.shared.drained.notify_all();
                 return Ok(n);
             }
             match inbox.end {
@@ -138,7 +177,12 @@ impl Write for Duplex {
 
 impl Drop for Duplex {
     fn drop(&mut self) {
-        // Ends the reader's blocking read.
+        // Ends the reader's blocking read, or its wait for room.
+        {
+            let mut inbox = self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            inbox.closing = true;
+        }
+        self.shared.drained.notify_all();
         let _ = self.tcp.shutdown(Shutdown::Both);
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
@@ -180,6 +224,67 @@ mod tests {
         let err = duplex.read(&mut [0u8; 16]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn an_endless_stream_is_held_only_up_to_the_limit() {
+        let (duplex, server) = pair();
+        let writer = std::thread::spawn(move || {
+            let mut server = server;
+            let chunk = vec![b'2'; 1 << 20];
+            let mut sent = 0usize;
+            // Stops when the client goes away (or after 256 MiB).
+            while sent < 256 << 20 && server.write_all(&chunk).is_ok() {
+                sent += chunk.len();
+            }
+            sent
+        });
+        // Give the server time to write far more than the limit.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(2) && duplex.buffered() < MAX_BUFFERED {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            duplex.buffered() <= MAX_BUFFERED + 64 * 1024,
+            "{} bytes held",
+            duplex.buffered()
+        );
+        drop(duplex);
+        let sent = writer.join().unwrap();
+        assert!(sent < 256 << 20, "the server was never held back");
+    }
+
+    #[test]
+    fn a_deadline_bounds_every_read_before_it() {
+        let (mut duplex, mut server) = pair();
+        duplex.set_read_timeout(Some(Duration::from_secs(10)));
+        duplex.set_read_deadline(Some(Instant::now() + Duration::from_millis(300)));
+        let trickle = std::thread::spawn(move || {
+            for _ in 0..20 {
+                if server.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let started = Instant::now();
+        let mut got = 0;
+        let err = loop {
+            match duplex.read(&mut [0u8; 16]) {
+                Ok(n) => got += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(got > 0);
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(duplex);
+        trickle.join().unwrap();
     }
 
     #[test]

@@ -9,5 +9,6 @@ pub mod command;
 pub mod connection;
 pub mod data;
 pub mod duplex;
+pub mod redact;
 pub mod reply;
 pub mod tls;

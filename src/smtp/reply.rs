@@ -16,6 +16,11 @@ pub const MAX_LINE: usize = 2048;
 /// Most lines accepted in one multi-line reply (an EHLO reply has ~20).
 pub const MAX_LINES: usize = 1000;
 
+/// Most bytes accepted in one reply, all its lines together. A hostile
+/// server sending an endless multi-line reply is cut off here, so the
+/// memory one reply can take stays small.
+pub const MAX_REPLY: usize = 64 * 1024;
+
 /// An RFC 3463 enhanced status code such as `5.1.1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EnhancedCode {
@@ -75,9 +80,20 @@ impl Reply {
         (500..600).contains(&self.code)
     }
 
-    /// All lines joined by a space.
+    /// The lines' texts joined by one space; empty lines (a bare `250-`)
+    /// add nothing, so the text never starts or ends with a space.
     pub fn text(&self) -> String {
-        self.lines.join(" ")
+        let mut out = String::new();
+        for line in self.lines.iter().map(|l| l.trim()) {
+            if line.is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(line);
+        }
+        out
     }
 }
 
@@ -263,6 +279,13 @@ impl ReplyParser {
                 }
             }
             self.pending.push((begin, end));
+            let size = self.pos - self.pending[0].0;
+            if size > MAX_REPLY {
+                return Err(ProtocolError(format!(
+                    "malformed SMTP reply: longer than {} KiB",
+                    MAX_REPLY / 1024
+                )));
+            }
             if self.pending.len() > MAX_LINES {
                 return Err(ProtocolError(format!(
                     "malformed SMTP reply: more than {MAX_LINES} lines"
@@ -618,6 +641,34 @@ mod tests {
         ok.extend(std::iter::repeat_n(b'a', MAX_LINE - 4));
         ok.extend(b"\r\n");
         assert_eq!(one(&ok).lines[0].len(), MAX_LINE - 4);
+    }
+
+    #[test]
+    fn multi_line_text_has_no_leading_or_doubled_space() {
+        let r = one(b"550-\r\n550-5.1.1 no such user\r\n550 5.1.1 try again\r\n");
+        assert_eq!(r.text(), "no such user try again");
+        assert_eq!(r.to_string(), "550 5.1.1 no such user try again");
+        let r = one(b"451-4.3.0 \r\n451 4.3.0 later\r\n");
+        assert_eq!(r.to_string(), "451 4.3.0 later");
+    }
+
+    #[test]
+    fn a_reply_larger_than_the_limit_is_an_error_in_bounded_memory() {
+        // Lines within MAX_LINE, fewer than MAX_LINES, but too many bytes in all.
+        let line = format!("250-{}\r\n", "y".repeat(1000));
+        let mut p = ReplyParser::new();
+        let mut fed = 0;
+        let err = loop {
+            p.feed(line.as_bytes());
+            fed += line.len();
+            match p.next_reply() {
+                Ok(None) => assert!(fed < 2 * MAX_REPLY, "no error after {fed} bytes"),
+                Ok(Some(r)) => panic!("a reply came out: {}", r.code),
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains("longer than"), "{err}");
+        assert!(fed <= MAX_REPLY + line.len());
     }
 
     #[test]

@@ -10,5 +10,6 @@ mod capture;
 mod cli;
 mod everyday;
 mod interop;
+mod protocol;
 mod run;
 mod smtp;

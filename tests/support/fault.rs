@@ -77,6 +77,16 @@ impl FaultServer {
                 inject_after_starttls: None,
                 tls_garbage_after_starttls: false,
                 max_connections: None,
+                trickle_from: None,
+                extra_reply_after_first_mail: false,
+                refuse_pipelined_after_dot: false,
+                echo_auth: false,
+                data_end_delay: Duration::ZERO,
+                data_reply: None,
+                auth_reply: None,
+                skip_first_rcpt_reply: false,
+                endless_ehlo_reply: false,
+                forget_mail_after_dot: false,
             },
         }
     }
@@ -110,6 +120,16 @@ struct Options {
     inject_after_starttls: Option<String>,
     tls_garbage_after_starttls: bool,
     max_connections: Option<usize>,
+    trickle_from: Option<(usize, Duration)>,
+    extra_reply_after_first_mail: bool,
+    refuse_pipelined_after_dot: bool,
+    echo_auth: bool,
+    data_end_delay: Duration,
+    data_reply: Option<String>,
+    auth_reply: Option<String>,
+    skip_first_rcpt_reply: bool,
+    endless_ehlo_reply: bool,
+    forget_mail_after_dot: bool,
 }
 
 /// Chooses what the fault server offers and which faults it injects.
@@ -246,6 +266,75 @@ impl FaultBuilder {
         self
     }
 
+    /// From the `n`-th reply of each connection on (0 = the greeting), send
+    /// replies one byte per `pause`: a server that trickles.
+    pub fn trickle_from(mut self, n: usize, pause: Duration) -> Self {
+        self.opts.trickle_from = Some((n, pause));
+        self
+    }
+    /// The first MAIL of the first connection gets two `250` replies instead
+    /// of one: an extra reply inside a pipelined group.
+    pub fn extra_reply_after_first_mail(mut self) -> Self {
+        self.opts.extra_reply_after_first_mail = true;
+        self
+    }
+    /// Like Haraka: commands that arrived after the final dot, before its
+    /// reply went out, are answered `503 5.5.0 Command pipelined after DATA`
+    /// and not carried out (counted by [`FaultHandle::pipelining_refusals`]).
+    pub fn refuse_pipelined_after_dot(mut self) -> Self {
+        self.opts.refuse_pipelined_after_dot = true;
+        self
+    }
+    /// Every AUTH fails, and the server quotes what it got: the 535 names the
+    /// payload and the decoded password; XOAUTH2 first gets a 334 echoing it.
+    pub fn echo_auth(mut self) -> Self {
+        self.opts.echo_auth = true;
+        self.opts.auth = true;
+        self
+    }
+    /// The reply to the end of data (final dot or `BDAT LAST`) leaves this
+    /// much later than the other replies.
+    pub fn data_end_delay(mut self, delay: Duration) -> Self {
+        self.opts.data_end_delay = delay;
+        self
+    }
+    /// On the first connection, answer DATA with `line` instead of 354 (and
+    /// expect no body).
+    pub fn data_reply(mut self, line: &str) -> Self {
+        self.opts.data_reply = Some(line.into());
+        self
+    }
+
+    /// Answer every AUTH with `line` (offering AUTH PLAIN LOGIN), whatever
+    /// was sent: e.g. a 250 that is not a login.
+    pub fn auth_reply(mut self, line: &str) -> Self {
+        self.opts.auth = true;
+        self.opts.auth_reply = Some(line.into());
+        self
+    }
+
+    /// The first RCPT of the first connection is carried out but gets no
+    /// reply: a reply missing from a pipelined group.
+    pub fn skip_first_rcpt_reply(mut self) -> Self {
+        self.opts.skip_first_rcpt_reply = true;
+        self
+    }
+
+    /// Haraka's shape of the same rule: a MAIL that arrived after a final
+    /// dot, before its reply, is answered 250 and then forgotten, so the
+    /// RCPT and DATA behind it get 503 (counted as refusals).
+    pub fn forget_mail_after_dot(mut self) -> Self {
+        self.opts.forget_mail_after_dot = true;
+        self
+    }
+    /// Answer EHLO with a multi-line reply that never ends (`250-` lines of
+    /// 1000 bytes, as fast as the client takes them, up to 256 MiB); the
+    /// bytes written are in [`FaultHandle::endless_bytes`].
+    pub fn endless_ehlo_reply(mut self) -> Self {
+        self.opts.endless_ehlo_reply = true;
+        self
+    }
+
     /// Binds 127.0.0.1:0 and starts accepting in the background.
     pub fn start(self) -> FaultHandle {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault server");
@@ -310,6 +399,8 @@ pub struct ConnectionStats {
 
 #[derive(Default)]
 struct Record {
+    pipelining_refusals: usize,
+    endless_bytes: usize,
     messages: Vec<Message>,
     unacknowledged: Vec<Message>,
     commands: Vec<(usize, String)>,
@@ -405,6 +496,16 @@ impl FaultHandle {
     /// PIPELINING every command does).
     pub fn pipelining_violations(&self) -> Vec<String> {
         self.state.record().violations.clone()
+    }
+    /// Bytes of the endless EHLO reply the client took before it left
+    /// (see [`FaultBuilder::endless_ehlo_reply`]).
+    pub fn endless_bytes(&self) -> usize {
+        self.state.record().endless_bytes
+    }
+    /// Commands refused because they were pipelined after a final dot
+    /// (see [`FaultBuilder::refuse_pipelined_after_dot`]).
+    pub fn pipelining_refusals(&self) -> usize {
+        self.state.record().pipelining_refusals
     }
     /// Waits until at least `n` messages were accepted, or `timeout` passes.
     pub fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<Message> {
@@ -531,8 +632,29 @@ fn writer_loop(
     rx: mpsc::Receiver<Outgoing>,
     trickle: bool,
     abort: Arc<AtomicBool>,
+    trickle_from: Option<(usize, Duration)>,
 ) {
-    for out in rx {
+    for (n, out) in rx.into_iter().enumerate() {
+        if let Some((_, pause)) = trickle_from.filter(|&(from, _)| n >= from) {
+            let mut result = Ok(());
+            for b in &out.bytes {
+                if abort.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(pause);
+                result = send_bytes(&sock, &tls, std::slice::from_ref(b));
+                if result.is_err() {
+                    break;
+                }
+            }
+            if result.is_err() {
+                return;
+            }
+            if let Some(ack) = out.sent {
+                let _ = ack.send(());
+            }
+            continue;
+        }
         let now = Instant::now();
         if out.due > now {
             std::thread::sleep(out.due - now);
@@ -595,6 +717,8 @@ struct Session<'a> {
     tx: Option<Transaction>,
     messages_here: usize,
     commands_here: usize,
+    /// Bytes of input that arrived after a final dot, before its reply.
+    after_dot: usize,
 }
 
 /// Commands after which a pipelining client must wait for the reply (RFC 2920 3.1).
@@ -617,7 +741,8 @@ impl<'a> Session<'a> {
             let tls = tls.clone();
             let abort = abort.clone();
             let trickle = state.opts.trickle;
-            std::thread::spawn(move || writer_loop(wsock, tls, rx, trickle, abort))
+            let trickle_from = state.opts.trickle_from;
+            std::thread::spawn(move || writer_loop(wsock, tls, rx, trickle, abort, trickle_from))
         };
         let mut s = Session {
             id,
@@ -638,6 +763,7 @@ impl<'a> Session<'a> {
             tx: None,
             messages_here: 0,
             commands_here: 0,
+            after_dot: 0,
         };
         let end = s.serve().unwrap_or(End::Abort);
         match end {
@@ -797,6 +923,25 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Takes what the client has already sent (plain text only), without waiting.
+    fn read_available(&mut self) -> io::Result<()> {
+        if self.eof || self.tls_on {
+            return Ok(());
+        }
+        // Let bytes written together with the dot arrive.
+        std::thread::sleep(Duration::from_millis(5));
+        let mut raw = [0u8; 16384];
+        self.sock.set_nonblocking(true)?;
+        let r = (&self.sock).read(&mut raw);
+        self.sock.set_nonblocking(false)?;
+        match r {
+            Ok(0) => self.eof = true,
+            Ok(n) => self.inbuf.extend_from_slice(&raw[..n]),
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
     /// The next LF-terminated line without its CRLF; None at EOF.
     fn read_line(&mut self, boundary: bool) -> io::Result<Option<Vec<u8>>> {
         let mut first = true;
@@ -846,6 +991,33 @@ impl<'a> Session<'a> {
             self.received_at = Instant::now();
             let line = String::from_utf8_lossy(trim_eol(&raw)).into_owned();
             self.record_command(&line);
+            if self.after_dot > 0 && self.opts.forget_mail_after_dot {
+                self.after_dot = self.after_dot.saturating_sub(raw.len());
+                let upper = line.to_ascii_uppercase();
+                if upper.starts_with("MAIL") {
+                    self.reply("250 2.1.0 sender ok");
+                    self.tx = None;
+                    continue;
+                }
+                if upper.starts_with("RCPT") || upper == "DATA" {
+                    self.state.record().pipelining_refusals += 1;
+                    let what = if upper == "DATA" {
+                        "MAIL required first"
+                    } else {
+                        "Use MAIL before RCPT"
+                    };
+                    self.reply(&format!("503 5.5.1 {what}"));
+                    continue;
+                }
+            }
+            if self.after_dot > 0 {
+                self.after_dot = self.after_dot.saturating_sub(raw.len());
+                if !line.eq_ignore_ascii_case("QUIT") {
+                    self.state.record().pipelining_refusals += 1;
+                    self.reply("503 5.5.0 Command pipelined after DATA");
+                    continue;
+                }
+            }
             let (verb, arg) = match line.find(' ') {
                 Some(i) => (
                     line[..i].to_ascii_uppercase(),
@@ -878,6 +1050,16 @@ impl<'a> Session<'a> {
     }
 
     fn command(&mut self, verb: &str, arg: &str) -> io::Result<Option<End>> {
+        if verb == "EHLO" && self.opts.endless_ehlo_reply {
+            // Past the writer thread: as fast as the socket takes it.
+            let line = format!("250-{}\r\n", "x".repeat(1000)).repeat(64);
+            let mut sent = 0;
+            while sent < 256 << 20 && send_bytes(&self.sock, &self.tls, line.as_bytes()).is_ok() {
+                sent += line.len();
+                self.state.record().endless_bytes = sent;
+            }
+            return Ok(Some(End::Abort));
+        }
         match verb {
             "EHLO" | "HELO" => {
                 if arg.is_empty() {
@@ -984,6 +1166,9 @@ impl<'a> Session<'a> {
             attempt: None,
         });
         self.reply("250 2.1.0 Ok");
+        if self.opts.extra_reply_after_first_mail && self.id == 1 && self.messages_here == 0 {
+            self.reply("250 2.1.0 Ok");
+        }
     }
 
     fn rcpt(&mut self, arg: &str) {
@@ -1003,6 +1188,9 @@ impl<'a> Session<'a> {
             .unwrap_or_else(|| "250 2.1.5 Ok".into());
         if reply.starts_with('2') {
             tx.rcpts.push(to);
+        }
+        if self.opts.skip_first_rcpt_reply && self.id == 1 && n == 1 && self.messages_here == 0 {
+            return;
         }
         self.reply(&reply);
     }
@@ -1027,6 +1215,10 @@ impl<'a> Session<'a> {
             }
             Some(_) => {}
         }
+        if let Some(line) = self.opts.data_reply.clone().filter(|_| self.id == 1) {
+            self.reply(&line);
+            return Ok(None);
+        }
         let attempt = self.next_attempt();
         self.reply("354 End data with <CR><LF>.<CR><LF>");
         let mut body = Vec::new();
@@ -1047,6 +1239,12 @@ impl<'a> Session<'a> {
         self.received_at = Instant::now();
         if !self.inbuf.is_empty() && !self.opts.pipelining {
             self.violation(format!("connection {}: data after end of DATA", self.id));
+        }
+        if self.opts.refuse_pipelined_after_dot || self.opts.forget_mail_after_dot {
+            // What is already here was sent before the dot's reply: Haraka's
+            // anti-smuggling rule refuses it.
+            let _ = self.read_available();
+            self.after_dot = self.inbuf.len();
         }
         Ok(self.finish(body, false, attempt))
     }
@@ -1082,7 +1280,14 @@ impl<'a> Session<'a> {
             rec.messages.len()
         };
         self.messages_here += 1;
-        self.reply(&format!("250 2.0.0 Ok: queued as M{queued}"));
+        let line = format!("250 2.0.0 Ok: queued as M{queued}\r\n");
+        if let Some(out) = &self.out {
+            let _ = out.send(Outgoing {
+                due: self.received_at + self.opts.reply_delay + self.opts.data_end_delay,
+                bytes: line.into_bytes(),
+                sent: None,
+            });
+        }
         None
     }
 
@@ -1109,7 +1314,9 @@ impl<'a> Session<'a> {
         };
         if attempt.is_some() && self.opts.drop_during_data == attempt {
             // Take whatever part of the chunk is already here, then vanish.
-            let _ = self.read_more(false);
+            if self.inbuf.is_empty() {
+                let _ = self.read_more(false);
+            }
             return Ok(Some(End::Abort));
         }
         let mut chunk = Vec::with_capacity(size.min(1 << 20));
@@ -1225,10 +1432,15 @@ impl<'a> Session<'a> {
             self.reply("503 5.5.1 Error: AUTH not allowed now");
             return Ok(None);
         }
+        if let Some(line) = self.opts.auth_reply.clone() {
+            self.reply(&line);
+            return Ok(None);
+        }
         let mut words = arg.split_whitespace();
         let mech = words.next().unwrap_or("").to_ascii_uppercase();
         let initial = words.next().map(str::to_owned);
         let decode = |s: &str| base64::engine::general_purpose::STANDARD.decode(s.trim());
+        let mut sent: Vec<String> = Vec::new();
         let (user, pass) = match mech.as_str() {
             "PLAIN" => {
                 let resp = match initial {
@@ -1242,6 +1454,7 @@ impl<'a> Session<'a> {
                     self.reply("501 5.0.0 Authentication cancelled");
                     return Ok(None);
                 }
+                sent.push(resp.clone());
                 let Ok(bytes) = decode(&resp) else {
                     self.reply("501 5.5.2 Cannot decode response");
                     return Ok(None);
@@ -1268,6 +1481,8 @@ impl<'a> Session<'a> {
                     self.reply("501 5.0.0 Authentication cancelled");
                     return Ok(None);
                 }
+                sent.push(user.clone());
+                sent.push(pass.clone());
                 match (decode(&user), decode(&pass)) {
                     (Ok(u), Ok(p)) => (u, p),
                     _ => {
@@ -1284,6 +1499,14 @@ impl<'a> Session<'a> {
                         None => return Ok(Some(End::Close)),
                     },
                 };
+                if self.opts.echo_auth {
+                    // Quote the payload in a challenge, as a confused server might.
+                    match self.auth_line(&resp)? {
+                        Some(_) => {}
+                        None => return Ok(Some(End::Close)),
+                    }
+                }
+                sent.push(resp.clone());
                 let Ok(bytes) = decode(&resp) else {
                     self.reply("501 5.5.2 Cannot decode response");
                     return Ok(None);
@@ -1301,6 +1524,14 @@ impl<'a> Session<'a> {
                 return Ok(None);
             }
         };
+        if self.opts.echo_auth {
+            let pass = String::from_utf8_lossy(&pass).into_owned();
+            self.reply(&format!(
+                "535-5.7.8 you sent {}\r\n535 5.7.8 the password {pass} is wrong",
+                sent.join(" ")
+            ));
+            return Ok(None);
+        }
         let ok = match &self.opts.credentials {
             None => true,
             Some((u, p)) => u.as_bytes() == user.as_slice() && p.as_bytes() == pass.as_slice(),
