@@ -1100,6 +1100,8 @@ mod tests {
             },
             &mut v9,
         );
+        // A journal written by a newer mailshot, with no seal of this one's.
+        fs::remove_file(seal::path_for(&path)).unwrap();
         fs::write(&path, &v9).unwrap();
         let err = open(&path, &fp("a"), false).unwrap_err().to_string();
         assert!(
