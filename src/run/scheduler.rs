@@ -749,6 +749,12 @@ impl<'a> SessionWorker<'a> {
                 );
                 Decision::row(&work, before, row)
             }
+            TxResult::Resend => {
+                // Refused only for how it was written (pipelined past the
+                // dot); the session now waits at each dot, so this is no try.
+                work.attempts = work.attempts.saturating_sub(1);
+                Decision::again(work, before, Duration::ZERO)
+            }
             TxResult::NotSent => {
                 // The message never left, but the attempt counts: a server that
                 // refuses every MAIL (503, 421) or hangs up each time must not

@@ -265,6 +265,11 @@ pub enum TxResult {
     Uncertain,
     /// The session ended before the data was sent; safe to retry.
     NotSent,
+    /// Refused (503) only because it was written behind an end of data whose
+    /// reply was still outstanding, to a server that forbids that. It never
+    /// left; the client now waits for each end-of-data reply, so it goes
+    /// again without counting as an attempt (this can happen once per run).
+    Resend,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,6 +375,15 @@ struct Tx {
 impl Tx {
     fn any_rcpt_ok(&self) -> bool {
         self.rcpts.iter().flatten().any(Reply::is_positive)
+    }
+
+    /// Some reply of this transaction was a 503 (bad sequence of commands).
+    fn refused_in_sequence(&self) -> bool {
+        self.mail
+            .iter()
+            .chain(self.rcpts.iter().flatten())
+            .chain(self.last.iter())
+            .any(|r| r.code == 503)
     }
 
     fn all_rcpts_answered(&self) -> bool {
@@ -1146,7 +1160,14 @@ impl Client {
         let Some(tx) = self.txs.remove(&seq) else {
             return;
         };
-        let result = tx.decide();
+        let mut result = tx.decide();
+        if result == TxResult::NotSent
+            && tx.behind_dot
+            && tx.refused_in_sequence()
+            && self.dot_barrier()
+        {
+            result = TxResult::Resend;
+        }
         if !matches!(result, TxResult::Accepted(_)) {
             // Leave no half transaction behind for the next MAIL.
             self.rset_pending = true;

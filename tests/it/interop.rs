@@ -64,7 +64,7 @@ fn haraka_refused_recipients_then_rerun_sends_only_what_is_missing() {
 /// trips per message (the body's 354, then the dot's reply).
 #[test]
 fn haraka_offers_and_round_trips_per_message() {
-    offers_and_round_trips::<Haraka>((true, false, true), 2.5);
+    offers_and_round_trips::<Haraka>((true, false, true), 2.0);
 }
 
 // ----------------------------------------------------------- smtp-server
