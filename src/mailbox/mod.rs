@@ -5,4 +5,5 @@
 //!
 //! Everything here is bytes in, values out: no sockets, no files.
 
+pub mod classify;
 pub mod pop3;
