@@ -6,4 +6,5 @@
 //! Everything here is bytes in, values out: no sockets, no files.
 
 pub mod classify;
+pub mod imap;
 pub mod pop3;
