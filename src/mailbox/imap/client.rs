@@ -208,7 +208,10 @@ enum Op {
     Search {
         after: u32,
     },
-    Fetch,
+    /// One batch of a fetch; the last one says [`Event::Fetched`].
+    Fetch {
+        last: bool,
+    },
     /// One step of a move or delete; `last` carries the event for the end.
     Step {
         last: Option<Event>,
@@ -397,23 +400,37 @@ impl Client {
     }
 
     /// Fetches whole messages by UID without setting `\Seen`
-    /// (`UID FETCH set BODY.PEEK[]`); at most [`FETCH_BATCH`] at a time.
+    /// (`UID FETCH set BODY.PEEK[]`), [`FETCH_BATCH`] UIDs per command;
+    /// [`Event::Fetched`] follows the last batch.
     pub fn fetch(&mut self, uids: &[u32]) {
-        let Some(set) = uid_set(uids) else {
-            return self.refuse_locally("UID FETCH", "no UIDs");
-        };
-        let items = vec![
-            MessageDataItemName::Uid,
-            MessageDataItemName::BodyExt {
-                section: None,
-                partial: None,
-                peek: true,
-            },
-        ];
-        match CommandBody::fetch(set, items, true) {
-            Ok(body) => self.request(vec![(body, Op::Fetch)]),
-            Err(_) => self.refuse_locally("UID FETCH", "bad UIDs"),
+        let batches: Vec<&[u32]> = uids.chunks(FETCH_BATCH).collect();
+        let mut steps = Vec::with_capacity(batches.len());
+        for (i, batch) in batches.iter().enumerate() {
+            let Some(set) = uid_set(batch) else {
+                return self.refuse_locally("UID FETCH", "UID 0");
+            };
+            let items = vec![
+                MessageDataItemName::Uid,
+                MessageDataItemName::BodyExt {
+                    section: None,
+                    partial: None,
+                    peek: true,
+                },
+            ];
+            match CommandBody::fetch(set, items, true) {
+                Ok(body) => steps.push((
+                    body,
+                    Op::Fetch {
+                        last: i + 1 == batches.len(),
+                    },
+                )),
+                Err(_) => return self.refuse_locally("UID FETCH", "bad UIDs"),
+            }
         }
+        if steps.is_empty() {
+            return self.refuse_locally("UID FETCH", "no UIDs");
+        }
+        self.request(steps);
     }
 
     /// Moves messages to another folder: `UID MOVE` where offered
@@ -523,8 +540,17 @@ impl Client {
             return;
         }
         if let Some(q) = self.queue.pop_front() {
-            if matches!(q.op, Op::Logout) {
-                self.phase = Phase::Logout;
+            match q.op {
+                Op::Logout => self.phase = Phase::Logout,
+                // What a previous SELECT said does not describe the next.
+                Op::Select => {
+                    self.selected = Selected {
+                        uid_validity: None,
+                        uid_next: None,
+                        exists: 0,
+                    }
+                }
+                _ => {}
             }
             self.send(q.body, q.op, q.group);
         }
@@ -724,7 +750,14 @@ impl Client {
         match data {
             Data::Capability(caps) => self.set_caps(caps.as_ref()),
             Data::Exists(n) => self.selected.exists = n,
-            Data::Search(uids, ..) => self.search.extend(uids.iter().map(|u| u.get())),
+            Data::Search(uids, ..) => {
+                if matches!(
+                    self.current.as_ref().map(|c| &c.op),
+                    Some(Op::Search { .. })
+                ) {
+                    self.search.extend(uids.iter().map(|u| u.get()));
+                }
+            }
             Data::Fetch { items, .. } => {
                 let mut uid = None;
                 let mut body = None;
@@ -741,7 +774,7 @@ impl Client {
                 }
                 // A FETCH of flags alone (an unsolicited update) has no body.
                 if let (Some(uid), Some(data)) = (uid, body) {
-                    if matches!(self.current.as_ref().map(|c| &c.op), Some(Op::Fetch)) {
+                    if matches!(self.current.as_ref().map(|c| &c.op), Some(Op::Fetch { .. })) {
                         self.events.push_back(Event::Message { uid, data });
                     }
                 }
@@ -833,14 +866,18 @@ impl Client {
                 uids.dedup();
                 self.events.push_back(Event::Uids(uids));
             }
-            Op::Fetch if ok => self.events.push_back(Event::Fetched),
+            Op::Fetch { last } if ok => {
+                if last {
+                    self.events.push_back(Event::Fetched);
+                }
+            }
             Op::Step { last } if ok => {
                 if let Some(e) = last {
                     self.events.push_back(e);
                 }
             }
             Op::Logout => return self.close(CloseReason::Logout),
-            Op::Select | Op::Search { .. } | Op::Fetch | Op::Step { .. } => {
+            Op::Select | Op::Search { .. } | Op::Fetch { .. } | Op::Step { .. } => {
                 self.search.clear();
                 self.queue.retain(|q| q.group != cmd.group);
                 self.events.push_back(Event::Refused {

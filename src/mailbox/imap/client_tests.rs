@@ -432,6 +432,63 @@ fn a_password_that_needs_a_literal_waits_for_the_continuation() {
 }
 
 #[test]
+fn long_fetches_go_out_in_batches_and_end_once() {
+    let mut c = dovecot_ready();
+    let uids: Vec<u32> = (1..=(FETCH_BATCH as u32 + 3)).collect();
+    c.fetch(&uids);
+    assert_eq!(
+        String::from_utf8(c.take_output()).unwrap(),
+        format!("A3 UID FETCH 1:{FETCH_BATCH} (UID BODY.PEEK[])\r\n")
+    );
+    let mut server = fetch_response(1, 1, MAIL_1);
+    server.extend_from_slice(b"A3 OK done\r\n");
+    assert_eq!(
+        step(&mut c, &server),
+        format!(
+            "A4 UID FETCH {}:{} (UID BODY.PEEK[])\r\n",
+            FETCH_BATCH + 1,
+            FETCH_BATCH + 3
+        )
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Message {
+            uid: 1,
+            data: MAIL_1.to_vec()
+        }],
+        "no Fetched between batches"
+    );
+    step(&mut c, b"A4 OK done\r\n");
+    assert_eq!(events(&mut c), vec![Event::Fetched]);
+}
+
+#[test]
+fn a_second_select_does_not_inherit_the_first_uidvalidity() {
+    let mut c = dovecot_ready();
+    c.select("INBOX");
+    c.take_output();
+    step(&mut c, SELECT_INBOX);
+    events(&mut c);
+    c.select("Junk");
+    assert_eq!(
+        String::from_utf8(c.take_output()).unwrap(),
+        "A4 SELECT Junk\r\n"
+    );
+    step(
+        &mut c,
+        b"* 0 EXISTS\r\nA4 OK [READ-WRITE] Select completed.\r\n",
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Selected(Selected {
+            uid_validity: None,
+            uid_next: None,
+            exists: 0
+        })]
+    );
+}
+
+#[test]
 fn search_above_the_highest_uid_returns_nothing_new() {
     // "UID 8:*" when the highest UID is 7 matches 7 (RFC 3501 §9: "*" is
     // the largest number in use): it is not new.

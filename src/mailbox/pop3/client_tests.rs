@@ -452,3 +452,29 @@ fn capabilities_parse_names_and_sasl() {
     assert!(!caps.has("STLS"));
     assert_eq!(caps.sasl, vec!["PLAIN", "XOAUTH2"]);
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_server_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            chunk in 1usize..50,
+            tls in 0u8..3,
+        ) {
+            let tls = [TlsMode::Implicit, TlsMode::StartTls, TlsMode::None][tls as usize];
+            let mut c = client(tls, None);
+            c.stat();
+            c.uidl();
+            c.retr(1);
+            c.quit();
+            for piece in bytes.chunks(chunk) {
+                c.feed(piece);
+                c.take_output();
+                while c.poll_event().is_some() {}
+            }
+        }
+    }
+}
