@@ -41,6 +41,7 @@ use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::{CommandCodec, GreetingCodec, ResponseCodec};
 
+use super::mailbox_name;
 use crate::job::AuthMech;
 use crate::smtp::auth::SaslClient;
 use crate::smtp::client::{Credentials, TlsMode};
@@ -382,8 +383,9 @@ impl Client {
     }
 
     /// Selects a folder (read-write, so that moves and deletions work).
+    /// The name is given as the user writes it.
     pub fn select(&mut self, folder: &str) {
-        match CommandBody::select(folder.to_string()) {
+        match CommandBody::select(mailbox_name::encode(folder)) {
             Ok(body) => self.request(vec![(body, Op::Select)]),
             Err(_) => self.refuse_locally("SELECT", folder),
         }
@@ -433,14 +435,16 @@ impl Client {
         self.request(steps);
     }
 
-    /// Moves messages to another folder: `UID MOVE` where offered
+    /// Moves messages to another folder (named as the user writes it):
+    /// `UID MOVE` where offered
     /// (RFC 6851), else `UID COPY`, then flag `\Deleted` and expunge.
     pub fn move_to(&mut self, uids: &[u32], folder: &str) {
         let Some(set) = uid_set(uids) else {
             return self.refuse_locally("UID MOVE", "no UIDs");
         };
         let done = Event::Moved(uids.to_vec());
-        let Ok(mailbox) = imap_codec::imap_types::mailbox::Mailbox::try_from(folder.to_string())
+        let Ok(mailbox) =
+            imap_codec::imap_types::mailbox::Mailbox::try_from(mailbox_name::encode(folder))
         else {
             return self.refuse_locally("UID MOVE", folder);
         };

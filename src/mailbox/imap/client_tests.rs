@@ -562,6 +562,22 @@ fn a_refused_copy_deletes_nothing() {
 }
 
 #[test]
+fn folder_names_go_out_in_modified_utf7() {
+    let mut c = dovecot_ready();
+    c.select("退信");
+    assert_eq!(
+        String::from_utf8(c.take_output()).unwrap(),
+        "A3 SELECT &kABP4Q-\r\n"
+    );
+    step(&mut c, b"A3 OK [READ-WRITE] done\r\n");
+    c.move_to(&[1], "已处理");
+    assert_eq!(
+        String::from_utf8(c.take_output()).unwrap(),
+        "A4 UID MOVE 1 &XfJZBHQG-\r\n"
+    );
+}
+
+#[test]
 fn delete_uses_uid_expunge_with_uidplus() {
     let mut c = dovecot_ready();
     c.delete(&[5]);
