@@ -133,6 +133,10 @@ pub enum SessionError {
     /// The server's bytes are not POP3.
     #[error("{0}")]
     Protocol(ProtocolError),
+    /// QUIT was answered `-ERR`: messages marked for deletion may remain
+    /// (RFC 1939 §6).
+    #[error("the POP3 server could not remove the deleted messages: {0}")]
+    UpdateFailed(String),
     /// The connection ended before QUIT was answered (deletions are void).
     #[error("the POP3 connection was lost")]
     ConnectionLost,
@@ -485,7 +489,10 @@ impl Client {
                 }
                 self.send_next();
             }
-            Phase::Quit => self.close(CloseReason::Quit),
+            Phase::Quit => match resp {
+                Response::Err(t) => self.fail(SessionError::UpdateFailed(t)),
+                _ => self.close(CloseReason::Quit),
+            },
             Phase::TlsHandshake | Phase::Closed => {}
         }
     }

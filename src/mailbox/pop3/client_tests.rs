@@ -436,6 +436,24 @@ fn losing_the_connection_before_quit_is_answered_commits_nothing() {
 }
 
 #[test]
+fn quit_refused_means_deletions_may_remain() {
+    let mut c = ready_client();
+    c.dele(1);
+    c.quit();
+    step(&mut c, b"+OK\r\n");
+    step(&mut c, b"-ERR some deleted messages not removed\r\n");
+    assert_eq!(
+        events(&mut c),
+        vec![
+            Event::Deleted(1),
+            Event::Closed(CloseReason::Error(SessionError::UpdateFailed(
+                "some deleted messages not removed".into()
+            )))
+        ]
+    );
+}
+
+#[test]
 fn quit_before_login_closes_without_a_word() {
     let mut c = client(TlsMode::Implicit, None);
     c.quit();
