@@ -14,6 +14,7 @@ pub mod cli;
 pub mod dkim;
 pub mod error;
 pub mod job;
+pub mod mailbox;
 pub mod message;
 pub mod mime;
 pub mod outputs;

@@ -1,0 +1,10 @@
+//! Reading the mailbox that receives bounces, complaints and unsubscribe
+//! requests: a POP3 core (RFC 1939), an IMAP4rev1 core (RFC 3501) and the
+//! classification of what arrives (RFC 3464 delivery status notifications,
+//! RFC 5965 feedback reports, RFC 3834 auto-replies).
+//!
+//! Everything here is bytes in, values out: no sockets, no files.
+
+pub mod classify;
+pub mod imap;
+pub mod pop3;
