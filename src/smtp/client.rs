@@ -1847,7 +1847,7 @@ mod tests {
     }
 
     #[test]
-    fn a_transaction_lost_behind_the_dot_is_not_sent_and_is_learnt() {
+    fn a_transaction_lost_behind_the_dot_goes_again_and_is_learnt() {
         // Haraka's shape: MAIL written behind a dot is accepted, then the
         // transaction is gone, so RCPT and DATA get 503.
         let cfg = config(TlsMode::None);
@@ -1865,7 +1865,7 @@ mod tests {
         let o = outcomes(&mut c);
         assert!(matches!(o[0].result, TxResult::Accepted(_)));
         // Not a rejection of c@: the message never started.
-        assert_eq!((o[1].id, &o[1].result), (2, &TxResult::NotSent));
+        assert_eq!((o[1].id, &o[1].result), (2, &TxResult::Resend));
         assert!(shared.load(Ordering::SeqCst));
     }
 
@@ -1888,7 +1888,7 @@ mod tests {
         );
         let o = outcomes(&mut c);
         assert!(matches!(o[0].result, TxResult::Accepted(_)));
-        assert_eq!((o[1].id, &o[1].result), (2, &TxResult::NotSent));
+        assert_eq!((o[1].id, &o[1].result), (2, &TxResult::Resend));
         assert!(shared.load(Ordering::SeqCst), "learnt for every session");
 
         // A new session with the same configuration waits after each dot.
