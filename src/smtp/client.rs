@@ -27,7 +27,7 @@ use super::command::Command;
 use super::data;
 use super::redact::Redactor;
 use super::reply::{ProtocolError, Reply, ReplyParser};
-use crate::job::AuthMech;
+use crate::smtp::auth::AuthMech;
 
 /// Never more unanswered commands than this. The socket driver drains
 /// replies as they arrive (see `duplex.rs`), so no socket buffer bounds the
