@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 
 use crate::outputs::write_atomically;
-use crate::smtp::tls::{generate_pki, server_config};
+use crate::smtp::net::tls::{generate_pki, server_config};
 
 /// The SIZE limit advertised in EHLO (50 MiB).
 pub const MAX_SIZE: u64 = 52_428_800;

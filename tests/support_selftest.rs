@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mailshot::capture::CaptureServer;
-use mailshot::smtp::tls::generate_pki;
+use mailshot::smtp::net::tls::generate_pki;
 use support::aiosmtpd::{AuthServer, TlsMode};
 use support::fault::FaultServer;
 use support::postfix::{Postfix, SmtpSink};

@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use mailshot::smtp::tls::{server_config, TestPki};
+use mailshot::smtp::net::tls::{server_config, TestPki};
 
 /// A RCPT hook: the address and the 1-based number of this RCPT in its
 /// transaction; `Some(reply)` replaces the default `250` reply.
