@@ -10,3 +10,4 @@ pub mod data;
 pub mod net;
 pub mod redact;
 pub mod reply;
+pub mod server;
