@@ -9,10 +9,11 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-
 use super::{Shared, HOSTNAME, MAX_COMMAND_LINE, MAX_DATA_LINE, MAX_RCPTS, MAX_SIZE};
 use crate::outputs::write_atomically;
+use crate::smtp::server::auth::{
+    decode, plain, AuthArg, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT,
+};
 use crate::smtp::server::bdat::{BdatArg, Chunk};
 use crate::smtp::server::data::{DataLine, Unstuffer};
 use crate::smtp::server::path::{is_mailbox, mail_from, rcpt_to};
@@ -583,17 +584,18 @@ impl<'a> Connection<'a> {
             self.reply("538 5.7.11 Encryption required for requested authentication mechanism");
             return Ok(Flow::Continue);
         }
-        let mut words = arg.split_whitespace();
-        let mech = words.next().unwrap_or("").to_ascii_uppercase();
-        let initial = words.next().map(str::to_owned);
-        if words.next().is_some() {
+        let Some(AuthArg {
+            mechanism: mech,
+            initial,
+        }) = AuthArg::parse(arg)
+        else {
             self.reply("501 5.5.4 Syntax: AUTH mechanism [initial-response]");
             return Ok(Flow::Continue);
-        }
+        };
         // Each step: the client's base64 response, or None if it cancelled or broke off.
         let prompts: &[&str] = match mech.as_str() {
             "PLAIN" => &[""],
-            "LOGIN" => &["VXNlcm5hbWU6", "UGFzc3dvcmQ6"],
+            "LOGIN" => &[LOGIN_USERNAME_PROMPT, LOGIN_PASSWORD_PROMPT],
             "" => {
                 self.reply("501 5.5.4 Syntax: AUTH mechanism");
                 return Ok(Flow::Continue);
@@ -604,7 +606,7 @@ impl<'a> Connection<'a> {
             }
         };
         let mut responses = Vec::new();
-        let mut pending_initial = initial;
+        let mut pending_initial = initial.map(str::to_owned);
         for prompt in prompts {
             let response = match pending_initial.take() {
                 // "=" is an empty initial response (RFC 4954 4).
@@ -626,17 +628,16 @@ impl<'a> Connection<'a> {
                 self.reply("501 5.0.0 Authentication cancelled");
                 return Ok(Flow::Continue);
             }
-            match base64::engine::general_purpose::STANDARD.decode(response.trim()) {
-                Ok(bytes) => responses.push(bytes),
-                Err(_) => {
+            match decode(&response) {
+                Some(bytes) => responses.push(bytes),
+                None => {
                     self.reply("501 5.5.2 Cannot decode response");
                     return Ok(Flow::Continue);
                 }
             }
         }
         let well_formed = match mech.as_str() {
-            // authzid NUL authcid NUL passwd (RFC 4616 2).
-            "PLAIN" => responses[0].iter().filter(|&&b| b == 0).count() == 2,
+            "PLAIN" => plain(&responses[0]).is_some(),
             _ => true,
         };
         if !well_formed {

@@ -30,8 +30,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use mailshot::smtp::net::tls::{server_config, TestPki};
+use mailshot::smtp::server::auth::{
+    decode, plain, xoauth2, AuthArg, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT,
+};
 use mailshot::smtp::server::bdat::{BdatArg, Chunk};
 use mailshot::smtp::server::data::{DataLine, Unstuffer};
 use mailshot::smtp::server::path::{mail_from, rcpt_to};
@@ -1422,10 +1424,15 @@ impl<'a> Connection<'a> {
             self.reply(&line);
             return Ok(None);
         }
-        let mut words = arg.split_whitespace();
-        let mech = words.next().unwrap_or("").to_ascii_uppercase();
-        let initial = words.next().map(str::to_owned);
-        let decode = |s: &str| base64::engine::general_purpose::STANDARD.decode(s.trim());
+        let Some(AuthArg {
+            mechanism: mech,
+            initial,
+        }) = AuthArg::parse(arg)
+        else {
+            self.reply("501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+            return Ok(None);
+        };
+        let initial = initial.map(str::to_owned);
         let mut sent: Vec<String> = Vec::new();
         let (user, pass) = match mech.as_str() {
             "PLAIN" => {
@@ -1441,26 +1448,25 @@ impl<'a> Connection<'a> {
                     return Ok(None);
                 }
                 sent.push(resp.clone());
-                let Ok(bytes) = decode(&resp) else {
+                let Some(bytes) = decode(&resp) else {
                     self.reply("501 5.5.2 Cannot decode response");
                     return Ok(None);
                 };
-                let parts: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
-                if parts.len() != 3 {
+                let Some(pair) = plain(&bytes) else {
                     self.reply("501 5.5.2 Malformed PLAIN response");
                     return Ok(None);
-                }
-                (parts[1].to_vec(), parts[2].to_vec())
+                };
+                pair
             }
             "LOGIN" => {
                 let user = match initial {
                     Some(r) => r,
-                    None => match self.auth_line("VXNlcm5hbWU6")? {
+                    None => match self.auth_line(LOGIN_USERNAME_PROMPT)? {
                         Some(r) => r,
                         None => return Ok(Some(End::Close)),
                     },
                 };
-                let Some(pass) = self.auth_line("UGFzc3dvcmQ6")? else {
+                let Some(pass) = self.auth_line(LOGIN_PASSWORD_PROMPT)? else {
                     return Ok(Some(End::Close));
                 };
                 if user == "*" || pass == "*" {
@@ -1470,7 +1476,7 @@ impl<'a> Connection<'a> {
                 sent.push(user.clone());
                 sent.push(pass.clone());
                 match (decode(&user), decode(&pass)) {
-                    (Ok(u), Ok(p)) => (u, p),
+                    (Some(u), Some(p)) => (u, p),
                     _ => {
                         self.reply("501 5.5.2 Cannot decode response");
                         return Ok(None);
@@ -1493,11 +1499,11 @@ impl<'a> Connection<'a> {
                     }
                 }
                 sent.push(resp.clone());
-                let Ok(bytes) = decode(&resp) else {
+                let Some(bytes) = decode(&resp) else {
                     self.reply("501 5.5.2 Cannot decode response");
                     return Ok(None);
                 };
-                match parse_xoauth2(&bytes) {
+                match xoauth2(&bytes) {
                     Some(pair) => pair,
                     None => {
                         self.reply("501 5.5.2 Malformed XOAUTH2 response");
@@ -1530,19 +1536,4 @@ impl<'a> Connection<'a> {
         }
         Ok(None)
     }
-}
-
-/// `user=U\x01auth=Bearer T\x01\x01` → (U, T); `None` unless exactly that shape.
-fn parse_xoauth2(bytes: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-    let rest = bytes.strip_suffix(b"\x01\x01")?;
-    let (user, auth) = {
-        let mut parts = rest.splitn(2, |&b| b == 1);
-        (parts.next()?, parts.next()?)
-    };
-    let user = user.strip_prefix(b"user=")?;
-    let token = auth.strip_prefix(b"auth=Bearer ")?;
-    if token.contains(&1) || user.is_empty() || token.is_empty() {
-        return None;
-    }
-    Some((user.to_vec(), token.to_vec()))
 }

@@ -1,10 +1,12 @@
 //! The server side of the SMTP grammar (RFC 5321), without I/O: command
-//! lines parsed into a verb and its argument (`request`), MAIL and RCPT
-//! paths with their parameters (`path`), the DATA body with its dot-stuffing
-//! removed (`data`), and BDAT chunks taken by their announced length
-//! (`bdat`, RFC 3030). The capture server and the test fault server build on
-//! it; the replies and the policy stay theirs.
+//! lines parsed into a verb and its argument (`request`), MAIL and RCPT paths
+//! with their parameters (`path`), the DATA body with its dot-stuffing
+//! removed (`data`), BDAT chunks taken by their announced length (`bdat`,
+//! RFC 3030) and AUTH arguments and responses (`auth`, RFC 4954). The capture
+//! server and the test fault server build on it; the replies and the policy
+//! stay theirs.
 
+pub mod auth;
 pub mod bdat;
 pub mod data;
 pub mod path;
