@@ -17,6 +17,7 @@ use crate::smtp::server::auth::{
 use crate::smtp::server::bdat::{BdatArg, Chunk};
 use crate::smtp::server::data::{DataLine, Unstuffer};
 use crate::smtp::server::path::{is_mailbox, mail_from, rcpt_to};
+use crate::smtp::server::reply::multiline;
 use crate::smtp::server::request::{trim_eol, Request, Verb};
 
 /// The socket, before or after STARTTLS.
@@ -82,7 +83,7 @@ struct Transaction {
     bdat_error: Option<&'static str>,
 }
 
-/// Why the session loop stops.
+/// Why the conversation loop stops.
 enum Flow {
     Continue,
     Close,
@@ -333,11 +334,7 @@ impl<'a> Connection<'a> {
         if self.auth_allowed() {
             lines.push("AUTH PLAIN LOGIN".to_string());
         }
-        let last = lines.len() - 1;
-        for (i, l) in lines.iter().enumerate() {
-            let sep = if i == last { ' ' } else { '-' };
-            self.reply(&format!("250{sep}{l}"));
-        }
+        self.reply(&multiline(250, &lines));
     }
 
     /// Credentials only travel encrypted or over loopback (RFC 4954 section 4).

@@ -37,6 +37,7 @@ use mailshot::smtp::server::auth::{
 use mailshot::smtp::server::bdat::{BdatArg, Chunk};
 use mailshot::smtp::server::data::{DataLine, Unstuffer};
 use mailshot::smtp::server::path::{mail_from, rcpt_to};
+use mailshot::smtp::server::reply::multiline;
 use mailshot::smtp::server::request::{trim_eol, Request, Verb};
 
 /// A RCPT hook: the address and the 1-based number of this RCPT in its
@@ -1109,13 +1110,7 @@ impl<'a> Connection<'a> {
                 push(o.auth, "AUTH PLAIN LOGIN".into());
             }
         }
-        let last = lines.len() - 1;
-        lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| format!("250{}{l}", if i == last { ' ' } else { '-' }))
-            .collect::<Vec<_>>()
-            .join("\r\n")
+        multiline(250, &lines)
     }
 
     fn mail(&mut self, arg: &str) {
