@@ -3,7 +3,10 @@
 //!
 //! Protocol: RFC 5321 with PIPELINING (RFC 2920), CHUNKING (RFC 3030), SIZE
 //! (RFC 1870), STARTTLS (RFC 3207) and AUTH PLAIN/LOGIN (RFC 4954), plus
-//! XOAUTH2 (Google/Microsoft bearer tokens) when asked for.
+//! XOAUTH2 (Google/Microsoft bearer tokens) when asked for. The grammar
+//! (command lines, paths, DATA unstuffing, BDAT chunks, AUTH responses) is
+//! the library's `smtp::server`, as for the capture server; this file holds
+//! the scripting, the recording and the faults.
 //!
 //! Each connection has a reader thread that parses commands and a writer
 //! thread that sends every reply at (time its command was received +
