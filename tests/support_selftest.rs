@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mailshot::capture::CaptureServer;
-use mailshot::smtp::tls::generate_pki;
+use mailshot::smtp::net::tls::generate_pki;
 use support::aiosmtpd::{AuthServer, TlsMode};
 use support::fault::FaultServer;
 use support::postfix::{Postfix, SmtpSink};
@@ -316,6 +316,32 @@ fn fault_records_message_commands_and_lockstep_round_trips() {
         (5, 1, 6)
     );
     assert!(fault.pipelining_violations().is_empty());
+}
+
+#[test]
+fn fault_reads_paths_and_dots_as_the_capture_server_does() {
+    let fault = FaultServer::start();
+    let mut c = RawClient::connect(fault.addr());
+    c.expect(220);
+    c.expect_after("EHLO c.test", 250);
+    c.expect_after("MAIL FROM:<a@x.test>", 250);
+    // An obsolete source route is dropped; parameters need a space before them.
+    c.expect_after("RCPT TO:<b@y.test>junk", 501);
+    c.expect_after("RCPT TO:<@relay.test:b@y.test>", 250);
+    c.expect_after("DATA", 354);
+    // Only CRLF starts a line: after a bare LF a dot is content, and a lone
+    // dot there does not end the message.
+    c.expect_after("bare\n.kept\r\n..stuffed\r\ntail\n.\r\nmore\r\n.", 250);
+    c.expect_after("BDAT 5 LAST junk", 501);
+    assert!(c.is_closed());
+
+    let msgs = fault.messages();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].rcpts, vec!["b@y.test"]);
+    assert_eq!(
+        String::from_utf8_lossy(&msgs[0].data),
+        "bare\n.kept\r\n.stuffed\r\ntail\n.\r\nmore\r\n"
+    );
 }
 
 #[test]

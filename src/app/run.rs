@@ -22,7 +22,7 @@ use crate::run::progress::{Mode, Progress};
 use crate::run::report::{Outcome, Report, Status};
 use crate::run::scheduler::{self, Ledger, Settled, Work};
 use crate::smtp::client::{CloseReason, SessionError};
-use crate::smtp::connection::SessionFailure;
+use crate::smtp::net::session::SessionFailure;
 use crate::smtp::reply::{EnhancedCode, Reply};
 
 /// Rendered messages waiting for a session; bounds memory however long the CSV.

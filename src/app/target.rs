@@ -9,9 +9,10 @@ use crate::capture::{CaptureHandle, CaptureServer};
 use crate::error::{Error, Result};
 use crate::job::{self, Job, Security, SmtpSettings, Target};
 use crate::run::scheduler::Plan;
-use crate::smtp::client::{ClientConfig, Credentials, TlsMode};
-use crate::smtp::connection::{Endpoint, Session, Trace};
-use crate::smtp::tls;
+use crate::smtp::client::{Credentials, SessionConfig, TlsMode};
+use crate::smtp::net::session::{Endpoint, Session};
+use crate::smtp::net::tls;
+use crate::smtp::net::trace::Trace;
 
 /// Messages in flight per session with BDAT (RFC 3030) pipelining: enough
 /// for about 10,000 messages a second at 50 ms round trip (the window is
@@ -167,7 +168,7 @@ pub fn live(target: &Target, trace: Option<Trace>) -> Result<Live> {
             })
         }
     };
-    let core = ClientConfig {
+    let core = SessionConfig {
         helo_name: settings.helo.clone().unwrap_or_else(helo_name),
         tls: match settings.security {
             Security::Tls => TlsMode::Implicit,

@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::{AuthMech, Rate, Security};
+use super::{Rate, Security};
+use crate::smtp::auth::AuthMech;
 
 /// The whole job file.
 #[derive(Debug, Default, Deserialize)]

@@ -11,6 +11,8 @@ pub mod validate;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::smtp::auth::AuthMech;
+
 pub use validate::{load, load_user_smtp, user_config_path};
 
 /// How the connection is protected.
@@ -33,17 +35,6 @@ impl Security {
             Security::None => 25,
         }
     }
-}
-
-/// SASL mechanism to use; `None` in [`SmtpSettings::auth`] means the best offered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMech {
-    /// RFC 4616 PLAIN.
-    Plain,
-    /// The LOGIN mechanism (Base64 user, then password, after 334 prompts).
-    Login,
-    /// XOAUTH2 bearer token (Gmail, Outlook).
-    XOAuth2,
 }
 
 /// Where the password (or OAuth token) comes from. Never the YAML itself.

@@ -7,7 +7,8 @@
 //! lists and logs. Error messages never repeat the URL, so a password typed
 //! into it is not echoed either.
 
-use super::{AuthMech, Security};
+use super::Security;
+use crate::smtp::auth::AuthMech;
 
 /// A parsed SMTP URL.
 #[derive(Debug, Clone, PartialEq, Eq)]

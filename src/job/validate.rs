@@ -694,7 +694,8 @@ fn key_position(text: &str, path: &[&str]) -> (Option<u64>, Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{AuthMech, Security};
+    use crate::job::Security;
+    use crate::smtp::auth::AuthMech;
     use std::time::Duration;
 
     /// A job folder with the files a minimal job refers to.

@@ -30,9 +30,10 @@ use crate::error::Error;
 use crate::job::Rate;
 use crate::message::Outgoing;
 use crate::smtp::client::{
-    ClientConfig, CloseReason, Event, SessionError, Transaction, TxOutcome, TxResult,
+    CloseReason, Event, SessionConfig, SessionError, Transaction, TxOutcome, TxResult,
 };
-use crate::smtp::connection::{Endpoint, Session, SessionFailure, Trace};
+use crate::smtp::net::session::{Endpoint, Session, SessionFailure};
+use crate::smtp::net::trace::Trace;
 use crate::smtp::reply::Reply;
 
 /// Where the scheduler records what happens; implemented by the run driver
@@ -114,7 +115,7 @@ pub struct Plan {
     /// Where to connect.
     pub endpoint: Endpoint,
     /// Protocol core settings for every session (credentials included).
-    pub core: ClientConfig,
+    pub core: SessionConfig,
     /// Parallel sessions.
     pub sessions: usize,
     /// QUIT and reconnect after this many messages.

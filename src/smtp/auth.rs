@@ -6,7 +6,17 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
-use crate::job::AuthMech;
+/// SASL mechanism to use; `None` where a choice is optional means the best
+/// one offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMech {
+    /// RFC 4616 PLAIN.
+    Plain,
+    /// The LOGIN mechanism (Base64 user, then password, after 334 prompts).
+    Login,
+    /// XOAUTH2 bearer token (Gmail, Outlook).
+    XOAuth2,
+}
 
 /// The mechanism's name as it appears in `AUTH` and in the EHLO reply.
 pub fn mechanism_name(mech: AuthMech) -> &'static str {

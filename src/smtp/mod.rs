@@ -1,14 +1,13 @@
-//! The SMTP client: a protocol core without I/O (`reply`, `command`,
-//! `capabilities`, `client`, `data`, `auth`) and the only socket code
-//! (`tls`, `connection`).
+//! SMTP: the client's protocol core without I/O (`reply`, `command`,
+//! `capabilities`, `client`, `data`, `auth`, `redact`), the only socket code
+//! of the client (`net`), and the server side of the grammar (`server`).
 
 pub mod auth;
 pub mod capabilities;
 pub mod client;
 pub mod command;
-pub mod connection;
 pub mod data;
-pub mod duplex;
+pub mod net;
 pub mod redact;
 pub mod reply;
-pub mod tls;
+pub mod server;

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use mailshot::smtp::tls::generate_pki;
+use mailshot::smtp::net::tls::generate_pki;
 
 use crate::support::aiosmtpd::{AuthServer, TlsMode};
 use crate::support::fault::{FaultHandle, FaultServer};

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use mailshot::smtp::tls::generate_pki;
+use mailshot::smtp::net::tls::generate_pki;
 
 use super::recording::{wait_for_greeting, wait_for_listener, write_policy, Copy, START_TIMEOUT};
 use super::{free_port, TestDir};

@@ -3,7 +3,10 @@
 //!
 //! Protocol: RFC 5321 with PIPELINING (RFC 2920), CHUNKING (RFC 3030), SIZE
 //! (RFC 1870), STARTTLS (RFC 3207) and AUTH PLAIN/LOGIN (RFC 4954), plus
-//! XOAUTH2 (Google/Microsoft bearer tokens) when asked for.
+//! XOAUTH2 (Google/Microsoft bearer tokens) when asked for. The grammar
+//! (command lines, paths, DATA unstuffing, BDAT chunks, AUTH responses) is
+//! the library's `smtp::server`, as for the capture server; this file holds
+//! the scripting, the recording and the faults.
 //!
 //! Each connection has a reader thread that parses commands and a writer
 //! thread that sends every reply at (time its command was received +
@@ -30,8 +33,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use mailshot::smtp::tls::{server_config, TestPki};
+use mailshot::smtp::net::tls::{server_config, TestPki};
+use mailshot::smtp::server::auth::{
+    decode, plain, xoauth2, AuthArg, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT,
+};
+use mailshot::smtp::server::bdat::{BdatArg, Chunk};
+use mailshot::smtp::server::data::{DataLine, Unstuffer};
+use mailshot::smtp::server::path::{mail_from, rcpt_to};
+use mailshot::smtp::server::reply::multiline;
+use mailshot::smtp::server::request::{trim_eol, Request, Verb};
 
 /// A RCPT hook: the address and the 1-based number of this RCPT in its
 /// transaction; `Some(reply)` replaces the default `250` reply.
@@ -564,7 +574,7 @@ fn accept_loop(listener: TcpListener, state: Arc<State>) {
         }
         let st = state.clone();
         threads.push(std::thread::spawn(move || {
-            Session::run(id, sock, &st);
+            Connection::run(id, sock, &st);
             if let Some(c) = st.record().conns.get_mut(id - 1) {
                 c.closed = Some(Instant::now());
             }
@@ -698,7 +708,8 @@ enum End {
     Stall,
 }
 
-struct Session<'a> {
+/// The server's side of one connection.
+struct Connection<'a> {
     id: usize,
     sock: TcpStream,
     tls: TlsSlot,
@@ -721,15 +732,7 @@ struct Session<'a> {
     after_dot: usize,
 }
 
-/// Commands after which a pipelining client must wait for the reply (RFC 2920 3.1).
-fn ends_group(verb: &str) -> bool {
-    matches!(
-        verb,
-        "EHLO" | "HELO" | "DATA" | "QUIT" | "NOOP" | "AUTH" | "STARTTLS" | "VRFY" | "EXPN"
-    )
-}
-
-impl<'a> Session<'a> {
+impl<'a> Connection<'a> {
     fn run(id: usize, sock: TcpStream, state: &'a State) {
         let _ = sock.set_nodelay(true);
         let _ = sock.set_read_timeout(Some(IDLE_LIMIT));
@@ -744,7 +747,7 @@ impl<'a> Session<'a> {
             let trickle_from = state.opts.trickle_from;
             std::thread::spawn(move || writer_loop(wsock, tls, rx, trickle, abort, trickle_from))
         };
-        let mut s = Session {
+        let mut s = Connection {
             id,
             sock,
             tls,
@@ -1018,18 +1021,12 @@ impl<'a> Session<'a> {
                     continue;
                 }
             }
-            let (verb, arg) = match line.find(' ') {
-                Some(i) => (
-                    line[..i].to_ascii_uppercase(),
-                    line[i + 1..].trim().to_owned(),
-                ),
-                None => (line.to_ascii_uppercase(), String::new()),
-            };
-            if !self.inbuf.is_empty() && (ends_group(&verb) || !self.opts.pipelining) {
+            let Request { verb, arg } = Request::parse(&line);
+            if !self.inbuf.is_empty() && (verb.ends_group() || !self.opts.pipelining) {
                 self.violation(format!("connection {}: data after {line:?}", self.id));
             }
             if self.refused {
-                if verb == "QUIT" {
+                if verb == Verb::Quit {
                     self.reply("221 2.0.0 Bye");
                     return Ok(End::Close);
                 }
@@ -1037,20 +1034,20 @@ impl<'a> Session<'a> {
                 continue;
             }
             if let Some((n, reply)) = &self.opts.close_after_messages {
-                if self.messages_here >= *n && verb != "QUIT" {
+                if self.messages_here >= *n && verb != Verb::Quit {
                     let reply = reply.clone();
                     self.reply(&reply);
                     return Ok(End::Close);
                 }
             }
-            if let Some(end) = self.command(&verb, &arg)? {
+            if let Some(end) = self.command(verb, arg)? {
                 return Ok(end);
             }
         }
     }
 
-    fn command(&mut self, verb: &str, arg: &str) -> io::Result<Option<End>> {
-        if verb == "EHLO" && self.opts.endless_ehlo_reply {
+    fn command(&mut self, verb: Verb, arg: &str) -> io::Result<Option<End>> {
+        if verb == Verb::Ehlo && self.opts.endless_ehlo_reply {
             // Past the writer thread: as fast as the socket takes it.
             let line = format!("250-{}\r\n", "x".repeat(1000)).repeat(64);
             let mut sent = 0;
@@ -1061,32 +1058,32 @@ impl<'a> Session<'a> {
             return Ok(Some(End::Abort));
         }
         match verb {
-            "EHLO" | "HELO" => {
+            Verb::Ehlo | Verb::Helo => {
                 if arg.is_empty() {
                     self.reply("501 5.5.4 Syntax: EHLO hostname");
                 } else {
                     self.helo = true;
-                    self.esmtp = verb == "EHLO";
+                    self.esmtp = verb == Verb::Ehlo;
                     self.tx = None;
                     let reply = self.ehlo_reply(arg);
                     self.reply(&reply);
                 }
             }
-            "MAIL" => self.mail(arg),
-            "RCPT" => self.rcpt(arg),
-            "DATA" => return self.data(),
-            "BDAT" => return self.bdat(arg),
-            "RSET" => {
+            Verb::Mail => self.mail(arg),
+            Verb::Rcpt => self.rcpt(arg),
+            Verb::Data => return self.data(),
+            Verb::Bdat => return self.bdat(arg),
+            Verb::Rset => {
                 self.tx = None;
                 self.reply("250 2.0.0 Ok");
             }
-            "NOOP" => self.reply("250 2.0.0 Ok"),
-            "QUIT" => {
+            Verb::Noop => self.reply("250 2.0.0 Ok"),
+            Verb::Quit => {
                 self.reply("221 2.0.0 Bye");
                 return Ok(Some(End::Close));
             }
-            "STARTTLS" => return self.starttls(),
-            "AUTH" => return self.auth(arg),
+            Verb::StartTls => return self.starttls(),
+            Verb::Auth => return self.auth(arg),
             _ => self.reply("500 5.5.2 Error: command not recognized"),
         }
         Ok(None)
@@ -1116,13 +1113,7 @@ impl<'a> Session<'a> {
                 push(o.auth, "AUTH PLAIN LOGIN".into());
             }
         }
-        let last = lines.len() - 1;
-        lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| format!("250{}{l}", if i == last { ' ' } else { '-' }))
-            .collect::<Vec<_>>()
-            .join("\r\n")
+        multiline(250, &lines)
     }
 
     fn mail(&mut self, arg: &str) {
@@ -1132,11 +1123,10 @@ impl<'a> Session<'a> {
         if self.tx.is_some() {
             return self.reply("503 5.5.1 Error: nested MAIL command");
         }
-        let Some((from, params)) = path_arg(arg, "FROM:") else {
+        let Some(from_arg) = mail_from(arg) else {
             return self.reply("501 5.5.4 Syntax: MAIL FROM:<address>");
         };
-        for p in params.split_whitespace() {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        for (k, v) in from_arg.params() {
             match k.to_ascii_uppercase().as_str() {
                 "SIZE" if self.opts.size.is_some() => {
                     let limit = self.opts.size.unwrap();
@@ -1154,6 +1144,7 @@ impl<'a> Session<'a> {
                 _ => return self.reply("555 5.5.4 Unsupported option"),
             }
         }
+        let from = from_arg.path;
         if let Some(reply) = self.opts.mail_hook.as_ref().and_then(|hook| hook(&from)) {
             return self.reply(&reply);
         }
@@ -1175,7 +1166,7 @@ impl<'a> Session<'a> {
         let Some(tx) = self.tx.as_mut() else {
             return self.reply("503 5.5.1 Error: need MAIL command");
         };
-        let Some((to, _)) = path_arg(arg, "TO:") else {
+        let Some(to) = rcpt_to(arg).map(|a| a.path) else {
             return self.reply("501 5.5.4 Syntax: RCPT TO:<address>");
         };
         tx.rcpt_commands += 1;
@@ -1222,6 +1213,7 @@ impl<'a> Session<'a> {
         let attempt = self.next_attempt();
         self.reply("354 End data with <CR><LF>.<CR><LF>");
         let mut body = Vec::new();
+        let mut unstuffer = Unstuffer::new();
         let mut first = true;
         loop {
             let Some(line) = self.read_line(first)? else {
@@ -1231,10 +1223,10 @@ impl<'a> Session<'a> {
             if self.opts.drop_during_data == Some(attempt) {
                 return Ok(Some(End::Abort));
             }
-            if line == b".\r\n" {
-                break;
+            match unstuffer.line(&line) {
+                DataLine::End => break,
+                DataLine::Content(content) => body.extend_from_slice(content),
             }
-            body.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
         }
         self.received_at = Instant::now();
         if !self.inbuf.is_empty() && !self.opts.pipelining {
@@ -1292,14 +1284,7 @@ impl<'a> Session<'a> {
     }
 
     fn bdat(&mut self, arg: &str) -> io::Result<Option<End>> {
-        let mut words = arg.split_whitespace();
-        let size = words.next().and_then(|w| w.parse::<usize>().ok());
-        let last = match words.next() {
-            None => Some(false),
-            Some(w) if w.eq_ignore_ascii_case("LAST") => Some(true),
-            Some(_) => None,
-        };
-        let (Some(size), Some(last)) = (size, last) else {
+        let Some(BdatArg { size, last }) = BdatArg::parse(arg) else {
             self.reply("501 5.5.4 Syntax: BDAT size [LAST]");
             return Ok(Some(End::Close));
         };
@@ -1319,14 +1304,15 @@ impl<'a> Session<'a> {
             }
             return Ok(Some(End::Abort));
         }
-        let mut chunk = Vec::with_capacity(size.min(1 << 20));
-        while chunk.len() < size {
+        let mut reader = Chunk::new(size, true);
+        while !reader.is_complete() {
             if self.inbuf.is_empty() && !self.read_more(false)? {
                 return Ok(Some(End::Close));
             }
-            let take = (size - chunk.len()).min(self.inbuf.len());
-            chunk.extend(self.inbuf.drain(..take));
+            let taken = reader.take(&self.inbuf);
+            self.inbuf.drain(..taken);
         }
+        let chunk = reader.into_data();
         self.received_at = Instant::now();
         if !self.opts.chunking {
             self.reply("500 5.5.1 Error: BDAT not offered");
@@ -1436,10 +1422,15 @@ impl<'a> Session<'a> {
             self.reply(&line);
             return Ok(None);
         }
-        let mut words = arg.split_whitespace();
-        let mech = words.next().unwrap_or("").to_ascii_uppercase();
-        let initial = words.next().map(str::to_owned);
-        let decode = |s: &str| base64::engine::general_purpose::STANDARD.decode(s.trim());
+        let Some(AuthArg {
+            mechanism: mech,
+            initial,
+        }) = AuthArg::parse(arg)
+        else {
+            self.reply("501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+            return Ok(None);
+        };
+        let initial = initial.map(str::to_owned);
         let mut sent: Vec<String> = Vec::new();
         let (user, pass) = match mech.as_str() {
             "PLAIN" => {
@@ -1455,26 +1446,25 @@ impl<'a> Session<'a> {
                     return Ok(None);
                 }
                 sent.push(resp.clone());
-                let Ok(bytes) = decode(&resp) else {
+                let Some(bytes) = decode(&resp) else {
                     self.reply("501 5.5.2 Cannot decode response");
                     return Ok(None);
                 };
-                let parts: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
-                if parts.len() != 3 {
+                let Some(pair) = plain(&bytes) else {
                     self.reply("501 5.5.2 Malformed PLAIN response");
                     return Ok(None);
-                }
-                (parts[1].to_vec(), parts[2].to_vec())
+                };
+                pair
             }
             "LOGIN" => {
                 let user = match initial {
                     Some(r) => r,
-                    None => match self.auth_line("VXNlcm5hbWU6")? {
+                    None => match self.auth_line(LOGIN_USERNAME_PROMPT)? {
                         Some(r) => r,
                         None => return Ok(Some(End::Close)),
                     },
                 };
-                let Some(pass) = self.auth_line("UGFzc3dvcmQ6")? else {
+                let Some(pass) = self.auth_line(LOGIN_PASSWORD_PROMPT)? else {
                     return Ok(Some(End::Close));
                 };
                 if user == "*" || pass == "*" {
@@ -1484,7 +1474,7 @@ impl<'a> Session<'a> {
                 sent.push(user.clone());
                 sent.push(pass.clone());
                 match (decode(&user), decode(&pass)) {
-                    (Ok(u), Ok(p)) => (u, p),
+                    (Some(u), Some(p)) => (u, p),
                     _ => {
                         self.reply("501 5.5.2 Cannot decode response");
                         return Ok(None);
@@ -1507,11 +1497,11 @@ impl<'a> Session<'a> {
                     }
                 }
                 sent.push(resp.clone());
-                let Ok(bytes) = decode(&resp) else {
+                let Some(bytes) = decode(&resp) else {
                     self.reply("501 5.5.2 Cannot decode response");
                     return Ok(None);
                 };
-                match parse_xoauth2(&bytes) {
+                match xoauth2(&bytes) {
                     Some(pair) => pair,
                     None => {
                         self.reply("501 5.5.2 Malformed XOAUTH2 response");
@@ -1544,37 +1534,4 @@ impl<'a> Session<'a> {
         }
         Ok(None)
     }
-}
-
-/// `user=U\x01auth=Bearer T\x01\x01` → (U, T); `None` unless exactly that shape.
-fn parse_xoauth2(bytes: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-    let rest = bytes.strip_suffix(b"\x01\x01")?;
-    let (user, auth) = {
-        let mut parts = rest.splitn(2, |&b| b == 1);
-        (parts.next()?, parts.next()?)
-    };
-    let user = user.strip_prefix(b"user=")?;
-    let token = auth.strip_prefix(b"auth=Bearer ")?;
-    if token.contains(&1) || user.is_empty() || token.is_empty() {
-        return None;
-    }
-    Some((user.to_vec(), token.to_vec()))
-}
-
-fn trim_eol(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-/// `FROM:<a@b> params` → ("a@b", "params").
-fn path_arg(arg: &str, keyword: &str) -> Option<(String, String)> {
-    if !arg.get(..keyword.len())?.eq_ignore_ascii_case(keyword) {
-        return None;
-    }
-    let rest = arg[keyword.len()..].trim_start().strip_prefix('<')?;
-    let close = rest.find('>')?;
-    Some((
-        rest[..close].to_owned(),
-        rest[close + 1..].trim().to_owned(),
-    ))
 }

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use mailshot::smtp::tls::generate_pki;
+use mailshot::smtp::net::tls::generate_pki;
 
 use super::recording::{
     copies_by_folder, node_modules, support_file, wait_for_greeting, wait_for_listener,

@@ -135,8 +135,8 @@ pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 fn tls_wrap(sock: TcpStream, ca_pem: &str, name: &str) -> TlsStream {
     let dir = TestDir::new();
     let ca = dir.write("ca.pem", ca_pem);
-    let config = mailshot::smtp::tls::client_config(Some(&ca)).expect("client TLS config");
-    let server_name = mailshot::smtp::tls::server_name(name).expect("server name");
+    let config = mailshot::smtp::net::tls::client_config(Some(&ca)).expect("client TLS config");
+    let server_name = mailshot::smtp::net::tls::server_name(name).expect("server name");
     let conn = rustls::ClientConnection::new(config, server_name).expect("TLS client");
     rustls::StreamOwned::new(conn, sock)
 }

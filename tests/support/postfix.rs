@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mailshot::smtp::tls::generate_pki;
+use mailshot::smtp::net::tls::generate_pki;
 
 use super::{free_port, TestDir};
 

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 
-use mailshot::smtp::tls::generate_pki;
+use mailshot::smtp::net::tls::generate_pki;
 
 use super::recording::{
     copies_by_folder, node_modules, support_file, write_policy, Copy, START_TIMEOUT,

@@ -42,7 +42,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::{CommandCodec, GreetingCodec, ResponseCodec};
 
 use super::mailbox_name;
-use crate::job::AuthMech;
+use crate::smtp::auth::AuthMech;
 use crate::smtp::auth::SaslClient;
 use crate::smtp::client::{Credentials, TlsMode};
 use crate::smtp::reply::escape;

@@ -3,7 +3,7 @@
 //! and RFC 5034 §4.
 
 use super::*;
-use crate::job::AuthMech;
+use crate::smtp::auth::AuthMech;
 
 fn creds(mechanism: Option<AuthMech>) -> Credentials {
     Credentials {

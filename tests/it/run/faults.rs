@@ -2,7 +2,7 @@
 //! recipient in the report with the right status, nothing delivered twice.
 //! (421 mid-batch is in `flow`, 550 for some in `retries` and `report`.)
 
-use mailshot::smtp::tls::generate_pki;
+use mailshot::smtp::net::tls::generate_pki;
 
 use super::helpers::*;
 use crate::support::fault::FaultServer;

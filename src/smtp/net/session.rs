@@ -2,46 +2,20 @@
 //! rustls TLS, applies the RFC 5321 §4.5.3.2 timeouts the core asks for, and
 //! writes the trace.
 //!
-//! Everything protocol-shaped lives in `client.rs`; this module only moves
+//! Everything protocol-shaped lives in `smtp::client`; this module only moves
 //! bytes, so it stays small.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-use super::client::{Client, ClientConfig as CoreConfig, CloseReason, Event, TxOutcome};
 use super::duplex::Duplex;
 use super::tls;
-
-/// Where trace lines go (`--trace FILE|-`); shared by all sessions.
-#[derive(Clone)]
-pub struct Trace {
-    sink: Arc<Mutex<Box<dyn Write + Send>>>,
-}
-
-impl Trace {
-    /// A trace writing to `sink`.
-    pub fn new(sink: Box<dyn Write + Send>) -> Self {
-        Trace {
-            sink: Arc::new(Mutex::new(sink)),
-        }
-    }
-
-    /// Write lines, each prefixed with the session number.
-    pub fn write(&self, session: usize, lines: &[String]) {
-        if lines.is_empty() {
-            return;
-        }
-        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
-        for line in lines {
-            let _ = writeln!(sink, "[{session}] {line}");
-        }
-        let _ = sink.flush();
-    }
-}
+use super::trace::Trace;
+use crate::smtp::client::{Client, CloseReason, Event, SessionConfig, TxOutcome};
 
 enum Transport {
     Plain(Duplex),
@@ -150,7 +124,7 @@ impl<'h> Session<'h> {
     /// Connect, run the greeting, EHLO, STARTTLS and AUTH until the core is ready.
     pub fn open(
         endpoint: &Endpoint,
-        core: CoreConfig,
+        core: SessionConfig,
         trace: Option<Trace>,
         id: usize,
     ) -> Result<Session<'h>, SessionFailure> {

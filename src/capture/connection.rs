@@ -1,326 +1,67 @@
-//! The built-in capture SMTP server behind `mailshot capture`: accepts every
-//! message and stores it as `DIR/<unix-nanos>-<seq>.eml`.
-//!
-//! It is a real, small ESMTP server (RFC 5321) with PIPELINING (RFC 2920),
-//! CHUNKING/BDAT (RFC 3030), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), SIZE
-//! (RFC 1870), ENHANCEDSTATUSCODES (RFC 2034/3463), STARTTLS (RFC 3207) with a
-//! certificate from an ephemeral CA, and AUTH PLAIN/LOGIN (RFC 4954, 4616)
-//! accepting any credentials. One thread per connection, std::net only.
-//!
-//! It bounds what a client can make it hold: [`Limits::max_connections`]
-//! connections (and so threads) at once, with any more answered `421` and
-//! closed; an idle timeout that is also a deadline for each whole line, so a
-//! client trickling bytes is dropped like a silent one; the length of a line
-//! and the size of a message.
-//!
-//! Replies are buffered and flushed only when the server must wait for more
-//! input, as RFC 2920 section 3.1 allows, so a pipelined batch costs the client
-//! a single round trip and the read buffer is never discarded between commands.
-//! Each stored file starts with `Return-Path:` and `X-Mailshot-Rcpt:` headers
-//! carrying the envelope, so tests can see Bcc recipients that the message
-//! headers must not show.
+//! One capture connection: the conversation from the greeting to QUIT over
+//! plain TCP or STARTTLS (RFC 3207), the ESMTP commands of RFC 5321 with
+//! PIPELINING (RFC 2920), CHUNKING (RFC 3030) and AUTH (RFC 4954), each
+//! parsed by `smtp::server`, and the stored message.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-
+use super::{Shared, HOSTNAME, MAX_COMMAND_LINE, MAX_DATA_LINE, MAX_RCPTS, MAX_SIZE};
 use crate::outputs::write_atomically;
-use crate::smtp::tls::{generate_pki, server_config};
-
-/// The SIZE limit advertised in EHLO (50 MiB).
-pub const MAX_SIZE: u64 = 52_428_800;
-/// Recipients accepted in one transaction before answering 452 (RFC 5321 4.5.3.1.8).
-const MAX_RCPTS: usize = 1000;
-/// Longest command line accepted; RFC 5321 says 512, extensions make it longer.
-const MAX_COMMAND_LINE: usize = 4096;
-/// Longest DATA line kept before the message is refused (RFC 5321 says 1000).
-const MAX_DATA_LINE: usize = 1 << 20;
-/// How long a refused connection may take to receive its 421.
-const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// What the server lets clients make it hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Connections served at once (each has a thread); more get `421` and are closed.
-    pub max_connections: usize,
-    /// A client is dropped after sending nothing, or no whole line, for this
-    /// long (RFC 5321 4.5.3.2.7 suggests 5 minutes).
-    pub idle_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 64,
-            idle_timeout: Duration::from_secs(300),
-        }
-    }
-}
-/// The name the server greets with.
-const HOSTNAME: &str = "mailshot-capture";
-/// The file the ephemeral CA is written to inside the capture directory.
-pub const CA_FILE_NAME: &str = "capture-ca.pem";
-
-/// State shared by the accept loop and every connection thread.
-struct Shared {
-    dir: PathBuf,
-    seq: AtomicU64,
-    tls: Arc<rustls::ServerConfig>,
-    stop: AtomicBool,
-    limits: Limits,
-    /// Connections being served; each gives its place up before it closes,
-    /// so a client that saw the close can count on the place being free.
-    active: AtomicUsize,
-}
-
-/// A bound, not yet running capture server.
-pub struct CaptureServer {
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    ca_pem: String,
-}
-
-impl CaptureServer {
-    /// Binds `addr`, creates `dir` if needed, and writes the ephemeral CA that
-    /// signs the STARTTLS certificate to `dir/capture-ca.pem`.
-    pub fn bind(addr: SocketAddr, dir: PathBuf) -> io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
-        let listener = TcpListener::bind(addr)?;
-        let local = listener.local_addr()?;
-        let ip = local.ip().to_string();
-        let pki = generate_pki(&[ip.as_str()]);
-        let ca_path = dir.join(CA_FILE_NAME);
-        write_atomically(&ca_path, pki.ca_pem.as_bytes())?;
-        Ok(CaptureServer {
-            listener,
-            shared: Arc::new(Shared {
-                dir,
-                seq: AtomicU64::new(0),
-                tls: server_config(&pki),
-                stop: AtomicBool::new(false),
-                limits: Limits::default(),
-                active: AtomicUsize::new(0),
-            }),
-            ca_pem: pki.ca_pem,
-        })
-    }
-
-    /// Serve within `limits` instead of [`Limits::default`].
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.limits = limits;
-        }
-        self
-    }
-
-    /// The address actually bound (useful after binding port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    /// The PEM of the CA that signed the STARTTLS certificate.
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
-    /// The directory messages are written to.
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
-    }
-
-    /// Runs the accept loop on a background thread.
-    pub fn spawn(self) -> CaptureHandle {
-        let addr = self.local_addr();
-        let shared = self.shared.clone();
-        let ca_pem = self.ca_pem.clone();
-        let thread = std::thread::Builder::new()
-            .name("capture-accept".into())
-            .spawn(move || {
-                let _ = self.serve();
-            })
-            .expect("spawn capture accept thread");
-        CaptureHandle {
-            addr,
-            shared,
-            ca_pem,
-            thread: Some(thread),
-        }
-    }
-
-    /// Runs the accept loop on this thread until the server is shut down
-    /// (only possible through a [`CaptureHandle`]) or accepting fails.
-    pub fn serve(self) -> io::Result<()> {
-        let mut conns: Vec<(TcpStream, JoinHandle<()>)> = Vec::new();
-        let result = loop {
-            let (sock, peer) = match self.listener.accept() {
-                Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_transient_accept_error(&e) => {
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-                Err(e) => break Err(e),
-            };
-            if self.shared.stop.load(Ordering::SeqCst) {
-                break Ok(());
-            }
-            conns.retain(|(_, h)| !h.is_finished());
-            if self.shared.active.load(Ordering::SeqCst)
-                >= self.shared.limits.max_connections.max(1)
-            {
-                refuse(sock);
-                continue;
-            }
-            let Ok(clone) = sock.try_clone() else {
-                continue;
-            };
-            let shared = self.shared.clone();
-            self.shared.active.fetch_add(1, Ordering::SeqCst);
-            let spawned = std::thread::Builder::new()
-                .name(format!("capture-{peer}"))
-                .spawn(move || {
-                    let _ = Session::new(sock, peer, &shared).run();
-                });
-            match spawned {
-                Ok(handle) => conns.push((clone, handle)),
-                Err(_) => {
-                    self.shared.active.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-        };
-        // Wake connection threads blocked in read so they end promptly.
-        for (sock, _) in &conns {
-            let _ = sock.shutdown(Shutdown::Both);
-        }
-        for (_, handle) in conns {
-            let _ = handle.join();
-        }
-        result
-    }
-}
-
-/// Answer a connection over the limit with 421 (RFC 5321 3.8) and close it,
-/// without a thread and without waiting on the client.
-fn refuse(mut sock: TcpStream) {
-    let _ = sock.set_write_timeout(Some(REFUSAL_WRITE_TIMEOUT));
-    let _ = sock.write_all(
-        format!("421 4.7.0 {HOSTNAME} Too many connections, try again later\r\n").as_bytes(),
-    );
-    let _ = sock.shutdown(Shutdown::Both);
-}
-
-fn is_transient_accept_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-    ) || matches!(e.raw_os_error(), Some(23 | 24)) // ENFILE, EMFILE
-}
-
-/// A capture server running in the background; stops on [`shutdown`](Self::shutdown) or drop.
-pub struct CaptureHandle {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    ca_pem: String,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl CaptureHandle {
-    /// The address clients connect to.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The PEM of the CA that signed the STARTTLS certificate.
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
-    /// The directory messages are written to.
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
-    }
-
-    /// Stops accepting, closes open connections and joins every thread.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // accept() has no timeout: a connection of our own wakes it up.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(if wake.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
-        }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(2));
-        let _ = thread.join();
-    }
-}
-
-impl Drop for CaptureHandle {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use crate::smtp::server::auth::{
+    decode, plain, AuthArg, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT,
+};
+use crate::smtp::server::bdat::{BdatArg, Chunk};
+use crate::smtp::server::data::{DataLine, Unstuffer};
+use crate::smtp::server::path::{is_mailbox, mail_from, rcpt_to};
+use crate::smtp::server::reply::multiline;
+use crate::smtp::server::request::{trim_eol, Request, Verb};
 
 /// The socket, before or after STARTTLS.
-enum Conn {
+enum Socket {
     Plain(TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
     /// Only while upgrading.
     Gone,
 }
 
-impl Conn {
+impl Socket {
     /// The TCP socket underneath.
     fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Conn::Plain(s) => Some(s),
-            Conn::Tls(s) => Some(&s.sock),
-            Conn::Gone => None,
+            Socket::Plain(s) => Some(s),
+            Socket::Tls(s) => Some(&s.sock),
+            Socket::Gone => None,
         }
     }
 }
 
-impl Read for Conn {
+impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Conn::Plain(s) => s.read(buf),
-            Conn::Tls(s) => s.read(buf),
-            Conn::Gone => Ok(0),
+            Socket::Plain(s) => s.read(buf),
+            Socket::Tls(s) => s.read(buf),
+            Socket::Gone => Ok(0),
         }
     }
 }
 
-impl Write for Conn {
+impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Conn::Plain(s) => s.write(buf),
-            Conn::Tls(s) => s.write(buf),
-            Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
+            Socket::Plain(s) => s.write(buf),
+            Socket::Tls(s) => s.write(buf),
+            Socket::Gone => Err(io::ErrorKind::NotConnected.into()),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Conn::Plain(s) => s.flush(),
-            Conn::Tls(s) => s.flush(),
-            Conn::Gone => Ok(()),
+            Socket::Plain(s) => s.flush(),
+            Socket::Tls(s) => s.flush(),
+            Socket::Gone => Ok(()),
         }
     }
 }
@@ -342,14 +83,15 @@ struct Transaction {
     bdat_error: Option<&'static str>,
 }
 
-/// Why the session loop stops.
+/// Why the conversation loop stops.
 enum Flow {
     Continue,
     Close,
 }
 
-struct Session<'a> {
-    conn: Conn,
+/// The server's side of one connection.
+pub(super) struct Connection<'a> {
+    conn: Socket,
     peer: SocketAddr,
     shared: &'a Shared,
     /// Received, not yet parsed. A deque: a pipelining client can have
@@ -366,14 +108,15 @@ struct Session<'a> {
     deadline: Option<Instant>,
 }
 
-impl<'a> Session<'a> {
-    fn new(sock: TcpStream, peer: SocketAddr, shared: &'a Shared) -> Self {
+impl<'a> Connection<'a> {
+    /// A connection on `sock`, not yet greeted.
+    pub(super) fn new(sock: TcpStream, peer: SocketAddr, shared: &'a Shared) -> Self {
         let idle = shared.limits.idle_timeout;
         let _ = sock.set_read_timeout(Some(idle));
         let _ = sock.set_write_timeout(Some(idle));
         let _ = sock.set_nodelay(true);
-        Session {
-            conn: Conn::Plain(sock),
+        Connection {
+            conn: Socket::Plain(sock),
             peer,
             shared,
             inbuf: VecDeque::with_capacity(8192),
@@ -387,7 +130,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn run(mut self) -> io::Result<()> {
+    /// Converses until the client leaves, then gives its place up and closes.
+    pub(super) fn run(mut self) -> io::Result<()> {
         let result = self.converse();
         if let Err(e) = &result {
             if matches!(
@@ -404,15 +148,15 @@ impl<'a> Session<'a> {
         // The accept loop keeps a clone of the socket, so dropping ours would
         // not close the connection.
         match &mut self.conn {
-            Conn::Plain(s) => {
+            Socket::Plain(s) => {
                 let _ = s.shutdown(Shutdown::Both);
             }
-            Conn::Tls(s) => {
+            Socket::Tls(s) => {
                 s.conn.send_close_notify();
                 let _ = s.flush();
                 let _ = s.sock.shutdown(Shutdown::Both);
             }
-            Conn::Gone => {}
+            Socket::Gone => {}
         }
         result
     }
@@ -517,18 +261,12 @@ impl<'a> Session<'a> {
 
     /// Reads exactly `n` bytes (a BDAT chunk); `keep` false discards them.
     fn read_exact_chunk(&mut self, n: u64, keep: bool) -> io::Result<Option<Vec<u8>>> {
-        let mut remaining = n;
-        let mut chunk = Vec::new();
+        let mut chunk = Chunk::new(n, keep);
         loop {
-            let take = remaining.min(self.inbuf.len() as u64) as usize;
-            if keep {
-                chunk.extend(self.inbuf.drain(..take));
-            } else {
-                self.inbuf.drain(..take);
-            }
-            remaining -= take as u64;
-            if remaining == 0 {
-                return Ok(Some(chunk));
+            let taken = chunk.take(self.inbuf.make_contiguous());
+            self.inbuf.drain(..taken);
+            if chunk.is_complete() {
+                return Ok(Some(chunk.into_data()));
             }
             if !self.fill()? {
                 return Ok(None);
@@ -537,18 +275,15 @@ impl<'a> Session<'a> {
     }
 
     fn command(&mut self, line: &str) -> io::Result<Flow> {
-        let (verb, arg) = match line.find(' ') {
-            Some(i) => (&line[..i], line[i + 1..].trim()),
-            None => (line, ""),
-        };
-        match verb.to_ascii_uppercase().as_str() {
-            "EHLO" => self.ehlo(arg, true),
-            "HELO" => self.ehlo(arg, false),
-            "MAIL" => self.mail(arg),
-            "RCPT" => self.rcpt(arg),
-            "DATA" => return self.data(arg),
-            "BDAT" => return self.bdat(arg),
-            "RSET" => {
+        let Request { verb, arg } = Request::parse(line);
+        match verb {
+            Verb::Ehlo => self.ehlo(arg, true),
+            Verb::Helo => self.ehlo(arg, false),
+            Verb::Mail => self.mail(arg),
+            Verb::Rcpt => self.rcpt(arg),
+            Verb::Data => return self.data(arg),
+            Verb::Bdat => return self.bdat(arg),
+            Verb::Rset => {
                 if arg.is_empty() {
                     self.tx = None;
                     self.reply("250 2.0.0 Ok");
@@ -556,17 +291,17 @@ impl<'a> Session<'a> {
                     self.reply("501 5.5.4 Syntax: RSET");
                 }
             }
-            "NOOP" => self.reply("250 2.0.0 Ok"),
-            "QUIT" => {
+            Verb::Noop => self.reply("250 2.0.0 Ok"),
+            Verb::Quit => {
                 self.reply("221 2.0.0 Bye");
                 return Ok(Flow::Close);
             }
-            "STARTTLS" => return self.starttls(arg),
-            "AUTH" => return self.auth(arg),
-            "VRFY" => self.reply("252 2.5.0 Cannot VRFY user, but will accept message"),
-            "HELP" => self.reply("214 2.0.0 See RFC 5321"),
-            "" => self.reply("500 5.5.2 Error: bad syntax"),
-            _ => self.reply("500 5.5.2 Error: command not recognized"),
+            Verb::StartTls => return self.starttls(arg),
+            Verb::Auth => return self.auth(arg),
+            Verb::Vrfy => self.reply("252 2.5.0 Cannot VRFY user, but will accept message"),
+            Verb::Help => self.reply("214 2.0.0 See RFC 5321"),
+            Verb::Empty => self.reply("500 5.5.2 Error: bad syntax"),
+            Verb::Expn | Verb::Unknown => self.reply("500 5.5.2 Error: command not recognized"),
         }
         Ok(Flow::Continue)
     }
@@ -599,11 +334,7 @@ impl<'a> Session<'a> {
         if self.auth_allowed() {
             lines.push("AUTH PLAIN LOGIN".to_string());
         }
-        let last = lines.len() - 1;
-        for (i, l) in lines.iter().enumerate() {
-            let sep = if i == last { ' ' } else { '-' };
-            self.reply(&format!("250{sep}{l}"));
-        }
+        self.reply(&multiline(250, &lines));
     }
 
     /// Credentials only travel encrypted or over loopback (RFC 4954 section 4).
@@ -618,14 +349,13 @@ impl<'a> Session<'a> {
         if self.tx.is_some() {
             return self.reply("503 5.5.1 Error: nested MAIL command");
         }
-        let Some((path, params)) = parse_path(arg, "FROM:") else {
+        let Some(from) = mail_from(arg) else {
             return self.reply("501 5.5.4 Syntax: MAIL FROM:<address>");
         };
-        if !path.is_empty() && !is_mailbox(&path) {
+        if !from.path.is_empty() && !is_mailbox(&from.path) {
             return self.reply("501 5.1.7 Bad sender address syntax");
         }
-        for param in params.split_whitespace() {
-            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        for (key, value) in from.params() {
             match key.to_ascii_uppercase().as_str() {
                 "SIZE" if self.esmtp => match value.parse::<u64>() {
                     Ok(n) if n > MAX_SIZE => {
@@ -647,7 +377,7 @@ impl<'a> Session<'a> {
             }
         }
         self.tx = Some(Transaction {
-            from: path,
+            from: from.path,
             rcpts: Vec::new(),
             bdat: None,
             bdat_error: None,
@@ -662,10 +392,11 @@ impl<'a> Session<'a> {
         if tx.bdat.is_some() {
             return self.reply("503 5.5.1 Error: RCPT after BDAT");
         }
-        let Some((path, params)) = parse_path(arg, "TO:") else {
+        let Some(to) = rcpt_to(arg) else {
             return self.reply("501 5.5.4 Syntax: RCPT TO:<address>");
         };
-        if !params.trim().is_empty() {
+        let path = to.path;
+        if !to.params.is_empty() {
             return self.reply("555 5.5.4 Unsupported option");
         }
         if !(is_mailbox(&path) || path.eq_ignore_ascii_case("postmaster")) {
@@ -703,29 +434,21 @@ impl<'a> Session<'a> {
         self.reply("354 End data with <CR><LF>.<CR><LF>");
         let mut body = Vec::new();
         let mut error: Option<&'static str> = None;
-        // Lines are split at every LF, but only CRLF ends a line in SMTP
-        // (RFC 5321 2.3.8): after a bare LF the next piece continues the same
-        // line, so it is neither the end of the data nor dot-stuffed.
-        let mut line_start = true;
+        // Input is split at every LF; the unstuffer knows which pieces start a line.
+        let mut unstuffer = Unstuffer::new();
         loop {
             let line = match self.read_line(MAX_DATA_LINE)? {
                 Line::Eof => return Ok(Flow::Close),
                 Line::TooLong => {
                     error.get_or_insert("552 5.3.4 Message line too long");
-                    line_start = true;
+                    unstuffer.skip_line();
                     continue;
                 }
                 Line::Text(l) => l,
             };
-            if line_start && line == b".\r\n" {
+            let DataLine::Content(content) = unstuffer.line(&line) else {
                 break;
-            }
-            // RFC 5321 4.5.2: a leading dot was added by the client; remove it.
-            let content = match line.strip_prefix(b".") {
-                Some(rest) if line_start => rest,
-                _ => &line[..],
             };
-            line_start = line.ends_with(b"\r\n");
             if error.is_none() {
                 if (body.len() + content.len()) as u64 > MAX_SIZE {
                     error = Some("552 5.3.4 Message size exceeds fixed limit");
@@ -744,14 +467,7 @@ impl<'a> Session<'a> {
     }
 
     fn bdat(&mut self, arg: &str) -> io::Result<Flow> {
-        let mut words = arg.split_whitespace();
-        let size = words.next().and_then(|w| w.parse::<u64>().ok());
-        let last = match words.next() {
-            None => Some(false),
-            Some(w) if w.eq_ignore_ascii_case("LAST") => Some(true),
-            Some(_) => None,
-        };
-        let (Some(size), Some(last), None) = (size, last, words.next()) else {
+        let Some(BdatArg { size, last }) = BdatArg::parse(arg) else {
             // The chunk length is unknown, so the input cannot be resynchronised.
             self.reply("501 5.5.4 Syntax: BDAT size [LAST]");
             return Ok(Flow::Close);
@@ -829,7 +545,7 @@ impl<'a> Session<'a> {
         // RFC 3207 4.2 / CVE-2011-0411: bytes sent before the handshake must
         // not be executed as commands after it.
         self.inbuf.clear();
-        let Conn::Plain(sock) = std::mem::replace(&mut self.conn, Conn::Gone) else {
+        let Socket::Plain(sock) = std::mem::replace(&mut self.conn, Socket::Gone) else {
             unreachable!("not TLS yet");
         };
         let conn =
@@ -838,7 +554,7 @@ impl<'a> Session<'a> {
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock)?;
         }
-        self.conn = Conn::Tls(tls);
+        self.conn = Socket::Tls(tls);
         self.tls = true;
         // RFC 3207 4.2: forget everything learned before TLS.
         self.helo = false;
@@ -865,17 +581,18 @@ impl<'a> Session<'a> {
             self.reply("538 5.7.11 Encryption required for requested authentication mechanism");
             return Ok(Flow::Continue);
         }
-        let mut words = arg.split_whitespace();
-        let mech = words.next().unwrap_or("").to_ascii_uppercase();
-        let initial = words.next().map(str::to_owned);
-        if words.next().is_some() {
+        let Some(AuthArg {
+            mechanism: mech,
+            initial,
+        }) = AuthArg::parse(arg)
+        else {
             self.reply("501 5.5.4 Syntax: AUTH mechanism [initial-response]");
             return Ok(Flow::Continue);
-        }
+        };
         // Each step: the client's base64 response, or None if it cancelled or broke off.
         let prompts: &[&str] = match mech.as_str() {
             "PLAIN" => &[""],
-            "LOGIN" => &["VXNlcm5hbWU6", "UGFzc3dvcmQ6"],
+            "LOGIN" => &[LOGIN_USERNAME_PROMPT, LOGIN_PASSWORD_PROMPT],
             "" => {
                 self.reply("501 5.5.4 Syntax: AUTH mechanism");
                 return Ok(Flow::Continue);
@@ -886,7 +603,7 @@ impl<'a> Session<'a> {
             }
         };
         let mut responses = Vec::new();
-        let mut pending_initial = initial;
+        let mut pending_initial = initial.map(str::to_owned);
         for prompt in prompts {
             let response = match pending_initial.take() {
                 // "=" is an empty initial response (RFC 4954 4).
@@ -908,17 +625,16 @@ impl<'a> Session<'a> {
                 self.reply("501 5.0.0 Authentication cancelled");
                 return Ok(Flow::Continue);
             }
-            match base64::engine::general_purpose::STANDARD.decode(response.trim()) {
-                Ok(bytes) => responses.push(bytes),
-                Err(_) => {
+            match decode(&response) {
+                Some(bytes) => responses.push(bytes),
+                None => {
                     self.reply("501 5.5.2 Cannot decode response");
                     return Ok(Flow::Continue);
                 }
             }
         }
         let well_formed = match mech.as_str() {
-            // authzid NUL authcid NUL passwd (RFC 4616 2).
-            "PLAIN" => responses[0].iter().filter(|&&b| b == 0).count() == 2,
+            "PLAIN" => plain(&responses[0]).is_some(),
             _ => true,
         };
         if !well_formed {
@@ -928,95 +644,5 @@ impl<'a> Session<'a> {
         self.authed = true;
         self.reply("235 2.7.0 Authentication successful");
         Ok(Flow::Continue)
-    }
-}
-
-fn trim_eol(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-/// Splits `FROM:<path> params` into the path (without brackets or a source
-/// route) and the parameters. A space after the colon is tolerated, as most
-/// servers do.
-fn parse_path(arg: &str, keyword: &str) -> Option<(String, String)> {
-    let head = arg.get(..keyword.len())?;
-    if !head.eq_ignore_ascii_case(keyword) {
-        return None;
-    }
-    let rest = arg[keyword.len()..].trim_start();
-    let rest = rest.strip_prefix('<')?;
-    let close = rest.find('>')?;
-    let mut path = &rest[..close];
-    let params = &rest[close + 1..];
-    if !params.is_empty() && !params.starts_with(' ') {
-        return None;
-    }
-    // RFC 5321 4.1.2: an obsolete source route "@a,@b:" is ignored.
-    if path.starts_with('@') {
-        path = &path[path.find(':')? + 1..];
-    }
-    Some((path.to_owned(), params.trim().to_owned()))
-}
-
-/// A loose mailbox check: local@domain with no spaces or control characters.
-fn is_mailbox(path: &str) -> bool {
-    match path.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !path.chars().any(|c| c.is_whitespace() || c.is_control())
-        }
-        None => false,
-    }
-}
-
-/// Runs `mailshot capture`: binds, reports where it listens on stderr, serves forever.
-pub fn run(listen: SocketAddr, dir: PathBuf, limits: Limits) -> crate::error::Result<()> {
-    let server = CaptureServer::bind(listen, dir.clone())
-        .map_err(|e| crate::error::Error::Unavailable(format!("cannot listen on {listen}: {e}")))?
-        .with_limits(limits);
-    eprintln!(
-        "mailshot capture: listening on {}, storing messages in {} (STARTTLS CA: {})",
-        server.local_addr(),
-        dir.display(),
-        dir.join(CA_FILE_NAME).display()
-    );
-    server
-        .serve()
-        .map_err(|e| crate::error::Error::Software(format!("capture server: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_parse() {
-        assert_eq!(
-            parse_path("FROM:<a@b.c> SIZE=10", "FROM:"),
-            Some(("a@b.c".into(), "SIZE=10".into()))
-        );
-        assert_eq!(
-            parse_path("from: <>", "FROM:"),
-            Some((String::new(), String::new()))
-        );
-        assert_eq!(
-            parse_path("TO:<@relay.example:u@x.y>", "TO:"),
-            Some(("u@x.y".into(), String::new()))
-        );
-        assert_eq!(parse_path("TO:u@x.y", "TO:"), None);
-        assert_eq!(parse_path("TO:<u@x.y>junk", "TO:"), None);
-        assert_eq!(parse_path("FROM:<a@b", "FROM:"), None);
-    }
-
-    #[test]
-    fn mailboxes() {
-        assert!(is_mailbox("a@b"));
-        assert!(is_mailbox("用户@例子.中国"));
-        assert!(!is_mailbox("ab"));
-        assert!(!is_mailbox("a b@c"));
-        assert!(!is_mailbox("@c"));
-        assert!(!is_mailbox("a@"));
     }
 }
