@@ -1,7 +1,6 @@
 //! Command implementations called by `main`: each turns parsed arguments into
 //! calls on the library and returns the exit code.
 
-pub mod prepare;
 pub mod preview;
 pub mod run;
 pub mod send;

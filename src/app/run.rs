@@ -11,9 +11,9 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::prepare::{date_now, prepare, Prepared, Row};
 use super::target::{self, Live};
 use crate::cli::RunArgs;
+use crate::compose::prepare::{date_now, prepare, Prepared, Row};
 use crate::error::{Error, ExitCode, Location, Result};
 use crate::job::Target;
 use crate::run::inputs::{self, Fingerprint, Inputs, InputsBuilder, Verdict};
@@ -468,7 +468,7 @@ fn refuse_changed(
 /// done, duplicates, uncertain), queue the rest.
 #[allow(clippy::too_many_arguments)]
 fn feed(
-    prepared: &super::prepare::Prepared,
+    prepared: &crate::compose::prepare::Prepared,
     args: &RunArgs,
     replay: &Replay,
     journal: &Journal,

@@ -12,7 +12,7 @@ use super::manifest::{RawJob, RawSmtp, RawUserConfig};
 use super::{
     provider, smtp_url, AttachmentSpec, DkimSpec, Job, PasswordSource, RecipientsSpec, SmtpSettings,
 };
-use crate::address;
+use crate::compose::address;
 use crate::error::{Diagnostic, Error, Location, Result};
 
 const PASSWORD_KEY_ADVICE: &str = "`password` is not accepted in a YAML file (it would sit in clear text \

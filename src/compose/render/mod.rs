@@ -46,11 +46,11 @@ use std::sync::{Arc, Mutex};
 
 use minijinja::{AutoEscape, Environment, ErrorKind, Template, UndefinedBehavior, Value};
 
-use crate::address::{AddressError, Part};
+use crate::compose::address::{AddressError, Part};
+use crate::compose::message::{Attachment, Draft, FileBytes, Mailbox};
+use crate::compose::recipients::Recipient;
 use crate::error::{Diagnostic, Error, Location, Result};
 use crate::job::Job;
-use crate::message::{Attachment, Draft, FileBytes, Mailbox};
-use crate::recipients::Recipient;
 
 mod context;
 mod files;
@@ -778,7 +778,7 @@ impl RowRender<'_> {
                 return None;
             }
         };
-        match crate::address::parse_filled_list(&parts) {
+        match crate::compose::address::parse_filled_list(&parts) {
             Ok(list) => Some(list),
             Err(e) => {
                 let mut d = self.diag_at_key(key, format!("{key}: invalid address {e}"));
@@ -1068,14 +1068,14 @@ const ADDRESS_ESCAPE: &str = "address";
 
 /// Every value interpolated into an address template is marked (see
 /// `marks`), so that parsing the output can hold each value to the one token
-/// of one address it fills (see [`crate::address::parse_filled_list`]): a
+/// of one address it fills (see [`crate::compose::address::parse_filled_list`]): a
 /// CSV value can never add a recipient or change a domain.
 fn address_escape(value: &str) -> Cow<'_, str> {
     Cow::Owned(marks::mark(value))
 }
 
 fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, AddressError> {
-    crate::address::parse_mailbox_list(input)
+    crate::compose::address::parse_mailbox_list(input)
 }
 
 fn is_forbidden_in_header(c: char) -> bool {
@@ -1785,7 +1785,7 @@ mod tests {
                         },
                     ),
                 };
-                prop_assert!(crate::address::check_addr_spec(&expected.addr).is_ok());
+                prop_assert!(crate::compose::address::check_addr_spec(&expected.addr).is_ok());
                 let list = match key {
                     "to" => &d.to,
                     "cc" => &d.cc,
@@ -2323,7 +2323,7 @@ mod tests {
             .join("job.yaml");
         let job = crate::job::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
         let renderer = Renderer::new(&job).unwrap_or_else(|e| panic!("{e}"));
-        crate::recipients::RecipientReader::open(&job.recipients)
+        crate::compose::recipients::RecipientReader::open(&job.recipients)
             .unwrap()
             .map(|rec| {
                 let rec = rec.unwrap_or_else(|d| panic!("{d}"));
@@ -2335,11 +2335,11 @@ mod tests {
     }
 
     fn parse_back(d: &Draft) -> Vec<u8> {
-        let opts = crate::mime::MimeOptions {
+        let opts = crate::compose::mime::MimeOptions {
             date: 1_793_611_800,
-            message_id: crate::mime::message_id("sample", d.row, d.from.as_ref().unwrap()),
+            message_id: crate::compose::mime::message_id("sample", d.row, d.from.as_ref().unwrap()),
         };
-        crate::mime::build(d, &opts)
+        crate::compose::mime::build(d, &opts)
     }
 
     #[test]
