@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use super::manifest::{RawJob, RawSmtp, RawUserConfig};
+use super::position::key_position;
 use super::{
     provider, smtp_url, AttachmentSpec, DkimSpec, Job, PasswordSource, RecipientsSpec, SmtpSettings,
 };
@@ -646,51 +647,6 @@ impl<'a> Problems<'a> {
     }
 }
 
-/// 1-based line and column of a block-style key path such as `smtp:` →
-/// `  rate:`; the innermost key found wins. Flow mappings (`{ a: b }`) are
-/// located at their parent key.
-fn key_position(text: &str, path: &[&str]) -> (Option<u64>, Option<u64>) {
-    let mut found = (None, None);
-    let mut parent_indent: Option<usize> = None;
-    let mut depth = 0;
-    let lines: Vec<&str> = text.lines().collect();
-    let mut i = 0;
-    while depth < path.len() && i < lines.len() {
-        let line = lines[i];
-        i += 1;
-        let content = line.trim_start();
-        if content.is_empty() || content.starts_with('#') {
-            continue;
-        }
-        let indent = line.len() - content.len();
-        if let Some(pi) = parent_indent {
-            if indent <= pi {
-                break; // left the parent's block without finding the child
-            }
-        }
-        let key = path[depth];
-        let matches = content
-            .strip_prefix(key)
-            .or_else(|| {
-                content
-                    .strip_prefix('"')
-                    .and_then(|c| c.strip_prefix(key))
-                    .and_then(|c| c.strip_prefix('"'))
-            })
-            .is_some_and(|rest| rest.trim_start().starts_with(':'));
-        let right_level = match parent_indent {
-            None => indent == 0,
-            Some(_) => true,
-        };
-        if matches && right_level {
-            found = (Some(i as u64), Some(indent as u64 + 1));
-            parent_indent = Some(indent);
-            depth += 1;
-        }
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1116,14 +1072,5 @@ recipients:
                 .unwrap_err(),
         );
         assert_eq!(d[0].location.line, Some(3), "{}", d[0]);
-    }
-
-    #[test]
-    fn key_positions() {
-        let text = "a: 1\nsmtp:\n  # note\n  host: x\n  rate: 2/s\nrate: top\n";
-        assert_eq!(key_position(text, &["smtp", "rate"]), (Some(5), Some(3)));
-        assert_eq!(key_position(text, &["rate"]), (Some(6), Some(1)));
-        assert_eq!(key_position(text, &["smtp", "port"]), (Some(2), Some(1)));
-        assert_eq!(key_position(text, &["nothere"]), (None, None));
     }
 }
