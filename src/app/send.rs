@@ -87,19 +87,7 @@ fn draft(args: &SendArgs, default_from: Option<&str>) -> Result<Draft> {
     for p in &args.attach {
         let data = crate::compose::render::read_capped(p, DEFAULT_MAX_ATTACHMENT_SIZE)
             .map_err(|e| Error::no_input(p, &e))?;
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "attachment".into());
-        attachments.push(Attachment {
-            content_type: mime_guess::from_path(p)
-                .first_or_octet_stream()
-                .essence_str()
-                .to_string(),
-            name,
-            data: Arc::new(data.into()),
-            content_id: None,
-        });
+        attachments.push(Attachment::from_file(p, None, Arc::new(data.into())));
     }
     let to = addresses(&args.to, "to")?;
     Ok(Draft {

@@ -54,21 +54,11 @@ impl RowRender<'_> {
                         Some(data) => {
                             let cid =
                                 format!("img{}.row{}@mailshot", images.len() + 1, self.rec.row);
-                            let name = path
-                                .file_name()
-                                .map(|f| f.to_string_lossy().into_owned())
-                                .unwrap_or_else(|| "image".into());
-                            let content_type = mime_guess::from_path(&path)
-                                .first_or_octet_stream()
-                                .essence_str()
-                                .to_string();
                             images.push((
                                 src.to_string(),
                                 Attachment {
-                                    name,
-                                    content_type,
-                                    data,
                                     content_id: Some(cid.clone()),
+                                    ..Attachment::from_file(&path, None, data)
                                 },
                             ));
                             cid

@@ -250,22 +250,7 @@ impl RowRender<'_> {
         let data = self.read_file(rendered, origin, |e| {
             format!("{path_key}: cannot attach \"{rendered}\": {e}")
         })?;
-        let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| {
-            path.file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "attachment".into())
-        });
-        let content_type = mime_guess::from_path(&path)
-            .first()
-            .or_else(|| mime_guess::from_path(&name).first())
-            .map(|m| m.essence_str().to_string())
-            .unwrap_or_else(|| "application/octet-stream".into());
-        Some(Attachment {
-            name,
-            content_type,
-            data,
-            content_id: None,
-        })
+        Some(Attachment::from_file(&path, name, data))
     }
 
     /// Read a file this row needs; a failure becomes a diagnostic naming the
