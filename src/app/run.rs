@@ -186,8 +186,8 @@ pub fn open_failure(live: &Live, failure: SessionFailure) -> Error {
 /// `mailshot run JOB`.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     if let Some(n) = args.sessions {
-        if n > crate::job::validate::MAX_SESSIONS {
-            let problem = crate::job::validate::sessions_problem(n);
+        if n > crate::job::validate::smtp_section::MAX_SESSIONS {
+            let problem = crate::job::validate::smtp_section::sessions_problem(n);
             return Err(Error::Usage(format!("--sessions: {problem}")));
         }
     }

@@ -92,7 +92,7 @@ pub struct RawSmtp {
     pub ca_file: Option<String>,
     /// plain | login | xoauth2.
     pub auth: Option<RawAuth>,
-    /// Parallel sessions (1 to `validate::MAX_SESSIONS`, checked in validation).
+    /// Parallel sessions (1 to `validate::smtp_section::MAX_SESSIONS`, checked in validation).
     pub sessions: Option<usize>,
     /// Messages per session before reconnecting.
     pub max_messages_per_session: Option<usize>,
