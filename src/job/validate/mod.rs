@@ -1,6 +1,6 @@
 //! Raw manifest → checked [`Job`](super::Job), with file/line/column errors.
 //!
-//! The second validation stage (DESIGN.md principle 5): everything that can
+//! The second validation stage (after the serde types): everything that can
 //! be checked without the network or a recipient row is checked here, and
 //! every problem is reported at once. YAML and value errors come with the
 //! line and column serde_yaml reports; problems involving several keys are
