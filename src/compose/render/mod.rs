@@ -5,7 +5,9 @@
 //! checks (RFC 5322 §2.2: a header value is one logical line, so CR/LF from a
 //! CSV value must never reach it), and turning attachments, Markdown
 //! (CommonMark via pulldown-cmark) and local `<img>` sources (RFC 2392 `cid:`)
-//! into draft parts.
+//! into draft parts. `templates` compiles, `row` renders one row,
+//! `address_fill`, `html_images` and `markdown` do one part each of that, and
+//! `diagnostics` turns render errors into located problems.
 //!
 //! **Template lookup rule.** The job's `text`/`html`/`markdown` files are
 //! the paths the job names. A name `N` in `{% extends %}`, `{% include %}`,
@@ -34,7 +36,7 @@
 //! Text, subject and header templates are not escaped.
 //!
 //! **Files.** Attachments and local `<img src>` files (also from Markdown
-//! `![](…)`) are read through [`files::Files`]: a path made by a template
+//! `![](…)`) are read through `files::Files`: a path made by a template
 //! expression must stay inside the job's folder, a path written literally in
 //! the job may point anywhere (see that module). `src` values are decoded
 //! with one full HTML entity decoder first.

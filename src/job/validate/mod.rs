@@ -1,4 +1,4 @@
-//! Raw manifest → checked [`Job`](super::Job), with file/line/column errors.
+//! Raw manifest → checked [`Job`], with file/line/column errors.
 //!
 //! The second validation stage (after the serde types): everything that can
 //! be checked without the network or a recipient row is checked here, and
