@@ -27,15 +27,3 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         }
     }
 }
-
-/// Parse `--var KEY=VALUE` arguments.
-pub fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>> {
-    vars.iter()
-        .map(|v| match v.split_once('=') {
-            Some((k, val)) if !k.trim().is_empty() => Ok((k.trim().to_string(), val.to_string())),
-            _ => Err(crate::error::Error::Usage(format!(
-                "--var expects KEY=VALUE, got {v:?}"
-            ))),
-        })
-        .collect()
-}

@@ -418,7 +418,7 @@ fn run_inputs(prepared: &Prepared, args: &RunArgs, mut seen: InputsBuilder) -> R
         seen.file(kind, &path)
             .map_err(|e| Error::no_input(&path, &e))?;
     }
-    for (name, value) in super::parse_vars(&args.job.vars)? {
+    for (name, value) in crate::job::parse_vars(&args.job.vars)? {
         seen.var(&name, &value);
     }
     if job.smtp.is_none() {

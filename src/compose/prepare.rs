@@ -68,7 +68,7 @@ impl<M> Row<M> {
 
 /// Load the job and compile its templates.
 pub fn prepare(path: &std::path::Path, vars: &[String]) -> Result<Prepared> {
-    let vars = crate::app::parse_vars(vars)?;
+    let vars = crate::job::parse_vars(vars)?;
     let job = crate::job::load(path, &vars)?;
     let renderer = Renderer::new(&job)?;
     let dkim = crate::compose::dkim::for_job(job.dkim.as_ref())?;

@@ -13,8 +13,8 @@ pub mod validate;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use validate::load;
 pub use validate::user_config::{load_user_smtp, user_config_path};
+pub use validate::{load, parse_vars};
 
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

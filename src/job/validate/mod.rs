@@ -22,6 +22,16 @@ use problems::Problems;
 use smtp_section::build_smtp;
 use yaml::{check_nesting, yaml_error};
 
+/// Parse `--var KEY=VALUE` arguments.
+pub fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>> {
+    vars.iter()
+        .map(|v| match v.split_once('=') {
+            Some((k, val)) if !k.trim().is_empty() => Ok((k.trim().to_string(), val.to_string())),
+            _ => Err(Error::Usage(format!("--var expects KEY=VALUE, got {v:?}"))),
+        })
+        .collect()
+}
+
 /// Read and validate the job file at `path`; `vars` (from `--var KEY=VALUE`)
 /// are added to the job's `vars`, overriding keys of the same name.
 pub fn load(path: &Path, vars: &[(String, String)]) -> Result<Job> {

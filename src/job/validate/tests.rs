@@ -427,3 +427,21 @@ fn yaml_syntax_error_has_line() {
     );
     assert_eq!(d[0].location.line, Some(3), "{}", d[0]);
 }
+
+#[test]
+fn var_arguments_split_at_the_first_equals_sign_and_need_a_name() {
+    let args = [" campaign =Nov=2".to_string(), "empty=".to_string()];
+    assert_eq!(
+        parse_vars(&args).unwrap(),
+        [
+            ("campaign".into(), "Nov=2".into()),
+            ("empty".into(), String::new())
+        ]
+    );
+    for bad in ["novalue", "=x", " =x"] {
+        match parse_vars(&[bad.to_string()]) {
+            Err(Error::Usage(m)) => assert!(m.contains("KEY=VALUE"), "{m}"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+}
