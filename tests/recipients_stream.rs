@@ -4,8 +4,8 @@
 
 use std::io::{BufWriter, Write};
 
+use mailshot::compose::recipients::RecipientReader;
 use mailshot::job::RecipientsSpec;
-use mailshot::recipients::RecipientReader;
 
 const ROWS: u64 = 1_000_000;
 const LIMIT_KB: u64 = 100 * 1024;

@@ -1,7 +1,6 @@
 //! Command implementations called by `main`: each turns parsed arguments into
 //! calls on the library and returns the exit code.
 
-pub mod prepare;
 pub mod preview;
 pub mod run;
 pub mod send;
@@ -27,16 +26,4 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::Ok)
         }
     }
-}
-
-/// Parse `--var KEY=VALUE` arguments.
-pub fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>> {
-    vars.iter()
-        .map(|v| match v.split_once('=') {
-            Some((k, val)) if !k.trim().is_empty() => Ok((k.trim().to_string(), val.to_string())),
-            _ => Err(crate::error::Error::Usage(format!(
-                "--var expects KEY=VALUE, got {v:?}"
-            ))),
-        })
-        .collect()
 }

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use super::prepare::{date_now, prepare, Row};
 use crate::cli::{CheckArgs, PreviewArgs, RunArgs};
+use crate::compose::prepare::{date_now, prepare, Row};
 use crate::error::{Error, ExitCode, Location, Result};
 
 /// Jobs with more recipients than this and no List-Unsubscribe get a warning

@@ -11,9 +11,9 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::prepare::{date_now, prepare, Prepared, Row};
 use super::target::{self, Live};
 use crate::cli::RunArgs;
+use crate::compose::prepare::{date_now, prepare, Prepared, Row};
 use crate::error::{Error, ExitCode, Location, Result};
 use crate::job::Target;
 use crate::run::inputs::{self, Fingerprint, Inputs, InputsBuilder, Verdict};
@@ -186,8 +186,8 @@ pub fn open_failure(live: &Live, failure: SessionFailure) -> Error {
 /// `mailshot run JOB`.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     if let Some(n) = args.sessions {
-        if n > crate::job::validate::MAX_SESSIONS {
-            let problem = crate::job::validate::sessions_problem(n);
+        if n > crate::job::validate::smtp_section::MAX_SESSIONS {
+            let problem = crate::job::validate::smtp_section::sessions_problem(n);
             return Err(Error::Usage(format!("--sessions: {problem}")));
         }
     }
@@ -418,7 +418,7 @@ fn run_inputs(prepared: &Prepared, args: &RunArgs, mut seen: InputsBuilder) -> R
         seen.file(kind, &path)
             .map_err(|e| Error::no_input(&path, &e))?;
     }
-    for (name, value) in super::parse_vars(&args.job.vars)? {
+    for (name, value) in crate::job::parse_vars(&args.job.vars)? {
         seen.var(&name, &value);
     }
     if job.smtp.is_none() {
@@ -468,7 +468,7 @@ fn refuse_changed(
 /// done, duplicates, uncertain), queue the rest.
 #[allow(clippy::too_many_arguments)]
 fn feed(
-    prepared: &super::prepare::Prepared,
+    prepared: &crate::compose::prepare::Prepared,
     args: &RunArgs,
     replay: &Replay,
     journal: &Journal,

@@ -5,15 +5,15 @@ use std::io::Read;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use super::prepare::date_now;
 use super::target;
-use crate::address::parse_mailbox_list;
 use crate::cli::SendArgs;
+use crate::compose::address::parse_mailbox_list;
+use crate::compose::message::{Attachment, Draft, Mailbox};
+use crate::compose::mime::{self, MimeOptions};
+use crate::compose::prepare::date_now;
 use crate::error::{Error, ExitCode, Result};
 use crate::job::manifest::DEFAULT_MAX_ATTACHMENT_SIZE;
 use crate::job::Target;
-use crate::message::{Attachment, Draft, Mailbox};
-use crate::mime::{self, MimeOptions};
 use crate::run::report::{Outcome, Status};
 use crate::run::scheduler::{self, Ledger, Work};
 
@@ -85,21 +85,9 @@ fn draft(args: &SendArgs, default_from: Option<&str>) -> Result<Draft> {
     };
     let mut attachments = Vec::new();
     for p in &args.attach {
-        let data = crate::render::read_capped(p, DEFAULT_MAX_ATTACHMENT_SIZE)
+        let data = crate::compose::render::read_capped(p, DEFAULT_MAX_ATTACHMENT_SIZE)
             .map_err(|e| Error::no_input(p, &e))?;
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "attachment".into());
-        attachments.push(Attachment {
-            content_type: mime_guess::from_path(p)
-                .first_or_octet_stream()
-                .essence_str()
-                .to_string(),
-            name,
-            data: Arc::new(data.into()),
-            content_id: None,
-        });
+        attachments.push(Attachment::from_file(p, None, Arc::new(data.into())));
     }
     let to = addresses(&args.to, "to")?;
     Ok(Draft {

@@ -50,7 +50,7 @@ pub fn resolve(job: Option<&Job>, url: Option<&str>) -> Result<Target> {
         None => job::load_user_smtp()?,
     };
     if let Some(url) = url {
-        let from_url = job::validate::parse_smtp_url_settings(url)?;
+        let from_url = job::validate::smtp_section::parse_smtp_url_settings(url)?;
         return Ok(Target::Smtp(Box::new(match configured {
             Some(base) => with_url(base, from_url),
             None => from_url,

@@ -1,4 +1,5 @@
-//! Raw serde types of the job file (deny unknown keys), mirroring SPEC.md.
+//! Raw serde types of the job file (deny unknown keys), mirroring the keys
+//! the README's "A job" section documents.
 //!
 //! Values whose syntax can be checked on their own (durations, rates,
 //! enums, the CSV delimiter and encoding, header names) are parsed here,
@@ -93,7 +94,7 @@ pub struct RawSmtp {
     pub ca_file: Option<String>,
     /// plain | login | xoauth2.
     pub auth: Option<RawAuth>,
-    /// Parallel sessions (1 to `validate::MAX_SESSIONS`, checked in validation).
+    /// Parallel sessions (1 to `validate::smtp_section::MAX_SESSIONS`, checked in validation).
     pub sessions: Option<usize>,
     /// Messages per session before reconnecting.
     pub max_messages_per_session: Option<usize>,

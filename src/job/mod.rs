@@ -1,8 +1,10 @@
 //! The job: a YAML manifest read into serde types (`manifest`), checked into
-//! a [`Job`] before any I/O (`validate`), with SMTP URLs (`smtp_url`),
-//! provider presets (`provider`) and password sources (`secrets`).
+//! a [`Job`] before any I/O (`validate`), with keys located in its text
+//! (`position`), SMTP URLs (`smtp_url`), provider presets (`provider`) and
+//! password sources (`secrets`).
 
 pub mod manifest;
+pub mod position;
 pub mod provider;
 pub mod secrets;
 pub mod smtp_url;
@@ -13,7 +15,8 @@ use std::time::Duration;
 
 use crate::smtp::auth::AuthMech;
 
-pub use validate::{load, load_user_smtp, user_config_path};
+pub use validate::user_config::{load_user_smtp, user_config_path};
+pub use validate::{load, parse_vars};
 
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::message::{Draft, FileBytes};
+use crate::compose::message::{Draft, FileBytes};
 
 /// The fingerprint as the journal stores it: a JSON document naming each
 /// input with its hash. A journal only resumes a job whose inputs match.
@@ -328,7 +328,7 @@ pub fn refusal(verdict: &Verdict, settled: u64, total: u64, finished: bool) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Attachment;
+    use crate::compose::message::Attachment;
 
     fn draft(row: u64, name: &str, data: &Arc<FileBytes>) -> Draft {
         Draft {

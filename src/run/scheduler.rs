@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use super::limiter::Limiter;
 use super::report::{one_line, Outcome, Status};
+use crate::compose::message::Outgoing;
 use crate::error::Error;
 use crate::job::Rate;
-use crate::message::Outgoing;
 use crate::smtp::client::{
     CloseReason, Event, SessionConfig, SessionError, Transaction, TxOutcome, TxResult,
 };
@@ -985,7 +985,7 @@ mod tests {
             row: 1,
             email: rcpts[0].to_owned(),
             message_id: "<1@run>".into(),
-            envelope: crate::message::Envelope {
+            envelope: crate::compose::message::Envelope {
                 mail_from: "me@x".into(),
                 rcpt_to: rcpts.iter().map(|r| r.to_string()).collect(),
             },

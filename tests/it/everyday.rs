@@ -388,7 +388,7 @@ fn provider_presets_fill_host_port_and_security() {
                 "smtp:\n  provider: {name}\n  username: me@example.com\n  password_env: MAILSHOT_PASSWORD\n"
             ),
         );
-        let s = mailshot::job::validate::load_user_smtp_from(&path)
+        let s = mailshot::job::validate::user_config::load_user_smtp_from(&path)
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .expect("smtp section");
         assert_eq!(

@@ -12,7 +12,7 @@ use std::fmt;
 
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
-use crate::message::Mailbox;
+use crate::compose::message::Mailbox;
 
 /// Why an address (or address list) is refused: the text, once, and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! outgoing message (envelope + bytes) the SMTP engine carries.
 
 use std::ops::Deref;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 /// One address with an optional display name.
@@ -24,6 +25,30 @@ pub struct Attachment {
     pub data: Arc<FileBytes>,
     /// Content-ID for inline parts referenced as `cid:` from HTML.
     pub content_id: Option<String>,
+}
+
+impl Attachment {
+    /// An attachment of the file at `path` holding `data`: shown as `name`
+    /// when one is given and not blank, else as the file's name; typed by the
+    /// path's extension, else by the name's, else `application/octet-stream`.
+    pub fn from_file(path: &Path, name: Option<String>, data: Arc<FileBytes>) -> Attachment {
+        let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| {
+            path.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "attachment".into())
+        });
+        let content_type = mime_guess::from_path(path)
+            .first()
+            .or_else(|| mime_guess::from_path(&name).first())
+            .map(|m| m.essence_str().to_string())
+            .unwrap_or_else(|| "application/octet-stream".into());
+        Attachment {
+            name,
+            content_type,
+            data,
+            content_id: None,
+        }
+    }
 }
 
 /// A file's bytes, and their transfer encoding made at most once however
@@ -166,5 +191,34 @@ mod tests {
         }
         assert_eq!(calls, 1);
         assert_eq!(&file[..], b"hello");
+    }
+
+    #[test]
+    fn an_attachment_is_named_and_typed_by_its_file_or_given_name() {
+        let data = Arc::new(FileBytes::from(b"%PDF".to_vec()));
+        let a = Attachment::from_file(Path::new("docs/Invoice 7.pdf"), None, Arc::clone(&data));
+        assert_eq!(
+            (a.name.as_str(), a.content_type.as_str()),
+            ("Invoice 7.pdf", "application/pdf")
+        );
+        assert_eq!(a.content_id, None);
+        assert_eq!(&a.data[..], b"%PDF");
+
+        let blank = Some("  ".to_string());
+        let a = Attachment::from_file(Path::new("logo.png"), blank, Arc::clone(&data));
+        assert_eq!(
+            (a.name.as_str(), a.content_type.as_str()),
+            ("logo.png", "image/png")
+        );
+
+        let named = Some("report.csv".to_string());
+        let a = Attachment::from_file(Path::new("out/2024-11"), named, Arc::clone(&data));
+        assert_eq!(
+            (a.name.as_str(), a.content_type.as_str()),
+            ("report.csv", "text/csv")
+        );
+
+        let a = Attachment::from_file(Path::new("blob.zzunknown"), None, data);
+        assert_eq!(a.content_type, "application/octet-stream");
     }
 }

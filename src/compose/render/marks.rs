@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use crate::address::Part;
+use crate::compose::address::Part;
 
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';

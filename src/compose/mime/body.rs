@@ -14,7 +14,7 @@ use mail_builder::mime::{BodyPart, MimePart};
 
 use super::BOUNDARY_PREFIX;
 use super::{ascii_fallback_name, normalize_into, rfc2231_params, sanitize_mime_type};
-use crate::message::{Attachment, Draft};
+use crate::compose::message::{Attachment, Draft};
 
 /// One node of the tree.
 enum Part<'a> {

@@ -18,9 +18,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 use sha2::{Digest, Sha256};
 
+use crate::compose::message::Outgoing;
 use crate::error::{Error, Location, Result};
 use crate::job::DkimSpec;
-use crate::message::Outgoing;
 
 /// Header fields signed when present, in this order. Every occurrence is
 /// signed; `From` is also signed once more than it occurs ("over-signing",

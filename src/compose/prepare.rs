@@ -4,12 +4,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::compose::message::{Draft, Outgoing};
+use crate::compose::mime::{self, MimeOptions};
+use crate::compose::recipients::RecipientReader;
+use crate::compose::render::Renderer;
 use crate::error::{Diagnostic, Location, Problems, Result};
 use crate::job::Job;
-use crate::message::{Draft, Outgoing};
-use crate::mime::{self, MimeOptions};
-use crate::recipients::RecipientReader;
-use crate::render::Renderer;
 
 /// A job whose templates compiled.
 pub struct Prepared {
@@ -18,7 +18,7 @@ pub struct Prepared {
     /// Its compiled templates.
     pub renderer: Renderer,
     /// The DKIM signer, when the job has `dkim:`.
-    pub dkim: Option<crate::dkim::Signer>,
+    pub dkim: Option<crate::compose::dkim::Signer>,
 }
 
 /// One CSV row after rendering: by default into a message ready to send,
@@ -68,10 +68,10 @@ impl<M> Row<M> {
 
 /// Load the job and compile its templates.
 pub fn prepare(path: &std::path::Path, vars: &[String]) -> Result<Prepared> {
-    let vars = super::parse_vars(vars)?;
+    let vars = crate::job::parse_vars(vars)?;
     let job = crate::job::load(path, &vars)?;
     let renderer = Renderer::new(&job)?;
-    let dkim = crate::dkim::for_job(job.dkim.as_ref())?;
+    let dkim = crate::compose::dkim::for_job(job.dkim.as_ref())?;
     Ok(Prepared {
         job,
         renderer,
@@ -111,7 +111,7 @@ impl Prepared {
         limit: Option<u64>,
         run_id: &'a str,
         date: i64,
-        dkim: Option<&'a crate::dkim::Signer>,
+        dkim: Option<&'a crate::compose::dkim::Signer>,
     ) -> Result<impl Iterator<Item = Row> + 'a> {
         Ok(self.drafts(limit)?.map(move |row| {
             row.map_message(|draft| {

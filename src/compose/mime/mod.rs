@@ -22,7 +22,7 @@ use base64::Engine as _;
 use mail_builder::headers::date::Date;
 use mail_builder::headers::Header;
 
-use crate::message::{Draft, Envelope, Mailbox, Outgoing};
+use crate::compose::message::{Draft, Envelope, Mailbox, Outgoing};
 
 mod body;
 
@@ -302,7 +302,7 @@ fn format_mailbox_into(m: &Mailbox, out: &mut String) {
     };
     let start = out.len();
     if name.bytes().all(|b| (0x20..0x7f).contains(&b)) && name.len() <= 60 && !name.contains("=?") {
-        crate::address::push_quoted(out, name);
+        crate::compose::address::push_quoted(out, name);
     } else {
         for (i, word) in encoded_words(name, PHRASE_WORD).iter().enumerate() {
             if i > 0 {
@@ -514,7 +514,7 @@ fn rfc2231_params(param: &str, value: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Attachment;
+    use crate::compose::message::Attachment;
     use mail_parser::{MessageParser, MimeHeaders, PartType};
 
     fn mb(name: Option<&str>, addr: &str) -> Mailbox {

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 
 use minijinja::AutoEscape;
 
-use crate::recipients::Recipient;
+use crate::compose::recipients::Recipient;
 
 /// Names that are not column lookups in a template even when a CSV column
 /// has that name: literals, and the context's own variables.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::Value;
 
-use crate::recipients::Recipient;
+use crate::compose::recipients::Recipient;
 
 /// The names the context defines besides the columns; they win over a column
 /// of the same name.
