@@ -4,13 +4,14 @@
 //! one MIME message per recipient; the messages go out over reused SMTP
 //! sessions that pipeline MAIL/RCPT/DATA (RFC 2920) and use BDAT (RFC 3030)
 //! where offered. The data flows one way through the modules below:
-//! `job` → `recipients` → `render` → `mime` → `run` (scheduler, journal,
-//! report) → `smtp` (protocol core + connection driver).
+//! `job` → `recipients` → `render` → `mime` → `delivery` (dispatch,
+//! journal, report) → `smtp` (protocol core + connection driver).
 
 pub mod address;
 pub mod app;
 pub mod capture;
 pub mod cli;
+pub mod delivery;
 pub mod dkim;
 pub mod error;
 pub mod job;
@@ -19,5 +20,4 @@ pub mod mime;
 pub mod outputs;
 pub mod recipients;
 pub mod render;
-pub mod run;
 pub mod smtp;

@@ -14,8 +14,8 @@ use crate::job::manifest::DEFAULT_MAX_ATTACHMENT_SIZE;
 use crate::job::Target;
 use crate::message::{Attachment, Draft, Mailbox};
 use crate::mime::{self, MimeOptions};
-use crate::run::report::{Outcome, Status};
-use crate::run::scheduler::{self, Ledger, Work};
+use crate::delivery::report::{Outcome, Status};
+use crate::delivery::scheduler::{self, Ledger, Work};
 
 /// Keeps the one outcome in memory; `send` has no journal.
 #[derive(Default)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::capture::{CaptureHandle, CaptureServer};
 use crate::error::{Error, Result};
 use crate::job::{self, Job, Security, SmtpSettings, Target};
-use crate::run::scheduler::Plan;
+use crate::delivery::scheduler::Plan;
 use crate::smtp::client::{ClientConfig, Credentials, TlsMode};
 use crate::smtp::connection::{Endpoint, Session, Trace};
 use crate::smtp::tls;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::run::report::{one_line, Outcome, Status, Summary};
+use crate::delivery::report::{one_line, Outcome, Status, Summary};
 
 /// The outcome of one recipient, as shown to the user.
 pub type OutcomeEvent = Outcome;

@@ -49,10 +49,10 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Location, Result};
-use crate::run::report::{one_line, Outcome, Status};
-use crate::run::seal::{self, Seal};
+use crate::delivery::report::{one_line, Outcome, Status};
+use crate::delivery::seal::{self, Seal};
 
-pub use crate::run::inputs::Fingerprint;
+pub use crate::delivery::inputs::Fingerprint;
 
 /// The journal format this code writes. Version 1 (no `rcpt` and `open`
 /// records: one outcome per row) is still read.
@@ -275,7 +275,7 @@ pub struct Journal {
     syncer: File,
     /// Held for the journal's lifetime; closing it releases the lock.
     _lock: Option<File>,
-    /// Records the synced length after every sync (see [`crate::run::seal`]).
+    /// Records the synced length after every sync (see [`crate::delivery::seal`]).
     seal: Option<Seal>,
 }
 
