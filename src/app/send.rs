@@ -9,13 +9,13 @@ use super::prepare::date_now;
 use super::target;
 use crate::address::parse_mailbox_list;
 use crate::cli::SendArgs;
+use crate::delivery::outcome::{Outcome, Status};
+use crate::delivery::scheduler::{self, Ledger, Work};
 use crate::error::{Error, ExitCode, Result};
 use crate::job::manifest::DEFAULT_MAX_ATTACHMENT_SIZE;
 use crate::job::Target;
 use crate::message::{Attachment, Draft, Mailbox};
 use crate::mime::{self, MimeOptions};
-use crate::delivery::report::{Outcome, Status};
-use crate::delivery::scheduler::{self, Ledger, Work};
 
 /// Keeps the one outcome in memory; `send` has no journal.
 #[derive(Default)]

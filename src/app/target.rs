@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::capture::{CaptureHandle, CaptureServer};
+use crate::delivery::scheduler::Plan;
 use crate::error::{Error, Result};
 use crate::job::{self, Job, Security, SmtpSettings, Target};
-use crate::delivery::scheduler::Plan;
 use crate::smtp::client::{ClientConfig, Credentials, TlsMode};
 use crate::smtp::connection::{Endpoint, Session, Trace};
 use crate::smtp::tls;

@@ -48,9 +48,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::error::{Error, Location, Result};
-use crate::delivery::report::{one_line, Outcome, Status};
+use crate::delivery::outcome::{one_line, Outcome, Status};
 use crate::delivery::seal::{self, Seal};
+use crate::error::{Error, Location, Result};
 
 pub use crate::delivery::inputs::Fingerprint;
 

@@ -5,6 +5,7 @@
 pub mod inputs;
 pub mod journal;
 pub mod limiter;
+pub mod outcome;
 pub mod progress;
 pub mod report;
 pub mod scheduler;

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::limiter::Limiter;
-use super::report::{one_line, Outcome, Status};
+use super::outcome::{one_line, Outcome, Status};
 use crate::error::Error;
 use crate::job::Rate;
 use crate::message::Outgoing;
