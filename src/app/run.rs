@@ -156,15 +156,6 @@ impl Ledger for RunLedger<'_> {
     }
 }
 
-/// `JOB.<suffix>` next to the job file (`news.yaml` → `news.journal`).
-fn beside(job: &Path, suffix: &str) -> PathBuf {
-    let stem = job
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "job".into());
-    job.with_file_name(format!("{stem}.{suffix}"))
-}
-
 /// Map a failure to open a session to the error the user sees.
 pub fn open_failure(live: &Live, failure: SessionFailure) -> Error {
     let server = format!("{}:{}", live.plan.endpoint.host, live.plan.endpoint.port);
@@ -193,7 +184,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         }
     }
     let prepared = prepare(&args.job.job, &args.job.vars)?;
-    let journal_path = beside(&prepared.job.path, "journal");
+    let journal_path = crate::outputs::beside(&prepared.job.path, "journal");
     let earlier = (!args.restart)
         .then(|| inputs::stored_fingerprint(&journal_path))
         .flatten();
@@ -238,7 +229,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let report_path = args
         .report
         .clone()
-        .unwrap_or_else(|| beside(&job.path, "report.csv"));
+        .unwrap_or_else(|| crate::outputs::beside(&job.path, "report.csv"));
     refuse_lost_journal(&journal_path, &report_path, args)?;
     let (journal, replay) = journal::open_to(&journal_path, &fp, args.restart, &dest)?;
     if let (Some(note), false) = (&replay.note, args.quiet) {

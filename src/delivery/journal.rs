@@ -285,12 +285,6 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_os_string();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
 /// An I/O error on the journal or its lock: 73 if it cannot be created or
 /// opened, 74 if writing it failed part way (see [`crate::outputs::error`]).
 fn io_error(path: &Path, e: io::Error) -> Error {
@@ -301,7 +295,7 @@ fn io_error(path: &Path, e: io::Error) -> Error {
 /// run can say who holds it. The lock file is never deleted: unlinking a lock
 /// file another process has open would let two runs each lock a different inode.
 fn take_lock(journal: &Path) -> Result<File> {
-    let lock_path = with_suffix(journal, ".lock");
+    let lock_path = crate::outputs::with_suffix(journal, ".lock");
     let mut lock = crate::outputs::options()
         .read(true)
         .write(true)
@@ -631,7 +625,7 @@ fn open_at_boot(
         return Err(crate::outputs::cannot_create("journal", path, &e));
     }
     if restart {
-        match fs::rename(path, with_suffix(path, ".old")) {
+        match fs::rename(path, crate::outputs::with_suffix(path, ".old")) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(path, e)),
@@ -654,7 +648,7 @@ fn open_at_boot(
     let (file, existing) = match read_existing(path, &file, fp, boot_id, dest)? {
         Existing::Rehearsal { dest: earlier } => {
             // Kept for the record; this destination starts afresh.
-            let aside = with_suffix(path, ".rehearsal");
+            let aside = crate::outputs::with_suffix(path, ".rehearsal");
             fs::rename(path, &aside).map_err(|e| io_error(path, e))?;
             note = Some(format!(
                 "the earlier run went to the built-in capture server ({earlier}), a \

@@ -78,7 +78,7 @@ impl Report {
     /// file `path.scratch` holds the outcomes until then. Both are created
     /// mode 0600 (they hold addresses), never through a symbolic link.
     pub fn create(path: &Path) -> io::Result<Report> {
-        let scratch_path = with_suffix(path, ".scratch");
+        let scratch_path = crate::outputs::with_suffix(path, ".scratch");
         let file = crate::outputs::options()
             .read(true)
             .write(true)
@@ -168,7 +168,7 @@ impl Report {
         let mut pos = 0u64;
         let mut counts = [0u64; 5];
         let mut failures = FailureTally::default();
-        let tmp_path = with_suffix(&self.path, ".tmp");
+        let tmp_path = crate::outputs::with_suffix(&self.path, ".tmp");
         let mut out = BufWriter::new(crate::outputs::create(&tmp_path)?);
         {
             let mut header = csv::Writer::from_writer(&mut out);
@@ -241,12 +241,6 @@ impl Drop for ScratchFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
     }
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_os_string();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// The outcome as one CSV record (with its line ending), cells neutralised.
