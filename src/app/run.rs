@@ -7,173 +7,19 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::sync_channel;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use super::prepare::{date_now, prepare, Prepared, Row};
-use super::target::{self, Live};
+use super::prepare::{date_now, prepare, Prepared};
 use crate::cli::RunArgs;
+use crate::delivery::feed::Feed;
 use crate::delivery::inputs::{self, Fingerprint, Inputs, InputsBuilder, Verdict};
-use crate::delivery::journal::{self, Journal, RcptOutcome, Replay};
-use crate::delivery::outcome::{Outcome, Status};
+use crate::delivery::journal;
+use crate::delivery::ledger::RunLedger;
+use crate::delivery::plan::Plan;
 use crate::delivery::progress::{Mode, Progress};
 use crate::delivery::report::Report;
-use crate::delivery::scheduler::{self, Ledger, Settled, Work};
 use crate::error::{Error, ExitCode, Location, Result};
-use crate::job::Target;
-use crate::smtp::client::{CloseReason, SessionError};
-use crate::smtp::connection::SessionFailure;
-use crate::smtp::reply::{EnhancedCode, Reply};
-
-/// Rendered messages waiting for a session; bounds memory however long the CSV.
-const QUEUE: usize = 512;
-
-/// How long an outcome may wait, written but not yet synced, before it is
-/// made durable and reported: one `sync_data` covers every outcome of that
-/// window (group commit), so a slow disk does not slow the sending.
-const SYNC_EVERY: Duration = Duration::from_millis(50);
-
-/// The journal, report and progress display behind the scheduler.
-struct RunLedger<'a> {
-    journal: &'a Journal,
-    report: &'a Report,
-    progress: &'a Progress,
-    /// Outcomes written to the journal, waiting for the sync that lets them be reported.
-    unreported: Mutex<Vec<Outcome>>,
-    /// The first failure to write the journal or the report (exit 74).
-    failure: Mutex<Option<Error>>,
-    /// Set on such a failure, so no new message is handed to a server.
-    stop: Arc<AtomicBool>,
-    /// Rows settled with recipients still to retry (a rerun resumes them).
-    open: std::sync::atomic::AtomicUsize,
-}
-
-impl<'a> RunLedger<'a> {
-    fn new(
-        journal: &'a Journal,
-        report: &'a Report,
-        progress: &'a Progress,
-        stop: Arc<AtomicBool>,
-    ) -> Self {
-        RunLedger {
-            journal,
-            report,
-            progress,
-            unreported: Mutex::new(Vec::new()),
-            failure: Mutex::new(None),
-            stop,
-            open: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
-
-    /// Remember the first failure to write `what` (the journal or the
-    /// report) and stop sending.
-    fn failed(&self, what: &str, path: &Path, e: &std::io::Error) {
-        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        f.get_or_insert_with(|| crate::outputs::write_failed(what, path, e));
-        self.stop.store(true, Ordering::SeqCst);
-    }
-
-    fn journal_io<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
-        r.inspect_err(|e| self.failed("journal", self.journal.path(), e))
-    }
-
-    fn report_io<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
-        r.inspect_err(|e| self.failed("report", self.report.path(), e))
-    }
-
-    /// The first write failure, if any.
-    fn take_failure(&self) -> Option<Error> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
-
-    /// Sync the journal, then report what it now holds durably. The list is
-    /// taken before the sync (everything in it was written before it was
-    /// listed), so sessions keep settling while the disk works.
-    fn flush(&self) -> std::io::Result<()> {
-        let ready = {
-            let mut u = self.unreported.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::take(&mut *u)
-        };
-        self.journal_io(self.journal.sync())?;
-        for o in &ready {
-            self.report_io(self.report.record(o))?;
-            self.progress.outcome(o);
-        }
-        Ok(())
-    }
-}
-
-impl Ledger for RunLedger<'_> {
-    fn inflight(&self, batch: &[(u64, &str, u32)]) -> std::io::Result<()> {
-        self.journal_io(self.journal.record_inflight(batch))
-    }
-
-    fn committing(&self, rows: &[u64]) -> std::io::Result<()> {
-        self.journal_io(self.journal.record_commits(rows))
-    }
-
-    fn settled(&self, batch: &[Outcome]) -> std::io::Result<()> {
-        self.journal_io(self.journal.record_outcomes(batch))?;
-        // Made durable and reported by the next flush (the heartbeat's).
-        self.unreported
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(batch);
-        Ok(())
-    }
-
-    fn settled_rcpts(&self, batch: &[Settled]) -> std::io::Result<()> {
-        let rcpts: Vec<RcptOutcome> = batch
-            .iter()
-            .flat_map(|s| {
-                s.rcpts.iter().map(|(rcpt, reply)| RcptOutcome {
-                    row: s.row,
-                    rcpt: rcpt.clone(),
-                    code: reply.code,
-                    enhanced: reply.enhanced.map(|e| e.to_string()),
-                    reply: reply.text(),
-                })
-            })
-            .collect();
-        let outcomes: Vec<Outcome> = batch.iter().filter_map(|s| s.outcome.clone()).collect();
-        let open: Vec<u64> = batch.iter().filter(|s| s.open).map(|s| s.row).collect();
-        self.journal.record_settled(&rcpts, &outcomes, &open)?;
-        self.open.fetch_add(open.len(), Ordering::SeqCst);
-        self.unreported
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(outcomes);
-        Ok(())
-    }
-
-    fn sessions_active(&self, n: usize) {
-        self.progress.sessions_active(n);
-    }
-}
-
-/// Map a failure to open a session to the error the user sees.
-pub fn open_failure(live: &Live, failure: SessionFailure) -> Error {
-    let server = format!("{}:{}", live.plan.endpoint.host, live.plan.endpoint.port);
-    match failure {
-        SessionFailure::Closed(CloseReason::Error(SessionError::AuthFailed(reply))) => {
-            let mut msg = format!("{server}: authentication failed: {reply}");
-            if let Some(advice) = &live.plan.auth_advice {
-                msg.push_str("\n  ");
-                msg.push_str(advice);
-            }
-            Error::Auth(msg)
-        }
-        SessionFailure::Closed(CloseReason::Error(
-            e @ (SessionError::AuthRequiresTls | SessionError::AuthUnsupported),
-        )) => Error::Auth(format!("{server}: {e}")),
-        other => Error::Unavailable(format!("{server}: {other}")),
-    }
-}
+use crate::job::target;
 
 /// `mailshot run JOB`.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
@@ -194,12 +40,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let (messages, duplicates) = prepared.validate_drafts(args.limit, |d| seen.draft(d))?;
     let job = &prepared.job;
 
-    let mut target = target::resolve(Some(job), args.smtp.as_deref())?;
-    if let Target::Smtp(s) = &mut target {
-        if let Some(n) = args.sessions {
-            s.sessions = n;
-        }
-    }
+    let target = target::resolve(Some(job), args.smtp.as_deref())?;
     let rate = match &args.rate {
         Some(r) => Some(
             crate::job::manifest::parse_rate(r)
@@ -238,13 +79,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let report = Report::create(&report_path)
         .map_err(|e| crate::outputs::error("report", &report_path, &e))?;
 
-    let trace = target::open_trace(args.trace.as_deref())?;
-    let mut live = target::live(&target, trace)?;
+    let mut plan = Plan::open(&target, super::open_trace(args.trace.as_deref())?)?;
+    // The command line wins over the job and the user config.
     if let Some(n) = args.sessions {
-        live.plan.sessions = n.max(1);
+        plan.sessions = n.max(1);
     }
     if rate.is_some() {
-        live.plan.rate = rate;
+        plan.rate = rate;
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -265,47 +106,20 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         Some(messages + duplicates),
     );
     let ledger = RunLedger::new(&journal, &report, &progress, stop.clone());
-    let (tx, rx) = sync_channel::<Work>(QUEUE);
-    let date = date_now();
-    let sending = AtomicBool::new(true);
-    let end = std::thread::scope(|s| -> Result<scheduler::RunEnd> {
-        let producer =
-            s.spawn(|| feed(&prepared, args, &replay, &journal, &ledger, tx, date, &stop));
-        // Outcomes wait for a group commit, and a slow server sends none for a
-        // while: a heartbeat keeps the display (and the report of what is
-        // durable) moving.
-        let heartbeat = s.spawn(|| {
-            while sending.load(Ordering::SeqCst) {
-                // Unparked when sending ends, so the run does not wait out a beat.
-                std::thread::park_timeout(SYNC_EVERY);
-                let _ = ledger.flush();
-                progress.tick();
-            }
-        });
-        let end = scheduler::run(&live.plan, rx, &ledger, stop.clone());
-        sending.store(false, Ordering::SeqCst);
-        heartbeat.thread().unpark();
-        let fed = producer
-            .join()
-            .map_err(|_| Error::Software("the renderer thread panicked".into()))?;
-        // A write failure the ledger recorded is reported below, with the report.
-        if let Err(e) = fed {
-            if ledger
-                .failure
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_none()
-            {
-                return Err(e);
-            }
-        }
-        Ok(end)
-    })?;
+    let feed = Feed {
+        prepared: &prepared,
+        limit: args.limit,
+        resend_uncertain: args.resend_uncertain,
+        replay: &replay,
+        journal: &journal,
+        date: date_now(),
+    };
+    let end = feed.send(&plan, &ledger, &stop)?;
 
     // The last outcomes become durable, then reported.
     let _ = ledger.flush();
     let write_failure = ledger.take_failure();
-    let open = ledger.open.load(Ordering::SeqCst);
+    let open = ledger.open_rows();
     drop(ledger);
     let resume = format!("rerun `mailshot run {}` to resume", args.job.job.display());
     if let Some(err) = write_failure {
@@ -360,12 +174,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         Err(e) => e.exit_code(),
     };
     progress.finish_with(&summary, code);
-    if let Some(dir) = &live.capture_dir {
+    if let Some(dir) = &plan.capture_dir {
         if !args.quiet && !args.json {
             eprintln!("captured messages are in {}", dir.display());
         }
     }
-    drop(live);
+    drop(plan);
     if let Some(note) = note {
         eprintln!("{note}");
     }
@@ -454,150 +268,4 @@ fn refuse_changed(
         Location::file(journal_path),
         inputs::refusal(verdict, settled, total, finished),
     )
-}
-
-/// The producer: render rows in order, settle what needs no sending (already
-/// done, duplicates, uncertain), queue the rest.
-#[allow(clippy::too_many_arguments)]
-fn feed(
-    prepared: &super::prepare::Prepared,
-    args: &RunArgs,
-    replay: &Replay,
-    journal: &Journal,
-    ledger: &RunLedger<'_>,
-    tx: std::sync::mpsc::SyncSender<Work>,
-    date: i64,
-    stop: &AtomicBool,
-) -> Result<()> {
-    // The ledger remembers which file failed; the run then ends with exit 74.
-    let io = |e: std::io::Error| Error::Output(format!("cannot record an outcome: {e}"));
-    // Once stopped (Ctrl-C, or the scheduler gave up), the remaining rows are
-    // still walked so the report keeps one row per recipient; they are
-    // recorded as not sent, never queued. Rendering them again costs no more
-    // than the validation pass the run began with.
-    let mut stopped = false;
-    for row in prepared.rows(args.limit, &replay.run_id, date)? {
-        stopped = stopped || stop.load(Ordering::SeqCst);
-        let row_no = match &row {
-            Row::Message(m) => m.row,
-            Row::Duplicate { row, .. } | Row::Invalid { row, .. } => *row,
-        };
-        if let Some(done) = replay.done.get(&row_no) {
-            let previous = ledger
-                .journal_io(journal.outcome_at(done.offset))
-                .map_err(io)?;
-            ledger
-                .report_io(ledger.report.record_previous(&previous))
-                .map_err(io)?;
-            ledger.progress.outcome(&previous);
-            continue;
-        }
-        match row {
-            Row::Message(m) => {
-                if let (Some(id), false) = (replay.uncertain.get(&m.row), args.resend_uncertain) {
-                    let o = Outcome {
-                        row: m.row,
-                        email: m.email.clone(),
-                        status: Status::Uncertain,
-                        code: None,
-                        enhanced: None,
-                        reply: "an earlier run lost the connection after sending it; \
-                                not resent unless --resend-uncertain"
-                            .into(),
-                        message_id: Some(id.clone()),
-                        attempts: replay.attempts.get(&m.row).copied().unwrap_or(1),
-                    };
-                    ledger
-                        .report_io(ledger.report.record_previous(&o))
-                        .map_err(io)?;
-                    ledger.progress.outcome(&o);
-                    continue;
-                }
-                let attempts = replay.attempts.get(&m.row).copied().unwrap_or(0);
-                let settled: Vec<(String, Reply)> = replay
-                    .rcpts
-                    .get(&m.row)
-                    .map(|rs| rs.iter().map(|r| (r.rcpt.clone(), reply_of(r))).collect())
-                    .unwrap_or_default();
-                let work = Work::resume(*m, attempts, settled);
-                if work.rcpts.is_empty() {
-                    // Every recipient answered for good in an earlier run.
-                    let o = scheduler::row_outcome(&work, None);
-                    ledger.settled(&[o]).map_err(io)?;
-                    continue;
-                }
-                let m = &work.out;
-                // Shown only if the run stops before this message's outcome.
-                let placeholder = ledger.report.record_placeholder(&Outcome {
-                    row: m.row,
-                    email: m.email.clone(),
-                    status: Status::Failed,
-                    code: None,
-                    enhanced: None,
-                    reply: "not sent: the run stopped first; rerun to resume".into(),
-                    message_id: Some(m.message_id.clone()),
-                    attempts,
-                });
-                ledger.report_io(placeholder).map_err(io)?;
-                if !stopped && tx.send(work).is_err() {
-                    stopped = true;
-                }
-            }
-            Row::Duplicate { row, email, first } => {
-                let o = Outcome {
-                    row,
-                    email,
-                    status: Status::Skipped,
-                    code: None,
-                    enhanced: None,
-                    reply: format!("duplicate of row {first}"),
-                    message_id: None,
-                    attempts: 0,
-                };
-                ledger.settled(&[o]).map_err(io)?;
-            }
-            Row::Invalid {
-                row,
-                email,
-                problems,
-            } => {
-                let o = Outcome {
-                    row,
-                    email,
-                    status: Status::Skipped,
-                    code: None,
-                    enhanced: None,
-                    reply: problems
-                        .iter()
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    message_id: None,
-                    attempts: 0,
-                };
-                ledger.settled(&[o]).map_err(io)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A recipient's reply as the journal kept it.
-fn reply_of(r: &RcptOutcome) -> Reply {
-    let enhanced = r.enhanced.as_deref().and_then(|e| {
-        let mut parts = e.split('.');
-        let class = parts.next()?.parse().ok()?;
-        let subject = parts.next()?.parse().ok()?;
-        let detail = parts.next()?.parse().ok()?;
-        Some(EnhancedCode {
-            class,
-            subject,
-            detail,
-        })
-    });
-    Reply {
-        code: r.code,
-        enhanced,
-        lines: vec![r.reply.clone()],
-    }
 }
