@@ -1,5 +1,5 @@
 //! `mailshot run`: validate every row, then render ahead on a thread of its
-//! own behind a bounded queue while the scheduler's sessions send; every
+//! own behind a bounded queue while the delivery sessions send; every
 //! outcome goes to the journal (durably, first), the report and the progress
 //! display. Ctrl-C (SIGINT), SIGTERM and SIGHUP stop taking new messages and
 //! let the ones in flight finish; so does a journal or report that cannot be

@@ -89,7 +89,7 @@ impl Feed<'_> {
         let (prepared, replay, journal) = (self.prepared, self.replay, self.journal);
         // The ledger remembers which file failed; the run then ends with exit 74.
         let io = |e: std::io::Error| Error::Output(format!("cannot record an outcome: {e}"));
-        // Once stopped (Ctrl-C, or the scheduler gave up), the remaining rows are
+        // Once stopped (Ctrl-C, or the dispatcher gave up), the remaining rows are
         // still walked so the report keeps one row per recipient; they are
         // recorded as not sent, never queued. Rendering them again costs no more
         // than the validation pass the run began with.

@@ -75,7 +75,7 @@ pub struct Done {
 
 /// What an earlier run of this job left behind.
 ///
-/// The scheduler skips rows in `done` (reporting them via
+/// The feed skips rows in `done` (reporting them via
 /// [`Journal::outcome_at`] and `Report::record_previous`), reports rows in
 /// `uncertain` as uncertain unless `--resend-uncertain`, and sends everything
 /// else, continuing the attempt count from `attempts`.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::outcome::{one_line, Outcome, Status};
 use crate::error::ExitCode;
 
-/// The report's header line, fixed by SPEC.md.
+/// The report's header line, as the README's "Big runs" section gives it.
 pub const HEADER: [&str; 8] = [
     "row",
     "email",
@@ -340,7 +340,7 @@ impl Summary {
         }
     }
 
-    /// The exit status these outcomes call for (SPEC.md): 75 while anything
+    /// The exit status these outcomes call for (see the README): 75 while anything
     /// is left to retry or uncertain, else 67 if some were rejected, else 0.
     pub fn exit_code(&self) -> ExitCode {
         if self.count(Status::Failed) > 0
