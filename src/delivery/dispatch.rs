@@ -1,6 +1,6 @@
-//! Queue → sessions: the dispatcher hands rendered messages to the plan's
-//! parallel sessions (each a [`worker`](super::worker)), applies the shared
-//! rate limit, holds work waiting for a retry, and reports how the run ended.
+//! Queue → sessions: the dispatcher hands rendered messages to the parallel
+//! sessions' workers as they ask, applies the shared rate limit, holds work
+//! waiting for a retry, and reports how the run ended.
 //!
 //! Sessions connect at once and share the work: each takes messages only up
 //! to its fair share of what is outstanding, so the first session to connect
@@ -12,11 +12,9 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::ledger::Ledger;
 use super::limiter::Limiter;
-use super::plan::Plan;
-use super::worker::SessionWorker;
 use crate::error::Error;
+use crate::job::Rate;
 use crate::message::Outgoing;
 use crate::smtp::reply::Reply;
 
@@ -236,40 +234,40 @@ impl Dispatcher {
     }
 }
 
-/// Send everything `source` yields; returns when it is exhausted and every
-/// message is settled, or when the run is stopped (`stop`) or fails.
-pub fn deliver(
-    plan: &Plan,
-    source: Receiver<Work>,
-    ledger: &dyn Ledger,
-    stop: Arc<AtomicBool>,
-) -> RunEnd {
-    let dispatch = Dispatcher {
-        source: Mutex::new(Source {
-            rx: Some(source),
-            ready: VecDeque::new(),
-        }),
-        sessions: plan.sessions.max(1),
-        retry: Mutex::new(Vec::new()),
-        pending: AtomicUsize::new(0),
-        limiter: plan.rate.map(|r| Mutex::new(Limiter::new(r))),
-        stop: stop.clone(),
-        fatal: Mutex::new(None),
-        failed_hard: AtomicBool::new(false),
-        accepted: AtomicUsize::new(0),
-        active: AtomicUsize::new(0),
-    };
-    std::thread::scope(|s| {
-        for id in 1..=plan.sessions.max(1) {
-            let dispatch = &dispatch;
-            s.spawn(move || SessionWorker::new(plan, dispatch, ledger, id).work());
+impl Dispatcher {
+    /// A dispatcher over the renderer's queue `source`, sharing the work
+    /// between `sessions`, at most `rate` messages per window if set.
+    pub(crate) fn new(
+        source: Receiver<Work>,
+        sessions: usize,
+        rate: Option<Rate>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Dispatcher {
+            source: Mutex::new(Source {
+                rx: Some(source),
+                ready: VecDeque::new(),
+            }),
+            sessions: sessions.max(1),
+            retry: Mutex::new(Vec::new()),
+            pending: AtomicUsize::new(0),
+            limiter: rate.map(|r| Mutex::new(Limiter::new(r))),
+            stop,
+            fatal: Mutex::new(None),
+            failed_hard: AtomicBool::new(false),
+            accepted: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
         }
-    });
-    let fatal = dispatch.fatal.lock().unwrap().take();
-    RunEnd {
-        unsent: dispatch.unsent(),
-        accepted: dispatch.accepted.load(Ordering::SeqCst),
-        interrupted: stop.load(Ordering::SeqCst),
-        fatal,
+    }
+
+    /// How the run ended, once every session is done.
+    pub(crate) fn end(self) -> RunEnd {
+        let fatal = self.fatal.lock().unwrap().take();
+        RunEnd {
+            unsent: self.unsent(),
+            accepted: self.accepted.load(Ordering::SeqCst),
+            interrupted: self.stop.load(Ordering::SeqCst),
+            fatal,
+        }
     }
 }

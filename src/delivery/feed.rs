@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
-use super::dispatch::{deliver, RunEnd, Work};
+use super::dispatch::{RunEnd, Work};
 use super::journal::{Journal, RcptOutcome, Replay};
 use super::ledger::{Ledger, RunLedger, SYNC_EVERY};
 use super::outcome::{Outcome, Status};
 use super::plan::Plan;
 use super::settle::row_outcome;
+use super::worker::deliver;
 use crate::app::prepare::{Prepared, Row};
 use crate::error::{Error, Result};
 use crate::smtp::reply::{EnhancedCode, Reply};

@@ -1,15 +1,18 @@
-//! One session's worker: connects when there is work, keeps the protocol
-//! core's pipeline window full (RFC 2920 pipelining, RFC 3030 BDAT), records
-//! every batch in flight before handing it over, settles what the server
-//! answers through [`settle`](super::settle), and reconnects after
+//! The sessions' workers: [`deliver`] runs one thread per session. Each
+//! connects when there is work, keeps the protocol core's pipeline window
+//! full (RFC 2920 pipelining, RFC 3030 BDAT), records every batch in flight
+//! before handing it over, settles what the server answers through
+//! [`settle`](super::settle), and reconnects after
 //! `max_messages_per_session`, a 421 or a dropped connection, with
 //! exponential backoff and jitter.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dispatch::{Dispatcher, Next, Work};
+use super::dispatch::{Dispatcher, Next, RunEnd, Work};
 use super::ledger::Ledger;
 use super::plan::{worth_retrying, Plan};
 use super::settle::{backoff, settle};
@@ -17,8 +20,27 @@ use crate::error::Error;
 use crate::smtp::client::{Event, Transaction, TxOutcome, TxResult};
 use crate::smtp::connection::Session;
 
+/// Send everything `source` yields over `plan.sessions` parallel sessions;
+/// returns when it is exhausted and every message is settled, or when the
+/// run is stopped (`stop`) or fails.
+pub fn deliver(
+    plan: &Plan,
+    source: Receiver<Work>,
+    ledger: &dyn Ledger,
+    stop: Arc<AtomicBool>,
+) -> RunEnd {
+    let dispatch = Dispatcher::new(source, plan.sessions, plan.rate, stop);
+    std::thread::scope(|s| {
+        for id in 1..=plan.sessions.max(1) {
+            let dispatch = &dispatch;
+            s.spawn(move || SessionWorker::new(plan, dispatch, ledger, id).work());
+        }
+    });
+    dispatch.end()
+}
+
 /// A worker driving one session at a time.
-pub(crate) struct SessionWorker<'a> {
+struct SessionWorker<'a> {
     plan: &'a Plan,
     dispatch: &'a Dispatcher,
     ledger: &'a dyn Ledger,
@@ -61,12 +83,7 @@ struct Round {
 
 impl<'a> SessionWorker<'a> {
     /// Worker number `id` (it names the session in the trace).
-    pub(crate) fn new(
-        plan: &'a Plan,
-        dispatch: &'a Dispatcher,
-        ledger: &'a dyn Ledger,
-        id: usize,
-    ) -> Self {
+    fn new(plan: &'a Plan, dispatch: &'a Dispatcher, ledger: &'a dyn Ledger, id: usize) -> Self {
         SessionWorker {
             plan,
             dispatch,
@@ -78,7 +95,7 @@ impl<'a> SessionWorker<'a> {
 
     /// Open sessions and send on them until the dispatcher has no more work
     /// or the run stops.
-    pub(crate) fn work(mut self) {
+    fn work(mut self) {
         loop {
             // Connect only when there is something to send.
             let first = loop {
