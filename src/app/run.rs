@@ -5,20 +5,20 @@
 //! let the ones in flight finish; so does a journal or report that cannot be
 //! written, which ends the run with exit 74.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::prepare::{date_now, prepare, Prepared};
+use super::prepare::{date_now, prepare};
 use crate::cli::RunArgs;
 use crate::delivery::feed::Feed;
-use crate::delivery::inputs::{self, Fingerprint, Inputs, InputsBuilder, Verdict};
+use crate::delivery::inputs::{self, InputsBuilder};
 use crate::delivery::journal;
 use crate::delivery::ledger::RunLedger;
 use crate::delivery::plan::Plan;
 use crate::delivery::progress::{Mode, Progress};
 use crate::delivery::report::Report;
-use crate::error::{Error, ExitCode, Location, Result};
+use crate::delivery::resume;
+use crate::error::{Error, ExitCode, Result};
 use crate::job::target;
 
 /// `mailshot run JOB`.
@@ -49,29 +49,25 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         None => None,
     };
 
-    let inputs = run_inputs(&prepared, args, seen)?;
-    let fp = match &earlier {
-        Some(earlier) => match inputs.compare(earlier) {
-            // The journal checks that its header matches what it is given.
-            Verdict::Same => earlier.clone(),
-            changed => {
-                return Err(refuse_changed(
-                    &journal_path,
-                    earlier,
-                    &changed,
-                    args.limit,
-                    messages + duplicates,
-                ))
-            }
-        },
-        None => inputs.fingerprint(),
-    };
+    let inputs = resume::inputs(
+        &prepared,
+        &super::parse_vars(&args.job.vars)?,
+        args.smtp.is_some(),
+        seen,
+    )?;
+    let fp = resume::fingerprint(
+        &journal_path,
+        earlier.as_ref(),
+        &inputs,
+        args.limit,
+        messages + duplicates,
+    )?;
     let dest = target::destination(&target);
     let report_path = args
         .report
         .clone()
         .unwrap_or_else(|| crate::outputs::beside(&job.path, "report.csv"));
-    refuse_lost_journal(&journal_path, &report_path, args)?;
+    resume::refuse_lost_journal(&journal_path, &report_path, args.restart)?;
     let (journal, replay) = journal::open_to(&journal_path, &fp, args.restart, &dest)?;
     if let (Some(note), false) = (&replay.note, args.quiet) {
         eprintln!("mailshot: {note}");
@@ -184,88 +180,4 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         eprintln!("{note}");
     }
     ending
-}
-
-/// Refuse to start afresh when the journal is gone but the report of an
-/// earlier run is still there: that run's recipients would be sent to again.
-fn refuse_lost_journal(journal: &Path, report: &Path, args: &RunArgs) -> Result<()> {
-    if args.restart || std::fs::symlink_metadata(journal).is_ok() || !report.exists() {
-        return Ok(());
-    }
-    Err(Error::invalid(
-        crate::error::Location::file(journal),
-        format!(
-            "the journal is missing, but the report of an earlier run ({}) is there, \
-             so mailshot cannot tell which recipients were already sent to and will not \
-             guess. Restore the journal to resume, or rerun with --restart to start over \
-             (recipients already sent to would be sent again)",
-            report.display()
-        ),
-    ))
-}
-
-/// Everything this run's messages are made of, hashed per input: `seen`
-/// already holds the attachments and inline images of every row; the job
-/// file, the CSV, every template file the rows loaded, the `--var` values,
-/// the DKIM key and the user config's settings are added here.
-fn run_inputs(prepared: &Prepared, args: &RunArgs, mut seen: InputsBuilder) -> Result<Inputs> {
-    let job = &prepared.job;
-    let mut files: Vec<(&str, PathBuf)> = vec![
-        ("job", job.path.clone()),
-        ("csv", job.recipients.file.clone()),
-    ];
-    for path in prepared.renderer.template_files() {
-        files.push(("template", path));
-    }
-    if let Some(dkim) = &job.dkim {
-        files.push(("dkim", dkim.key_file.clone()));
-    }
-    for (kind, path) in files {
-        seen.file(kind, &path)
-            .map_err(|e| Error::no_input(&path, &e))?;
-    }
-    for (name, value) in super::parse_vars(&args.job.vars)? {
-        seen.var(&name, &value);
-    }
-    if job.smtp.is_none() {
-        // The user config's account and EHLO name: providers stamp or
-        // check the sender against the account, and the receiving server
-        // records the EHLO name in the message. (The server it names is
-        // the destination, which the journal judges on its own.)
-        if let Some(user) = crate::job::load_user_smtp()? {
-            if let (Some(name), None) = (&user.username, &args.smtp) {
-                seen.setting("smtp.username", name);
-            }
-            if let Some(helo) = &user.helo {
-                seen.setting("smtp.helo_name", helo);
-            }
-        }
-    }
-    Ok(seen.finish())
-}
-
-/// The error for a journal whose inputs changed since the run that wrote
-/// it, saying how far that run got (read from the journal as it stands).
-fn refuse_changed(
-    journal_path: &Path,
-    earlier: &Fingerprint,
-    verdict: &Verdict,
-    limit: Option<u64>,
-    total: u64,
-) -> Error {
-    let (settled, finished) = match journal::open(journal_path, earlier, false) {
-        Ok((_, replay)) => (
-            replay
-                .done
-                .keys()
-                .filter(|row| limit.is_none_or(|l| **row <= l))
-                .count() as u64,
-            replay.finished,
-        ),
-        Err(e) => return e,
-    };
-    Error::invalid(
-        Location::file(journal_path),
-        inputs::refusal(verdict, settled, total, finished),
-    )
 }

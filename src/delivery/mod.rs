@@ -15,6 +15,7 @@ pub mod outcome;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod resume;
 pub mod seal;
 pub mod settle;
 pub mod worker;
