@@ -15,7 +15,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The commands of SPEC.md.
+/// The commands, as the README's "Commands" section describes them.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Send the job (validates every row first; nothing is sent if any row fails).

@@ -4,16 +4,16 @@
 //! one MIME message per recipient; the messages go out over reused SMTP
 //! sessions that pipeline MAIL/RCPT/DATA (RFC 2920) and use BDAT (RFC 3030)
 //! where offered. The data flows one way through the modules below:
-//! `job` → `compose` (recipients, render, mime) → `run` (scheduler, journal,
-//! report) → `smtp` (protocol core + connection driver).
+//! `job` → `compose` (recipients, render, mime) → `delivery` (dispatch,
+//! journal, report) → `smtp` (protocol core + connection driver).
 
 pub mod app;
 pub mod capture;
 pub mod cli;
 pub mod compose;
+pub mod delivery;
 pub mod error;
 pub mod job;
 pub mod mailbox;
 pub mod outputs;
-pub mod run;
 pub mod smtp;

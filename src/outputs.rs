@@ -2,13 +2,13 @@
 //! its scratch file, the `.eml` files of a dry run or the capture server):
 //! created readable by their owner only (mode 0600), never through a symbolic
 //! link, and with errors that name the file, say why, and map to the exit
-//! codes of SPEC.md — 73 when a file cannot be created, 74 when writing it
+//! codes the README lists — 73 when a file cannot be created, 74 when writing it
 //! failed part way.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
@@ -29,6 +29,23 @@ pub fn options() -> OpenOptions {
 /// Create (or replace) `path` for writing, as [`options`] describes.
 pub fn create(path: &Path) -> io::Result<File> {
     options().write(true).create(true).truncate(true).open(path)
+}
+
+/// `path` with `suffix` appended to its file name (`news.journal` →
+/// `news.journal.lock`): the sibling files an output keeps beside it.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// `JOB.<suffix>` next to the job file (`news.yaml` → `news.journal`).
+pub fn beside(job: &Path, suffix: &str) -> PathBuf {
+    let stem = job
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "job".into());
+    job.with_file_name(format!("{stem}.{suffix}"))
 }
 
 /// Write `bytes` to a new temporary sibling of `path` (mode 0600), then
@@ -115,6 +132,21 @@ mod tests {
         assert!(reason(&err).contains("symbolic link"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
         assert_eq!(error("journal", &link, &err).exit_code() as i32, 73);
+    }
+
+    #[test]
+    fn sibling_paths_sit_next_to_the_job_and_the_output() {
+        let job = Path::new("campaigns/news.yaml");
+        assert_eq!(beside(job, "journal"), Path::new("campaigns/news.journal"));
+        assert_eq!(
+            beside(job, "report.csv"),
+            Path::new("campaigns/news.report.csv")
+        );
+        let journal = beside(job, "journal");
+        assert_eq!(
+            with_suffix(&journal, ".lock"),
+            Path::new("campaigns/news.journal.lock")
+        );
     }
 
     #[test]

@@ -1,49 +1,11 @@
-//! The commands that never send: `check`, `preview` and `run --dry-run`.
+//! `mailshot preview` and `mailshot run --dry-run`: messages rendered and
+//! shown (RFC 5322 as sent), never sent.
 
 use std::io::Write;
 
-use crate::cli::{CheckArgs, PreviewArgs, RunArgs};
+use crate::cli::{PreviewArgs, RunArgs};
 use crate::compose::prepare::{date_now, prepare, Row};
 use crate::error::{Error, ExitCode, Location, Result};
-
-/// Jobs with more recipients than this and no List-Unsubscribe get a warning
-/// (Gmail and Yahoo require one-click unsubscribe from bulk senders).
-const BULK_WARNING: u64 = 300;
-
-/// `mailshot check JOB [--connect]`.
-pub fn check(args: &CheckArgs) -> Result<ExitCode> {
-    let prepared = prepare(&args.job.job, &args.job.vars)?;
-    let (messages, dups) = prepared.validate(None, true)?;
-    eprintln!(
-        "{}: {messages} messages render cleanly{}",
-        args.job.job.display(),
-        if dups > 0 {
-            format!(", {dups} duplicate rows will be skipped")
-        } else {
-            String::new()
-        }
-    );
-    if prepared.job.list_unsubscribe.is_none() && messages > BULK_WARNING {
-        eprintln!(
-            "warning: {messages} recipients and no list_unsubscribe: bulk senders must offer \
-             one-click unsubscribe (RFC 8058) or Gmail and Yahoo may reject or junk the mail"
-        );
-    }
-    if let Some(signer) = &prepared.dkim {
-        // The one thing a DKIM signer cannot check by itself is DNS.
-        eprintln!(
-            "dkim: {} signatures; publish this TXT record at {}:\n  {}",
-            signer.algorithm(),
-            signer.dns_name(),
-            signer.dns_record()
-        );
-    }
-    if args.connect {
-        let target = super::target::resolve(Some(&prepared.job), args.smtp.as_deref())?;
-        super::target::check_connect(&target, args.trace.as_deref())?;
-    }
-    Ok(ExitCode::Ok)
-}
 
 /// `mailshot preview JOB [--row N]`.
 pub fn preview(args: &PreviewArgs) -> Result<ExitCode> {

@@ -5,17 +5,19 @@ use std::io::Read;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use super::target;
 use crate::cli::SendArgs;
 use crate::compose::address::parse_mailbox_list;
 use crate::compose::message::{Attachment, Draft, Mailbox};
 use crate::compose::mime::{self, MimeOptions};
 use crate::compose::prepare::date_now;
+use crate::delivery::dispatch::Work;
+use crate::delivery::ledger::Ledger;
+use crate::delivery::outcome::{Outcome, Status};
+use crate::delivery::plan::Plan;
+use crate::delivery::worker::deliver;
 use crate::error::{Error, ExitCode, Result};
 use crate::job::manifest::DEFAULT_MAX_ATTACHMENT_SIZE;
-use crate::job::Target;
-use crate::run::report::{Outcome, Status};
-use crate::run::scheduler::{self, Ledger, Work};
+use crate::job::target::{self, Target};
 
 /// Keeps the one outcome in memory; `send` has no journal.
 #[derive(Default)]
@@ -131,14 +133,13 @@ pub fn send(args: &SendArgs) -> Result<ExitCode> {
         return Ok(ExitCode::Ok);
     }
     let target = target.expect("resolved above");
-    let live = target::live(&target, target::open_trace(args.trace.as_deref())?)?;
-    let mut plan = live.plan.clone();
+    let mut plan = Plan::open(&target, super::open_trace(args.trace.as_deref())?)?;
     plan.sessions = 1;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     tx.send(Work::new(out, 0)).expect("receiver alive");
     drop(tx);
     let ledger = OneShot::default();
-    let end = scheduler::run(&plan, rx, &ledger, Arc::new(AtomicBool::new(false)));
+    let end = deliver(&plan, rx, &ledger, Arc::new(AtomicBool::new(false)));
     if let Some(err) = end.fatal {
         return Err(err);
     }

@@ -8,6 +8,7 @@ pub mod position;
 pub mod provider;
 pub mod secrets;
 pub mod smtp_url;
+pub mod target;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -124,15 +125,6 @@ impl SmtpSettings {
             provider: None,
         }
     }
-}
-
-/// Where a job's messages go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A real SMTP server.
-    Smtp(Box<SmtpSettings>),
-    /// The built-in capture server, in-process, storing `.eml` files in this folder.
-    Capture(PathBuf),
 }
 
 /// One attachment entry; both fields are templates.

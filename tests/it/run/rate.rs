@@ -1,6 +1,6 @@
 //! Point 2, rate limits, judged by the server's arrival times.
 //!
-//! The burst rule (SPEC-level, see `src/run/limiter.rs`): the limit is a
+//! The burst rule (see `src/delivery/limiter.rs`): the limit is a
 //! sliding window — up to N messages may leave at once at the start, and after
 //! that a message leaves only when fewer than N left in the last window
 //! (plus a 100 ms margin). So no window of the stated length, anywhere in the

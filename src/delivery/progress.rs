@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::run::report::{one_line, Outcome, Status, Summary};
+use crate::delivery::outcome::{one_line, Outcome, Status};
+use crate::delivery::report::Summary;
 
 /// The outcome of one recipient, as shown to the user.
 pub type OutcomeEvent = Outcome;

@@ -48,11 +48,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::delivery::outcome::{one_line, Outcome, Status};
+use crate::delivery::seal::{self, Seal};
 use crate::error::{Error, Location, Result};
-use crate::run::report::{one_line, Outcome, Status};
-use crate::run::seal::{self, Seal};
 
-pub use crate::run::inputs::Fingerprint;
+pub use crate::delivery::inputs::Fingerprint;
 
 /// The journal format this code writes. Version 1 (no `rcpt` and `open`
 /// records: one outcome per row) is still read.
@@ -75,7 +75,7 @@ pub struct Done {
 
 /// What an earlier run of this job left behind.
 ///
-/// The scheduler skips rows in `done` (reporting them via
+/// The feed skips rows in `done` (reporting them via
 /// [`Journal::outcome_at`] and `Report::record_previous`), reports rows in
 /// `uncertain` as uncertain unless `--resend-uncertain`, and sends everything
 /// else, continuing the attempt count from `attempts`.
@@ -275,7 +275,7 @@ pub struct Journal {
     syncer: File,
     /// Held for the journal's lifetime; closing it releases the lock.
     _lock: Option<File>,
-    /// Records the synced length after every sync (see [`crate::run::seal`]).
+    /// Records the synced length after every sync (see [`crate::delivery::seal`]).
     seal: Option<Seal>,
 }
 
@@ -283,12 +283,6 @@ impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journal").field("path", &self.path).finish()
     }
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_os_string();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// An I/O error on the journal or its lock: 73 if it cannot be created or
@@ -301,7 +295,7 @@ fn io_error(path: &Path, e: io::Error) -> Error {
 /// run can say who holds it. The lock file is never deleted: unlinking a lock
 /// file another process has open would let two runs each lock a different inode.
 fn take_lock(journal: &Path) -> Result<File> {
-    let lock_path = with_suffix(journal, ".lock");
+    let lock_path = crate::outputs::with_suffix(journal, ".lock");
     let mut lock = crate::outputs::options()
         .read(true)
         .write(true)
@@ -631,7 +625,7 @@ fn open_at_boot(
         return Err(crate::outputs::cannot_create("journal", path, &e));
     }
     if restart {
-        match fs::rename(path, with_suffix(path, ".old")) {
+        match fs::rename(path, crate::outputs::with_suffix(path, ".old")) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(path, e)),
@@ -654,7 +648,7 @@ fn open_at_boot(
     let (file, existing) = match read_existing(path, &file, fp, boot_id, dest)? {
         Existing::Rehearsal { dest: earlier } => {
             // Kept for the record; this destination starts afresh.
-            let aside = with_suffix(path, ".rehearsal");
+            let aside = crate::outputs::with_suffix(path, ".rehearsal");
             fs::rename(path, &aside).map_err(|e| io_error(path, e))?;
             note = Some(format!(
                 "the earlier run went to the built-in capture server ({earlier}), a \

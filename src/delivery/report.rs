@@ -1,4 +1,4 @@
-//! Run: the per-recipient report (`JOB.report.csv`) and the closing summary.
+//! The per-recipient report (`JOB.report.csv`) and the closing summary.
 //!
 //! Outcomes arrive out of order from N sessions, but the report lists one row
 //! per recipient in input order. So that a million-row run does not keep a
@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::outcome::{one_line, Outcome, Status};
 use crate::error::ExitCode;
 
-/// The report's header line, fixed by SPEC.md.
+/// The report's header line, as the README's "Big runs" section gives it.
 pub const HEADER: [&str; 8] = [
     "row",
     "email",
@@ -31,108 +32,6 @@ pub const HEADER: [&str; 8] = [
     "message_id",
     "attempts",
 ];
-
-/// What finally happened to one recipient.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// The server accepted the message (2xx after the data).
-    Sent,
-    /// Permanently refused (5xx); never retried.
-    Rejected,
-    /// Transient failures until the attempts ran out; a rerun retries it.
-    Failed,
-    /// The connection was lost after the data was sent and before the reply:
-    /// it may or may not have been delivered, so it is not resent unless asked.
-    Uncertain,
-    /// Not sent on purpose (a duplicate address, or a row that failed validation).
-    Skipped,
-}
-
-impl Status {
-    /// Every status, in report/summary order.
-    pub const ALL: [Status; 5] = [
-        Status::Sent,
-        Status::Rejected,
-        Status::Failed,
-        Status::Uncertain,
-        Status::Skipped,
-    ];
-
-    /// The word used in the report, the journal and JSON events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Sent => "sent",
-            Status::Rejected => "rejected",
-            Status::Failed => "failed",
-            Status::Uncertain => "uncertain",
-            Status::Skipped => "skipped",
-        }
-    }
-
-    /// Whether a rerun leaves this row alone (sent, rejected and skipped are
-    /// settled; failed is retried; uncertain waits for `--resend-uncertain`).
-    pub fn is_final(self) -> bool {
-        matches!(self, Status::Sent | Status::Rejected | Status::Skipped)
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    fn from_index(i: u8) -> Option<Status> {
-        Status::ALL.get(usize::from(i)).copied()
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One recipient's outcome, as recorded in the journal, the report and JSON events.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Outcome {
-    /// 1-based CSV data row.
-    pub row: u64,
-    /// The row's email column value.
-    pub email: String,
-    /// What happened.
-    pub status: Status,
-    /// The SMTP reply code of the deciding reply, if there was one.
-    pub code: Option<u16>,
-    /// The RFC 3463 enhanced status code (e.g. `5.1.1`), if the server sent one.
-    pub enhanced: Option<String>,
-    /// The server's reply text (or our reason), on one line.
-    pub reply: String,
-    /// The Message-ID sent, with angle brackets, if a message was built.
-    pub message_id: Option<String>,
-    /// How many times the message was handed to a server.
-    pub attempts: u32,
-}
-
-/// `text` on one line: every run of CR, LF and other control characters
-/// becomes one space, so multi-line SMTP replies fit a CSV cell and a journal
-/// line, and a reply cannot forge a line of its own.
-pub fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut in_gap = false;
-    for c in text.chars() {
-        if c.is_control() {
-            in_gap = true;
-        } else {
-            if in_gap && !out.is_empty() {
-                out.push(' ');
-            }
-            in_gap = false;
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// Neutralise a cell a spreadsheet would evaluate as a formula by prefixing `'`.
 pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
@@ -179,7 +78,7 @@ impl Report {
     /// file `path.scratch` holds the outcomes until then. Both are created
     /// mode 0600 (they hold addresses), never through a symbolic link.
     pub fn create(path: &Path) -> io::Result<Report> {
-        let scratch_path = with_suffix(path, ".scratch");
+        let scratch_path = crate::outputs::with_suffix(path, ".scratch");
         let file = crate::outputs::options()
             .read(true)
             .write(true)
@@ -269,7 +168,7 @@ impl Report {
         let mut pos = 0u64;
         let mut counts = [0u64; 5];
         let mut failures = FailureTally::default();
-        let tmp_path = with_suffix(&self.path, ".tmp");
+        let tmp_path = crate::outputs::with_suffix(&self.path, ".tmp");
         let mut out = BufWriter::new(crate::outputs::create(&tmp_path)?);
         {
             let mut header = csv::Writer::from_writer(&mut out);
@@ -342,12 +241,6 @@ impl Drop for ScratchFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
     }
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_os_string();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// The outcome as one CSV record (with its line ending), cells neutralised.
@@ -447,7 +340,7 @@ impl Summary {
         }
     }
 
-    /// The exit status these outcomes call for (SPEC.md): 75 while anything
+    /// The exit status these outcomes call for (see the README): 75 while anything
     /// is left to retry or uncertain, else 67 if some were rejected, else 0.
     pub fn exit_code(&self) -> ExitCode {
         if self.count(Status::Failed) > 0
@@ -808,20 +701,5 @@ mod tests {
         s.retry_left = 0;
         s.counts[Status::Uncertain.index()] = 1;
         assert_eq!(s.exit_code(), ExitCode::TempFail);
-    }
-
-    #[test]
-    fn one_line_collapses_control_runs() {
-        assert_eq!(one_line("a\r\n\r\nb\tc"), "a b c");
-        assert_eq!(one_line("\r\nx\n"), "x");
-    }
-
-    #[test]
-    fn status_words_round_trip_through_serde() {
-        for s in Status::ALL {
-            let json = serde_json::to_string(&s).unwrap();
-            assert_eq!(json, format!("\"{}\"", s.as_str()));
-            assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
-        }
     }
 }

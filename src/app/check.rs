@@ -1,0 +1,79 @@
+//! `mailshot check JOB [--connect]`: every row rendered and validated,
+//! nothing sent; with `--connect`, one session opened (RFC 8314 TLS or
+//! RFC 3207 STARTTLS, RFC 4954 AUTH) and closed with QUIT.
+
+use crate::cli::CheckArgs;
+use crate::compose::prepare::prepare;
+use crate::delivery::plan::Plan;
+use crate::error::{ExitCode, Result};
+use crate::job::target::{self, Target};
+use crate::smtp::net::session::Session;
+
+/// Jobs with more recipients than this and no List-Unsubscribe get a warning
+/// (Gmail and Yahoo require one-click unsubscribe from bulk senders).
+const BULK_WARNING: u64 = 300;
+
+/// `mailshot check JOB [--connect]`.
+pub fn check(args: &CheckArgs) -> Result<ExitCode> {
+    let prepared = prepare(&args.job.job, &args.job.vars)?;
+    let (messages, dups) = prepared.validate(None, true)?;
+    eprintln!(
+        "{}: {messages} messages render cleanly{}",
+        args.job.job.display(),
+        if dups > 0 {
+            format!(", {dups} duplicate rows will be skipped")
+        } else {
+            String::new()
+        }
+    );
+    if prepared.job.list_unsubscribe.is_none() && messages > BULK_WARNING {
+        eprintln!(
+            "warning: {messages} recipients and no list_unsubscribe: bulk senders must offer \
+             one-click unsubscribe (RFC 8058) or Gmail and Yahoo may reject or junk the mail"
+        );
+    }
+    if let Some(signer) = &prepared.dkim {
+        // The one thing a DKIM signer cannot check by itself is DNS.
+        eprintln!(
+            "dkim: {} signatures; publish this TXT record at {}:\n  {}",
+            signer.algorithm(),
+            signer.dns_name(),
+            signer.dns_record()
+        );
+    }
+    if args.connect {
+        let target = target::resolve(Some(&prepared.job), args.smtp.as_deref())?;
+        connect(&target, args.trace.as_deref())?;
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// `check --connect`: open one session (TLS, AUTH) and QUIT.
+fn connect(target: &Target, trace: Option<&str>) -> Result<()> {
+    let p = Plan::open(target, super::open_trace(trace)?)?;
+    let mut session = Session::open(&p.endpoint, p.core.clone(), p.trace.clone(), 1)
+        .map_err(|f| p.open_error(&f))?;
+    let secure = session.client().is_tls();
+    let caps = session
+        .client()
+        .capabilities()
+        .map(|c| c.summary())
+        .unwrap_or_default();
+    session.quit();
+    eprintln!(
+        "{}: session ok ({}{}){}",
+        p.server(),
+        if secure { "TLS" } else { "no TLS" },
+        if p.core.credentials.is_some() {
+            ", authenticated"
+        } else {
+            ""
+        },
+        if caps.is_empty() {
+            String::new()
+        } else {
+            format!("; server offers {caps}")
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! The delivery engine: the [`plan`] of where and how to connect, the
+//! [`feed`] that renders rows ahead, the [`dispatch`]er that shares them out
+//! over parallel sessions (each a [`worker`]), the pure [`settle`] decision
+//! per transaction, and the [`ledger`] that records every [`outcome`]
+//! exactly once in the durable [`journal`], the [`report`] and the
+//! [`progress`] display.
+
+pub mod dispatch;
+pub mod feed;
+pub mod inputs;
+pub mod journal;
+pub mod ledger;
+pub mod limiter;
+pub mod outcome;
+pub mod plan;
+pub mod progress;
+pub mod report;
+pub mod resume;
+pub mod seal;
+pub mod settle;
+pub mod worker;
