@@ -15,7 +15,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The commands of SPEC.md.
+/// The commands the README's "Commands" section lists.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Send the job (validates every row first; nothing is sent if any row fails).

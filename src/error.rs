@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// Exit codes from `sysexits.h`, the contract of SPEC.md.
+/// Exit codes from `sysexits.h`, as the README's "Big runs" section lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
     /// Every recipient accepted.

@@ -1,5 +1,5 @@
 //! The `mailshot` binary: parse arguments, run the command, map errors to
-//! sysexits codes (SPEC.md).
+//! sysexits codes (README, "Big runs").
 
 use clap::Parser;
 use mailshot::cli::Cli;

@@ -2,7 +2,7 @@
 //! its scratch file, the `.eml` files of a dry run or the capture server):
 //! created readable by their owner only (mode 0600), never through a symbolic
 //! link, and with errors that name the file, say why, and map to the exit
-//! codes of SPEC.md — 73 when a file cannot be created, 74 when writing it
+//! codes the README lists — 73 when a file cannot be created, 74 when writing it
 //! failed part way.
 
 use std::fs::{File, OpenOptions};

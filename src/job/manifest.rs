@@ -1,4 +1,4 @@
-//! Raw serde types of the job file (deny unknown keys), mirroring SPEC.md.
+//! Raw serde types of the job file (deny unknown keys), mirroring the README's "A job" section.
 //!
 //! Values whose syntax can be checked on their own (durations, rates,
 //! enums, the CSV delimiter and encoding, header names) are parsed here,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::ExitCode;
 
-/// The report's header line, fixed by SPEC.md.
+/// The report's header line, fixed by the README ("Big runs").
 pub const HEADER: [&str; 8] = [
     "row",
     "email",
@@ -447,7 +447,7 @@ impl Summary {
         }
     }
 
-    /// The exit status these outcomes call for (SPEC.md): 75 while anything
+    /// The exit status these outcomes call for (README, "Big runs"): 75 while anything
     /// is left to retry or uncertain, else 67 if some were rejected, else 0.
     pub fn exit_code(&self) -> ExitCode {
         if self.count(Status::Failed) > 0

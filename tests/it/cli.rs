@@ -1,4 +1,4 @@
-//! Integration tests for issue 2 (the job becomes messages), driven from the
+//! Integration tests for the job becoming messages, driven from the
 //! command line as a user would: `mailshot check`, `mailshot preview [--row N]`
 //! and `mailshot run --dry-run --out DIR` on the shipped samples and on jobs
 //! written into temp folders.

@@ -1,4 +1,4 @@
-//! Integration tests: everyday use (issue 6) — `mailshot send`, the user
+//! Integration tests: everyday use — `mailshot send`, the user
 //! config, provider presets, password sources, XOAUTH2, List-Unsubscribe,
 //! DKIM (checked by dkimpy), Markdown with inline images, and the scheduled
 //! status-mail sample.

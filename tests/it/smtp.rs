@@ -1,4 +1,4 @@
-//! Integration tests for the SMTP engine (issue 3), end to end over real
+//! Integration tests for the SMTP engine, end to end over real
 //! sockets: the built `mailshot` runs jobs against the scripted fault server,
 //! aiosmtpd (AUTH), a private Postfix and `mailshot capture`, and the tests
 //! check what a user would see (exit status, report rows, delivered messages,

@@ -1,4 +1,4 @@
-//! Issue 2 points 4 and 9: bad input gets the right exit code and one clear
+//! Bad input: bad input gets the right exit code and one clear
 //! message naming the file, line/row and column — from `check`, from
 //! `run --dry-run` and from `run` alike — and nothing is written or sent.
 

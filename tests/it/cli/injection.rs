@@ -1,4 +1,4 @@
-//! Issue 2 point 6: a CSV value with CR/LF can never create a header or a
+//! Header injection: a CSV value with CR/LF can never create a header or a
 //! recipient, whichever header-bearing key it reaches. `check` names every
 //! bad row and the key; `run --dry-run` writes nothing; `run` sends nothing.
 

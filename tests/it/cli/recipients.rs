@@ -1,4 +1,4 @@
-//! Issue 2 point 3 from the command line: GBK / GB18030 CSVs (as Excel in
+//! Recipients files from the command line: GBK / GB18030 CSVs (as Excel in
 //! China writes them), a UTF-8 BOM, another delimiter, and duplicate
 //! addresses reported and skipped unless `allow_duplicates: true`.
 

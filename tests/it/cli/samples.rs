@@ -1,4 +1,4 @@
-//! Issue 2 points 5, 7 and 8: every shipped sample dry-runs as the README
+//! The shipped samples: every shipped sample dry-runs as the README
 //! says, and every message it produces parses with mail-parser and with
 //! Python's `email` package into exactly what the job and CSV asked for.
 

@@ -1,4 +1,4 @@
-//! Issue 2 point 2: paths resolve against the job file (not the working
+//! Settings: paths resolve against the job file (not the working
 //! directory), `smtp.url` schemes map to the right security, and passwords
 //! never come from the YAML — neither a `password:` key nor a password in
 //! the URL, which is refused without being echoed.

@@ -1,4 +1,4 @@
-//! Issue 2 point 4 from the command line: `{% extends %}` / `{% include %}`
+//! Templates from the command line: `{% extends %}` / `{% include %}`
 //! of files in the job's folder, strict undefined, HTML autoescape in the
 //! HTML part only, `--var` reaching `job.*`, and `preview --row N`.
 
@@ -14,7 +14,7 @@ fn extends_and_include_resolve_in_the_jobs_folder() {
     jd.dir.write("parts/sig.txt", "-- signed for {{ name }}");
     jd.dir.write(
         "body.txt",
-        "{% extends \"parts/base.txt\" %}{% block title %}Issue {{ job.issue }}{% endblock %}{% block body %}Dear {{ name }}{% endblock %}",
+        "{% extends \"parts/base.txt\" %}{% block title %}Edition {{ job.edition }}{% endblock %}{% block body %}Dear {{ name }}{% endblock %}",
     );
     jd.dir.write(
         "body.html",
@@ -26,7 +26,7 @@ fn extends_and_include_resolve_in_the_jobs_folder() {
     );
     jd.csv("email,name\nann@example.com,Ann\nbob@example.com,Bob\n");
     jd.job(
-        "from: \"Sender <sender@example.com>\"\nsubject: S\ntext: body.txt\nhtml: body.html\nvars: { issue: 7 }\nrecipients:\n  file: r.csv\n",
+        "from: \"Sender <sender@example.com>\"\nsubject: S\ntext: body.txt\nhtml: body.html\nvars: { edition: 7 }\nrecipients:\n  file: r.csv\n",
     );
     let msgs = jd.dry_run();
     for (row, name) in [(1, "Ann"), (2, "Bob")] {
@@ -34,7 +34,7 @@ fn extends_and_include_resolve_in_the_jobs_folder() {
         let text = msg.body_text(0).unwrap();
         assert_eq!(
             text.replace("\r\n", "\n").trim_end(),
-            format!("== Issue 7 ==\nDear {name}\n-- signed for {name}")
+            format!("== Edition 7 ==\nDear {name}\n-- signed for {name}")
         );
         let html = msg.body_html(0).unwrap();
         assert!(

@@ -1,4 +1,4 @@
-//! Point 8, exit status: every code of SPEC.md's table from a real run.
+//! Exit status: every code of the README's table from a real run.
 
 use super::helpers::*;
 use crate::support::fault::FaultServer;

@@ -1,4 +1,4 @@
-//! Point 1, flow: parallel sessions, reconnects after
+//! Flow: parallel sessions, reconnects after
 //! `max_messages_per_session` and after a 421.
 //!
 //! Not shown here: that memory stays flat however long the CSV (the bench's

@@ -1,4 +1,4 @@
-//! Point 5, interrupts: SIGINT and SIGTERM stop taking new messages, let the
+//! Interrupts: SIGINT and SIGTERM stop taking new messages, let the
 //! ones in flight finish, write journal and report, say how to resume, exit 75;
 //! the rerun completes without duplicates.
 

@@ -1,4 +1,4 @@
-//! Point 4, the journal: exactly once across SIGKILLs (against Postfix),
+//! The journal: exactly once across SIGKILLs (against Postfix),
 //! `--resend-uncertain`, `--restart`, changed inputs refused, the lock, a
 //! torn last record, and a journal that cannot be written.
 

@@ -1,4 +1,4 @@
-//! Point 6, progress: `--json` events, plain lines without escape codes when
+//! Progress: `--json` events, plain lines without escape codes when
 //! stderr is not a terminal, `--quiet`, and the real bar in a tmux pane.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Point 2, rate limits, judged by the server's arrival times.
+//! Rate limits, judged by the server's arrival times.
 //!
 //! The burst rule (SPEC-level, see `src/run/limiter.rs`): the limit is a
 //! sliding window — up to N messages may leave at once at the start, and after
