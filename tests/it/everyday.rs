@@ -3,7 +3,6 @@
 //! DKIM (checked by dkimpy), Markdown with inline images, and the scheduled
 //! status-mail sample.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -12,44 +11,14 @@ use base64::Engine as _;
 use mail_parser::{MessageParser, MimeHeaders};
 
 use crate::support::aiosmtpd::{AuthServer, TlsMode};
+use crate::support::cmd::{self, Output};
 use crate::support::fault::{FaultServer, Message};
-use crate::support::{free_port, mailshot_bin, python, TestDir};
+use crate::support::{free_port, python, TestDir};
 
-/// What one run of the binary did.
-struct Out {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Out {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-}
-
-/// Runs `mailshot ARGS` in `dir` with `XDG_CONFIG_HOME=dir/xdg` (so the
-/// developer's own config never leaks in), extra `env`, and `stdin`.
-fn mailshot(dir: &TestDir, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Out {
-    let mut cmd = Command::new(mailshot_bin());
-    cmd.args(args)
-        .current_dir(dir.path())
-        .env("XDG_CONFIG_HOME", dir.join("xdg"))
-        .env_remove("SOURCE_DATE_EPOCH")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("start mailshot");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().expect("wait for mailshot");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// `mailshot ARGS` in `dir` (a user config may be written to `dir/xdg`) with
+/// extra `env` and `stdin`.
+fn mailshot(dir: &TestDir, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    cmd::mailshot(dir.path(), args).envs(env).stdin(stdin).run()
 }
 
 /// An `smtp:` section for a plain-text test server, with small timeouts.
@@ -311,11 +280,11 @@ fn send_dry_run_prints_the_message_and_contacts_nobody() {
         b"dry body\n",
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let msg = parse(&out.stdout);
+    let msg = parse(&out.raw_stdout);
     assert_eq!(msg.subject(), Some("Grüße"));
     assert_eq!(msg.body_text(0).unwrap().trim_end(), "dry body");
-    assert!(!out.stdout().contains("hidden@z.example"));
-    assert!(out.stdout().contains("\r\n"), "CRLF message on stdout");
+    assert!(!out.stdout.contains("hidden@z.example"));
+    assert!(out.stdout.contains("\r\n"), "CRLF message on stdout");
     assert_eq!(server.connections(), 0);
 }
 
@@ -914,9 +883,9 @@ fn dkim_end_to_end(kind: &str) {
     // preview prints the same signed form.
     let out = mailshot(&dir, &["preview", "job.yaml", "--row", "2"], &[], b"");
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout().starts_with("DKIM-Signature: "));
+    assert!(out.stdout.starts_with("DKIM-Signature: "));
     assert_eq!(
-        dkimpy_verify(&dir, &out.stdout, "s1._domainkey.example.com", &record),
+        dkimpy_verify(&dir, &out.raw_stdout, "s1._domainkey.example.com", &record),
         "PASS"
     );
 }
@@ -1118,7 +1087,7 @@ fn status_script_sends_a_fresh_mail_every_run() {
     let run = || {
         let out = Command::new(sample.join("status.sh"))
             .args(["--smtp", &url])
-            .env("MAILSHOT", mailshot_bin())
+            .env("MAILSHOT", cmd::mailshot_bin())
             .env("XDG_CONFIG_HOME", dir.join("xdg"))
             .stdin(Stdio::null())
             .output()

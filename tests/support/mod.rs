@@ -1,8 +1,10 @@
-//! Fixtures shared by the integration tests: the scripted fault server
+//! Fixtures shared by the integration tests: the one command builder
+//! (`cmd`) and report reader (`report`), `mailshot capture` (`capture`),
+//! the scripted fault server
 //! (`fault`), a private Postfix (`postfix`), an aiosmtpd AUTH server
 //! (`aiosmtpd`), the interop servers Exim, Haraka and nodemailer's
 //! smtp-server (`exim`, `haraka`, `smtp_server`, sharing `recording`), plus
-//! small helpers (the built binary, temp dirs, free ports, a raw SMTP line
+//! small helpers (temp dirs, free ports, a raw SMTP line
 //! client).
 //!
 //! Every test binary that says `mod support;` compiles all of this, so unused
@@ -10,22 +12,20 @@
 #![allow(dead_code)]
 
 pub mod aiosmtpd;
+pub mod capture;
+pub mod cmd;
 pub mod exim;
 pub mod fault;
 pub mod haraka;
 pub mod postfix;
 pub mod recording;
+pub mod report;
 pub mod smtp_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// The `mailshot` binary Cargo built for this test run.
-pub fn mailshot_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mailshot"))
-}
 
 /// A loopback port nobody listens on right now (bound once, then released).
 pub fn free_port() -> u16 {

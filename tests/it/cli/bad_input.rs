@@ -230,8 +230,7 @@ fn every_bad_input_gets_its_exit_code_one_message_and_writes_nothing() {
         for (cmd, run) in &runs {
             let what = format!("{} ({cmd})", case.name);
             assert_eq!(
-                run.code,
-                Some(case.code),
+                run.code, case.code,
                 "{what}: exit code; stderr:\n{}",
                 run.stderr
             );

@@ -31,10 +31,10 @@ fn a_503_to_every_mail_ends_after_max_attempts_per_row() {
     let mut child = job.spawn(&[]);
     // Bounded by hand: a run that loops forever must fail here, not hang.
     let deadline = started + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+    while child.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let still_running = child.try_wait().unwrap().is_none();
+    let still_running = child.child.try_wait().unwrap().is_none();
     let out = finish(child, Duration::from_secs(1).min(RUN_LIMIT));
     let elapsed = started.elapsed();
     assert!(!still_running, "still running after {elapsed:?}");

@@ -93,9 +93,10 @@ fn exit_77_wrong_password() {
         ),
         2,
     );
-    let mut cmd = job.command(&[]);
-    cmd.env("MAILSHOT_TEST_PW", "wrong-secret");
-    let out = finish(spawn(cmd), RUN_LIMIT);
+    let out = job
+        .command(&[])
+        .env("MAILSHOT_TEST_PW", "wrong-secret")
+        .run();
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert!(!out.stderr.contains("wrong-secret"), "no secret in errors");
     assert!(server.messages().is_empty());
@@ -107,8 +108,6 @@ fn exit_77_wrong_password() {
         .count();
     assert_eq!(auths, 1, "{:?}", server.commands());
     // And with the right one it goes through.
-    let mut cmd = job.command(&[]);
-    cmd.env("MAILSHOT_TEST_PW", "right");
-    let out = finish(spawn(cmd), RUN_LIMIT);
+    let out = job.command(&[]).env("MAILSHOT_TEST_PW", "right").run();
     assert_eq!(out.code, 0, "{}", out.stderr);
 }

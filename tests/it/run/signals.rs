@@ -64,9 +64,10 @@ fn json_exit_code_is_the_process_exit_code_after_an_auth_failure() {
         ),
         2,
     );
-    let mut cmd = job.command(&["--json"]);
-    cmd.env("MAILSHOT_TEST_PW", "wrong-secret");
-    let out = finish(spawn(cmd), RUN_LIMIT);
+    let out = job
+        .command(&["--json"])
+        .env("MAILSHOT_TEST_PW", "wrong-secret")
+        .run();
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert_eq!(json_summary(&out.stdout)["exit_code"], 77, "{}", out.stdout);
 }
