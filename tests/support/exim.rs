@@ -14,11 +14,11 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use mailshot::smtp::tls::generate_pki;
 
-use super::recording::{wait_for_greeting, wait_for_listener, write_policy, Copy, START_TIMEOUT};
+use super::recording::{write_policy, Copy, Listeners};
 use super::{free_port, TestDir};
 
 /// Where `scripts/test` unpacks the Exim binary; `$MAILSHOT_EXIM` overrides.
@@ -53,12 +53,13 @@ fn chown(path: &Path, owner: &str) {
 }
 
 /// A running private Exim; killed on drop.
-pub struct Exim {
-    child: Child,
-    starttls_port: u16,
-    tls_port: u16,
-    ca_pem: String,
-    dir: TestDir,
+pub struct Exim(Listeners);
+
+impl std::ops::Deref for Exim {
+    type Target = Listeners;
+    fn deref(&self) -> &Listeners {
+        &self.0
+    }
 }
 
 impl Exim {
@@ -99,7 +100,7 @@ impl Exim {
         }
 
         let out = File::create(dir.join("stderr.log")).expect("Exim stderr log");
-        let mut child = Command::new(&bin)
+        let child = Command::new(&bin)
             .arg("-C")
             .arg(&config_path)
             .arg("-bdf")
@@ -110,50 +111,14 @@ impl Exim {
             .stderr(out)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let exim = |child| Exim {
+        let listeners = Listeners {
             child,
             starttls_port,
             tls_port,
-            ca_pem: pki.ca_pem.clone(),
+            ca_pem: pki.ca_pem,
             dir,
         };
-        if !wait_for_greeting(starttls_port, START_TIMEOUT)
-            || !wait_for_listener(tls_port, START_TIMEOUT)
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-            let e = exim(child);
-            panic!(
-                "Exim did not start on 127.0.0.1:{starttls_port}/{tls_port}; log:\n{}",
-                e.log()
-            );
-        }
-        exim(child)
-    }
-
-    /// The listener that offers STARTTLS.
-    pub fn starttls_port(&self) -> u16 {
-        self.starttls_port
-    }
-
-    /// The implicit-TLS listener.
-    pub fn tls_port(&self) -> u16 {
-        self.tls_port
-    }
-
-    /// The CA that signed the server certificate.
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
-    /// Writes the CA to a file and returns its path.
-    pub fn ca_file(&self) -> PathBuf {
-        self.dir.write("ca.pem", &self.ca_pem)
-    }
-
-    /// Refuses each `(address, code)` at RCPT from now on; `&[]` lifts all.
-    pub fn set_refusals(&self, refusals: &[(&str, u16)]) {
-        write_policy(&self.dir.join("policy"), refusals);
+        Exim(listeners.ready("Exim", exim_log))
     }
 
     /// Every delivered copy so far, by its `Envelope-to` header.
@@ -177,19 +142,17 @@ impl Exim {
 
     /// The daemon's main and reject logs and its stderr.
     pub fn log(&self) -> String {
-        ["log/mainlog", "log/rejectlog", "log/paniclog", "stderr.log"]
-            .iter()
-            .map(|f| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
+        exim_log(self.dir.path())
     }
 }
 
-impl Drop for Exim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Exim's main, reject and panic logs and its stderr, in `dir`.
+fn exim_log(dir: &Path) -> String {
+    ["log/mainlog", "log/rejectlog", "log/paniclog", "stderr.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 struct ConfigParams<'a> {

@@ -86,13 +86,7 @@ fn exit_75_transient_failure_left() {
 #[test]
 fn exit_77_wrong_password() {
     let server = FaultServer::builder().credentials("me", "right").start();
-    let job = Job::new(
-        &format!(
-            "{{ url: \"smtp+plain://me@127.0.0.1:{}\", password_env: MAILSHOT_TEST_PW, allow_plaintext_auth: true, timeout: 2s, retry_delay: 50ms, max_attempts: 3 }}",
-            server.port()
-        ),
-        2,
-    );
+    let job = Job::new(&smtp_login(server.port()), 2);
     let out = job
         .command(&[])
         .env("MAILSHOT_TEST_PW", "wrong-secret")

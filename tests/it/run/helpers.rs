@@ -3,10 +3,10 @@
 //! `support::cmd` and `support::report`.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use crate::support::cmd::{spawn_command, Mailshot, Output, Running};
-use crate::support::fault::FaultHandle;
+use crate::support::fault::{ConnectionStats, FaultHandle};
 pub use crate::support::report::{by_email, read_report, ReportRow};
 use crate::support::TestDir;
 
@@ -33,6 +33,14 @@ pub fn smtp_plain(port: u16, extra: &str) -> String {
     }
     s.push_str(" }");
     s
+}
+
+/// The `smtp:` section for a fault server on `port` that wants a login as
+/// `me`, the password taken from `MAILSHOT_TEST_PW`.
+pub fn smtp_login(port: u16) -> String {
+    format!(
+        "{{ url: \"smtp+plain://me@127.0.0.1:{port}\", password_env: MAILSHOT_TEST_PW, allow_plaintext_auth: true, timeout: 2s, retry_delay: 50ms, max_attempts: 3 }}"
+    )
 }
 
 /// `r{i}@example.test`, the address of generated row `i` (1-based).
@@ -153,4 +161,34 @@ pub fn rcpts_for(server: &FaultHandle, address: &str) -> usize {
                 .starts_with(&want.to_ascii_uppercase())
         })
         .count()
+}
+
+/// The largest number of connections open at the same moment.
+pub fn max_overlap(conns: &[ConnectionStats]) -> usize {
+    let mut events: Vec<(Instant, i32)> = Vec::new();
+    for c in conns {
+        events.push((c.opened.expect("opened"), 1));
+        events.push((c.closed.expect("closed"), -1));
+    }
+    // Closings first at equal times: touching intervals are not parallel.
+    events.sort_by_key(|&(t, d)| (t, d));
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in events {
+        now += d;
+        max = max.max(now);
+    }
+    max as usize
+}
+
+/// The server's connection stats once every connection is closed on its side
+/// (mailshot may exit a moment before the server notices the last QUIT).
+pub fn closed_stats(server: &FaultHandle) -> Vec<ConnectionStats> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let conns = server.connection_stats();
+        if conns.iter().all(|c| c.closed.is_some()) || Instant::now() >= deadline {
+            return conns;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
