@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use mailshot::smtp::tls::generate_pki;
 
 use super::recording::{write_policy, Copy, Listeners};
-use super::{free_port, TestDir};
+use super::{chmod, chown, free_port, TestDir};
 
 /// Where `scripts/test` unpacks the Exim binary; `$MAILSHOT_EXIM` overrides.
 const EXIM_DEFAULT: &str = "/opt/mailshot-test/exim/root/usr/sbin/exim4";
@@ -38,20 +38,6 @@ fn exim_bin() -> PathBuf {
     bin
 }
 
-fn chown(path: &Path, owner: &str) {
-    let status = Command::new("chown")
-        .arg("-R")
-        .arg(owner)
-        .arg(path)
-        .status()
-        .expect("run chown");
-    assert!(
-        status.success(),
-        "chown {owner} {} (does the user {EXIM_USER} exist? scripts/test creates it)",
-        path.display()
-    );
-}
-
 /// A running private Exim; killed on drop.
 pub struct Exim(Listeners);
 
@@ -68,12 +54,7 @@ impl Exim {
         let bin = exim_bin();
         let dir = TestDir::new();
         // The receiving and delivering processes run as the Exim user.
-        let status = Command::new("chmod")
-            .arg("755")
-            .arg(dir.path())
-            .status()
-            .expect("run chmod");
-        assert!(status.success());
+        chmod(dir.path(), "755");
         for sub in ["spool", "log", "mail"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -96,7 +77,11 @@ impl Exim {
         });
         let config_path = dir.write("exim.conf", config);
         for sub in ["spool", "log", "mail", "key.pem", "policy"] {
-            chown(&dir.join(sub), &format!("{EXIM_USER}:{EXIM_USER}"));
+            chown(
+                &dir.join(sub),
+                &format!("{EXIM_USER}:{EXIM_USER}"),
+                &format!(" (does the user {EXIM_USER} exist? scripts/test creates it)"),
+            );
         }
 
         let out = File::create(dir.join("stderr.log")).expect("Exim stderr log");

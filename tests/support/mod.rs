@@ -4,8 +4,8 @@
 //! (`fault`), a private Postfix (`postfix`), an aiosmtpd AUTH server
 //! (`aiosmtpd`), the interop servers Exim, Haraka and nodemailer's
 //! smtp-server (`exim`, `haraka`, `smtp_server`, sharing `recording`), plus
-//! small helpers (temp dirs, free ports, a raw SMTP line
-//! client).
+//! small helpers (temp dirs, free ports, waiting for a greeting or a
+//! count, chown/chmod, a raw SMTP line client).
 //!
 //! Every test binary that says `mod support;` compiles all of this, so unused
 //! helpers are expected.
@@ -25,7 +25,7 @@ pub mod smtp_server;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A loopback port nobody listens on right now (bound once, then released).
 pub fn free_port() -> u16 {
@@ -277,4 +277,73 @@ pub fn python(script: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Waits until `port` on 127.0.0.1 greets with 220, or `timeout` passes.
+pub fn wait_for_greeting(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(sock) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            if BufReader::new(&sock).read_line(&mut line).is_ok() && line.starts_with("220") {
+                let _ = std::io::Write::write_all(&mut &sock, b"QUIT\r\n");
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Waits until something accepts TCP connections on `port` (an implicit-TLS
+/// listener says nothing before the handshake).
+pub fn wait_for_listener(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Calls `items` until it returns at least `n` of them or `timeout` passes
+/// (checking every `every`), and returns the last answer.
+pub fn wait_for_count<T>(
+    n: usize,
+    timeout: Duration,
+    every: Duration,
+    items: impl Fn() -> Vec<T>,
+) -> Vec<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = items();
+        if got.len() >= n || Instant::now() >= deadline {
+            return got;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// `chown -R OWNER PATH`, failing the test (with `hint`) if it fails.
+pub fn chown(path: &Path, owner: &str, hint: &str) {
+    let status = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(owner)
+        .arg(path)
+        .status()
+        .expect("run chown");
+    assert!(status.success(), "chown {owner} {}{hint}", path.display());
+}
+
+/// `chmod MODE PATH`, failing the test if it fails.
+pub fn chmod(path: &Path, mode: &str) {
+    let status = std::process::Command::new("chmod")
+        .arg(mode)
+        .arg(path)
+        .status()
+        .expect("run chmod");
+    assert!(status.success(), "chmod {mode} {}", path.display());
 }

@@ -1,7 +1,7 @@
 //! What the interop fixtures (`exim`, `haraka`, `smtp_server`) share: where
 //! `scripts/test` installed the servers, the recipient policy file each
 //! server reads on every RCPT, the copies each one stored per envelope
-//! recipient, waiting for a greeting, and the running server itself
+//! recipient, and the running server itself
 //! ([`Listeners`]: its process, two listeners, CA and folder).
 //!
 //! Every fixture stores one file per (message, envelope recipient) with an
@@ -10,13 +10,11 @@
 //! recipient received on the server side.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use super::TestDir;
+use super::{wait_for_greeting, wait_for_listener, TestDir};
 
 /// How long a fixture may take to start before the test fails.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -143,36 +141,6 @@ pub fn wait_for(copies: impl Fn() -> Vec<Copy>, n: usize, timeout: Duration) -> 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Waits until `port` on 127.0.0.1 greets with 220, or `timeout` passes.
-pub fn wait_for_greeting(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(sock) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut line = String::new();
-            if BufReader::new(&sock).read_line(&mut line).is_ok() && line.starts_with("220") {
-                let _ = std::io::Write::write_all(&mut &sock, b"QUIT\r\n");
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
-/// Waits until something accepts TCP connections on `port` (an implicit-TLS
-/// listener says nothing before the handshake).
-pub fn wait_for_listener(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 /// A running interop server: its process, a listener offering STARTTLS and
