@@ -161,15 +161,7 @@ impl RawClient<TcpStream> {
             self.reader.buffer().is_empty(),
             "server bytes after the 220 would be lost (or injected)"
         );
-        let sock = self.sock;
-        let mut tls = tls_wrap(sock.try_clone()?, ca_pem, name);
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock)?;
-        }
-        Ok(RawClient {
-            reader: BufReader::new(tls),
-            sock,
-        })
+        RawClient::handshake(self.sock, ca_pem, name)
     }
 
     /// Bytes the server sent that are buffered but not yet read as replies.
@@ -183,6 +175,11 @@ impl RawClient<TlsStream> {
     pub fn connect_tls(addr: SocketAddr, ca_pem: &str, name: &str) -> std::io::Result<Self> {
         let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        RawClient::handshake(sock, ca_pem, name)
+    }
+
+    /// Completes a TLS handshake on `sock`, trusting only `ca_pem`.
+    fn handshake(sock: TcpStream, ca_pem: &str, name: &str) -> std::io::Result<Self> {
         let mut tls = tls_wrap(sock.try_clone()?, ca_pem, name);
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock)?;
@@ -235,6 +232,13 @@ impl<S: Read + Write> RawClient<S> {
     pub fn cmd(&mut self, line: &str) -> Reply {
         self.send(format!("{line}\r\n"));
         self.reply()
+    }
+
+    /// Sends `line` + CRLF and checks the reply's code.
+    pub fn expect_after(&mut self, line: &str, code: u16) -> Reply {
+        let reply = self.cmd(line);
+        assert_eq!(reply.code, code, "{line}: {reply:?}");
+        reply
     }
 
     /// Reads one reply and checks its code.
