@@ -141,19 +141,25 @@ impl JobDir {
         mailshot_in(self.dir.path(), args)
     }
 
-    /// `mailshot run job.yaml --dry-run --out out`, which must succeed; the
-    /// messages written, by row.
-    pub fn dry_run(&self) -> BTreeMap<u64, Vec<u8>> {
+    /// `mailshot run job.yaml --dry-run --out out`, which must exit `code`.
+    pub fn dry_run_exits(&self, code: i32) -> Output {
         let out = self.dir.join("out");
-        self.run(&[
+        let run = self.run(&[
             "run",
             "job.yaml",
             "--dry-run",
             "--out",
             out.to_str().unwrap(),
-        ])
-        .expect_code(0);
-        emls(&out)
+        ]);
+        run.expect_code(code);
+        run
+    }
+
+    /// `mailshot run job.yaml --dry-run --out out`, which must succeed; the
+    /// messages written, by row.
+    pub fn dry_run(&self) -> BTreeMap<u64, Vec<u8>> {
+        self.dry_run_exits(0);
+        emls(&self.dir.join("out"))
     }
 }
 

@@ -12,9 +12,8 @@
 //! into one Maildir, each copy with an `Envelope-to` header naming its
 //! recipient.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use mailshot::smtp::tls::generate_pki;
 
@@ -84,25 +83,19 @@ impl Exim {
             );
         }
 
-        let out = File::create(dir.join("stderr.log")).expect("Exim stderr log");
-        let child = Command::new(&bin)
-            .arg("-C")
-            .arg(&config_path)
-            .arg("-bdf")
-            .arg("-oP")
-            .arg(dir.join("exim.pid"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let listeners = Listeners {
-            child,
-            starttls_port,
-            tls_port,
-            ca_pem: pki.ca_pem,
+        let log = dir.join("stderr.log");
+        let listeners = Listeners::spawn(
+            Command::new(&bin)
+                .arg("-C")
+                .arg(&config_path)
+                .arg("-bdf")
+                .arg("-oP")
+                .arg(dir.join("exim.pid")),
+            &log,
+            (starttls_port, tls_port),
+            pki.ca_pem,
             dir,
-        };
+        );
         Exim(listeners.ready("Exim", exim_log))
     }
 

@@ -9,7 +9,6 @@
 //! Haraka offers PIPELINING but no CHUNKING, and answers 503 to commands a
 //! client pipelines after the final dot of DATA.
 
-use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -97,25 +96,19 @@ impl Haraka {
         .expect("install the sink plugin");
         write_policy(&dir.join("policy"), &[]);
 
-        let log = File::create(dir.join("haraka.log")).expect("Haraka log");
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(&root)
-            .current_dir(dir.path())
-            .env("NODE_PATH", &modules)
-            .env("MAILSHOT_SINK_DIR", dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let listeners = Listeners {
-            child,
-            starttls_port,
-            tls_port,
-            ca_pem: pki.ca_pem,
+        let log = dir.join("haraka.log");
+        let listeners = Listeners::spawn(
+            Command::new(&bin)
+                .arg("-c")
+                .arg(&root)
+                .current_dir(dir.path())
+                .env("NODE_PATH", &modules)
+                .env("MAILSHOT_SINK_DIR", dir.path()),
+            &log,
+            (starttls_port, tls_port),
+            pki.ca_pem,
             dir,
-        };
+        );
         Haraka(listeners.ready("Haraka", haraka_log))
     }
 

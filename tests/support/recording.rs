@@ -10,8 +10,9 @@
 //! recipient received on the server side.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{wait_for_greeting, wait_for_listener, TestDir};
@@ -160,6 +161,31 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// Starts `cmd` (stdin empty, stdout and stderr into the file `log`) as
+    /// the server behind these listeners.
+    pub fn spawn(
+        cmd: &mut Command,
+        log: &Path,
+        (starttls_port, tls_port): (u16, u16),
+        ca_pem: String,
+        dir: TestDir,
+    ) -> Listeners {
+        let out = File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
+        Listeners {
+            child,
+            starttls_port,
+            tls_port,
+            ca_pem,
+            dir,
+        }
+    }
+
     /// Waits until the STARTTLS listener greets and the TLS one accepts;
     /// otherwise kills the process and fails the test with `log(dir)`.
     pub fn ready(mut self, name: &str, log: impl Fn(&Path) -> String) -> Self {

@@ -85,15 +85,7 @@ fn crlf_lf_and_cr_in_any_header_key_are_rejected_and_nothing_is_sent() {
             check.stderr
         );
 
-        let out = jd.dir.join("out");
-        let dry = jd.run(&[
-            "run",
-            "job.yaml",
-            "--dry-run",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        dry.expect_code(65);
+        jd.dry_run_exits(65);
 
         let run = jd.run(&["run", "job.yaml", "--quiet"]);
         run.expect_code(65);

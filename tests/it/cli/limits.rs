@@ -37,15 +37,7 @@ fn refused_everywhere(jd: &JobDir, server: &FaultHandle, what: &str) -> Output {
     let before = snapshot(jd.dir.path());
     let check = jd.run(&["check", "job.yaml"]);
     check.expect_code(65);
-    let out = jd.dir.join("out");
-    jd.run(&[
-        "run",
-        "job.yaml",
-        "--dry-run",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .expect_code(65);
+    jd.dry_run_exits(65);
     jd.run(&["run", "job.yaml", "--quiet"]).expect_code(65);
     assert_unchanged(&before, jd.dir.path(), what);
     std::thread::sleep(Duration::from_millis(50));
