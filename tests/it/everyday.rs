@@ -21,6 +21,16 @@ fn mailshot(dir: &TestDir, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) ->
     cmd::mailshot(dir.path(), args).envs(env).stdin(stdin).run()
 }
 
+/// `mailshot run job.yaml --quiet` in `dir`.
+fn run_quiet(dir: &TestDir) -> Output {
+    mailshot(dir, &["run", "job.yaml", "--quiet"], &[], b"")
+}
+
+/// `mailshot check job.yaml` in `dir`.
+fn check(dir: &TestDir) -> Output {
+    mailshot(dir, &["check", "job.yaml"], &[], b"")
+}
+
 /// An `smtp:` section for a plain-text test server, with small timeouts.
 fn plain_smtp(port: u16) -> String {
     format!(
@@ -489,7 +499,7 @@ fn password_env_is_read_from_the_environment() {
         ),
         "",
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert!(out.stderr.contains("MY_SMTP_PW"), "{}", out.stderr);
     assert_eq!(server.messages().len(), 1);
@@ -510,7 +520,7 @@ fn password_file_readable_by_others_is_refused_and_0600_is_accepted() {
         "",
     );
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 66, "{}", out.stderr);
     assert!(out.stderr.contains("smtp.pw"), "{}", out.stderr);
     assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
@@ -518,7 +528,7 @@ fn password_file_readable_by_others_is_refused_and_0600_is_accepted() {
     assert_eq!(server.connections(), 0, "refused before connecting");
 
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         plain_password(&server.commands()).as_deref(),
@@ -569,7 +579,7 @@ fn password_command_runs_only_when_a_session_is_needed() {
     assert!(!server.commands().iter().any(|c| c.starts_with("MAIL")));
 
     std::fs::remove_file(&marker).unwrap();
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(marker.exists());
     assert_eq!(server.messages().len(), 1);
@@ -635,7 +645,7 @@ fn xoauth2_sends_the_token_from_password_command() {
         ),
         "",
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(server.messages().len(), 1);
     let auth = server
@@ -665,7 +675,7 @@ fn xoauth2_sends_the_token_from_password_command() {
         ),
         "",
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert_eq!(server.messages().len(), 1);
 }
@@ -682,7 +692,7 @@ fn list_unsubscribe_with_https_gets_one_click_post() {
         &plain_smtp(server.port()),
         "list_unsubscribe: \"https://example.com/u?e={{ email | urlencode }}, mailto:unsub@example.com?subject=unsubscribe\"\n",
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let m = one_message(server.messages());
     let msg = parse(&m.data);
@@ -707,7 +717,7 @@ fn list_unsubscribe_with_https_gets_one_click_post() {
         &plain_smtp(server.port()),
         "list_unsubscribe: \"mailto:unsub@example.com\"\n",
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let m = one_message(server.messages());
     let msg = parse(&m.data);
@@ -734,13 +744,13 @@ fn check_warns_about_bulk_jobs_without_list_unsubscribe() {
     };
     let dir = TestDir::new();
     job(&dir, 301, "");
-    let out = mailshot(&dir, &["check", "job.yaml"], &[], b"");
+    let out = check(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("warning"), "{}", out.stderr);
     assert!(out.stderr.contains("list_unsubscribe"), "{}", out.stderr);
 
     job(&dir, 300, "");
-    let out = mailshot(&dir, &["check", "job.yaml"], &[], b"");
+    let out = check(&dir);
     assert_eq!(out.code, 0);
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
 
@@ -749,7 +759,7 @@ fn check_warns_about_bulk_jobs_without_list_unsubscribe() {
         301,
         "list_unsubscribe: \"https://example.com/u?e={{ email }}\"\n",
     );
-    let out = mailshot(&dir, &["check", "job.yaml"], &[], b"");
+    let out = check(&dir);
     assert_eq!(out.code, 0);
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
 }
@@ -842,7 +852,7 @@ fn dkim_end_to_end(kind: &str) {
     let dir = TestDir::new();
     let (key, record) = dkim_key(&dir, kind);
     dkim_job(&dir, server.port(), &key);
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let msgs = server.messages();
     assert_eq!(msgs.len(), 2);
@@ -872,7 +882,7 @@ fn dkim_end_to_end(kind: &str) {
     );
 
     // check names the DNS record to publish, the same key openssl derives.
-    let out = mailshot(&dir, &["check", "job.yaml"], &[], b"");
+    let out = check(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains("s1._domainkey.example.com") && out.stderr.contains(&record),
@@ -908,7 +918,7 @@ fn dkim_bad_key_file_is_an_invalid_job() {
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
     );
     dkim_job(&dir, free_port(), &dir.join("bad.pem"));
-    let out = mailshot(&dir, &["check", "job.yaml"], &[], b"");
+    let out = check(&dir);
     assert_eq!(out.code, 65, "{}", out.stderr);
     assert!(out.stderr.contains("bad.pem"), "{}", out.stderr);
 }
@@ -966,25 +976,32 @@ fn assert_inline_image(data: &[u8]) -> String {
     html
 }
 
-#[test]
-fn markdown_renders_text_and_html_with_the_local_image_inline() {
-    let server = FaultServer::start();
-    let dir = TestDir::new();
+/// Writes `img/logo.png`, a one-row CSV and `job.yaml` (from
+/// a@example.com, with `body` giving the subject and body keys) for a plain
+/// server on `port`, and runs it, which must succeed.
+fn run_image_job(dir: &TestDir, port: u16, body: &str) {
     dir.write("img/logo.png", PNG);
-    dir.write(
-        "letter.md",
-        "# Hello {{ name }}\n\nThis is **important**.\n\n![logo](img/logo.png)\n",
-    );
     dir.write("recipients.csv", "email,name\nann@example.org,Ann\n");
     dir.write(
         "job.yaml",
         format!(
-            "{}from: a@example.com\nsubject: md\nmarkdown: letter.md\nrecipients:\n  file: recipients.csv\n",
-            plain_smtp(server.port())
+            "{}from: a@example.com\n{body}recipients:\n  file: recipients.csv\n",
+            plain_smtp(port)
         ),
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn markdown_renders_text_and_html_with_the_local_image_inline() {
+    let server = FaultServer::start();
+    let dir = TestDir::new();
+    dir.write(
+        "letter.md",
+        "# Hello {{ name }}\n\nThis is **important**.\n\n![logo](img/logo.png)\n",
+    );
+    run_image_job(&dir, server.port(), "subject: md\nmarkdown: letter.md\n");
     let m = one_message(server.messages());
     let html = assert_inline_image(&m.data);
     assert!(html.contains("<h1>Hello Ann</h1>"), "{html}");
@@ -1002,22 +1019,16 @@ fn markdown_renders_text_and_html_with_the_local_image_inline() {
 fn html_template_img_src_path_becomes_an_inline_related_part() {
     let server = FaultServer::start();
     let dir = TestDir::new();
-    dir.write("img/logo.png", PNG);
     dir.write(
         "page.html",
         "<p>Hi {{ name }}</p><img alt=\"logo\" src=\"img/logo.png\">\n",
     );
     dir.write("page.txt", "Hi {{ name }}\n");
-    dir.write("recipients.csv", "email,name\nann@example.org,Ann\n");
-    dir.write(
-        "job.yaml",
-        format!(
-            "{}from: a@example.com\nsubject: html\ntext: page.txt\nhtml: page.html\nrecipients:\n  file: recipients.csv\n",
-            plain_smtp(server.port())
-        ),
+    run_image_job(
+        &dir,
+        server.port(),
+        "subject: html\ntext: page.txt\nhtml: page.html\n",
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
-    assert_eq!(out.code, 0, "{}", out.stderr);
     assert_inline_image(&one_message(server.messages()).data);
 }
 
