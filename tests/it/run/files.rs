@@ -189,12 +189,7 @@ fn a_full_disk_exits_74_and_says_which_file_and_why() {
     let script = r#"mount -t tmpfs -o size=48k tmpfs "$2" && cp "$1/job.yaml" "$2/" && cd "$2" && exec "$3" run job.yaml --json --report "$1/report.csv""#;
     let out = in_mount_namespace(script, &[job.path(), &mnt, &bin]);
     assert_eq!(out.code, 74, "{}", out.stderr);
-    let summary: serde_json::Value = out
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["event"] == "summary")
-        .unwrap_or_else(|| panic!("no summary event: {}", out.stdout));
+    let summary = json_summary(&out.stdout);
     assert_eq!(
         summary["exit_code"], 74,
         "the summary says what the exit says"

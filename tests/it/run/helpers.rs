@@ -192,3 +192,12 @@ pub fn closed_stats(server: &FaultHandle) -> Vec<ConnectionStats> {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The `--json` summary event of a run's stdout.
+pub fn json_summary(stdout: &str) -> serde_json::Value {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary event in {stdout:?}"))
+}

@@ -13,15 +13,6 @@ fn sighup_writes_the_report_exits_75_and_rerun_completes() {
     super::interrupts::interrupt_and_resume("HUP");
 }
 
-/// The `--json` summary event of a run's stdout.
-fn json_summary(stdout: &str) -> serde_json::Value {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["event"] == "summary")
-        .unwrap_or_else(|| panic!("no summary event in {stdout:?}"))
-}
-
 #[test]
 fn json_exit_code_is_the_process_exit_code_after_an_auth_failure() {
     let server = FaultServer::builder().credentials("me", "right").start();
