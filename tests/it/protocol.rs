@@ -184,27 +184,28 @@ fn auth_answered_with_anything_but_235_is_not_a_login() {
 fn a_trickling_server_is_timed_out_per_whole_reply() {
     // The EHLO reply comes one byte every 300 ms: each byte is well within
     // the 2 s timeout, the whole reply is not.
-    let fault = FaultServer::builder()
-        .trickle_from(1, Duration::from_millis(300))
-        .start();
-    let job = Job::new(&smtp(&fault, ", max_attempts: 1"), 1);
-    let out = job.run(&[], &[]);
-    assert!(out.elapsed < Duration::from_secs(8), "{:?}", out.elapsed);
-    assert_eq!(out.code, 69, "{}", out.stderr);
-    assert!(out.stderr.contains("within 2s"), "{}", out.stderr);
+    let fault = times_out_trickling_from(1);
     assert!(fault.messages().is_empty());
 }
 
 #[test]
 fn a_trickling_greeting_is_timed_out_too() {
+    times_out_trickling_from(0);
+}
+
+/// Runs one message against a server that trickles every reply from reply
+/// `from` on (a byte every 300 ms): the run must give up on the whole reply
+/// within the 2 s timeout and exit 69. Returns the server.
+fn times_out_trickling_from(from: usize) -> FaultHandle {
     let fault = FaultServer::builder()
-        .trickle_from(0, Duration::from_millis(300))
+        .trickle_from(from, Duration::from_millis(300))
         .start();
     let job = Job::new(&smtp(&fault, ", max_attempts: 1"), 1);
     let out = job.run(&[], &[]);
     assert!(out.elapsed < Duration::from_secs(8), "{:?}", out.elapsed);
     assert_eq!(out.code, 69, "{}", out.stderr);
     assert!(out.stderr.contains("within 2s"), "{}", out.stderr);
+    fault
 }
 
 #[test]
