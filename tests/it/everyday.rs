@@ -31,6 +31,28 @@ fn check(dir: &TestDir) -> Output {
     mailshot(dir, &["check", "job.yaml"], &[], b"")
 }
 
+/// `mailshot run job.yaml --quiet` in `dir` with the password variable `var`
+/// set to `password`.
+fn run_with(dir: &TestDir, var: &str, password: &str) -> Output {
+    mailshot(
+        dir,
+        &["run", "job.yaml", "--quiet"],
+        &[(var, password)],
+        b"",
+    )
+}
+
+/// `mailshot check job.yaml --connect` in `dir` with the password variable
+/// `var` set to `password`.
+fn connect_with(dir: &TestDir, var: &str, password: &str) -> Output {
+    mailshot(
+        dir,
+        &["check", "job.yaml", "--connect"],
+        &[(var, password)],
+        b"",
+    )
+}
+
 /// An `smtp:` section for a plain-text test server, with small timeouts.
 fn plain_smtp(port: u16) -> String {
     format!(
@@ -415,34 +437,19 @@ fn a_535_from_a_qq_preset_server_asks_for_the_authorization_code() {
         .start();
     let dir = TestDir::new();
     qq_job(&dir, server.port());
-    let out = mailshot(
-        &dir,
-        &["run", "job.yaml", "--quiet"],
-        &[("MAILSHOT_PW", "login-password")],
-        b"",
-    );
+    let out = run_with(&dir, "MAILSHOT_PW", "login-password");
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert!(out.stderr.contains("535"), "{}", out.stderr);
     assert!(out.stderr.contains("授权码"), "{}", out.stderr);
     assert!(!out.stderr.contains("login-password"), "secret leaked");
     assert!(server.messages().is_empty());
 
-    let out = mailshot(
-        &dir,
-        &["check", "job.yaml", "--connect"],
-        &[("MAILSHOT_PW", "login-password")],
-        b"",
-    );
+    let out = connect_with(&dir, "MAILSHOT_PW", "login-password");
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert!(out.stderr.contains("授权码"), "{}", out.stderr);
 
     // With the authorization code it goes through.
-    let out = mailshot(
-        &dir,
-        &["run", "job.yaml", "--quiet"],
-        &[("MAILSHOT_PW", "auth-code")],
-        b"",
-    );
+    let out = run_with(&dir, "MAILSHOT_PW", "auth-code");
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(server.messages().len(), 1);
 }
@@ -475,12 +482,7 @@ fn password_env_is_read_from_the_environment() {
         ),
         "",
     );
-    let out = mailshot(
-        &dir,
-        &["run", "job.yaml", "--quiet"],
-        &[("MY_SMTP_PW", "env-pw")],
-        b"",
-    );
+    let out = run_with(&dir, "MY_SMTP_PW", "env-pw");
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         plain_password(&server.commands()).as_deref(),
@@ -600,21 +602,11 @@ fn check_connect_proves_the_login_against_aiosmtpd() {
         ),
         "",
     );
-    let out = mailshot(
-        &dir,
-        &["check", "job.yaml", "--connect"],
-        &[("PW", "s3cret")],
-        b"",
-    );
+    let out = connect_with(&dir, "PW", "s3cret");
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("authenticated"), "{}", out.stderr);
 
-    let out = mailshot(
-        &dir,
-        &["check", "job.yaml", "--connect"],
-        &[("PW", "wrong")],
-        b"",
-    );
+    let out = connect_with(&dir, "PW", "wrong");
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert!(
         !out.stderr.contains("wrong"),
