@@ -264,15 +264,19 @@ fn capture_shutdown_stops_listening_and_closes_sessions() {
 
 // ---------------------------------------------------------------- fault server
 
-trait ExpectAfter {
-    fn expect_after(&mut self, line: &str, code: u16) -> support::Reply;
+/// A plain connection to `addr` that has been greeted and said EHLO.
+fn hello(addr: std::net::SocketAddr) -> RawClient {
+    let mut c = RawClient::connect(addr);
+    c.expect(220);
+    c.expect_after("EHLO c.test", 250);
+    c
 }
 
-impl<S: std::io::Read + std::io::Write> ExpectAfter for RawClient<S> {
-    fn expect_after(&mut self, line: &str, code: u16) -> support::Reply {
-        let reply = self.cmd(line);
-        assert_eq!(reply.code, code, "{line}: {reply:?}");
-        reply
+/// MAIL, RCPT and DATA as one pipelined group, answered 250, 250, 354.
+fn begin_data(c: &mut RawClient) {
+    c.send("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
+    for code in [250, 250, 354] {
+        c.expect(code);
     }
 }
 
@@ -350,14 +354,9 @@ fn fault_counts_fewer_round_trips_when_pipelined() {
         .chunking(true)
         .reply_delay(DELAY)
         .start();
-    let mut c = RawClient::connect(fault.addr());
-    c.expect(220);
-    c.expect_after("EHLO c.test", 250);
+    let mut c = hello(fault.addr());
     // DATA: MAIL/RCPT/DATA as one group, then the body.
-    c.send("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
-    for code in [250, 250, 354] {
-        c.expect(code);
-    }
+    begin_data(&mut c);
     c.send("one\r\n.\r\n");
     c.expect(250);
     let after_data = fault.round_trips();
@@ -382,9 +381,7 @@ fn fault_counts_fewer_round_trips_when_pipelined() {
 fn fault_reply_delay_overlaps_like_latency() {
     let delay = Duration::from_millis(300);
     let fault = FaultServer::builder().reply_delay(delay).start();
-    let mut c = RawClient::connect(fault.addr());
-    c.expect(220);
-    c.expect_after("EHLO c.test", 250);
+    let mut c = hello(fault.addr());
     let start = Instant::now();
     c.send("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nRCPT TO:<c@y.test>\r\n");
     for _ in 0..3 {
@@ -409,9 +406,7 @@ fn fault_rcpt_hook_overrides_replies() {
             }
         })
         .start();
-    let mut c = RawClient::connect(fault.addr());
-    c.expect(220);
-    c.expect_after("EHLO c.test", 250);
+    let mut c = hello(fault.addr());
     c.send(
         "MAIL FROM:<a@x.test>\r\nRCPT TO:<bad@y.test>\r\nRCPT TO:<ok@y.test>\r\n\
          RCPT TO:<late@y.test>\r\nDATA\r\n",
@@ -435,13 +430,8 @@ fn fault_close_after_messages_sends_the_reply_and_closes() {
     let fault = FaultServer::builder()
         .close_after_messages(1, "421 4.7.0 Too many messages")
         .start();
-    let mut c = RawClient::connect(fault.addr());
-    c.expect(220);
-    c.expect_after("EHLO c.test", 250);
-    c.send("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
-    for code in [250, 250, 354] {
-        c.expect(code);
-    }
+    let mut c = hello(fault.addr());
+    begin_data(&mut c);
     c.send(".\r\nMAIL FROM:<a@x.test>\r\n");
     c.expect(250);
     assert_eq!(c.reply().text(), "4.7.0 Too many messages");
@@ -452,23 +442,13 @@ fn fault_close_after_messages_sends_the_reply_and_closes() {
 #[test]
 fn fault_drop_during_data_closes_mid_message_once() {
     let fault = FaultServer::builder().drop_during_data(1).start();
-    let mut c = RawClient::connect(fault.addr());
-    c.expect(220);
-    c.expect_after("EHLO c.test", 250);
-    c.send("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
-    for code in [250, 250, 354] {
-        c.expect(code);
-    }
+    let mut c = hello(fault.addr());
+    begin_data(&mut c);
     c.send("Subject: first line\r\n");
     assert!(c.try_reply().is_none(), "connection should be gone");
     // The retry on a new connection is message attempt 2 and goes through.
-    let mut c = RawClient::connect(fault.addr());
-    c.expect(220);
-    c.expect_after("EHLO c.test", 250);
-    c.send("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
-    for code in [250, 250, 354] {
-        c.expect(code);
-    }
+    let mut c = hello(fault.addr());
+    begin_data(&mut c);
     c.expect_after("Subject: again\r\n.", 250);
     assert_eq!(fault.messages().len(), 1);
     assert_eq!(fault.connections(), 2);
@@ -481,9 +461,7 @@ fn fault_drop_after_final_dot_leaves_the_outcome_unknown() {
         .chunking(true)
         .drop_after_final_dot(1)
         .start();
-    let mut c = RawClient::connect(fault.addr());
-    c.expect(220);
-    c.expect_after("EHLO c.test", 250);
+    let mut c = hello(fault.addr());
     c.send("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT 4 LAST\r\nbody");
     c.expect(250);
     c.expect(250);
@@ -497,9 +475,7 @@ fn fault_drop_after_final_dot_leaves_the_outcome_unknown() {
 #[test]
 fn fault_stall_keeps_the_socket_open_without_answering() {
     let fault = FaultServer::builder().stall_after(2).start();
-    let mut c = RawClient::connect(fault.addr());
-    c.expect(220);
-    c.expect_after("EHLO c.test", 250);
+    let mut c = hello(fault.addr());
     c.expect_after("MAIL FROM:<a@x.test>", 250);
     c.set_read_timeout(Duration::from_millis(300));
     c.send("RCPT TO:<b@y.test>\r\n");
@@ -570,9 +546,7 @@ fn fault_injects_bytes_after_starttls() {
         .starttls(Some(pki))
         .inject_after_starttls("250 injected")
         .start();
-    let mut c = RawClient::connect(fault.addr());
-    c.expect(220);
-    c.expect_after("EHLO c.test", 250);
+    let mut c = hello(fault.addr());
     c.expect_after("STARTTLS", 220);
     // Both lines arrive in the same write, so a client reading the 220 has
     // the injected one buffered already.
@@ -586,9 +560,7 @@ fn fault_tls_garbage_fails_the_handshake() {
         .starttls(Some(pki.clone()))
         .tls_garbage_after_starttls()
         .start();
-    let mut c = RawClient::connect(fault.addr());
-    c.expect(220);
-    c.expect_after("EHLO c.test", 250);
+    let mut c = hello(fault.addr());
     c.send("STARTTLS\r\n");
     // The garbage may arrive with the 220 (then it is already buffered) or
     // just after (then rustls reads it as a broken handshake).

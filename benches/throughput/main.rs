@@ -1,4 +1,4 @@
-//! The throughput benchmark of issue 5: mailshot against Postfix's
+//! The throughput benchmark: mailshot against Postfix's
 //! `smtp-source`, lettre's pooled `SmtpTransport` and Python `mailmerge`,
 //! each sending a personalised ~2 KB text + HTML message to Postfix's
 //! `smtp-sink`, mailshot's capture server and a private Postfix `smtpd`, all

@@ -5,78 +5,10 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{files_with_suffix, free_port, mailshot_bin, RawClient, TestDir};
-
-/// A `mailshot capture` child process; killed (by its own pid) on drop.
-struct Capture {
-    child: Child,
-    port: u16,
-    dir: TestDir,
-}
-
-impl Capture {
-    /// Starts `mailshot capture` on a free loopback port with `extra` options
-    /// and waits (bounded) until it greets.
-    fn start(extra: &[&str]) -> Capture {
-        let dir = TestDir::new();
-        let port = free_port();
-        let child = Command::new(mailshot_bin())
-            .args(["capture", "--listen", &format!("127.0.0.1:{port}"), "--dir"])
-            .arg(dir.path())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mailshot capture");
-        let cap = Capture { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(s) = TcpStream::connect(cap.addr()) {
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut buf = [0u8; 3];
-                if (&s).read_exact(&mut buf).is_ok() && &buf == b"220" {
-                    // Wait for the server to close, so the probe's place is free.
-                    let _ = (&s).write_all(b"QUIT\r\n");
-                    let _ = (&s).read_to_end(&mut Vec::new());
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "mailshot capture never greeted");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        cap
-    }
-
-    fn addr(&self) -> std::net::SocketAddr {
-        ([127, 0, 0, 1], self.port).into()
-    }
-
-    /// Threads of the capture process right now.
-    fn threads(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
-            .expect("read the capture process's threads")
-            .count()
-    }
-
-    /// The stored messages' bytes.
-    fn messages(&self) -> Vec<Vec<u8>> {
-        files_with_suffix(self.dir.path(), ".eml")
-            .iter()
-            .map(|p| std::fs::read(p).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::capture::Capture;
+use crate::support::RawClient;
 
 /// The first reply line a fresh connection gets (bounded wait), or "" if none.
 fn first_line(sock: &TcpStream) -> String {

@@ -1,4 +1,4 @@
-//! Integration tests for issue 2 (the job becomes messages), driven from the
+//! Integration tests for the job becoming messages, driven from the
 //! command line as a user would: `mailshot check`, `mailshot preview [--row N]`
 //! and `mailshot run --dry-run --out DIR` on the shipped samples and on jobs
 //! written into temp folders.
@@ -20,59 +20,16 @@ mod settings;
 mod templates;
 mod wire;
 
+use crate::support::cmd::{mailshot, Output};
+use crate::support::{self, TestDir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use crate::support::{self, TestDir};
-
-/// What one `mailshot` invocation did.
-pub struct Run {
-    /// The exit code (`None` if killed by a signal).
-    pub code: Option<i32>,
-    /// Standard output, raw (preview prints message bytes).
-    pub stdout: Vec<u8>,
-    /// Standard error as text.
-    pub stderr: String,
-}
-
-impl Run {
-    fn from_output(out: Output) -> Self {
-        Run {
-            code: out.status.code(),
-            stdout: out.stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// Panics with the whole run shown unless it exited with `code`.
-    #[track_caller]
-    pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "exit code; stderr:\n{}\nstdout:\n{}",
-            self.stderr,
-            String::from_utf8_lossy(&self.stdout)
-        );
-        self
-    }
-}
 
 /// Runs the built `mailshot` with `args` in `cwd`, isolated from the user's
-/// own configuration (a user config could otherwise supply an SMTP server).
-pub fn mailshot_in(cwd: &Path, args: &[&str]) -> Run {
-    let config = TestDir::new();
-    let out = Command::new(support::mailshot_bin())
-        .args(args)
-        .current_dir(cwd)
-        .env("XDG_CONFIG_HOME", config.path())
-        .env("HOME", config.path())
-        .env_remove("MAILSHOT_PASSWORD")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run mailshot");
-    Run::from_output(out)
+/// own configuration (a user config could otherwise supply an SMTP server)
+/// by a config folder outside `cwd`.
+pub fn mailshot_in(cwd: &Path, args: &[&str]) -> Output {
+    mailshot(cwd, args).private_config().run()
 }
 
 /// The repository root (samples/ and templates/ live there).
@@ -180,23 +137,29 @@ impl JobDir {
     }
 
     /// `mailshot ARGS` run inside the folder.
-    pub fn run(&self, args: &[&str]) -> Run {
+    pub fn run(&self, args: &[&str]) -> Output {
         mailshot_in(self.dir.path(), args)
     }
 
-    /// `mailshot run job.yaml --dry-run --out out`, which must succeed; the
-    /// messages written, by row.
-    pub fn dry_run(&self) -> BTreeMap<u64, Vec<u8>> {
+    /// `mailshot run job.yaml --dry-run --out out`, which must exit `code`.
+    pub fn dry_run_exits(&self, code: i32) -> Output {
         let out = self.dir.join("out");
-        self.run(&[
+        let run = self.run(&[
             "run",
             "job.yaml",
             "--dry-run",
             "--out",
             out.to_str().unwrap(),
-        ])
-        .expect_code(0);
-        emls(&out)
+        ]);
+        run.expect_code(code);
+        run
+    }
+
+    /// `mailshot run job.yaml --dry-run --out out`, which must succeed; the
+    /// messages written, by row.
+    pub fn dry_run(&self) -> BTreeMap<u64, Vec<u8>> {
+        self.dry_run_exits(0);
+        emls(&self.dir.join("out"))
     }
 }
 

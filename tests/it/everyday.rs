@@ -1,9 +1,8 @@
-//! Integration tests: everyday use (issue 6) — `mailshot send`, the user
+//! Integration tests: everyday use — `mailshot send`, the user
 //! config, provider presets, password sources, XOAUTH2, List-Unsubscribe,
 //! DKIM (checked by dkimpy), Markdown with inline images, and the scheduled
 //! status-mail sample.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -12,44 +11,46 @@ use base64::Engine as _;
 use mail_parser::{MessageParser, MimeHeaders};
 
 use crate::support::aiosmtpd::{AuthServer, TlsMode};
+use crate::support::cmd::{self, Output};
 use crate::support::fault::{FaultServer, Message};
-use crate::support::{free_port, mailshot_bin, python, TestDir};
+use crate::support::{free_port, python, TestDir};
 
-/// What one run of the binary did.
-struct Out {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
+/// `mailshot ARGS` in `dir` (a user config may be written to `dir/xdg`) with
+/// extra `env` and `stdin`.
+fn mailshot(dir: &TestDir, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    cmd::mailshot(dir.path(), args).envs(env).stdin(stdin).run()
 }
 
-impl Out {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
+/// `mailshot run job.yaml --quiet` in `dir`.
+fn run_quiet(dir: &TestDir) -> Output {
+    mailshot(dir, &["run", "job.yaml", "--quiet"], &[], b"")
 }
 
-/// Runs `mailshot ARGS` in `dir` with `XDG_CONFIG_HOME=dir/xdg` (so the
-/// developer's own config never leaks in), extra `env`, and `stdin`.
-fn mailshot(dir: &TestDir, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Out {
-    let mut cmd = Command::new(mailshot_bin());
-    cmd.args(args)
-        .current_dir(dir.path())
-        .env("XDG_CONFIG_HOME", dir.join("xdg"))
-        .env_remove("SOURCE_DATE_EPOCH")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("start mailshot");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().expect("wait for mailshot");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// `mailshot check job.yaml` in `dir`.
+fn check(dir: &TestDir) -> Output {
+    mailshot(dir, &["check", "job.yaml"], &[], b"")
+}
+
+/// `mailshot run job.yaml --quiet` in `dir` with the password variable `var`
+/// set to `password`.
+fn run_with(dir: &TestDir, var: &str, password: &str) -> Output {
+    mailshot(
+        dir,
+        &["run", "job.yaml", "--quiet"],
+        &[(var, password)],
+        b"",
+    )
+}
+
+/// `mailshot check job.yaml --connect` in `dir` with the password variable
+/// `var` set to `password`.
+fn connect_with(dir: &TestDir, var: &str, password: &str) -> Output {
+    mailshot(
+        dir,
+        &["check", "job.yaml", "--connect"],
+        &[(var, password)],
+        b"",
+    )
 }
 
 /// An `smtp:` section for a plain-text test server, with small timeouts.
@@ -311,11 +312,11 @@ fn send_dry_run_prints_the_message_and_contacts_nobody() {
         b"dry body\n",
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let msg = parse(&out.stdout);
+    let msg = parse(&out.raw_stdout);
     assert_eq!(msg.subject(), Some("Grüße"));
     assert_eq!(msg.body_text(0).unwrap().trim_end(), "dry body");
-    assert!(!out.stdout().contains("hidden@z.example"));
-    assert!(out.stdout().contains("\r\n"), "CRLF message on stdout");
+    assert!(!out.stdout.contains("hidden@z.example"));
+    assert!(out.stdout.contains("\r\n"), "CRLF message on stdout");
     assert_eq!(server.connections(), 0);
 }
 
@@ -436,34 +437,19 @@ fn a_535_from_a_qq_preset_server_asks_for_the_authorization_code() {
         .start();
     let dir = TestDir::new();
     qq_job(&dir, server.port());
-    let out = mailshot(
-        &dir,
-        &["run", "job.yaml", "--quiet"],
-        &[("MAILSHOT_PW", "login-password")],
-        b"",
-    );
+    let out = run_with(&dir, "MAILSHOT_PW", "login-password");
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert!(out.stderr.contains("535"), "{}", out.stderr);
     assert!(out.stderr.contains("授权码"), "{}", out.stderr);
     assert!(!out.stderr.contains("login-password"), "secret leaked");
     assert!(server.messages().is_empty());
 
-    let out = mailshot(
-        &dir,
-        &["check", "job.yaml", "--connect"],
-        &[("MAILSHOT_PW", "login-password")],
-        b"",
-    );
+    let out = connect_with(&dir, "MAILSHOT_PW", "login-password");
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert!(out.stderr.contains("授权码"), "{}", out.stderr);
 
     // With the authorization code it goes through.
-    let out = mailshot(
-        &dir,
-        &["run", "job.yaml", "--quiet"],
-        &[("MAILSHOT_PW", "auth-code")],
-        b"",
-    );
+    let out = run_with(&dir, "MAILSHOT_PW", "auth-code");
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(server.messages().len(), 1);
 }
@@ -496,12 +482,7 @@ fn password_env_is_read_from_the_environment() {
         ),
         "",
     );
-    let out = mailshot(
-        &dir,
-        &["run", "job.yaml", "--quiet"],
-        &[("MY_SMTP_PW", "env-pw")],
-        b"",
-    );
+    let out = run_with(&dir, "MY_SMTP_PW", "env-pw");
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         plain_password(&server.commands()).as_deref(),
@@ -520,7 +501,7 @@ fn password_env_is_read_from_the_environment() {
         ),
         "",
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert!(out.stderr.contains("MY_SMTP_PW"), "{}", out.stderr);
     assert_eq!(server.messages().len(), 1);
@@ -541,7 +522,7 @@ fn password_file_readable_by_others_is_refused_and_0600_is_accepted() {
         "",
     );
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 66, "{}", out.stderr);
     assert!(out.stderr.contains("smtp.pw"), "{}", out.stderr);
     assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
@@ -549,7 +530,7 @@ fn password_file_readable_by_others_is_refused_and_0600_is_accepted() {
     assert_eq!(server.connections(), 0, "refused before connecting");
 
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         plain_password(&server.commands()).as_deref(),
@@ -600,7 +581,7 @@ fn password_command_runs_only_when_a_session_is_needed() {
     assert!(!server.commands().iter().any(|c| c.starts_with("MAIL")));
 
     std::fs::remove_file(&marker).unwrap();
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(marker.exists());
     assert_eq!(server.messages().len(), 1);
@@ -621,21 +602,11 @@ fn check_connect_proves_the_login_against_aiosmtpd() {
         ),
         "",
     );
-    let out = mailshot(
-        &dir,
-        &["check", "job.yaml", "--connect"],
-        &[("PW", "s3cret")],
-        b"",
-    );
+    let out = connect_with(&dir, "PW", "s3cret");
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("authenticated"), "{}", out.stderr);
 
-    let out = mailshot(
-        &dir,
-        &["check", "job.yaml", "--connect"],
-        &[("PW", "wrong")],
-        b"",
-    );
+    let out = connect_with(&dir, "PW", "wrong");
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert!(
         !out.stderr.contains("wrong"),
@@ -666,7 +637,7 @@ fn xoauth2_sends_the_token_from_password_command() {
         ),
         "",
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(server.messages().len(), 1);
     let auth = server
@@ -696,7 +667,7 @@ fn xoauth2_sends_the_token_from_password_command() {
         ),
         "",
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert_eq!(server.messages().len(), 1);
 }
@@ -713,7 +684,7 @@ fn list_unsubscribe_with_https_gets_one_click_post() {
         &plain_smtp(server.port()),
         "list_unsubscribe: \"https://example.com/u?e={{ email | urlencode }}, mailto:unsub@example.com?subject=unsubscribe\"\n",
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let m = one_message(server.messages());
     let msg = parse(&m.data);
@@ -738,7 +709,7 @@ fn list_unsubscribe_with_https_gets_one_click_post() {
         &plain_smtp(server.port()),
         "list_unsubscribe: \"mailto:unsub@example.com\"\n",
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let m = one_message(server.messages());
     let msg = parse(&m.data);
@@ -765,13 +736,13 @@ fn check_warns_about_bulk_jobs_without_list_unsubscribe() {
     };
     let dir = TestDir::new();
     job(&dir, 301, "");
-    let out = mailshot(&dir, &["check", "job.yaml"], &[], b"");
+    let out = check(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("warning"), "{}", out.stderr);
     assert!(out.stderr.contains("list_unsubscribe"), "{}", out.stderr);
 
     job(&dir, 300, "");
-    let out = mailshot(&dir, &["check", "job.yaml"], &[], b"");
+    let out = check(&dir);
     assert_eq!(out.code, 0);
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
 
@@ -780,7 +751,7 @@ fn check_warns_about_bulk_jobs_without_list_unsubscribe() {
         301,
         "list_unsubscribe: \"https://example.com/u?e={{ email }}\"\n",
     );
-    let out = mailshot(&dir, &["check", "job.yaml"], &[], b"");
+    let out = check(&dir);
     assert_eq!(out.code, 0);
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
 }
@@ -873,7 +844,7 @@ fn dkim_end_to_end(kind: &str) {
     let dir = TestDir::new();
     let (key, record) = dkim_key(&dir, kind);
     dkim_job(&dir, server.port(), &key);
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let msgs = server.messages();
     assert_eq!(msgs.len(), 2);
@@ -903,7 +874,7 @@ fn dkim_end_to_end(kind: &str) {
     );
 
     // check names the DNS record to publish, the same key openssl derives.
-    let out = mailshot(&dir, &["check", "job.yaml"], &[], b"");
+    let out = check(&dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains("s1._domainkey.example.com") && out.stderr.contains(&record),
@@ -914,9 +885,9 @@ fn dkim_end_to_end(kind: &str) {
     // preview prints the same signed form.
     let out = mailshot(&dir, &["preview", "job.yaml", "--row", "2"], &[], b"");
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout().starts_with("DKIM-Signature: "));
+    assert!(out.stdout.starts_with("DKIM-Signature: "));
     assert_eq!(
-        dkimpy_verify(&dir, &out.stdout, "s1._domainkey.example.com", &record),
+        dkimpy_verify(&dir, &out.raw_stdout, "s1._domainkey.example.com", &record),
         "PASS"
     );
 }
@@ -939,7 +910,7 @@ fn dkim_bad_key_file_is_an_invalid_job() {
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
     );
     dkim_job(&dir, free_port(), &dir.join("bad.pem"));
-    let out = mailshot(&dir, &["check", "job.yaml"], &[], b"");
+    let out = check(&dir);
     assert_eq!(out.code, 65, "{}", out.stderr);
     assert!(out.stderr.contains("bad.pem"), "{}", out.stderr);
 }
@@ -997,25 +968,32 @@ fn assert_inline_image(data: &[u8]) -> String {
     html
 }
 
-#[test]
-fn markdown_renders_text_and_html_with_the_local_image_inline() {
-    let server = FaultServer::start();
-    let dir = TestDir::new();
+/// Writes `img/logo.png`, a one-row CSV and `job.yaml` (from
+/// a@example.com, with `body` giving the subject and body keys) for a plain
+/// server on `port`, and runs it, which must succeed.
+fn run_image_job(dir: &TestDir, port: u16, body: &str) {
     dir.write("img/logo.png", PNG);
-    dir.write(
-        "letter.md",
-        "# Hello {{ name }}\n\nThis is **important**.\n\n![logo](img/logo.png)\n",
-    );
     dir.write("recipients.csv", "email,name\nann@example.org,Ann\n");
     dir.write(
         "job.yaml",
         format!(
-            "{}from: a@example.com\nsubject: md\nmarkdown: letter.md\nrecipients:\n  file: recipients.csv\n",
-            plain_smtp(server.port())
+            "{}from: a@example.com\n{body}recipients:\n  file: recipients.csv\n",
+            plain_smtp(port)
         ),
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
+    let out = run_quiet(dir);
     assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn markdown_renders_text_and_html_with_the_local_image_inline() {
+    let server = FaultServer::start();
+    let dir = TestDir::new();
+    dir.write(
+        "letter.md",
+        "# Hello {{ name }}\n\nThis is **important**.\n\n![logo](img/logo.png)\n",
+    );
+    run_image_job(&dir, server.port(), "subject: md\nmarkdown: letter.md\n");
     let m = one_message(server.messages());
     let html = assert_inline_image(&m.data);
     assert!(html.contains("<h1>Hello Ann</h1>"), "{html}");
@@ -1033,22 +1011,16 @@ fn markdown_renders_text_and_html_with_the_local_image_inline() {
 fn html_template_img_src_path_becomes_an_inline_related_part() {
     let server = FaultServer::start();
     let dir = TestDir::new();
-    dir.write("img/logo.png", PNG);
     dir.write(
         "page.html",
         "<p>Hi {{ name }}</p><img alt=\"logo\" src=\"img/logo.png\">\n",
     );
     dir.write("page.txt", "Hi {{ name }}\n");
-    dir.write("recipients.csv", "email,name\nann@example.org,Ann\n");
-    dir.write(
-        "job.yaml",
-        format!(
-            "{}from: a@example.com\nsubject: html\ntext: page.txt\nhtml: page.html\nrecipients:\n  file: recipients.csv\n",
-            plain_smtp(server.port())
-        ),
+    run_image_job(
+        &dir,
+        server.port(),
+        "subject: html\ntext: page.txt\nhtml: page.html\n",
     );
-    let out = mailshot(&dir, &["run", "job.yaml", "--quiet"], &[], b"");
-    assert_eq!(out.code, 0, "{}", out.stderr);
     assert_inline_image(&one_message(server.messages()).data);
 }
 
@@ -1118,7 +1090,7 @@ fn status_script_sends_a_fresh_mail_every_run() {
     let run = || {
         let out = Command::new(sample.join("status.sh"))
             .args(["--smtp", &url])
-            .env("MAILSHOT", mailshot_bin())
+            .env("MAILSHOT", cmd::mailshot_bin())
             .env("XDG_CONFIG_HOME", dir.join("xdg"))
             .stdin(Stdio::null())
             .output()

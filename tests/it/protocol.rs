@@ -8,26 +8,14 @@
 //! (timeouts), RFC 2920 (PIPELINING), RFC 3030 (CHUNKING), RFC 4954 (AUTH).
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 
+use crate::support::cmd::{mailshot, Output};
 use crate::support::fault::{FaultHandle, FaultServer};
-use crate::support::{mailshot_bin, TestDir};
-
-/// No run may take longer than this; a hang fails the test instead.
-const RUN_LIMIT: Duration = Duration::from_secs(90);
-
-/// What one `mailshot` invocation did.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
+use crate::support::report::{read_report, row_of, ReportRow};
+use crate::support::TestDir;
 
 /// A job folder with `job.yaml`, `recipients.csv` (columns email,name) and a body.
 struct Job {
@@ -54,84 +42,18 @@ impl Job {
         Job { dir }
     }
 
-    /// `mailshot run job.yaml --quiet EXTRA...` with `env`, killed after [`RUN_LIMIT`].
-    fn run(&self, extra: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(mailshot_bin());
-        cmd.args(["run", "job.yaml", "--quiet"])
+    /// `mailshot run job.yaml --quiet EXTRA...` with `env` (bounded by the builder).
+    fn run(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
+        mailshot(self.dir.path(), ["run", "job.yaml", "--quiet"])
             .args(extra)
-            .current_dir(self.dir.path())
-            .env("XDG_CONFIG_HOME", self.dir.join("xdg"))
-            .env("HOME", self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let start = Instant::now();
-        let mut child = cmd.spawn().expect("spawn mailshot");
-        let mut out = child.stdout.take().unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let t_out = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = out.read_to_end(&mut s);
-            s
-        });
-        let t_err = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = err.read_to_end(&mut s);
-            s
-        });
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for mailshot") {
-                break status;
-            }
-            if start.elapsed() > RUN_LIMIT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("mailshot did not finish within {RUN_LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let elapsed = start.elapsed();
-        let stdout = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
-        let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
-        assert!(!stderr.contains("panicked"), "mailshot panicked:\n{stderr}");
-        Run {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
-            elapsed,
-        }
+            .envs(env)
+            .run()
     }
 
-    /// The report rows, by column name.
-    fn report(&self) -> Vec<HashMap<String, String>> {
+    /// The report rows.
+    fn report(&self) -> Vec<ReportRow> {
         read_report(&self.dir.join("job.report.csv"))
     }
-}
-
-fn read_report(path: &Path) -> Vec<HashMap<String, String>> {
-    let mut rd = csv::Reader::from_path(path)
-        .unwrap_or_else(|e| panic!("read report {}: {e}", path.display()));
-    let headers = rd.headers().unwrap().clone();
-    rd.records()
-        .map(|r| {
-            let r = r.unwrap();
-            headers
-                .iter()
-                .zip(r.iter())
-                .map(|(h, v)| (h.to_owned(), v.to_owned()))
-                .collect()
-        })
-        .collect()
-}
-
-fn row<'a>(report: &'a [HashMap<String, String>], email: &str) -> &'a HashMap<String, String> {
-    report
-        .iter()
-        .find(|r| r["email"] == email)
-        .unwrap_or_else(|| panic!("no report row for {email}: {report:?}"))
 }
 
 /// The smtp section for a plain-text fault server; `extra` adds keys.
@@ -193,11 +115,11 @@ fn an_extra_reply_in_a_pipelined_group_shifts_no_outcome() {
     let out = job.run(&["--trace", "trace.txt"], &[]);
     assert_eq!(out.code, 67, "{}", out.stderr);
     let report = job.report();
-    let r2 = row(&report, "user2@example.test");
+    let r2 = row_of(&report, "user2@example.test");
     assert_eq!(r2["status"], "rejected", "{r2:?}");
     assert!(r2["reply"].contains("user2@"), "{r2:?}");
     for i in [1, 3, 4] {
-        let r = row(&report, &format!("user{i}@example.test"));
+        let r = row_of(&report, &format!("user{i}@example.test"));
         assert_eq!(r["status"], "sent", "{r:?}");
         assert!(!r["reply"].contains("user2@"), "{r:?}");
     }
@@ -219,7 +141,7 @@ fn a_missing_reply_in_a_pipelined_group_shifts_no_outcome() {
         let job = Job::new(&smtp(&fault, ", max_attempts: 3"), 3);
         let out = job.run(&[], &[]);
         let report = job.report();
-        let r2 = row(&report, "user2@example.test");
+        let r2 = row_of(&report, "user2@example.test");
         assert_ne!(r2["status"], "sent", "chunking {chunking}: {r2:?}");
         for r in &report {
             if r["status"] == "rejected" {
@@ -262,27 +184,28 @@ fn auth_answered_with_anything_but_235_is_not_a_login() {
 fn a_trickling_server_is_timed_out_per_whole_reply() {
     // The EHLO reply comes one byte every 300 ms: each byte is well within
     // the 2 s timeout, the whole reply is not.
-    let fault = FaultServer::builder()
-        .trickle_from(1, Duration::from_millis(300))
-        .start();
-    let job = Job::new(&smtp(&fault, ", max_attempts: 1"), 1);
-    let out = job.run(&[], &[]);
-    assert!(out.elapsed < Duration::from_secs(8), "{:?}", out.elapsed);
-    assert_eq!(out.code, 69, "{}", out.stderr);
-    assert!(out.stderr.contains("within 2s"), "{}", out.stderr);
+    let fault = times_out_trickling_from(1);
     assert!(fault.messages().is_empty());
 }
 
 #[test]
 fn a_trickling_greeting_is_timed_out_too() {
+    times_out_trickling_from(0);
+}
+
+/// Runs one message against a server that trickles every reply from reply
+/// `from` on (a byte every 300 ms): the run must give up on the whole reply
+/// within the 2 s timeout and exit 69. Returns the server.
+fn times_out_trickling_from(from: usize) -> FaultHandle {
     let fault = FaultServer::builder()
-        .trickle_from(0, Duration::from_millis(300))
+        .trickle_from(from, Duration::from_millis(300))
         .start();
     let job = Job::new(&smtp(&fault, ", max_attempts: 1"), 1);
     let out = job.run(&[], &[]);
     assert!(out.elapsed < Duration::from_secs(8), "{:?}", out.elapsed);
     assert_eq!(out.code, 69, "{}", out.stderr);
     assert!(out.stderr.contains("within 2s"), "{}", out.stderr);
+    fault
 }
 
 #[test]
@@ -444,7 +367,7 @@ fn lost_mid_message_alike(big: bool) {
         }
         let out = job.run(&[], &[]);
         let report = job.report();
-        let status = row(&report, "user2@example.test")["status"].clone();
+        let status = row_of(&report, "user2@example.test")["status"].clone();
         seen.push((out.code, status, out.stderr));
     }
     assert_eq!(
@@ -500,7 +423,7 @@ fn multi_line_replies_read_as_one_line_without_stray_spaces() {
     let out = job.run(&[], &[]);
     assert_eq!(out.code, 67, "{}", out.stderr);
     let report = job.report();
-    let r1 = row(&report, "user1@example.test");
+    let r1 = row_of(&report, "user1@example.test");
     assert_eq!(r1["status"], "rejected", "{r1:?}");
     assert_eq!(
         r1["reply"], "<user1@example.test> unknown see the admin",

@@ -1,9 +1,9 @@
-//! Integration tests for the run engine (issue 4): `mailshot run` driven as a
+//! Integration tests for the run engine: `mailshot run` driven as a
 //! user drives it, against the scripted fault server, a private Postfix and
 //! tmux, judged by exit codes, report rows, stderr text and — above all —
 //! how many copies of each message the server received.
 //!
-//! One submodule per point of the issue.
+//! One submodule per concern.
 
 mod helpers;
 

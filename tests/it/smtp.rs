@@ -1,4 +1,4 @@
-//! Integration tests for the SMTP engine (issue 3), end to end over real
+//! Integration tests for the SMTP engine, end to end over real
 //! sockets: the built `mailshot` runs jobs against the scripted fault server,
 //! aiosmtpd (AUTH), a private Postfix and `mailshot capture`, and the tests
 //! check what a user would see (exit status, report rows, delivered messages,
@@ -9,79 +9,23 @@
 //! RFC 6531 (SMTPUTF8).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use mailshot::smtp::net::tls::generate_pki;
 
 use crate::support::aiosmtpd::{AuthServer, TlsMode};
+use crate::support::capture::Capture;
+use crate::support::cmd::{mailshot, Output};
 use crate::support::fault::{FaultHandle, FaultServer};
 use crate::support::postfix::Postfix;
-use crate::support::{mailshot_bin, TestDir};
+use crate::support::report::{read_report, row_of, ReportRow};
+use crate::support::TestDir;
 
-/// No single run may take longer than this; a hang fails the test instead.
-const RUN_LIMIT: Duration = Duration::from_secs(90);
-
-/// What one `mailshot` invocation did.
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-/// Runs `mailshot ARGS` in `dir`, with a user config dir of its own so the
-/// machine's `~/.config/mailshot` never leaks in; killed after [`RUN_LIMIT`].
-fn mailshot_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
-    let mut cmd = Command::new(mailshot_bin());
-    cmd.args(args)
-        .current_dir(dir)
-        .env("XDG_CONFIG_HOME", dir.join("xdg"))
-        .env("HOME", dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("spawn mailshot");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for mailshot") {
-            break status;
-        }
-        if start.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mailshot {args:?} did not finish within {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = start.elapsed();
-    let stdout = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
-    let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
-    assert!(!stderr.contains("panicked"), "mailshot panicked:\n{stderr}");
-    Outcome {
-        code: status.code().unwrap_or(-1),
-        stdout,
-        stderr,
-        elapsed,
-    }
+/// `mailshot ARGS` in `dir` with `env` added (isolated and bounded by the builder).
+fn mailshot_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    mailshot(dir, args).envs(env).run()
 }
 
 /// A job folder: `job.yaml`, `recipients.csv`, `body.txt`.
@@ -119,57 +63,20 @@ impl Job {
     }
 
     /// `mailshot run job.yaml EXTRA...`
-    fn run(&self, extra: &[&str]) -> Outcome {
+    fn run(&self, extra: &[&str]) -> Output {
         self.run_env(extra, &[])
     }
 
-    fn run_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Outcome {
+    fn run_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
         let mut args = vec!["run", "job.yaml", "--quiet"];
         args.extend_from_slice(extra);
         mailshot_in(self.path(), &args, env)
     }
 
-    /// The report rows (`job.report.csv`), by column name.
-    fn report(&self) -> Vec<HashMap<String, String>> {
+    /// The report rows (`job.report.csv`).
+    fn report(&self) -> Vec<ReportRow> {
         read_report(&self.dir.join("job.report.csv"))
     }
-}
-
-fn read_report(path: &Path) -> Vec<HashMap<String, String>> {
-    let mut rd = csv::Reader::from_path(path)
-        .unwrap_or_else(|e| panic!("read report {}: {e}", path.display()));
-    let headers = rd.headers().unwrap().clone();
-    assert_eq!(
-        headers.iter().collect::<Vec<_>>(),
-        [
-            "row",
-            "email",
-            "status",
-            "code",
-            "enhanced",
-            "reply",
-            "message_id",
-            "attempts"
-        ]
-    );
-    rd.records()
-        .map(|r| {
-            let r = r.unwrap();
-            headers
-                .iter()
-                .zip(r.iter())
-                .map(|(h, v)| (h.to_owned(), v.to_owned()))
-                .collect()
-        })
-        .collect()
-}
-
-/// The report row for `email`.
-fn row_of<'a>(report: &'a [HashMap<String, String>], email: &str) -> &'a HashMap<String, String> {
-    report
-        .iter()
-        .find(|r| r["email"] == email)
-        .unwrap_or_else(|| panic!("no report row for {email}: {report:?}"))
 }
 
 /// `n` recipients `user1@example.test`.. named `User 1`..
@@ -981,49 +888,10 @@ fn trace_auth_plain_initial_response_is_hidden() {
 
 // ------------------------------------------------------------ 8. mailshot capture
 
-/// A `mailshot capture` child process; killed (by its own pid) on drop.
-struct CaptureProcess {
-    child: std::process::Child,
-}
-
-impl Drop for CaptureProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for_greeting(port: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = [0u8; 3];
-            if (&s).read_exact(&mut buf).is_ok() && &buf == b"220" {
-                let _ = std::io::Write::write_all(&mut &s, b"QUIT\r\n");
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 #[test]
 fn capture_subprocess_receives_a_job_over_verified_starttls() {
-    let cap_dir = TestDir::new();
-    let port = crate::support::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(mailshot_bin())
-        .args(["capture", "--listen", &listen, "--dir"])
-        .arg(cap_dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mailshot capture");
-    let _capture = CaptureProcess { child };
-    assert!(wait_for_greeting(port), "mailshot capture never greeted");
+    let capture = Capture::start(&[]);
+    let (cap_dir, port) = (&capture.dir, capture.port);
     let ca = cap_dir.join("capture-ca.pem");
     assert!(ca.is_file(), "capture-ca.pem written");
     let job = Job::new(&starttls_smtp(port, Some(&ca), ""), "", &recipients(3));

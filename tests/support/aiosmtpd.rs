@@ -9,11 +9,11 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mailshot::smtp::net::tls::generate_pki;
 
-use super::{files_with_suffix, TestDir, SYSTEM_PYTHON};
+use super::{files_with_suffix, wait_for_count, TestDir, SYSTEM_PYTHON};
 
 /// How the server speaks TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,14 +126,7 @@ impl AuthServer {
 
     /// Waits until at least `n` messages are stored or `timeout` passes.
     pub fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<PathBuf> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let msgs = self.messages();
-            if msgs.len() >= n || Instant::now() >= deadline {
-                return msgs;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_count(n, timeout, Duration::from_millis(20), || self.messages())
     }
 }
 

@@ -12,14 +12,13 @@
 //! into one Maildir, each copy with an `Envelope-to` header naming its
 //! recipient.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use mailshot::smtp::net::tls::generate_pki;
 
-use super::recording::{wait_for_greeting, wait_for_listener, write_policy, Copy, START_TIMEOUT};
-use super::{free_port, TestDir};
+use super::recording::{write_policy, Copy, Listeners};
+use super::{chmod, chown, free_port, TestDir};
 
 /// Where `scripts/test` unpacks the Exim binary; `$MAILSHOT_EXIM` overrides.
 const EXIM_DEFAULT: &str = "/opt/mailshot-test/exim/root/usr/sbin/exim4";
@@ -38,27 +37,14 @@ fn exim_bin() -> PathBuf {
     bin
 }
 
-fn chown(path: &Path, owner: &str) {
-    let status = Command::new("chown")
-        .arg("-R")
-        .arg(owner)
-        .arg(path)
-        .status()
-        .expect("run chown");
-    assert!(
-        status.success(),
-        "chown {owner} {} (does the user {EXIM_USER} exist? scripts/test creates it)",
-        path.display()
-    );
-}
-
 /// A running private Exim; killed on drop.
-pub struct Exim {
-    child: Child,
-    starttls_port: u16,
-    tls_port: u16,
-    ca_pem: String,
-    dir: TestDir,
+pub struct Exim(Listeners);
+
+impl std::ops::Deref for Exim {
+    type Target = Listeners;
+    fn deref(&self) -> &Listeners {
+        &self.0
+    }
 }
 
 impl Exim {
@@ -67,12 +53,7 @@ impl Exim {
         let bin = exim_bin();
         let dir = TestDir::new();
         // The receiving and delivering processes run as the Exim user.
-        let status = Command::new("chmod")
-            .arg("755")
-            .arg(dir.path())
-            .status()
-            .expect("run chmod");
-        assert!(status.success());
+        chmod(dir.path(), "755");
         for sub in ["spool", "log", "mail"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -95,65 +76,27 @@ impl Exim {
         });
         let config_path = dir.write("exim.conf", config);
         for sub in ["spool", "log", "mail", "key.pem", "policy"] {
-            chown(&dir.join(sub), &format!("{EXIM_USER}:{EXIM_USER}"));
-        }
-
-        let out = File::create(dir.join("stderr.log")).expect("Exim stderr log");
-        let mut child = Command::new(&bin)
-            .arg("-C")
-            .arg(&config_path)
-            .arg("-bdf")
-            .arg("-oP")
-            .arg(dir.join("exim.pid"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let exim = |child| Exim {
-            child,
-            starttls_port,
-            tls_port,
-            ca_pem: pki.ca_pem.clone(),
-            dir,
-        };
-        if !wait_for_greeting(starttls_port, START_TIMEOUT)
-            || !wait_for_listener(tls_port, START_TIMEOUT)
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-            let e = exim(child);
-            panic!(
-                "Exim did not start on 127.0.0.1:{starttls_port}/{tls_port}; log:\n{}",
-                e.log()
+            chown(
+                &dir.join(sub),
+                &format!("{EXIM_USER}:{EXIM_USER}"),
+                &format!(" (does the user {EXIM_USER} exist? scripts/test creates it)"),
             );
         }
-        exim(child)
-    }
 
-    /// The listener that offers STARTTLS.
-    pub fn starttls_port(&self) -> u16 {
-        self.starttls_port
-    }
-
-    /// The implicit-TLS listener.
-    pub fn tls_port(&self) -> u16 {
-        self.tls_port
-    }
-
-    /// The CA that signed the server certificate.
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
-    /// Writes the CA to a file and returns its path.
-    pub fn ca_file(&self) -> PathBuf {
-        self.dir.write("ca.pem", &self.ca_pem)
-    }
-
-    /// Refuses each `(address, code)` at RCPT from now on; `&[]` lifts all.
-    pub fn set_refusals(&self, refusals: &[(&str, u16)]) {
-        write_policy(&self.dir.join("policy"), refusals);
+        let log = dir.join("stderr.log");
+        let listeners = Listeners::spawn(
+            Command::new(&bin)
+                .arg("-C")
+                .arg(&config_path)
+                .arg("-bdf")
+                .arg("-oP")
+                .arg(dir.join("exim.pid")),
+            &log,
+            (starttls_port, tls_port),
+            pki.ca_pem,
+            dir,
+        );
+        Exim(listeners.ready("Exim", exim_log))
     }
 
     /// Every delivered copy so far, by its `Envelope-to` header.
@@ -177,19 +120,17 @@ impl Exim {
 
     /// The daemon's main and reject logs and its stderr.
     pub fn log(&self) -> String {
-        ["log/mainlog", "log/rejectlog", "log/paniclog", "stderr.log"]
-            .iter()
-            .map(|f| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
+        exim_log(self.dir.path())
     }
 }
 
-impl Drop for Exim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Exim's main, reject and panic logs and its stderr, in `dir`.
+fn exim_log(dir: &Path) -> String {
+    ["log/mainlog", "log/rejectlog", "log/paniclog", "stderr.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 struct ConfigParams<'a> {

@@ -9,25 +9,22 @@
 //! Haraka offers PIPELINING but no CHUNKING, and answers 503 to commands a
 //! client pipelines after the final dot of DATA.
 
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use mailshot::smtp::net::tls::generate_pki;
 
-use super::recording::{
-    copies_by_folder, node_modules, support_file, wait_for_greeting, wait_for_listener,
-    write_policy, Copy, START_TIMEOUT,
-};
+use super::recording::{node_modules, support_file, write_policy, Listeners};
 use super::{free_port, TestDir};
 
 /// A running Haraka; killed on drop.
-pub struct Haraka {
-    child: Child,
-    starttls_port: u16,
-    tls_port: u16,
-    ca_pem: String,
-    dir: TestDir,
+pub struct Haraka(Listeners);
+
+impl std::ops::Deref for Haraka {
+    type Target = Listeners;
+    fn deref(&self) -> &Listeners {
+        &self.0
+    }
 }
 
 /// The RFC 7919 `ffdhe2048` group. Without a `dhparams.pem` Haraka runs
@@ -99,76 +96,28 @@ impl Haraka {
         .expect("install the sink plugin");
         write_policy(&dir.join("policy"), &[]);
 
-        let log = File::create(dir.join("haraka.log")).expect("Haraka log");
-        let mut child = Command::new(&bin)
-            .arg("-c")
-            .arg(&root)
-            .current_dir(dir.path())
-            .env("NODE_PATH", &modules)
-            .env("MAILSHOT_SINK_DIR", dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        if !wait_for_greeting(starttls_port, START_TIMEOUT)
-            || !wait_for_listener(tls_port, START_TIMEOUT)
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "Haraka did not start on 127.0.0.1:{starttls_port}/{tls_port}; log:\n{}",
-                std::fs::read_to_string(dir.join("haraka.log")).unwrap_or_default()
-            );
-        }
-        Haraka {
-            child,
-            starttls_port,
-            tls_port,
-            ca_pem: pki.ca_pem,
+        let log = dir.join("haraka.log");
+        let listeners = Listeners::spawn(
+            Command::new(&bin)
+                .arg("-c")
+                .arg(&root)
+                .current_dir(dir.path())
+                .env("NODE_PATH", &modules)
+                .env("MAILSHOT_SINK_DIR", dir.path()),
+            &log,
+            (starttls_port, tls_port),
+            pki.ca_pem,
             dir,
-        }
-    }
-
-    /// The listener that offers STARTTLS.
-    pub fn starttls_port(&self) -> u16 {
-        self.starttls_port
-    }
-
-    /// The implicit-TLS listener.
-    pub fn tls_port(&self) -> u16 {
-        self.tls_port
-    }
-
-    /// The CA that signed the server certificate.
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
-    /// Writes the CA to a file and returns its path.
-    pub fn ca_file(&self) -> PathBuf {
-        self.dir.write("ca.pem", &self.ca_pem)
-    }
-
-    /// Refuses each `(address, code)` at RCPT from now on; `&[]` lifts all.
-    pub fn set_refusals(&self, refusals: &[(&str, u16)]) {
-        write_policy(&self.dir.join("policy"), refusals);
-    }
-
-    /// Every stored copy so far.
-    pub fn copies(&self) -> Vec<Copy> {
-        copies_by_folder(&self.dir.join("mail"))
+        );
+        Haraka(listeners.ready("Haraka", haraka_log))
     }
 
     /// Haraka's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("haraka.log")).unwrap_or_default()
+        haraka_log(self.dir.path())
     }
 }
 
-impl Drop for Haraka {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn haraka_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("haraka.log")).unwrap_or_default()
 }

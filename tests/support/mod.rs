@@ -1,31 +1,31 @@
-//! Fixtures shared by the integration tests: the scripted fault server
+//! Fixtures shared by the integration tests: the one command builder
+//! (`cmd`) and report reader (`report`), `mailshot capture` (`capture`),
+//! the scripted fault server
 //! (`fault`), a private Postfix (`postfix`), an aiosmtpd AUTH server
 //! (`aiosmtpd`), the interop servers Exim, Haraka and nodemailer's
 //! smtp-server (`exim`, `haraka`, `smtp_server`, sharing `recording`), plus
-//! small helpers (the built binary, temp dirs, free ports, a raw SMTP line
-//! client).
+//! small helpers (temp dirs, free ports, waiting for a greeting or a
+//! count, chown/chmod, a raw SMTP line client).
 //!
 //! Every test binary that says `mod support;` compiles all of this, so unused
 //! helpers are expected.
 #![allow(dead_code)]
 
 pub mod aiosmtpd;
+pub mod capture;
+pub mod cmd;
 pub mod exim;
 pub mod fault;
 pub mod haraka;
 pub mod postfix;
 pub mod recording;
+pub mod report;
 pub mod smtp_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// The `mailshot` binary Cargo built for this test run.
-pub fn mailshot_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mailshot"))
-}
+use std::time::{Duration, Instant};
 
 /// A loopback port nobody listens on right now (bound once, then released).
 pub fn free_port() -> u16 {
@@ -161,15 +161,7 @@ impl RawClient<TcpStream> {
             self.reader.buffer().is_empty(),
             "server bytes after the 220 would be lost (or injected)"
         );
-        let sock = self.sock;
-        let mut tls = tls_wrap(sock.try_clone()?, ca_pem, name);
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock)?;
-        }
-        Ok(RawClient {
-            reader: BufReader::new(tls),
-            sock,
-        })
+        RawClient::handshake(self.sock, ca_pem, name)
     }
 
     /// Bytes the server sent that are buffered but not yet read as replies.
@@ -183,6 +175,11 @@ impl RawClient<TlsStream> {
     pub fn connect_tls(addr: SocketAddr, ca_pem: &str, name: &str) -> std::io::Result<Self> {
         let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        RawClient::handshake(sock, ca_pem, name)
+    }
+
+    /// Completes a TLS handshake on `sock`, trusting only `ca_pem`.
+    fn handshake(sock: TcpStream, ca_pem: &str, name: &str) -> std::io::Result<Self> {
         let mut tls = tls_wrap(sock.try_clone()?, ca_pem, name);
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock)?;
@@ -237,6 +234,13 @@ impl<S: Read + Write> RawClient<S> {
         self.reply()
     }
 
+    /// Sends `line` + CRLF and checks the reply's code.
+    pub fn expect_after(&mut self, line: &str, code: u16) -> Reply {
+        let reply = self.cmd(line);
+        assert_eq!(reply.code, code, "{line}: {reply:?}");
+        reply
+    }
+
     /// Reads one reply and checks its code.
     pub fn expect(&mut self, code: u16) -> Reply {
         let reply = self.reply();
@@ -277,4 +281,73 @@ pub fn python(script: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Waits until `port` on 127.0.0.1 greets with 220, or `timeout` passes.
+pub fn wait_for_greeting(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(sock) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            if BufReader::new(&sock).read_line(&mut line).is_ok() && line.starts_with("220") {
+                let _ = std::io::Write::write_all(&mut &sock, b"QUIT\r\n");
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Waits until something accepts TCP connections on `port` (an implicit-TLS
+/// listener says nothing before the handshake).
+pub fn wait_for_listener(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Calls `items` until it returns at least `n` of them or `timeout` passes
+/// (checking every `every`), and returns the last answer.
+pub fn wait_for_count<T>(
+    n: usize,
+    timeout: Duration,
+    every: Duration,
+    items: impl Fn() -> Vec<T>,
+) -> Vec<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = items();
+        if got.len() >= n || Instant::now() >= deadline {
+            return got;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// `chown -R OWNER PATH`, failing the test (with `hint`) if it fails.
+pub fn chown(path: &Path, owner: &str, hint: &str) {
+    let status = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(owner)
+        .arg(path)
+        .status()
+        .expect("run chown");
+    assert!(status.success(), "chown {owner} {}{hint}", path.display());
+}
+
+/// `chmod MODE PATH`, failing the test if it fails.
+pub fn chmod(path: &Path, mode: &str) {
+    let status = std::process::Command::new("chmod")
+        .arg(mode)
+        .arg(path)
+        .status()
+        .expect("run chmod");
+    assert!(status.success(), "chmod {mode} {}", path.display());
 }

@@ -7,15 +7,13 @@
 //! Postfix. It offers what Postfix 3.7 offers (PIPELINING, CHUNKING, 8BITMIME,
 //! SMTPUTF8, SIZE, DSN) plus STARTTLS with a certificate from `generate_pki`.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mailshot::smtp::net::tls::generate_pki;
 
-use super::{free_port, TestDir};
+use super::{chmod, chown, free_port, wait_for_count, wait_for_greeting, TestDir};
 
 const POSTFIX: &str = "/usr/sbin/postfix";
 const SMTP_SINK_PATHS: &[&str] = &["/usr/sbin/smtp-sink", "/usr/lib/postfix/sbin/smtp-sink"];
@@ -63,25 +61,6 @@ fn user_ids(user: &str) -> (u32, u32) {
     (id("-u"), id("-g"))
 }
 
-fn chown(path: &Path, owner: &str) {
-    let status = Command::new("chown")
-        .arg("-R")
-        .arg(owner)
-        .arg(path)
-        .status()
-        .expect("run chown");
-    assert!(status.success(), "chown {owner} {}", path.display());
-}
-
-fn chmod(path: &Path, mode: &str) {
-    let status = Command::new("chmod")
-        .arg(mode)
-        .arg(path)
-        .status()
-        .expect("run chmod");
-    assert!(status.success(), "chmod {mode} {}", path.display());
-}
-
 fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -91,23 +70,6 @@ fn running_as_root() -> bool {
                 .map(|l| l.split_whitespace().nth(1) == Some("0"))
         })
         .unwrap_or(false)
-}
-
-/// Waits until `port` answers with a 220 greeting, or `timeout` passes.
-fn wait_for_greeting(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(sock) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut line = String::new();
-            if BufReader::new(&sock).read_line(&mut line).is_ok() && line.starts_with("220") {
-                let _ = std::io::Write::write_all(&mut &sock, b"QUIT\r\n");
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 /// A private Postfix instance; stopped (and its master killed if needed) on drop.
@@ -136,8 +98,8 @@ impl Postfix {
         for d in [&conf, &queue, &data, &mail] {
             std::fs::create_dir_all(d).unwrap();
         }
-        chown(&data, "postfix:postfix");
-        chown(&mail, "postfix:postfix");
+        chown(&data, "postfix:postfix", "");
+        chown(&mail, "postfix:postfix", "");
 
         let pki = generate_pki(&[]);
         let cert = dir.write("conf/cert.pem", &pki.cert_pem);
@@ -249,14 +211,7 @@ impl Postfix {
 
     /// Waits until at least `n` messages are delivered or `timeout` passes.
     pub fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<PathBuf> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let files = self.messages();
-            if files.len() >= n || Instant::now() >= deadline {
-                return files;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_count(n, timeout, Duration::from_millis(50), || self.messages())
     }
 
     /// The instance's mail log so far.

@@ -1,7 +1,8 @@
 //! What the interop fixtures (`exim`, `haraka`, `smtp_server`) share: where
 //! `scripts/test` installed the servers, the recipient policy file each
 //! server reads on every RCPT, the copies each one stored per envelope
-//! recipient, and waiting for a greeting.
+//! recipient, and the running server itself
+//! ([`Listeners`]: its process, two listeners, CA and folder).
 //!
 //! Every fixture stores one file per (message, envelope recipient) with an
 //! `X-Auth-User` header (the authenticated account) and an `X-Session`
@@ -9,10 +10,12 @@
 //! recipient received on the server side.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::{wait_for_greeting, wait_for_listener, TestDir};
 
 /// How long a fixture may take to start before the test fails.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -141,32 +144,84 @@ pub fn wait_for(copies: impl Fn() -> Vec<Copy>, n: usize, timeout: Duration) -> 
     }
 }
 
-/// Waits until `port` on 127.0.0.1 greets with 220, or `timeout` passes.
-pub fn wait_for_greeting(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(sock) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut line = String::new();
-            if BufReader::new(&sock).read_line(&mut line).is_ok() && line.starts_with("220") {
-                let _ = std::io::Write::write_all(&mut &sock, b"QUIT\r\n");
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+/// A running interop server: its process, a listener offering STARTTLS and
+/// one with implicit TLS, the CA that signed its certificate, and the folder
+/// it records into (`mail/`, `policy`); the process is killed on drop.
+pub struct Listeners {
+    /// The server process.
+    pub child: Child,
+    /// The listener that offers STARTTLS.
+    pub starttls_port: u16,
+    /// The implicit-TLS listener.
+    pub tls_port: u16,
+    /// The CA that signed the server certificate.
+    pub ca_pem: String,
+    /// The server's folder.
+    pub dir: TestDir,
 }
 
-/// Waits until something accepts TCP connections on `port` (an implicit-TLS
-/// listener says nothing before the handshake).
-pub fn wait_for_listener(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
+impl Listeners {
+    /// Starts `cmd` (stdin empty, stdout and stderr into the file `log`) as
+    /// the server behind these listeners.
+    pub fn spawn(
+        cmd: &mut Command,
+        log: &Path,
+        (starttls_port, tls_port): (u16, u16),
+        ca_pem: String,
+        dir: TestDir,
+    ) -> Listeners {
+        let out = File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
+        Listeners {
+            child,
+            starttls_port,
+            tls_port,
+            ca_pem,
+            dir,
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
-    false
+
+    /// Waits until the STARTTLS listener greets and the TLS one accepts;
+    /// otherwise kills the process and fails the test with `log(dir)`.
+    pub fn ready(mut self, name: &str, log: impl Fn(&Path) -> String) -> Self {
+        let (starttls_port, tls_port) = (self.starttls_port, self.tls_port);
+        if !wait_for_greeting(starttls_port, START_TIMEOUT)
+            || !wait_for_listener(tls_port, START_TIMEOUT)
+        {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!(
+                "{name} did not start on 127.0.0.1:{starttls_port}/{tls_port}; log:\n{}",
+                log(self.dir.path())
+            );
+        }
+        self
+    }
+
+    /// Writes the CA to a file and returns its path.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.write("ca.pem", &self.ca_pem)
+    }
+
+    /// Refuses each `(address, code)` at RCPT from now on; `&[]` lifts all.
+    pub fn set_refusals(&self, refusals: &[(&str, u16)]) {
+        write_policy(&self.dir.join("policy"), refusals);
+    }
+
+    /// Every copy stored so far as `mail/<recipient>/*.eml`.
+    pub fn copies(&self) -> Vec<Copy> {
+        copies_by_folder(&self.dir.join("mail"))
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -9,26 +9,26 @@
 //! refuses chosen recipients with a chosen code.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 
 use mailshot::smtp::net::tls::generate_pki;
 
-use super::recording::{
-    copies_by_folder, node_modules, support_file, write_policy, Copy, START_TIMEOUT,
-};
+use super::recording::{node_modules, support_file, write_policy, Listeners, START_TIMEOUT};
 use super::{free_port, TestDir};
 
 /// A running `smtp-server`; killed on drop.
 pub struct SmtpServer {
-    child: Child,
+    listeners: Listeners,
     /// Held open: the script exits when its stdin closes.
     _stdin: Option<ChildStdin>,
-    starttls_port: u16,
-    tls_port: u16,
-    ca_pem: String,
-    dir: TestDir,
+}
+
+impl std::ops::Deref for SmtpServer {
+    type Target = Listeners;
+    fn deref(&self) -> &Listeners {
+        &self.listeners
+    }
 }
 
 impl SmtpServer {
@@ -72,49 +72,14 @@ impl SmtpServer {
             panic!("smtp-server did not report READY (got {ready:?})");
         }
         SmtpServer {
-            child,
+            listeners: Listeners {
+                child,
+                starttls_port,
+                tls_port,
+                ca_pem: pki.ca_pem,
+                dir,
+            },
             _stdin: stdin,
-            starttls_port,
-            tls_port,
-            ca_pem: pki.ca_pem,
-            dir,
         }
-    }
-
-    /// The listener that offers STARTTLS.
-    pub fn starttls_port(&self) -> u16 {
-        self.starttls_port
-    }
-
-    /// The implicit-TLS listener.
-    pub fn tls_port(&self) -> u16 {
-        self.tls_port
-    }
-
-    /// The CA that signed the server certificate.
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
-    /// Writes the CA to a file and returns its path.
-    pub fn ca_file(&self) -> PathBuf {
-        self.dir.write("ca.pem", &self.ca_pem)
-    }
-
-    /// Refuses each `(address, code)` at RCPT from now on; `&[]` lifts all.
-    pub fn set_refusals(&self, refusals: &[(&str, u16)]) {
-        write_policy(&self.dir.join("policy"), refusals);
-    }
-
-    /// Every stored copy so far.
-    pub fn copies(&self) -> Vec<Copy> {
-        copies_by_folder(&self.dir.join("mail"))
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -203,15 +203,7 @@ fn a_value_that_is_not_address_text_fails_its_row_and_nothing_is_sent() {
             assert!(line.contains(&format!("{key}:")), "{template}: {line}");
         }
         assert!(!check.stderr.contains("(row 1,"), "{}", check.stderr);
-        let out = jd.dir.join("out");
-        jd.run(&[
-            "run",
-            "job.yaml",
-            "--dry-run",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .expect_code(65);
+        jd.dry_run_exits(65);
         jd.run(&["run", "job.yaml", "--quiet"]).expect_code(65);
         assert_unchanged(&before, jd.dir.path(), template);
     }

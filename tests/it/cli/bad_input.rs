@@ -1,4 +1,4 @@
-//! Issue 2 points 4 and 9: bad input gets the right exit code and one clear
+//! Bad input: bad input gets the right exit code and one clear
 //! message naming the file, line/row and column — from `check`, from
 //! `run --dry-run` and from `run` alike — and nothing is written or sent.
 
@@ -230,8 +230,7 @@ fn every_bad_input_gets_its_exit_code_one_message_and_writes_nothing() {
         for (cmd, run) in &runs {
             let what = format!("{} ({cmd})", case.name);
             assert_eq!(
-                run.code,
-                Some(case.code),
+                run.code, case.code,
                 "{what}: exit code; stderr:\n{}",
                 run.stderr
             );

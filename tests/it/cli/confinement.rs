@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use mail_parser::MimeHeaders;
 
-use super::{assert_unchanged, emls, parse, snapshot, Run};
+use super::{assert_unchanged, emls, parse, snapshot};
+use crate::support::cmd::{mailshot, mailshot_bin, spawn_command, Output};
 use crate::support::fault::FaultServer;
-use crate::support::{self, TestDir};
+use crate::support::TestDir;
 
 /// A folder holding `secret.txt` (outside the job) and the job folder `job/`.
 struct Layout {
@@ -40,24 +41,15 @@ impl Layout {
 
     /// `mailshot ARGS` in the job folder, with `env` added, killed after
     /// `limit` (a run that hangs fails the test instead of hanging it).
-    fn run_env(&self, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Run {
-        let config = TestDir::new();
-        let mut cmd = Command::new(support::mailshot_bin());
-        cmd.args(args)
-            .current_dir(self.job_dir())
-            .env("XDG_CONFIG_HOME", config.path())
-            .env("HOME", config.path())
-            .env_remove("MAILSHOT_PASSWORD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        bounded(cmd, limit)
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
+        mailshot(&self.job_dir(), args)
+            .private_config()
+            .envs(env)
+            .limit(limit)
+            .run()
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    fn run(&self, args: &[&str]) -> Output {
         self.run_env(args, &[], Duration::from_secs(60))
     }
 
@@ -80,35 +72,9 @@ impl Layout {
     }
 }
 
-/// Runs `cmd`, killing it once `limit` has passed.
-fn bounded(mut cmd: Command, limit: Duration) -> Run {
-    let mut child = cmd.spawn().expect("start mailshot");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect output");
-            panic!(
-                "mailshot still running after {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("collect output");
-    Run {
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// The stderr line that names `row` and contains every one of `needles`.
 #[track_caller]
-fn line_naming<'a>(run: &'a Run, row: u64, needles: &[&str]) -> &'a str {
+fn line_naming<'a>(run: &'a Output, row: u64, needles: &[&str]) -> &'a str {
     run.stderr
         .lines()
         .find(|l| l.contains(&format!("(row {row})")) && needles.iter().all(|n| l.contains(n)))
@@ -296,7 +262,7 @@ fn templates_resolve_only_in_the_job_folder_and_nearby_templates_folders() {
     run("near.txt").expect_code(0);
     let out = super::mailshot_in(&job_dir, &["preview", "job.yaml"]);
     out.expect_code(0);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("NEAR"));
+    assert!(out.stdout.contains("NEAR"));
 
     for (include, why) in [
         ("far.txt", "not found"),
@@ -339,7 +305,7 @@ fn dev_zero_fifos_and_oversized_files_fail_fast_in_bounded_memory() {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg("ulimit -v 1048576 && exec \"$0\" \"$@\"")
-            .arg(support::mailshot_bin())
+            .arg(mailshot_bin())
             .args(["run", "job.yaml", "--dry-run", "--out", "out"])
             .current_dir(l.job_dir())
             .env("XDG_CONFIG_HOME", l.root.path())
@@ -347,7 +313,7 @@ fn dev_zero_fifos_and_oversized_files_fail_fast_in_bounded_memory() {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let start = Instant::now();
-        let run = bounded(cmd, Duration::from_secs(30));
+        let run = spawn_command(cmd).finish_within(Duration::from_secs(30));
         run.expect_code(65);
         assert!(
             start.elapsed() < Duration::from_secs(20),
@@ -415,7 +381,7 @@ fn a_file_every_row_attaches_is_opened_once_per_run() {
     let status = Command::new("strace")
         .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"])
         .arg(&log)
-        .arg(support::mailshot_bin())
+        .arg(mailshot_bin())
         .args(["run", "job.yaml", "--dry-run", "--out", "out"])
         .current_dir(l.job_dir())
         .env("XDG_CONFIG_HOME", l.root.path())
@@ -444,16 +410,14 @@ fn send_refuses_to_attach_a_device_before_connecting() {
     let server = FaultServer::start();
     let dir = TestDir::new();
     let url = format!("smtp+plain://127.0.0.1:{}", server.port());
-    let mut cmd = Command::new(support::mailshot_bin());
-    cmd.args(["send", "--to", "a@example.com", "--from", "b@example.com"])
-        .args(["--subject", "s", "--attach", "/dev/zero", "--smtp", &url])
-        .current_dir(dir.path())
-        .env("XDG_CONFIG_HOME", dir.path())
-        .env("HOME", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let run = bounded(cmd, Duration::from_secs(30));
+    let run = mailshot(
+        dir.path(),
+        ["send", "--to", "a@example.com", "--from", "b@example.com"],
+    )
+    .args(["--subject", "s", "--attach", "/dev/zero", "--smtp", &url])
+    .env("XDG_CONFIG_HOME", dir.path())
+    .limit(Duration::from_secs(30))
+    .run();
     run.expect_code(66);
     assert!(run.stderr.contains("/dev/zero"), "{}", run.stderr);
     assert!(run.stderr.contains("not a regular file"), "{}", run.stderr);

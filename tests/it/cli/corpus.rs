@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{emls, mailshot_in, Run};
+use super::{emls, mailshot_in};
+use crate::support::cmd::Output;
+use crate::support::report::read_report;
 use crate::support::{self, python, TestDir};
 
 /// The content of the file outside the job folder that no message may carry.
@@ -261,7 +263,7 @@ impl Corpus {
         }
     }
 
-    fn mailshot(&self, args: &[&str]) -> Run {
+    fn mailshot(&self, args: &[&str]) -> Output {
         mailshot_in(&self.job_dir(), args)
     }
 
@@ -629,7 +631,7 @@ fn corpus_for_key(key: &Key) -> Vec<String> {
     let sent = corpus.outbox().1.len();
     let rejected = rows_named(&check.stderr);
     let name = key.name;
-    if check.code != Some(if rejected.is_empty() { 0 } else { 65 }) {
+    if check.code != if rejected.is_empty() { 0 } else { 65 } {
         failures.push(format!(
             "{name}: check exits {:?}: {}",
             check.code, check.stderr
@@ -672,7 +674,7 @@ fn corpus_for_key(key: &Key) -> Vec<String> {
     let dry = corpus.mailshot(&["run", "job.yaml", "--dry-run", "--out", "out"]);
     let run = corpus.mailshot(&["run", "job.yaml", "--quiet"]);
     for (what, r) in [("dry-run", &dry), ("run", &run)] {
-        if r.code != Some(0) {
+        if r.code != 0 {
             failures.push(format!(
                 "{name}: {what} of the accepted rows exits {:?}: {}",
                 r.code, r.stderr
@@ -680,16 +682,17 @@ fn corpus_for_key(key: &Key) -> Vec<String> {
         }
     }
     // What the server refused, by the corpus's labels.
-    if let Ok(mut report) = csv::Reader::from_path(corpus.job_dir().join("job.report.csv")) {
-        for rec in report.records().flatten() {
-            if &rec[2] != "sent" {
-                let row: usize = rec[0].parse().unwrap_or(0);
+    let report = corpus.job_dir().join("job.report.csv");
+    if report.exists() {
+        for rec in read_report(&report) {
+            if rec.status != "sent" {
+                let row = usize::try_from(rec.row).unwrap_or(0);
                 let id = accepted.get(row.wrapping_sub(1)).map_or(0, |r| r.0);
                 failures.push(format!(
                     "{name} / {} (run): {} {}",
                     label(id),
-                    &rec[2],
-                    &rec[5]
+                    rec.status,
+                    rec.reply
                 ));
             }
         }

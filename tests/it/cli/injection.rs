@@ -1,4 +1,4 @@
-//! Issue 2 point 6: a CSV value with CR/LF can never create a header or a
+//! Header injection: a CSV value with CR/LF can never create a header or a
 //! recipient, whichever header-bearing key it reaches. `check` names every
 //! bad row and the key; `run --dry-run` writes nothing; `run` sends nothing.
 
@@ -85,15 +85,7 @@ fn crlf_lf_and_cr_in_any_header_key_are_rejected_and_nothing_is_sent() {
             check.stderr
         );
 
-        let out = jd.dir.join("out");
-        let dry = jd.run(&[
-            "run",
-            "job.yaml",
-            "--dry-run",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        dry.expect_code(65);
+        jd.dry_run_exits(65);
 
         let run = jd.run(&["run", "job.yaml", "--quiet"]);
         run.expect_code(65);

@@ -4,38 +4,21 @@
 //! 65 (or 64 for a bad option), a message naming where the problem is, and
 //! nothing sent.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{assert_unchanged, simple_job, snapshot, JobDir, Run};
+use super::{assert_unchanged, simple_job, snapshot, JobDir};
+use crate::support::cmd::{mailshot, Output};
 use crate::support::fault::{FaultHandle, FaultServer};
-use crate::support::{self, TestDir};
 
 /// `mailshot check job.yaml` in the job folder, killed (and the test failed)
 /// if it runs longer than `limit`; also returns how long it took.
-fn check_within(jd: &JobDir, limit: Duration) -> (Run, Duration) {
-    let config = TestDir::new();
-    let started = Instant::now();
-    let mut child = std::process::Command::new(support::mailshot_bin())
-        .args(["check", "job.yaml"])
-        .current_dir(jd.dir.path())
-        .env("XDG_CONFIG_HOME", config.path())
-        .env("HOME", config.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start mailshot");
-    while child.try_wait().expect("wait for mailshot").is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mailshot check still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = started.elapsed();
-    let out = child.wait_with_output().expect("collect output");
-    (Run::from_output(out), took)
+fn check_within(jd: &JobDir, limit: Duration) -> (Output, Duration) {
+    let out = mailshot(jd.dir.path(), ["check", "job.yaml"])
+        .private_config()
+        .limit(limit)
+        .run();
+    let took = out.elapsed;
+    (out, took)
 }
 
 /// A job sending to `server` with `extra` YAML lines.
@@ -50,19 +33,11 @@ fn job_for(server: &FaultHandle, extra: &str) -> String {
 /// `check`, `run --dry-run` and `run` all fail with 65, leave the folder as
 /// it was and open no session; returns the `check` run.
 #[track_caller]
-fn refused_everywhere(jd: &JobDir, server: &FaultHandle, what: &str) -> Run {
+fn refused_everywhere(jd: &JobDir, server: &FaultHandle, what: &str) -> Output {
     let before = snapshot(jd.dir.path());
     let check = jd.run(&["check", "job.yaml"]);
     check.expect_code(65);
-    let out = jd.dir.join("out");
-    jd.run(&[
-        "run",
-        "job.yaml",
-        "--dry-run",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .expect_code(65);
+    jd.dry_run_exits(65);
     jd.run(&["run", "job.yaml", "--quiet"]).expect_code(65);
     assert_unchanged(&before, jd.dir.path(), what);
     std::thread::sleep(Duration::from_millis(50));

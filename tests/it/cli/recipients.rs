@@ -1,4 +1,4 @@
-//! Issue 2 point 3 from the command line: GBK / GB18030 CSVs (as Excel in
+//! Recipients files from the command line: GBK / GB18030 CSVs (as Excel in
 //! China writes them), a UTF-8 BOM, another delimiter, and duplicate
 //! addresses reported and skipped unless `allow_duplicates: true`.
 
@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{parse, JobDir};
 use crate::support::fault::FaultServer;
+use crate::support::report::{read_report, ReportRow};
 
 const JOB_HEAD: &str = "from: \"Sender <sender@example.com>\"\nto: \"{{ name }} <{{ email }}>\"\nsubject: \"Hello {{ name }}\"\ntext: body.txt\n";
 
@@ -112,24 +113,8 @@ fn send_job(port: u16, extra: &str) -> String {
 const DUP_CSV: &str =
     "email,name\nann@example.com,Ann\nbob@example.com,Bob\nann@example.com,Ann again\n";
 
-fn report_rows(jd: &JobDir) -> Vec<Vec<String>> {
-    let mut r = csv::Reader::from_path(jd.dir.join("job.report.csv")).expect("report exists");
-    assert_eq!(
-        r.headers().unwrap().iter().collect::<Vec<_>>(),
-        [
-            "row",
-            "email",
-            "status",
-            "code",
-            "enhanced",
-            "reply",
-            "message_id",
-            "attempts"
-        ]
-    );
-    r.records()
-        .map(|rec| rec.unwrap().iter().map(String::from).collect())
-        .collect()
+fn report_rows(jd: &JobDir) -> Vec<ReportRow> {
+    read_report(&jd.dir.join("job.report.csv"))
 }
 
 #[test]
@@ -149,8 +134,7 @@ fn duplicates_are_reported_and_skipped() {
 
     let preview = jd.run(&["preview", "job.yaml", "--row", "3"]);
     assert_ne!(
-        preview.code,
-        Some(0),
+        preview.code, 0,
         "previewing a skipped duplicate is an error"
     );
     assert!(
@@ -172,10 +156,10 @@ fn duplicates_are_reported_and_skipped() {
     let rows = report_rows(&jd);
     let dup = rows
         .iter()
-        .find(|r| r[0] == "3")
+        .find(|r| r.row == 3)
         .expect("row 3 in the report");
-    assert_eq!(dup[1], "ann@example.com");
-    assert_eq!(dup[2], "skipped");
+    assert_eq!(dup.email, "ann@example.com");
+    assert_eq!(dup.status, "skipped");
 }
 
 #[test]
@@ -196,5 +180,5 @@ fn allow_duplicates_sends_every_row() {
     assert_eq!(to_ann, 2);
     let rows = report_rows(&jd);
     assert_eq!(rows.len(), 3);
-    assert!(rows.iter().all(|r| r[2] == "sent"), "{rows:?}");
+    assert!(rows.iter().all(|r| r.status == "sent"), "{rows:?}");
 }

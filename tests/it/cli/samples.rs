@@ -1,4 +1,4 @@
-//! Issue 2 points 5, 7 and 8: every shipped sample dry-runs as the README
+//! The shipped samples: every shipped sample dry-runs as the README
 //! says, and every message it produces parses with mail-parser and with
 //! Python's `email` package into exactly what the job and CSV asked for.
 
@@ -414,13 +414,13 @@ fn check_and_preview_accept_every_sample() {
         let preview = mailshot_in(&repo_root(), &["preview", &job, "--row", &last]);
         preview.expect_code(0);
         let csv_rows = sample_rows(sample);
-        let msg = parse(&preview.stdout);
+        let msg = parse(&preview.raw_stdout);
         assert_eq!(
             msg.to().and_then(|a| a.first()).and_then(|a| a.address()),
             Some(csv_rows[rows - 1]["email"].as_str()),
             "{sample}: preview --row {rows} shows row {rows}"
         );
-        assert_wire_rules(&preview.stdout, sample);
+        assert_wire_rules(&preview.raw_stdout, sample);
     }
 }
 

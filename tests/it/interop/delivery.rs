@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use mail_parser::MimeHeaders;
 
-use super::job::{
-    assert_copies, copies_after, pdf_bytes, row_addrs, Job, ReportRow, Tls, PASSWORD, USER,
-};
+use super::job::{assert_copies, copies_after, pdf_bytes, row_addrs, Job, Tls, PASSWORD, USER};
 use super::servers::Server;
+use crate::support::report::ReportRow;
 
 /// STARTTLS and implicit TLS, each with AUTH PLAIN and LOGIN: every
 /// recipient gets one copy, stored under the account that logged in; a wrong

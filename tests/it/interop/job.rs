@@ -2,13 +2,13 @@
 //! report, and counting what the server stored.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::servers::Server;
+use crate::support::cmd::{mailshot, Output};
 use crate::support::recording::{count, wait_for, Copy};
-use crate::support::{mailshot_bin, TestDir};
+use crate::support::report::{by_row, read_report, ReportRow};
+use crate::support::TestDir;
 
 /// The account every server accepts.
 pub const USER: &str = "sender@example.test";
@@ -95,94 +95,18 @@ impl Job {
     }
 
     /// Runs `mailshot run job.yaml ARGS` with `password`, bounded.
-    pub fn run(&self, args: &[&str], password: &str) -> Run {
-        let mut cmd = Command::new(mailshot_bin());
-        cmd.current_dir(self.dir.path())
-            .arg("run")
-            .arg("job.yaml")
+    pub fn run(&self, args: &[&str], password: &str) -> Output {
+        mailshot(self.dir.path(), ["run", "job.yaml"])
             .args(args)
             .env("INTEROP_PW", password)
-            .env("XDG_CONFIG_HOME", self.dir.join("xdg"))
-            .env("HOME", self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let start = Instant::now();
-        let mut child = cmd.spawn().expect("start mailshot");
-        let mut err = child.stderr.take().unwrap();
-        let mut out = child.stdout.take().unwrap();
-        let t_err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let t_out = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for mailshot") {
-                break status;
-            }
-            if start.elapsed() > RUN_LIMIT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "mailshot did not finish within {RUN_LIMIT:?}; stderr:\n{}",
-                    t_err.join().unwrap()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let elapsed = start.elapsed();
-        let _ = t_out.join();
-        Run {
-            code: status.code().unwrap_or(-1),
-            stderr: t_err.join().unwrap(),
-            elapsed,
-        }
+            .limit(RUN_LIMIT)
+            .run()
     }
 
     /// The report rows by row number.
     pub fn report(&self) -> HashMap<u64, ReportRow> {
-        let path = self.dir.join("job.report.csv");
-        let mut rd = csv::Reader::from_path(&path)
-            .unwrap_or_else(|e| panic!("read report {}: {e}", path.display()));
-        let header: Vec<String> = rd.headers().unwrap().iter().map(str::to_owned).collect();
-        let col = |name: &str| header.iter().position(|h| h == name).expect(name);
-        let (row, status, code, reply) = (col("row"), col("status"), col("code"), col("reply"));
-        rd.records()
-            .map(|r| {
-                let r = r.expect("report record");
-                let n: u64 = r[row].parse().expect("row number");
-                let entry = ReportRow {
-                    status: r[status].to_owned(),
-                    code: r[code].to_owned(),
-                    reply: r[reply].to_owned(),
-                };
-                (n, entry)
-            })
-            .collect()
+        by_row(&read_report(&self.dir.join("job.report.csv")))
     }
-}
-
-/// What one run did.
-pub struct Run {
-    /// Exit code (`-1` if killed by a signal).
-    pub code: i32,
-    /// What it printed on stderr.
-    pub stderr: String,
-    /// Wall-clock time from start to exit.
-    pub elapsed: Duration,
-}
-
-/// The columns of a report row these tests judge.
-#[derive(Debug, Clone)]
-pub struct ReportRow {
-    pub status: String,
-    pub code: String,
-    pub reply: String,
 }
 
 /// Copies per recipient, once the server has stored at least `n`.

@@ -15,26 +15,28 @@ fn mail_commands(server: &crate::support::fault::FaultHandle) -> usize {
         .count()
 }
 
+/// `n` rows over one session, three attempts each, 20 ms apart.
+fn three_attempts_job(port: u16, n: usize) -> Job {
+    Job::new(
+        &smtp_plain(port, "sessions: 1, max_attempts: 3, retry_delay: 20ms"),
+        n,
+    )
+}
+
 #[test]
 fn a_503_to_every_mail_ends_after_max_attempts_per_row() {
     let server = FaultServer::builder()
         .mail_hook(|_| Some("503 5.5.1 Error: bad sequence of commands".to_owned()))
         .start();
-    let job = Job::new(
-        &smtp_plain(
-            server.port(),
-            "sessions: 1, max_attempts: 3, retry_delay: 20ms",
-        ),
-        4,
-    );
+    let job = three_attempts_job(server.port(), 4);
     let started = Instant::now();
     let mut child = job.spawn(&[]);
     // Bounded by hand: a run that loops forever must fail here, not hang.
     let deadline = started + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+    while child.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let still_running = child.try_wait().unwrap().is_none();
+    let still_running = child.child.try_wait().unwrap().is_none();
     let out = finish(child, Duration::from_secs(1).min(RUN_LIMIT));
     let elapsed = started.elapsed();
     assert!(!still_running, "still running after {elapsed:?}");
@@ -62,19 +64,12 @@ fn a_421_to_every_mail_counts_attempts_and_ends() {
     let server = FaultServer::builder()
         .mail_hook(|_| Some("421 4.3.2 Service shutting down".to_owned()))
         .start();
-    let job = Job::new(
-        &smtp_plain(
-            server.port(),
-            "sessions: 1, max_attempts: 3, retry_delay: 20ms",
-        ),
-        2,
-    );
-    let started = Instant::now();
+    let job = three_attempts_job(server.port(), 2);
     let out = job.run(&[]);
     assert!(
-        started.elapsed() < Duration::from_secs(20),
+        out.elapsed < Duration::from_secs(20),
         "took {:?}",
-        started.elapsed()
+        out.elapsed
     );
     assert_eq!(out.code, 75, "{}", out.stderr);
     assert!(
@@ -92,19 +87,12 @@ fn a_server_that_hangs_up_at_every_mail_ends_the_run() {
     let server = FaultServer::builder()
         .close_after_messages(0, "421 4.7.0 Closing connection")
         .start();
-    let job = Job::new(
-        &smtp_plain(
-            server.port(),
-            "sessions: 1, max_attempts: 3, retry_delay: 20ms",
-        ),
-        3,
-    );
-    let started = Instant::now();
+    let job = three_attempts_job(server.port(), 3);
     let out = job.run(&[]);
     assert!(
-        started.elapsed() < Duration::from_secs(20),
+        out.elapsed < Duration::from_secs(20),
         "took {:?}",
-        started.elapsed()
+        out.elapsed
     );
     assert!(matches!(out.code, 69 | 75), "{}: {}", out.code, out.stderr);
     assert!(

@@ -114,12 +114,7 @@ fn a_rejected_to_does_not_hide_delivered_copies() {
     let out = job.run(&["--json"]);
     // A recipient is still to retry, so the run is not finished.
     assert_eq!(out.code, 75, "{}", out.stderr);
-    let summary = out
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["event"] == "summary")
-        .expect("a summary event");
+    let summary = json_summary(&out.stdout);
     assert_eq!(summary["exit_code"], 75, "{summary}");
     let rows = job.report();
     let r = &rows[0];

@@ -1,4 +1,4 @@
-//! Point 8, exit status: every code of SPEC.md's table from a real run.
+//! Exit status: every code of the README's table from a real run.
 
 use super::helpers::*;
 use crate::support::fault::FaultServer;
@@ -86,16 +86,11 @@ fn exit_75_transient_failure_left() {
 #[test]
 fn exit_77_wrong_password() {
     let server = FaultServer::builder().credentials("me", "right").start();
-    let job = Job::new(
-        &format!(
-            "{{ url: \"smtp+plain://me@127.0.0.1:{}\", password_env: MAILSHOT_TEST_PW, allow_plaintext_auth: true, timeout: 2s, retry_delay: 50ms, max_attempts: 3 }}",
-            server.port()
-        ),
-        2,
-    );
-    let mut cmd = job.command(&[]);
-    cmd.env("MAILSHOT_TEST_PW", "wrong-secret");
-    let out = finish(spawn(cmd), RUN_LIMIT);
+    let job = Job::new(&smtp_login(server.port()), 2);
+    let out = job
+        .command(&[])
+        .env("MAILSHOT_TEST_PW", "wrong-secret")
+        .run();
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert!(!out.stderr.contains("wrong-secret"), "no secret in errors");
     assert!(server.messages().is_empty());
@@ -107,8 +102,6 @@ fn exit_77_wrong_password() {
         .count();
     assert_eq!(auths, 1, "{:?}", server.commands());
     // And with the right one it goes through.
-    let mut cmd = job.command(&[]);
-    cmd.env("MAILSHOT_TEST_PW", "right");
-    let out = finish(spawn(cmd), RUN_LIMIT);
+    let out = job.command(&[]).env("MAILSHOT_TEST_PW", "right").run();
     assert_eq!(out.code, 0, "{}", out.stderr);
 }

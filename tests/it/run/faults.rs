@@ -1,4 +1,4 @@
-//! Point 9, faults from the scripted server, judged at the run level: every
+//! Faults from the scripted server, judged at the run level: every
 //! recipient in the report with the right status, nothing delivered twice.
 //! (421 mid-batch is in `flow`, 550 for some in `retries` and `report`.)
 

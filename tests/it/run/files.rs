@@ -8,8 +8,9 @@ use std::path::Path;
 use std::process::Command;
 
 use super::helpers::*;
+use crate::support::cmd::{mailshot, mailshot_bin, spawn_command};
 use crate::support::fault::FaultServer;
-use crate::support::{files_with_suffix, mailshot_bin, TestDir};
+use crate::support::{files_with_suffix, TestDir};
 
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
@@ -21,7 +22,7 @@ fn mode(path: &Path) -> u32 {
 
 /// Runs `sh -c script` in a private mount namespace (for tmpfs mounts that
 /// vanish with it); `args` are `$1`, `$2`, ...
-fn in_mount_namespace(script: &str, args: &[&Path]) -> Out {
+fn in_mount_namespace(script: &str, args: &[&Path]) -> Output {
     let probe = Command::new("unshare").args(["-m", "true"]).status();
     if !probe.map(|s| s.success()).unwrap_or(false) {
         panic!("this test needs `unshare -m` (root or CAP_SYS_ADMIN)");
@@ -32,7 +33,7 @@ fn in_mount_namespace(script: &str, args: &[&Path]) -> Out {
         .env("HOME", args[0])
         .env_remove("XDG_CONFIG_HOME")
         .stdin(std::process::Stdio::null());
-    finish(spawn(cmd), RUN_LIMIT)
+    spawn_command(cmd).finish()
 }
 
 /// A job folder (`job.yaml` naming its CSV and template by absolute path,
@@ -80,17 +81,9 @@ fn journal_report_and_outbox_files_are_private() {
         "job.yaml",
         "from: sender@example.test\nsubject: Hi\ntext: body.txt\nrecipients: { file: recipients.csv }\n",
     );
-    let out = finish(
-        spawn({
-            let mut cmd = Command::new(mailshot_bin());
-            cmd.current_dir(rehearsal.path())
-                .args(["run", "job.yaml"])
-                .env("HOME", rehearsal.path())
-                .env_remove("XDG_CONFIG_HOME");
-            cmd
-        }),
-        RUN_LIMIT,
-    );
+    let out = mailshot(rehearsal.path(), ["run", "job.yaml"])
+        .env_remove("XDG_CONFIG_HOME")
+        .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     let emls = files_with_suffix(&rehearsal.join("outbox"), ".eml");
     assert_eq!(emls.len(), 2, "{}", out.stderr);
@@ -196,12 +189,7 @@ fn a_full_disk_exits_74_and_says_which_file_and_why() {
     let script = r#"mount -t tmpfs -o size=48k tmpfs "$2" && cp "$1/job.yaml" "$2/" && cd "$2" && exec "$3" run job.yaml --json --report "$1/report.csv""#;
     let out = in_mount_namespace(script, &[job.path(), &mnt, &bin]);
     assert_eq!(out.code, 74, "{}", out.stderr);
-    let summary: serde_json::Value = out
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["event"] == "summary")
-        .unwrap_or_else(|| panic!("no summary event: {}", out.stdout));
+    let summary = json_summary(&out.stdout);
     assert_eq!(
         summary["exit_code"], 74,
         "the summary says what the exit says"

@@ -1,4 +1,4 @@
-//! Point 1, flow: parallel sessions, reconnects after
+//! Flow: parallel sessions, reconnects after
 //! `max_messages_per_session` and after a 421.
 //!
 //! Not shown here: that memory stays flat however long the CSV (the bench's
@@ -6,27 +6,10 @@
 //! visible through its effects below (sessions start sending long before a
 //! long list would have been rendered).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::helpers::*;
-use crate::support::fault::{ConnectionStats, FaultServer};
-
-/// The largest number of connections open at the same moment.
-fn max_overlap(conns: &[ConnectionStats]) -> usize {
-    let mut events: Vec<(Instant, i32)> = Vec::new();
-    for c in conns {
-        events.push((c.opened.expect("opened"), 1));
-        events.push((c.closed.expect("closed"), -1));
-    }
-    // Closings first at equal times: touching intervals are not parallel.
-    events.sort_by_key(|&(t, d)| (t, d));
-    let (mut now, mut max) = (0i32, 0i32);
-    for (_, d) in events {
-        now += d;
-        max = max.max(now);
-    }
-    max as usize
-}
+use crate::support::fault::FaultServer;
 
 #[test]
 fn three_sessions_send_in_parallel() {
@@ -37,7 +20,7 @@ fn three_sessions_send_in_parallel() {
     let out = job.run(&["--sessions", "3"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_each_once(&server, 60);
-    let conns = super::parallel::closed_stats(&server);
+    let conns = closed_stats(&server);
     assert_eq!(conns.len(), 3, "connections: {conns:?}");
     assert!(
         conns.iter().all(|c| c.messages > 0),

@@ -1,13 +1,14 @@
-//! Shared helpers: a job in a temp dir, running the binary with a bounded
-//! wait, reading the report, counting deliveries.
+//! Shared helpers of the run tests: a job in a temp dir and counting
+//! deliveries; running the binary and reading the report come from
+//! `support::cmd` and `support::report`.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::fault::FaultHandle;
-use crate::support::{mailshot_bin, TestDir};
+pub use crate::support::cmd::{spawn_command, Mailshot, Output, Running};
+use crate::support::fault::{ConnectionStats, FaultHandle};
+pub use crate::support::report::{by_email, read_report, ReportRow};
+use crate::support::TestDir;
 
 /// No single run in these tests may take longer than this.
 pub const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -32,6 +33,14 @@ pub fn smtp_plain(port: u16, extra: &str) -> String {
     }
     s.push_str(" }");
     s
+}
+
+/// The `smtp:` section for a fault server on `port` that wants a login as
+/// `me`, the password taken from `MAILSHOT_TEST_PW`.
+pub fn smtp_login(port: u16) -> String {
+    format!(
+        "{{ url: \"smtp+plain://me@127.0.0.1:{port}\", password_env: MAILSHOT_TEST_PW, allow_plaintext_auth: true, timeout: 2s, retry_delay: 50ms, max_attempts: 3 }}"
+    )
 }
 
 /// `r{i}@example.test`, the address of generated row `i` (1-based).
@@ -79,27 +88,24 @@ impl Job {
         Job { dir }
     }
 
-    /// `mailshot run job.yaml ARGS` in the job's folder, not yet started.
-    pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(mailshot_bin());
-        cmd.current_dir(self.dir.path())
-            .arg("run")
-            .arg("job.yaml")
+    /// `mailshot run job.yaml ARGS` in the job's folder, not yet started;
+    /// the user config is `$HOME/.config` (the job's folder).
+    pub fn command(&self, args: &[&str]) -> Mailshot {
+        Mailshot::new(self.dir.path())
+            .args(["run", "job.yaml"])
             .args(args)
-            .stdin(Stdio::null())
             .env_remove("XDG_CONFIG_HOME")
-            .env("HOME", self.dir.path());
-        cmd
+            .limit(RUN_LIMIT)
     }
 
     /// Runs `mailshot run job.yaml ARGS` to its end (bounded).
-    pub fn run(&self, args: &[&str]) -> Out {
-        finish(spawn(self.command(args)), RUN_LIMIT)
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).run()
     }
 
     /// Starts `mailshot run job.yaml ARGS` in the background.
-    pub fn spawn(&self, args: &[&str]) -> Child {
-        spawn(self.command(args))
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        self.command(args).spawn()
     }
 
     /// The report rows (default report path).
@@ -108,121 +114,15 @@ impl Job {
     }
 }
 
-/// What a finished run left behind.
-#[derive(Debug)]
-pub struct Out {
-    /// Exit code (`-1` if killed by a signal).
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Starts `cmd` with piped stdout and stderr.
-pub fn spawn(mut cmd: Command) -> Child {
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mailshot")
-}
-
 /// Waits for `child` at most `limit` (then kills it and fails the test) and
 /// collects its output.
-pub fn finish(mut child: Child, limit: Duration) -> Out {
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for mailshot") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "mailshot did not finish within {limit:?}; stderr:\n{}",
-                t_err.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Out {
-        code: status.code().unwrap_or(-1),
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    }
+pub fn finish(child: Running, limit: Duration) -> Output {
+    child.finish_within(limit)
 }
 
 /// Sends `signal` (e.g. "INT", "TERM", "KILL") to a child we started.
-pub fn signal(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {}", child.id());
-}
-
-/// One row of the report CSV.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportRow {
-    pub row: u64,
-    pub email: String,
-    pub status: String,
-    pub code: String,
-    pub enhanced: String,
-    pub reply: String,
-    pub message_id: String,
-    pub attempts: u32,
-}
-
-/// Reads a report, checking its header.
-pub fn read_report(path: &std::path::Path) -> Vec<ReportRow> {
-    let mut rd = csv::Reader::from_path(path)
-        .unwrap_or_else(|e| panic!("read report {}: {e}", path.display()));
-    let header: Vec<String> = rd.headers().unwrap().iter().map(str::to_owned).collect();
-    assert_eq!(
-        header,
-        [
-            "row",
-            "email",
-            "status",
-            "code",
-            "enhanced",
-            "reply",
-            "message_id",
-            "attempts"
-        ]
-    );
-    rd.records()
-        .map(|r| {
-            let r = r.expect("report record");
-            ReportRow {
-                row: r[0].parse().expect("row number"),
-                email: r[1].to_owned(),
-                status: r[2].to_owned(),
-                code: r[3].to_owned(),
-                enhanced: r[4].to_owned(),
-                reply: r[5].to_owned(),
-                message_id: r[6].to_owned(),
-                attempts: r[7].parse().expect("attempts"),
-            }
-        })
-        .collect()
-}
-
-/// Report rows by email.
-pub fn by_email(rows: &[ReportRow]) -> HashMap<String, ReportRow> {
-    rows.iter().map(|r| (r.email.clone(), r.clone())).collect()
+pub fn signal(child: &Running, signal: &str) {
+    child.signal(signal);
 }
 
 /// How many accepted messages each envelope recipient got from the fault server.
@@ -261,4 +161,43 @@ pub fn rcpts_for(server: &FaultHandle, address: &str) -> usize {
                 .starts_with(&want.to_ascii_uppercase())
         })
         .count()
+}
+
+/// The largest number of connections open at the same moment.
+pub fn max_overlap(conns: &[ConnectionStats]) -> usize {
+    let mut events: Vec<(Instant, i32)> = Vec::new();
+    for c in conns {
+        events.push((c.opened.expect("opened"), 1));
+        events.push((c.closed.expect("closed"), -1));
+    }
+    // Closings first at equal times: touching intervals are not parallel.
+    events.sort_by_key(|&(t, d)| (t, d));
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in events {
+        now += d;
+        max = max.max(now);
+    }
+    max as usize
+}
+
+/// The server's connection stats once every connection is closed on its side
+/// (mailshot may exit a moment before the server notices the last QUIT).
+pub fn closed_stats(server: &FaultHandle) -> Vec<ConnectionStats> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let conns = server.connection_stats();
+        if conns.iter().all(|c| c.closed.is_some()) || Instant::now() >= deadline {
+            return conns;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The `--json` summary event of a run's stdout.
+pub fn json_summary(stdout: &str) -> serde_json::Value {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary event in {stdout:?}"))
 }

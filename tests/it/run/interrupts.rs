@@ -1,4 +1,4 @@
-//! Point 5, interrupts: SIGINT and SIGTERM stop taking new messages, let the
+//! Interrupts: SIGINT and SIGTERM stop taking new messages, let the
 //! ones in flight finish, write journal and report, say how to resume, exit 75;
 //! the rerun completes without duplicates.
 
@@ -7,7 +7,10 @@ use std::time::Duration;
 use super::helpers::*;
 use crate::support::fault::FaultServer;
 
-fn interrupt_and_resume(sig: &str) {
+/// Interrupts a one-session run of 40 with `sig` once sending has started:
+/// exit 75, a whole report matching what the server accepted, a journal and
+/// a hint to resume; the rerun completes with each row delivered once.
+pub fn interrupt_and_resume(sig: &str) {
     let server = FaultServer::builder()
         .reply_delay(Duration::from_millis(100))
         .start();

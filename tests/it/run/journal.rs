@@ -1,4 +1,4 @@
-//! Point 4, the journal: exactly once across SIGKILLs (against Postfix),
+//! The journal: exactly once across SIGKILLs (against Postfix),
 //! `--resend-uncertain`, `--restart`, changed inputs refused, the lock, a
 //! torn last record, and a journal that cannot be written.
 
@@ -300,10 +300,10 @@ fn a_journal_that_cannot_be_written_stops_sending() {
     cmd.args(["-m", "sh", "-c", script, "sh"])
         .arg(&mnt)
         .arg(&job_src)
-        .arg(crate::support::mailshot_bin())
+        .arg(crate::support::cmd::mailshot_bin())
         .arg(&report)
         .stdin(std::process::Stdio::null());
-    let out = finish(spawn(cmd), RUN_LIMIT);
+    let out = spawn_command(cmd).finish();
     assert_eq!(out.code, 74, "{}", out.stderr);
     assert!(out.stderr.contains("journal"), "{}", out.stderr);
     let sent = server.messages().len();

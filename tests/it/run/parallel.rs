@@ -1,40 +1,10 @@
 //! `--sessions N` is parallel: the work spreads across the sessions and they
 //! are connected at the same time.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::helpers::*;
-use crate::support::fault::{ConnectionStats, FaultHandle, FaultServer};
-
-/// The largest number of connections open at the same moment.
-fn max_overlap(conns: &[ConnectionStats]) -> usize {
-    let mut events: Vec<(Instant, i32)> = Vec::new();
-    for c in conns {
-        events.push((c.opened.expect("opened"), 1));
-        events.push((c.closed.expect("closed"), -1));
-    }
-    // Closings first at equal times: touching intervals are not parallel.
-    events.sort_by_key(|&(t, d)| (t, d));
-    let (mut now, mut max) = (0i32, 0i32);
-    for (_, d) in events {
-        now += d;
-        max = max.max(now);
-    }
-    max as usize
-}
-
-/// The server's connection stats once every connection is closed on its side
-/// (mailshot may exit a moment before the server notices the last QUIT).
-pub fn closed_stats(server: &FaultHandle) -> Vec<ConnectionStats> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let conns = server.connection_stats();
-        if conns.iter().all(|c| c.closed.is_some()) || Instant::now() >= deadline {
-            return conns;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use crate::support::fault::FaultServer;
 
 #[test]
 fn four_sessions_each_carry_a_fair_share_of_100_messages() {

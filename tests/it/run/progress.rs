@@ -1,4 +1,4 @@
-//! Point 6, progress: `--json` events, plain lines without escape codes when
+//! Progress: `--json` events, plain lines without escape codes when
 //! stderr is not a terminal, `--quiet`, and the real bar in a tmux pane.
 
 use std::path::Path;
@@ -138,7 +138,7 @@ fn progress_bar_in_a_real_terminal() {
     let cmd = format!(
         "cd '{}' && '{}' run job.yaml --rate 8/s; sleep 20",
         job.dir.path().display(),
-        crate::support::mailshot_bin().display()
+        crate::support::cmd::mailshot_bin().display()
     );
     let started = tmux(&[
         "new-session",

@@ -1,4 +1,4 @@
-//! Point 2, rate limits, judged by the server's arrival times.
+//! Rate limits, judged by the server's arrival times.
 //!
 //! The burst rule (see `src/delivery/limiter.rs`): the limit is a
 //! sliding window — up to N messages may leave at once at the start, and after
@@ -83,15 +83,9 @@ fn qq_sample_job_is_safe_and_loads() {
     );
 
     // `check` loads and renders it without touching the network.
-    let out = finish(
-        spawn({
-            let mut c = std::process::Command::new(crate::support::mailshot_bin());
-            c.arg("check")
-                .arg(&sample)
-                .stdin(std::process::Stdio::null());
-            c
-        }),
-        RUN_LIMIT,
-    );
+    let cwd = crate::support::TestDir::new();
+    let out = crate::support::cmd::mailshot(cwd.path(), ["check"])
+        .arg(&sample)
+        .run();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }

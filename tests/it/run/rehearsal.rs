@@ -2,11 +2,10 @@
 //! records nothing that a later run to a real server treats as sent, and a
 //! journal is never resumed against a different server.
 
-use std::process::Command;
-
 use super::helpers::*;
+use crate::support::cmd::mailshot;
 use crate::support::fault::FaultServer;
-use crate::support::{mailshot_bin, TestDir};
+use crate::support::TestDir;
 
 /// A job as a new user writes it: no `smtp:` section.
 fn new_user_job(rows: usize) -> TestDir {
@@ -32,15 +31,11 @@ fn configure_server(dir: &TestDir, port: u16) {
     );
 }
 
-fn run(dir: &TestDir, args: &[&str]) -> Out {
-    let mut cmd = Command::new(mailshot_bin());
-    cmd.current_dir(dir.path())
-        .arg("run")
-        .arg("job.yaml")
+fn run(dir: &TestDir, args: &[&str]) -> Output {
+    mailshot(dir.path(), ["run", "job.yaml"])
         .args(args)
         .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("HOME", dir.path());
-    finish(spawn(cmd), RUN_LIMIT)
+        .run()
 }
 
 #[test]

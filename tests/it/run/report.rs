@@ -1,4 +1,4 @@
-//! Point 7, the report: one row per recipient in input order (duplicates
+//! The report: one row per recipient in input order (duplicates
 //! included), spreadsheet formulas neutralised, and the closing summary.
 
 use super::helpers::*;

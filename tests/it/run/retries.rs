@@ -1,4 +1,4 @@
-//! Point 3, retries: 4xx and lost connections are retried with backoff up to
+//! Retries: 4xx and lost connections are retried with backoff up to
 //! `max_attempts`; 5xx never; the report counts attempts.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

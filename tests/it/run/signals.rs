@@ -10,63 +10,17 @@ use crate::support::fault::FaultServer;
 
 #[test]
 fn sighup_writes_the_report_exits_75_and_rerun_completes() {
-    let server = FaultServer::builder()
-        .reply_delay(Duration::from_millis(100))
-        .start();
-    let n = 40;
-    let job = Job::new(&smtp_plain(server.port(), "sessions: 1"), n);
-    let child = job.spawn(&[]);
-    assert!(
-        !server
-            .wait_for_messages(2, Duration::from_secs(30))
-            .is_empty(),
-        "sending started"
-    );
-    signal(&child, "HUP");
-    let out = finish(child, Duration::from_secs(20));
-    assert_eq!(out.code, 75, "SIGHUP: {}", out.stderr);
-    assert!(
-        out.stderr.contains("interrupted") && out.stderr.contains("mailshot run job.yaml"),
-        "says how to resume: {}",
-        out.stderr
-    );
-    let sent_before = server.messages().len();
-    assert!(sent_before < n, "SIGHUP stopped the run early");
-    let rows = job.report();
-    assert_eq!(rows.len(), n, "the report is whole");
-    assert_eq!(
-        rows.iter().filter(|r| r.status == "sent").count(),
-        sent_before,
-        "the report matches what the server accepted"
-    );
-
-    let out = job.run(&[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_each_once(&server, n);
-}
-
-/// The `--json` summary event of a run's stdout.
-fn json_summary(stdout: &str) -> serde_json::Value {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["event"] == "summary")
-        .unwrap_or_else(|| panic!("no summary event in {stdout:?}"))
+    super::interrupts::interrupt_and_resume("HUP");
 }
 
 #[test]
 fn json_exit_code_is_the_process_exit_code_after_an_auth_failure() {
     let server = FaultServer::builder().credentials("me", "right").start();
-    let job = Job::new(
-        &format!(
-            "{{ url: \"smtp+plain://me@127.0.0.1:{}\", password_env: MAILSHOT_TEST_PW, allow_plaintext_auth: true, timeout: 2s, retry_delay: 50ms, max_attempts: 3 }}",
-            server.port()
-        ),
-        2,
-    );
-    let mut cmd = job.command(&["--json"]);
-    cmd.env("MAILSHOT_TEST_PW", "wrong-secret");
-    let out = finish(spawn(cmd), RUN_LIMIT);
+    let job = Job::new(&smtp_login(server.port()), 2);
+    let out = job
+        .command(&["--json"])
+        .env("MAILSHOT_TEST_PW", "wrong-secret")
+        .run();
     assert_eq!(out.code, 77, "{}", out.stderr);
     assert_eq!(json_summary(&out.stdout)["exit_code"], 77, "{}", out.stdout);
 }
