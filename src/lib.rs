@@ -7,6 +7,7 @@
 //! `job` → `compose` (recipients, render, mime) → `delivery` (dispatch,
 //! journal, report) → `smtp` (protocol core + connection driver).
 
+pub mod address;
 pub mod app;
 pub mod capture;
 pub mod cli;

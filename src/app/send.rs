@@ -5,9 +5,10 @@ use std::io::Read;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
+use crate::address::parse_mailbox_list;
+use crate::address::Mailbox;
 use crate::cli::SendArgs;
-use crate::compose::address::parse_mailbox_list;
-use crate::compose::message::{Attachment, Draft, Mailbox};
+use crate::compose::message::{Attachment, Draft};
 use crate::compose::mime::{self, MimeOptions};
 use crate::compose::prepare::date_now;
 use crate::delivery::dispatch::Work;

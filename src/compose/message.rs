@@ -1,18 +1,11 @@
-//! The values passed between stages: a mailbox, a rendered draft, and the
+//! The values passed between stages: a rendered draft and the
 //! outgoing message (envelope + bytes) the SMTP engine carries.
 
 use std::ops::Deref;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-/// One address with an optional display name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mailbox {
-    /// Display name, unencoded (may be non-ASCII); never contains CR or LF.
-    pub name: Option<String>,
-    /// The addr-spec `local@domain` (the domain may be internationalised).
-    pub addr: String,
-}
+use crate::address::Mailbox;
 
 /// A file to attach (or to embed inline when `content_id` is set).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,10 +1,9 @@
 //! Composing messages: prepared rows (`prepare`) read from the recipient list
 //! (`recipients`), rendered from templates into a [`message::Draft`]
 //! (`render`), built into RFC 5322 / MIME (RFC 2045–2049) bytes (`mime`)
-//! with checked addresses (`address`, RFC 5322 §3.4 and RFC 6531) and an
+//! with addresses checked by [`crate::address`] and an
 //! optional DKIM signature (`dkim`, RFC 6376).
 
-pub mod address;
 pub mod dkim;
 pub mod message;
 pub mod mime;

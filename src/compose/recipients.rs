@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use encoding_rs_io::DecodeReaderBytesBuilder;
 
-use crate::compose::address;
+use crate::address;
 use crate::error::{Diagnostic, Error, Location, Result};
 use crate::job::RecipientsSpec;
 

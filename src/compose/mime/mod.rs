@@ -22,7 +22,8 @@ use base64::Engine as _;
 use mail_builder::headers::date::Date;
 use mail_builder::headers::Header;
 
-use crate::compose::message::{Draft, Envelope, Mailbox, Outgoing};
+use crate::address::Mailbox;
+use crate::compose::message::{Draft, Envelope, Outgoing};
 
 mod body;
 
@@ -302,7 +303,7 @@ fn format_mailbox_into(m: &Mailbox, out: &mut String) {
     };
     let start = out.len();
     if name.bytes().all(|b| (0x20..0x7f).contains(&b)) && name.len() <= 60 && !name.contains("=?") {
-        crate::compose::address::push_quoted(out, name);
+        crate::address::push_quoted(out, name);
     } else {
         for (i, word) in encoded_words(name, PHRASE_WORD).iter().enumerate() {
             if i > 0 {

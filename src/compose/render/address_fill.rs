@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use super::lookup;
 use super::marks;
 use super::row::RowRender;
-use crate::compose::address::{AddressError, Part};
-use crate::compose::message::Mailbox;
+use crate::address::Mailbox;
+use crate::address::{AddressError, Part};
 
 impl RowRender<'_> {
     /// An address key: rendered, checked, parsed. Blank renders as no address.
@@ -25,7 +25,7 @@ impl RowRender<'_> {
                 return None;
             }
         };
-        match crate::compose::address::parse_filled_list(&parts) {
+        match crate::address::parse_filled_list(&parts) {
             Ok(list) => Some(list),
             Err(e) => {
                 let mut d = self.diag_at_key(key, format!("{key}: invalid address {e}"));
@@ -63,12 +63,12 @@ pub(super) const ADDRESS_ESCAPE: &str = "address";
 
 /// Every value interpolated into an address template is marked (see
 /// `marks`), so that parsing the output can hold each value to the one token
-/// of one address it fills (see [`crate::compose::address::parse_filled_list`]): a
+/// of one address it fills (see [`crate::address::parse_filled_list`]): a
 /// CSV value can never add a recipient or change a domain.
 pub(super) fn address_escape(value: &str) -> Cow<'_, str> {
     Cow::Owned(marks::mark(value))
 }
 
 pub(super) fn parse_mailbox_list(input: &str) -> std::result::Result<Vec<Mailbox>, AddressError> {
-    crate::compose::address::parse_mailbox_list(input)
+    crate::address::parse_mailbox_list(input)
 }

@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use crate::compose::address::Part;
+use crate::address::Part;
 
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';

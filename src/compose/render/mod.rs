@@ -47,7 +47,8 @@ use std::sync::{Arc, Mutex};
 
 use minijinja::{AutoEscape, Environment, Value};
 
-use crate::compose::message::{Draft, Mailbox};
+use crate::address::Mailbox;
+use crate::compose::message::Draft;
 use crate::compose::recipients::Recipient;
 use crate::error::{Diagnostic, Location};
 use crate::job::position::key_position;

@@ -11,7 +11,8 @@ use super::files::{FileError, Origin};
 use super::markdown::markdown_to_html;
 use super::simple::Simple;
 use super::{context, lookup, Renderer};
-use crate::compose::message::{Attachment, Draft, FileBytes, Mailbox};
+use crate::address::Mailbox;
+use crate::compose::message::{Attachment, Draft, FileBytes};
 use crate::compose::recipients::Recipient;
 use crate::error::{Diagnostic, Location};
 

@@ -535,7 +535,7 @@ fn any_value_fills_one_address_or_fails_the_row() {
                     },
                 ),
             };
-            prop_assert!(crate::compose::address::check_addr_spec(&expected.addr).is_ok());
+            prop_assert!(crate::address::check_addr_spec(&expected.addr).is_ok());
             let list = match key {
                 "to" => &d.to,
                 "cc" => &d.cc,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::manifest::RawJob;
 use super::{AttachmentSpec, DkimSpec, Job, RecipientsSpec};
-use crate::compose::address;
+use crate::address;
 use crate::error::{Error, Location, Result};
 
 mod problems;

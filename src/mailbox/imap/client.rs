@@ -16,7 +16,7 @@
 //!
 //! Server messages are split by imap-codec's fragmentizer, which bounds
 //! every message (a fetched mail included) by
-//! [`ClientConfig::max_message`] and keeps literal bytes from ever being
+//! [`SessionConfig::max_message`] and keeps literal bytes from ever being
 //! read as protocol lines.
 
 use std::collections::VecDeque;
@@ -52,7 +52,7 @@ pub const FETCH_BATCH: usize = 50;
 
 /// Session settings.
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
+pub struct SessionConfig {
     /// TLS mode: implicit (IMAPS, port 993), STARTTLS (required) or none.
     pub tls: TlsMode,
     /// Login credentials. `mechanism: None` uses AUTHENTICATE PLAIN when
@@ -69,11 +69,11 @@ pub struct ClientConfig {
     pub timeout: Duration,
 }
 
-impl ClientConfig {
+impl SessionConfig {
     /// Defaults: ID `name=mailshot` and the version, no plain-text login,
     /// 50 MB messages, 5 minute responses.
     pub fn new(tls: TlsMode, credentials: Credentials) -> Self {
-        ClientConfig {
+        SessionConfig {
             tls,
             credentials,
             allow_plaintext_auth: false,
@@ -242,7 +242,7 @@ struct InFlight {
 
 /// One IMAP session.
 pub struct Client {
-    config: ClientConfig,
+    config: SessionConfig,
     phase: Phase,
     frag: Fragmentizer,
     output: Vec<u8>,
@@ -275,7 +275,7 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// A session waiting for the server's greeting.
-    pub fn new(config: ClientConfig) -> Self {
+    pub fn new(config: SessionConfig) -> Self {
         let tls_active = config.tls == TlsMode::Implicit;
         Client {
             frag: Fragmentizer::new(config.max_message),

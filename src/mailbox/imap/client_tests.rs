@@ -13,8 +13,8 @@ fn creds(mechanism: Option<AuthMech>) -> Credentials {
     }
 }
 
-fn config(tls: TlsMode, mechanism: Option<AuthMech>) -> ClientConfig {
-    let mut c = ClientConfig::new(tls, creds(mechanism));
+fn config(tls: TlsMode, mechanism: Option<AuthMech>) -> SessionConfig {
+    let mut c = SessionConfig::new(tls, creds(mechanism));
     c.id = vec![
         ("name".into(), "mailshot".into()),
         ("version".into(), "1.0".into()),

@@ -24,7 +24,7 @@ use crate::smtp::reply::escape;
 
 /// Session settings.
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
+pub struct SessionConfig {
     /// TLS mode: implicit (POP3S, port 995), STLS (required) or none.
     pub tls: TlsMode,
     /// Login credentials; `mechanism: None` uses SASL PLAIN or LOGIN when
@@ -38,10 +38,10 @@ pub struct ClientConfig {
     pub timeout: Duration,
 }
 
-impl ClientConfig {
+impl SessionConfig {
     /// Defaults: no plain-text login, 50 MB messages, 5 minute responses.
     pub fn new(tls: TlsMode, credentials: Credentials) -> Self {
-        ClientConfig {
+        SessionConfig {
             tls,
             credentials,
             allow_plaintext_auth: false,
@@ -206,7 +206,7 @@ enum Phase {
 
 /// One POP3 session.
 pub struct Client {
-    config: ClientConfig,
+    config: SessionConfig,
     phase: Phase,
     parser: ResponseParser,
     output: Vec<u8>,
@@ -234,7 +234,7 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// A session waiting for the server's greeting.
-    pub fn new(config: ClientConfig) -> Self {
+    pub fn new(config: SessionConfig) -> Self {
         let tls_active = config.tls == TlsMode::Implicit;
         Client {
             parser: ResponseParser::new(config.max_message),

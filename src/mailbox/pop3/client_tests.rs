@@ -14,7 +14,7 @@ fn creds(mechanism: Option<AuthMech>) -> Credentials {
 }
 
 fn client(tls: TlsMode, mechanism: Option<AuthMech>) -> Client {
-    Client::new(ClientConfig::new(tls, creds(mechanism)))
+    Client::new(SessionConfig::new(tls, creds(mechanism)))
 }
 
 /// Feeds the server's bytes; returns what the client wrote back.
@@ -233,7 +233,7 @@ fn no_credentials_in_plain_text_unless_allowed() {
             SessionError::AuthRequiresTls
         ))]
     );
-    let mut config = ClientConfig::new(TlsMode::None, creds(None));
+    let mut config = SessionConfig::new(TlsMode::None, creds(None));
     config.allow_plaintext_auth = true;
     let mut c = Client::new(config);
     step(&mut c, GREETING);
@@ -395,7 +395,7 @@ fn malformed_listings_end_the_session() {
 
 #[test]
 fn a_message_over_the_limit_ends_the_session() {
-    let mut config = ClientConfig::new(TlsMode::Implicit, creds(None));
+    let mut config = SessionConfig::new(TlsMode::Implicit, creds(None));
     config.max_message = 16;
     let mut c = Client::new(config);
     step(&mut c, GREETING);

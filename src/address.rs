@@ -12,7 +12,14 @@ use std::fmt;
 
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
-use crate::compose::message::Mailbox;
+/// One address with an optional display name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    /// Display name, unencoded (may be non-ASCII); never contains CR or LF.
+    pub name: Option<String>,
+    /// The addr-spec `local@domain` (the domain may be internationalised).
+    pub addr: String,
+}
 
 /// Why an address (or address list) is refused: the text, once, and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
