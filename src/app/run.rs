@@ -37,7 +37,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut seen = InputsBuilder::new(&prepared.job.dir, args.limit, earlier.as_ref());
     // Nothing is sent unless every row renders; the pass also hashes what
     // the messages attach.
-    let (messages, duplicates) = prepared.validate_drafts(args.limit, |d| seen.draft(d))?;
+    let tally = prepared.validate_drafts(args.limit, |d| seen.draft(d))?;
+    let (messages, duplicates) = (tally.messages, tally.duplicates + tally.suppressed);
     let job = &prepared.job;
 
     let target = target::resolve(Some(job), args.smtp.as_deref())?;

@@ -58,6 +58,18 @@ pub struct RawJob {
     pub dkim: Option<RawDkim>,
     /// Recipients.
     pub recipients: Option<RawRecipients>,
+    /// Suppression list file(s): one path or a list of paths.
+    pub suppress: Option<RawSuppress>,
+}
+
+/// `suppress:` is one file or a list of files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSuppress {
+    /// One file.
+    One(String),
+    /// Several files; the first is the one `bounces` adds to.
+    Many(Vec<String>),
 }
 
 /// The user config file: only an `smtp:` section.

@@ -23,3 +23,4 @@ mod report;
 mod resume_inputs;
 mod retries;
 mod signals;
+mod suppress;

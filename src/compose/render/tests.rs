@@ -52,6 +52,7 @@ impl Fixture {
                 encoding: encoding_rs::UTF_8,
                 allow_duplicates: false,
             },
+            suppress: vec![],
         }
     }
 }

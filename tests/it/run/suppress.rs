@@ -1,0 +1,142 @@
+//! The suppression list: an address in a `suppress` file is never rendered
+//! nor sent to, by `run`, `check` or `--dry-run`; its row is reported
+//! `suppressed`.
+
+use super::helpers::*;
+use crate::support::fault::FaultServer;
+use crate::support::report::row_of;
+
+/// Rows 1..=4; rows 2 and 4 are suppressed (one by each file, in another
+/// case), and their attachment does not exist: rendering them would fail.
+fn suppressed_job(smtp: &str) -> Job {
+    let csv = "email,name\n\
+               a@example.test,A\n\
+               b@example.test,B\n\
+               c@example.test,C\n\
+               d@example.test,D\n";
+    let job = Job::with_csv(
+        smtp,
+        csv,
+        "attachments: [ { path: \"files/{{ name }}.txt\" } ]\n\
+         suppress: [ lists/suppressed.csv, lists/old.csv ]",
+    );
+    job.dir.write("files/A.txt", "for A");
+    job.dir.write("files/C.txt", "for C");
+    job.dir.write(
+        "lists/suppressed.csv",
+        "email,reason\nB@Example.TEST,hard\n",
+    );
+    job.dir
+        .write("lists/old.csv", "name,email\nold,d@example.test\n");
+    job
+}
+
+#[test]
+fn a_run_reports_suppressed_rows_and_sends_them_nothing() {
+    let server = FaultServer::start();
+    let job = suppressed_job(&smtp_plain(server.port(), ""));
+    let out = job.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for gone in ["b@example.test", "d@example.test"] {
+        assert_eq!(rcpts_for(&server, gone), 0, "{gone} got a RCPT");
+    }
+    let got = deliveries(&server);
+    assert_eq!(got.get("a@example.test"), Some(&1), "{got:?}");
+    assert_eq!(got.get("c@example.test"), Some(&1), "{got:?}");
+    assert_eq!(got.len(), 2, "{got:?}");
+    let rows = job.report();
+    let status: Vec<(u64, &str)> = rows.iter().map(|r| (r.row, r.status.as_str())).collect();
+    assert_eq!(
+        status,
+        [
+            (1, "sent"),
+            (2, "suppressed"),
+            (3, "sent"),
+            (4, "suppressed")
+        ]
+    );
+    assert!(out.stderr.contains("2 suppressed"), "{}", out.stderr);
+}
+
+#[test]
+fn an_address_suppressed_after_a_run_is_not_sent_by_the_rerun() {
+    let server = FaultServer::builder()
+        .rcpt_hook(|to, _| (to == "c@example.test").then(|| "451 4.2.0 try later".into()))
+        .start();
+    let job = suppressed_job(&smtp_plain(server.port(), "max_attempts: 1"));
+    let first = job.run(&[]);
+    assert_eq!(first.code, 75, "{}", first.stderr);
+    // The list learns about c before the rerun that would retry it.
+    job.dir.write(
+        "lists/suppressed.csv",
+        "email,reason\nb@example.test,hard\nc@example.test,complaint\n",
+    );
+    let rcpts_before = rcpts_for(&server, "c@example.test");
+    let again = job.run(&[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(rcpts_for(&server, "c@example.test"), rcpts_before);
+    let rows = job.report();
+    assert_eq!(row_of(&rows, "c@example.test").status, "suppressed");
+    assert_eq!(row_of(&rows, "a@example.test").status, "sent");
+}
+
+#[test]
+fn the_first_suppress_file_may_be_missing_the_others_may_not() {
+    let server = FaultServer::start();
+    let job = suppressed_job(&smtp_plain(server.port(), ""));
+    std::fs::remove_file(job.dir.join("lists/suppressed.csv")).unwrap();
+    std::fs::write(job.dir.join("files/B.txt"), "for B").unwrap();
+    let out = job.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(rcpts_for(&server, "b@example.test"), 1);
+    assert_eq!(rcpts_for(&server, "d@example.test"), 0);
+
+    std::fs::remove_file(job.dir.join("lists/old.csv")).unwrap();
+    let out = job.run(&["--restart"]);
+    assert_eq!(out.code, 66, "{}", out.stderr);
+    assert!(out.stderr.contains("old.csv"), "{}", out.stderr);
+}
+
+#[test]
+fn check_counts_suppressed_rows_without_rendering_them() {
+    let job = suppressed_job("{ url: \"smtp+plain://127.0.0.1:9\" }");
+    let out = Mailshot::new(job.dir.path())
+        .args(["check", "job.yaml"])
+        .limit(RUN_LIMIT)
+        .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("2 messages render cleanly")
+            && out
+                .stderr
+                .contains("2 suppressed addresses will not be sent to"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_dry_run_writes_no_message_for_a_suppressed_row() {
+    let job = suppressed_job("{ url: \"smtp+plain://127.0.0.1:9\" }");
+    let out = job.run(&["--dry-run", "--out", "preview"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut written: Vec<String> = std::fs::read_dir(job.dir.join("preview"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["1.eml", "3.eml"]);
+    assert!(out.stderr.contains("2 suppressed"), "{}", out.stderr);
+}
+
+#[test]
+fn a_suppression_file_without_an_email_column_stops_the_run() {
+    let server = FaultServer::start();
+    let job = suppressed_job(&smtp_plain(server.port(), ""));
+    job.dir
+        .write("lists/suppressed.csv", "address\nb@example.test\n");
+    let out = job.run(&[]);
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    assert!(out.stderr.contains("suppressed.csv"), "{}", out.stderr);
+    assert!(deliveries(&server).is_empty());
+}
