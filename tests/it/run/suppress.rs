@@ -140,3 +140,70 @@ fn a_suppression_file_without_an_email_column_stops_the_run() {
     assert!(out.stderr.contains("suppressed.csv"), "{}", out.stderr);
     assert!(deliveries(&server).is_empty());
 }
+
+#[test]
+fn a_recipient_refused_as_nonexistent_is_added_to_the_first_file() {
+    let server = FaultServer::builder()
+        .rcpt_hook(|to, _| match to {
+            "b@example.test" => Some("550 5.1.1 <b@example.test>: User unknown".into()),
+            "c@example.test" => Some("550 5.7.1 refused as spam".into()),
+            _ => None,
+        })
+        .start();
+    let csv = "email,name\na@example.test,A\nb@example.test,B\nc@example.test,C\n";
+    let job = Job::with_csv(
+        &smtp_plain(server.port(), ""),
+        csv,
+        "suppress: [ lists/new.csv, lists/old.csv ]",
+    );
+    job.dir.write("lists/old.csv", "email\n");
+    let out = job.run(&[]);
+    assert_eq!(out.code, 67, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("1 refused addresses that do not exist were added to"),
+        "{}",
+        out.stderr
+    );
+    let list = job.dir.read("lists/new.csv");
+    let emails: Vec<&str> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(emails, ["b@example.test"], "{list}");
+    assert!(list.starts_with("email,reason,added\n"), "{list}");
+    assert!(list.contains("User unknown"), "{list}");
+    assert_eq!(job.dir.read("lists/old.csv"), "email\n");
+
+    // A fresh run of the job leaves b out, and still tries c.
+    let (b_before, c_before) = (
+        rcpts_for(&server, "b@example.test"),
+        rcpts_for(&server, "c@example.test"),
+    );
+    let again = job.run(&["--restart"]);
+    assert_eq!(again.code, 67, "{}", again.stderr);
+    assert_eq!(rcpts_for(&server, "b@example.test"), b_before);
+    assert_eq!(rcpts_for(&server, "c@example.test"), c_before + 1);
+    let rows = job.report();
+    assert_eq!(row_of(&rows, "b@example.test").status, "suppressed");
+    assert_eq!(row_of(&rows, "c@example.test").status, "rejected");
+}
+
+#[test]
+fn without_a_suppress_key_nothing_is_written() {
+    let server = FaultServer::builder()
+        .rcpt_hook(|_, _| Some("550 5.1.1 User unknown".into()))
+        .start();
+    let job = Job::new(&smtp_plain(server.port(), ""), 2);
+    let out = job.run(&[]);
+    assert_eq!(out.code, 67, "{}", out.stderr);
+    assert!(!out.stderr.contains("were added to"), "{}", out.stderr);
+    // Only the job's own outputs (report, retry list) are new.
+    let others: Vec<String> = std::fs::read_dir(job.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".csv") && !n.starts_with("job.") && n != "recipients.csv")
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+}
