@@ -60,6 +60,8 @@ pub struct RawJob {
     pub recipients: Option<RawRecipients>,
     /// Suppression list file(s): one path or a list of paths.
     pub suppress: Option<RawSuppress>,
+    /// Envelope sender (MAIL FROM) template.
+    pub return_path: Option<String>,
 }
 
 /// `suppress:` is one file or a list of files.

@@ -207,4 +207,6 @@ pub struct Job {
     /// Suppression list files, resolved against the job's folder; the first
     /// may be missing (it is the one `bounces` creates), the others must exist.
     pub suppress: Vec<PathBuf>,
+    /// Envelope sender (MAIL FROM) template; `None`: the From address.
+    pub return_path: Option<String>,
 }

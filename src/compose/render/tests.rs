@@ -53,6 +53,7 @@ impl Fixture {
                 allow_duplicates: false,
             },
             suppress: vec![],
+            return_path: None,
         }
     }
 }

@@ -86,6 +86,9 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
             check_static_addresses(&mut p, key, v, false);
         }
     }
+    if let Some(v) = &raw.return_path {
+        check_static_addresses(&mut p, "return_path", v, true);
+    }
     let subject = raw.subject.clone().unwrap_or_else(|| {
         p.at(&["subject"], "missing required key `subject`");
         String::new()
@@ -230,6 +233,7 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
         // `finish` returned early if recipients were missing.
         recipients: recipients.expect("recipients checked"),
         suppress,
+        return_path: raw.return_path,
     })
 }
 
