@@ -77,3 +77,49 @@ fn a_value_cannot_turn_the_return_path_into_another_address() {
     assert!(out.stderr.contains("return_path"), "{}", out.stderr);
     assert!(server.commands().iter().all(|c| !c.starts_with("MAIL")));
 }
+
+#[test]
+fn a_server_offering_dsn_is_asked_for_headers_only_bounces_with_envid_and_orcpt() {
+    let server = FaultServer::builder().dsn(true).start();
+    let job = Job::with_csv(
+        &smtp_plain(server.port(), "sessions: 1"),
+        "email,name,cc\nr1@example.test,A,cc+1@example.test\n",
+        "cc: \"{{ cc }}\"",
+    );
+    let out = job.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let cmds = server.commands();
+    let mail = cmds
+        .iter()
+        .find(|c| c.starts_with("MAIL FROM:"))
+        .expect("a MAIL command");
+    // ENVID is the message's Message-ID, so a bounce that carries only it
+    // still names the message (and its row).
+    let id = job.report()[0].message_id.clone();
+    let envid = id.trim_start_matches('<').trim_end_matches('>');
+    assert!(mail.contains(" RET=HDRS"), "{mail}");
+    assert!(mail.contains(&format!(" ENVID={envid}")), "{mail} vs {id}");
+    let rcpts: Vec<&String> = cmds.iter().filter(|c| c.starts_with("RCPT")).collect();
+    assert_eq!(
+        rcpts,
+        [
+            "RCPT TO:<r1@example.test> ORCPT=rfc822;r1@example.test",
+            "RCPT TO:<cc+1@example.test> ORCPT=rfc822;cc+2B1@example.test",
+        ]
+    );
+    assert_eq!(deliveries(&server).len(), 2);
+}
+
+#[test]
+fn a_server_without_dsn_gets_no_dsn_parameters() {
+    let server = FaultServer::start();
+    let job = Job::new(&smtp_plain(server.port(), ""), 1);
+    let out = job.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for c in server.commands() {
+        assert!(
+            !c.contains("RET=") && !c.contains("ENVID=") && !c.contains("ORCPT="),
+            "{c}"
+        );
+    }
+}
