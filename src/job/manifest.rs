@@ -80,6 +80,8 @@ pub enum RawSuppress {
 pub struct RawUserConfig {
     /// Default SMTP settings.
     pub smtp: Option<RawSmtp>,
+    /// Suppression files `send` checks its recipients against.
+    pub suppress: Option<RawSuppress>,
 }
 
 /// The `smtp:` section.

@@ -1,6 +1,7 @@
 //! The suppression list: an address in a `suppress` file is never rendered
-//! nor sent to, by `run`, `check` or `--dry-run`; its row is reported
-//! `suppressed`.
+//! nor sent to, by `run`, `check` or `--dry-run`, and its row is reported
+//! `suppressed`; `run` adds recipients refused as nonexistent; `send` warns
+//! (and with `--skip-suppressed` leaves them out).
 
 use super::helpers::*;
 use crate::support::fault::FaultServer;
@@ -206,4 +207,57 @@ fn without_a_suppress_key_nothing_is_written() {
         .filter(|n| n.ends_with(".csv") && !n.starts_with("job.") && n != "recipients.csv")
         .collect();
     assert!(others.is_empty(), "{others:?}");
+}
+
+/// `mailshot send` to a suppressed and a live address, with a user config
+/// whose `suppress` names the list.
+fn send_to_both(server_port: u16, extra: &[&str]) -> (Output, crate::support::TestDir) {
+    let config = crate::support::TestDir::new();
+    config.write("mailshot/config.yaml", "suppress: gone.csv\n");
+    config.write("mailshot/gone.csv", "email\nGone@Example.test\n");
+    let url = format!("smtp+plain://127.0.0.1:{server_port}");
+    let out = Mailshot::new(config.path())
+        .args([
+            "send",
+            "--to",
+            "gone@example.test",
+            "--cc",
+            "live@example.test",
+        ])
+        .args(["-s", "hello", "--from", "me@example.test", "--smtp", &url])
+        .args(extra)
+        .env("XDG_CONFIG_HOME", config.path())
+        .stdin("body\n")
+        .limit(RUN_LIMIT)
+        .run();
+    (out, config)
+}
+
+#[test]
+fn send_warns_about_a_suppressed_recipient_and_sends_anyway() {
+    let server = FaultServer::start();
+    let (out, _config) = send_to_both(server.port(), &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("warning: gone@example.test is in the suppression list; sending anyway"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(rcpts_for(&server, "gone@example.test"), 1);
+    assert_eq!(rcpts_for(&server, "live@example.test"), 1);
+}
+
+#[test]
+fn send_skip_suppressed_leaves_the_address_out() {
+    let server = FaultServer::start();
+    let (out, _config) = send_to_both(server.port(), &["--skip-suppressed"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("left out"), "{}", out.stderr);
+    assert_eq!(rcpts_for(&server, "gone@example.test"), 0);
+    assert_eq!(rcpts_for(&server, "live@example.test"), 1);
+    let msgs = server.messages();
+    assert_eq!(msgs.len(), 1);
+    let text = String::from_utf8_lossy(&msgs[0].data);
+    assert!(!text.contains("gone@example.test"), "{text}");
 }
