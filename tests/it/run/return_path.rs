@@ -3,6 +3,7 @@
 
 use super::helpers::*;
 use crate::support::fault::FaultServer;
+use crate::support::report::row_of;
 
 /// MAIL FROM arguments the server saw, in order.
 fn mail_froms(server: &crate::support::fault::FaultHandle) -> Vec<String> {
@@ -122,4 +123,78 @@ fn a_server_without_dsn_gets_no_dsn_parameters() {
             "{c}"
         );
     }
+}
+
+/// A real Postfix that accepts the job's messages and relays one domain to
+/// a server that refuses its user (550 5.1.1): the DSN Postfix then writes
+/// returns goes to the row's VERP address, names the message by its ENVID
+/// and the recipient by its ORCPT, carries only the headers (RET=HDRS), and
+/// the classifier matches it to its row.
+#[test]
+fn a_postfix_bounce_comes_back_to_the_verp_address_with_envid_and_orcpt() {
+    use mailshot::mailbox::classify::{classify, AddressPattern, Context, Kind};
+    use std::time::Duration;
+
+    let far = FaultServer::builder()
+        .rcpt_hook(|_, _| Some("550 5.1.1 <gone@dead.test>: User unknown".into()))
+        .start();
+    let pf = crate::support::postfix::Postfix::start_with(&format!(
+        "transport_maps = inline:{{ dead.test=smtp:[127.0.0.1]:{} }}\n\
+         bounce_queue_lifetime = 0\n\
+         maximal_queue_lifetime = 0",
+        far.port()
+    ));
+    let csv = "email,name\nlive@example.test,Live\ngone@dead.test,Gone\n";
+    let job = Job::with_csv(
+        &format!(
+            "{{ url: \"smtp+plain://127.0.0.1:{}\", timeout: 10s }}",
+            pf.port()
+        ),
+        csv,
+        "return_path: \"bounces+{{ row }}@example.test\"",
+    );
+    job.dir.write(
+        "body.txt",
+        "Dear {{ name }},\nsecret body words {{ row }}.\n",
+    );
+    let out = job.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The message to live@ and the bounce for gone@.
+    let files = pf.wait_for_messages(2, Duration::from_secs(30));
+    let texts: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let bounce = texts
+        .iter()
+        .find(|t| String::from_utf8_lossy(t).contains("multipart/report"))
+        .unwrap_or_else(|| panic!("no DSN among {files:?}\nlog:\n{}", pf.log()));
+    let text = String::from_utf8_lossy(bounce);
+    let id = row_of(&job.report(), "gone@dead.test").message_id.clone();
+    assert!(
+        text.contains("X-Original-To: bounces+2@example.test")
+            || text.contains("Delivered-To: bounces+2@example.test"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "Original-Envelope-Id: {}",
+            id.trim_start_matches('<').trim_end_matches('>')
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("Original-Recipient: rfc822;gone@dead.test"),
+        "{text}"
+    );
+    assert!(text.contains("text/rfc822-headers"), "{text}");
+    assert!(!text.contains("secret body words"), "{text}");
+
+    let ctx = Context {
+        return_path: Some(AddressPattern::new("bounces+{{ row }}@example.test").unwrap()),
+        unsubscribe: None,
+    };
+    let c = classify(bounce, &ctx);
+    assert_eq!(c.kind, Kind::Hard, "{c:?}");
+    assert_eq!(c.email.as_deref(), Some("gone@dead.test"), "{c:?}");
+    assert_eq!(c.status.as_deref(), Some("5.1.1"), "{c:?}");
+    assert_eq!(c.row, Some(2), "{c:?}");
+    assert_eq!(c.message_id.as_deref(), Some(id.as_str()), "{c:?}");
 }
