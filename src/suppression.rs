@@ -62,7 +62,16 @@ fn normalize(email: &str) -> String {
 }
 
 fn read_into(path: &Path, file: File, out: &mut HashSet<String>) -> Result<()> {
-    let bad = |e: csv::Error| Error::no_input(path, &io::Error::other(e));
+    let bad = |e: csv::Error| match e.kind() {
+        csv::ErrorKind::Io(_) => Error::no_input(path, &io::Error::other(e)),
+        _ => Error::invalid(
+            Location {
+                line: e.position().map(|p| p.line()),
+                ..Location::file(path)
+            },
+            format!("not a readable CSV file: {e}"),
+        ),
+    };
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_reader(io::BufReader::new(file));
@@ -91,8 +100,8 @@ fn read_into(path: &Path, file: File, out: &mut HashSet<String>) -> Result<()> {
     Ok(())
 }
 
-/// Append `(email, reason)` rows to `path`, creating it with [`HEADER`] when
-/// missing, and sync it. Rows follow the file's own header: the address goes
+/// Append `(email, reason)` rows to `path`, creating it (and its folder)
+/// with [`HEADER`] when missing, and sync it. Rows follow the file's own header: the address goes
 /// in its `email` column, the reason and the time in `reason` and `added`
 /// when it has them.
 pub fn append(path: &Path, entries: &[(String, String)], added: &str) -> io::Result<()> {
@@ -113,6 +122,11 @@ pub fn append(path: &Path, entries: &[(String, String)], added: &str) -> io::Res
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
+    if existing.is_none() {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
     let mut file = OpenOptions::new().create(true).append(true).open(path)?;
     let header: Vec<String> = match existing {
         Some(h) if h.iter().any(|c| c == "email") => h,
@@ -183,6 +197,16 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_is_not_utf8_csv_is_invalid_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.csv");
+        std::fs::write(&f, b"email\na@example.com\n\xff\xfe@example.com\n").unwrap();
+        let err = Suppression::load(&[f]).unwrap_err();
+        assert_eq!(err.exit_code() as i32, 65, "{err}");
+        assert!(err.to_string().contains("s.csv"), "{err}");
+    }
+
+    #[test]
     fn a_file_without_an_email_column_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("s.csv");
@@ -195,7 +219,7 @@ mod tests {
     #[test]
     fn appending_creates_the_file_then_follows_its_header() {
         let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("s.csv");
+        let f = dir.path().join("lists/new/s.csv");
         append(
             &f,
             &[("a@example.com".into(), "550 5.1.1 no such user".into())],
