@@ -208,7 +208,24 @@ impl Prepared {
                                 "no From address",
                             )],
                         },
-                        Ok(draft) => Row::Message(draft),
+                        Ok(mut draft) => {
+                            // A suppressed Cc or Bcc (or extra To) is left
+                            // out of the message; the row goes to the rest.
+                            if !suppression.is_empty() {
+                                let keep =
+                                    |m: &crate::address::Mailbox| !suppression.contains(&m.addr);
+                                draft.to.retain(keep);
+                                draft.cc.retain(keep);
+                                draft.bcc.retain(keep);
+                                if draft.envelope_recipients().is_empty() {
+                                    return Row::Suppressed {
+                                        row: draft.row,
+                                        email: draft.email,
+                                    };
+                                }
+                            }
+                            Row::Message(draft)
+                        }
                     }
                 }
             }))

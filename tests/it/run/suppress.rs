@@ -261,3 +261,46 @@ fn send_skip_suppressed_leaves_the_address_out() {
     let text = String::from_utf8_lossy(&msgs[0].data);
     assert!(!text.contains("gone@example.test"), "{text}");
 }
+
+#[test]
+fn the_json_events_carry_suppressed_rows_and_their_count() {
+    let server = FaultServer::start();
+    let job = suppressed_job(&smtp_plain(server.port(), ""));
+    let out = job.run(&["--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let summary = json_summary(&out.stdout);
+    assert_eq!(summary["suppressed"], 2, "{summary}");
+    assert_eq!(summary["sent"], 2, "{summary}");
+    assert_eq!(summary["exit_code"], 0, "{summary}");
+    let suppressed_events = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["status"] == "suppressed")
+        .count();
+    assert_eq!(suppressed_events, 2, "{}", out.stdout);
+}
+
+#[test]
+fn a_suppressed_cc_is_left_out_and_the_row_goes_to_the_others() {
+    let server = FaultServer::start();
+    let csv =
+        "email,name,cc\na@example.test,A,boss@example.test\nb@example.test,B,ok@example.test\n";
+    let job = Job::with_csv(
+        &smtp_plain(server.port(), ""),
+        csv,
+        "cc: \"{{ cc }}\"\nsuppress: gone.csv",
+    );
+    job.dir.write("gone.csv", "email\nBOSS@example.test\n");
+    let out = job.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(rcpts_for(&server, "boss@example.test"), 0);
+    let got = deliveries(&server);
+    for who in ["a@example.test", "b@example.test", "ok@example.test"] {
+        assert_eq!(got.get(who), Some(&1), "{who}: {got:?}");
+    }
+    let first = &server.messages()[0];
+    let text = String::from_utf8_lossy(&first.data);
+    assert!(!text.to_lowercase().contains("boss@example.test"), "{text}");
+    assert!(job.report().iter().all(|r| r.status == "sent"));
+}
