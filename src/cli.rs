@@ -145,6 +145,10 @@ pub struct SendArgs {
     /// Write the SMTP conversation to FILE or `-`.
     #[arg(long, value_name = "FILE|-")]
     pub trace: Option<String>,
+    /// Leave out recipients in the user config's suppression list (default:
+    /// warn and send anyway).
+    #[arg(long)]
+    pub skip_suppressed: bool,
 }
 
 /// `mailshot capture`.

@@ -18,3 +18,4 @@ pub mod job;
 pub mod mailbox;
 pub mod outputs;
 pub mod smtp;
+pub mod suppression;

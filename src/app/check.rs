@@ -16,12 +16,21 @@ const BULK_WARNING: u64 = 300;
 /// `mailshot check JOB [--connect]`.
 pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     let prepared = prepare(&args.job.job, &args.job.vars)?;
-    let (messages, dups) = prepared.validate(None, true)?;
+    let tally = prepared.validate(None, true)?;
+    let (messages, dups) = (tally.messages, tally.duplicates);
     eprintln!(
-        "{}: {messages} messages render cleanly{}",
+        "{}: {messages} messages render cleanly{}{}",
         args.job.job.display(),
         if dups > 0 {
             format!(", {dups} duplicate rows will be skipped")
+        } else {
+            String::new()
+        },
+        if tally.suppressed > 0 {
+            format!(
+                ", {} suppressed addresses will not be sent to",
+                tally.suppressed
+            )
         } else {
             String::new()
         }

@@ -33,6 +33,13 @@ pub fn preview(args: &PreviewArgs) -> Result<ExitCode> {
                 },
                 format!("{email} already appears in row {first}; this row is skipped when sending"),
             )),
+            Row::Suppressed { row, email } => Err(Error::invalid(
+                Location {
+                    row: Some(row),
+                    ..Location::file(&prepared.job.recipients.file)
+                },
+                format!("{email} is in a suppression file; this row is never sent"),
+            )),
         };
     }
     Err(Error::Usage(format!(
@@ -52,7 +59,7 @@ pub fn dry_run(args: &RunArgs) -> Result<ExitCode> {
     prepared.validate(args.limit, false)?;
     std::fs::create_dir_all(out).map_err(|e| crate::outputs::error("folder", out, &e))?;
     let run_id = format!("dry{:08x}", fastrand::u32(..));
-    let (mut written, mut skipped) = (0u64, 0u64);
+    let (mut written, mut skipped, mut suppressed) = (0u64, 0u64, 0u64);
     for row in prepared.rows(args.limit, &run_id, date_now())? {
         match row {
             Row::Message(m) => {
@@ -67,6 +74,7 @@ pub fn dry_run(args: &RunArgs) -> Result<ExitCode> {
                 written += 1;
             }
             Row::Duplicate { .. } => skipped += 1,
+            Row::Suppressed { .. } => suppressed += 1,
             Row::Invalid { problems, .. } => {
                 // The files changed between the two passes.
                 return Err(Error::Invalid(problems));
@@ -75,10 +83,15 @@ pub fn dry_run(args: &RunArgs) -> Result<ExitCode> {
     }
     if !args.quiet {
         eprintln!(
-            "dry run: {written} messages written to {}{}",
+            "dry run: {written} messages written to {}{}{}",
             out.display(),
             if skipped > 0 {
                 format!(" ({skipped} duplicate rows skipped)")
+            } else {
+                String::new()
+            },
+            if suppressed > 0 {
+                format!("; {suppressed} suppressed addresses not written")
             } else {
                 String::new()
             }

@@ -13,6 +13,7 @@ use crate::compose::prepare::{date_now, prepare};
 use crate::delivery::feed::Feed;
 use crate::delivery::inputs::{self, InputsBuilder};
 use crate::delivery::journal;
+use crate::delivery::learn::Learner;
 use crate::delivery::ledger::RunLedger;
 use crate::delivery::plan::Plan;
 use crate::delivery::progress::{Mode, Progress};
@@ -37,7 +38,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut seen = InputsBuilder::new(&prepared.job.dir, args.limit, earlier.as_ref());
     // Nothing is sent unless every row renders; the pass also hashes what
     // the messages attach.
-    let (messages, duplicates) = prepared.validate_drafts(args.limit, |d| seen.draft(d))?;
+    let tally = prepared.validate_drafts(args.limit, |d| seen.draft(d))?;
+    let (messages, duplicates) = (tally.messages, tally.duplicates + tally.suppressed);
     let job = &prepared.job;
 
     let target = target::resolve(Some(job), args.smtp.as_deref())?;
@@ -101,7 +103,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         Mode::choose(args.quiet, args.json),
         Some(messages + duplicates),
     );
-    let ledger = RunLedger::new(&journal, &report, &progress, stop.clone());
+    let learner = job.suppress.first().cloned().map(Learner::new);
+    let ledger = RunLedger::new(&journal, &report, &progress, stop.clone()).with_learner(learner);
     let feed = Feed {
         prepared: &prepared,
         limit: args.limit,
@@ -116,6 +119,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let _ = ledger.flush();
     let write_failure = ledger.take_failure();
     let open = ledger.open_rows();
+    let learned = match ledger.learned() {
+        Some((n, path)) if n > 0 && !args.quiet => Some(format!(
+            "{n} refused addresses that do not exist were added to {}",
+            path.display()
+        )),
+        _ => None,
+    };
     drop(ledger);
     let resume = format!("rerun `mailshot run {}` to resume", args.job.job.display());
     if let Some(err) = write_failure {
@@ -176,7 +186,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         }
     }
     drop(plan);
-    if let Some(note) = note {
+    for note in [learned, note].into_iter().flatten() {
         eprintln!("{note}");
     }
     ending

@@ -108,6 +108,35 @@ fn draft(args: &SendArgs, default_from: Option<&str>) -> Result<Draft> {
     })
 }
 
+/// Warn about each recipient in the user config's suppression list and,
+/// with `skip`, leave it out. Returns whether anyone is left to send to.
+fn heed_suppression(draft: &mut Draft, skip: bool) -> Result<bool> {
+    let files = crate::job::validate::user_config::load_user_suppress()?;
+    if files.is_empty() {
+        return Ok(true);
+    }
+    let list = crate::suppression::Suppression::load(&files)?;
+    let mut keep = |m: &Mailbox| {
+        if !list.contains(&m.addr) {
+            return true;
+        }
+        if skip {
+            eprintln!("warning: {} is in the suppression list; left out", m.addr);
+        } else {
+            eprintln!(
+                "warning: {} is in the suppression list; sending anyway \
+                 (--skip-suppressed leaves it out)",
+                m.addr
+            );
+        }
+        !skip
+    };
+    draft.to.retain(&mut keep);
+    draft.cc.retain(&mut keep);
+    draft.bcc.retain(&mut keep);
+    Ok(!(draft.to.is_empty() && draft.cc.is_empty() && draft.bcc.is_empty()))
+}
+
 /// `mailshot send`.
 pub fn send(args: &SendArgs) -> Result<ExitCode> {
     let target = if args.dry_run {
@@ -119,7 +148,11 @@ pub fn send(args: &SendArgs) -> Result<ExitCode> {
         Some(Target::Smtp(s)) => s.username.clone(),
         _ => None,
     };
-    let draft = draft(args, default_from.as_deref())?;
+    let mut draft = draft(args, default_from.as_deref())?;
+    if !heed_suppression(&mut draft, args.skip_suppressed)? {
+        eprintln!("nothing sent: every recipient is in the suppression list");
+        return Ok(ExitCode::Ok);
+    }
     let from = draft.from.clone().expect("set above");
     let run_id = format!("{:016x}", fastrand::u64(..));
     let out = mime::compose(

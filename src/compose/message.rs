@@ -96,8 +96,10 @@ pub struct Draft {
     pub row: u64,
     /// The row's email column value (the report key).
     pub email: String,
-    /// From header and envelope sender.
+    /// From header, and envelope sender unless `return_path` is set.
     pub from: Option<Mailbox>,
+    /// Envelope sender (MAIL FROM), e.g. a VERP address; `None`: From's.
+    pub return_path: Option<String>,
     /// Reply-To.
     pub reply_to: Vec<Mailbox>,
     /// To.

@@ -1,6 +1,6 @@
 //! Job + recipients + templates → a stream of rows, each a message, a skipped
-//! duplicate or the problems that stop it; and the validation pass that
-//! renders every row before anything is sent.
+//! duplicate, a suppressed address (never rendered) or the problems that stop
+//! it; and the validation pass that renders every row before anything is sent.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,6 +10,7 @@ use crate::compose::recipients::RecipientReader;
 use crate::compose::render::Renderer;
 use crate::error::{Diagnostic, Location, Problems, Result};
 use crate::job::Job;
+use crate::suppression::Suppression;
 
 /// A job whose templates compiled.
 pub struct Prepared {
@@ -19,6 +20,26 @@ pub struct Prepared {
     pub renderer: Renderer,
     /// The DKIM signer, when the job has `dkim:`.
     pub dkim: Option<crate::compose::dkim::Signer>,
+    /// The addresses of the job's `suppress` files.
+    pub suppression: Suppression,
+}
+
+/// What a validation pass counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Rows that render into a message.
+    pub messages: u64,
+    /// Duplicate rows, skipped.
+    pub duplicates: u64,
+    /// Rows whose address is suppressed, neither rendered nor sent.
+    pub suppressed: u64,
+}
+
+impl Tally {
+    /// Every row counted.
+    pub fn rows(&self) -> u64 {
+        self.messages + self.duplicates + self.suppressed
+    }
 }
 
 /// One CSV row after rendering: by default into a message ready to send,
@@ -35,6 +56,13 @@ pub enum Row<M = Box<Outgoing>> {
         email: String,
         /// The first row with the same address.
         first: u64,
+    },
+    /// The row's address is in a suppression file: not rendered, not sent.
+    Suppressed {
+        /// The row.
+        row: u64,
+        /// Its email.
+        email: String,
     },
     /// The row cannot be sent.
     Invalid {
@@ -53,6 +81,7 @@ impl<M> Row<M> {
         match self {
             Row::Message(m) => Row::Message(f(m)),
             Row::Duplicate { row, email, first } => Row::Duplicate { row, email, first },
+            Row::Suppressed { row, email } => Row::Suppressed { row, email },
             Row::Invalid {
                 row,
                 email,
@@ -72,10 +101,12 @@ pub fn prepare(path: &std::path::Path, vars: &[String]) -> Result<Prepared> {
     let job = crate::job::load(path, &vars)?;
     let renderer = Renderer::new(&job)?;
     let dkim = crate::compose::dkim::for_job(job.dkim.as_ref())?;
+    let suppression = Suppression::load(&job.suppress)?;
     Ok(Prepared {
         job,
         renderer,
         dkim,
+        suppression,
     })
 }
 
@@ -137,6 +168,7 @@ impl Prepared {
         let allow_dups = self.job.recipients.allow_duplicates;
         let file = self.job.recipients.file.clone();
         let renderer = self.renderer.rows();
+        let suppression = &self.suppression;
         Ok(reader
             .take(limit.map(|l| l as usize).unwrap_or(usize::MAX))
             .map(move |item| match item {
@@ -146,6 +178,12 @@ impl Prepared {
                     problems: vec![d],
                 },
                 Ok(r) => {
+                    if suppression.contains(&r.email) {
+                        return Row::Suppressed {
+                            row: r.row,
+                            email: r.email,
+                        };
+                    }
                     if let (Some(first), false) = (r.duplicate_of, allow_dups) {
                         return Row::Duplicate {
                             row: r.row,
@@ -170,19 +208,36 @@ impl Prepared {
                                 "no From address",
                             )],
                         },
-                        Ok(draft) => Row::Message(draft),
+                        Ok(mut draft) => {
+                            // A suppressed Cc or Bcc (or extra To) is left
+                            // out of the message; the row goes to the rest.
+                            if !suppression.is_empty() {
+                                let keep =
+                                    |m: &crate::address::Mailbox| !suppression.contains(&m.addr);
+                                draft.to.retain(keep);
+                                draft.cc.retain(keep);
+                                draft.bcc.retain(keep);
+                                if draft.envelope_recipients().is_empty() {
+                                    return Row::Suppressed {
+                                        row: draft.row,
+                                        email: draft.email,
+                                    };
+                                }
+                            }
+                            Row::Message(draft)
+                        }
                     }
                 }
             }))
     }
 
     /// Render every row (the first `limit`) and report every problem; nothing
-    /// is sent by this. Returns (messages, duplicates skipped).
+    /// is sent by this. Returns what it counted.
     ///
     /// With `encode`, every message is also built (MIME-encoded), as `check`
     /// does; `run` skips that here, since building cannot fail and it builds
     /// each message again as it sends.
-    pub fn validate(&self, limit: Option<u64>, encode: bool) -> Result<(u64, u64)> {
+    pub fn validate(&self, limit: Option<u64>, encode: bool) -> Result<Tally> {
         // Unsigned: the key loaded in `prepare`, and signing every row of a
         // big list just to count them would cost seconds for nothing.
         if encode {
@@ -198,7 +253,7 @@ impl Prepared {
         &self,
         limit: Option<u64>,
         mut see: impl FnMut(&Draft),
-    ) -> Result<(u64, u64)> {
+    ) -> Result<Tally> {
         self.tally(self.drafts(limit)?.inspect(|row| {
             if let Row::Message(draft) = row {
                 see(draft);
@@ -206,18 +261,19 @@ impl Prepared {
         }))
     }
 
-    fn tally<M>(&self, rows: impl Iterator<Item = Row<M>>) -> Result<(u64, u64)> {
+    fn tally<M>(&self, rows: impl Iterator<Item = Row<M>>) -> Result<Tally> {
         let mut problems = Problems::default();
-        let (mut ok, mut dups) = (0u64, 0u64);
+        let mut tally = Tally::default();
         for row in rows {
             match row {
-                Row::Message(_) => ok += 1,
-                Row::Duplicate { .. } => dups += 1,
+                Row::Message(_) => tally.messages += 1,
+                Row::Duplicate { .. } => tally.duplicates += 1,
+                Row::Suppressed { .. } => tally.suppressed += 1,
                 Row::Invalid { problems: p, .. } => problems.extend(p),
             }
         }
         if problems.is_empty() {
-            return Ok((ok, dups));
+            return Ok(tally);
         }
         Err(problems.into_error())
     }

@@ -1,6 +1,8 @@
 //! The feed: rows rendered ahead on a thread of their own, behind a bounded
 //! queue, while the dispatcher's sessions send. Rows an earlier run settled
 //! are reported from the journal, duplicates and invalid rows are skipped,
+//! suppressed addresses are reported `suppressed` (and not journaled, so the
+//! next run asks the suppression list again),
 //! rows left uncertain wait for `--resend-uncertain`; only the rest is
 //! queued. A heartbeat makes settled outcomes durable and reported (group
 //! commit) while the sessions work.
@@ -99,7 +101,9 @@ impl Feed<'_> {
             stopped = stopped || stop.load(Ordering::SeqCst);
             let row_no = match &row {
                 Row::Message(m) => m.row,
-                Row::Duplicate { row, .. } | Row::Invalid { row, .. } => *row,
+                Row::Duplicate { row, .. }
+                | Row::Suppressed { row, .. }
+                | Row::Invalid { row, .. } => *row,
             };
             if let Some(done) = replay.done.get(&row_no) {
                 let previous = ledger
@@ -175,6 +179,20 @@ impl Feed<'_> {
                         attempts: 0,
                     };
                     ledger.settled(&[o]).map_err(io)?;
+                }
+                Row::Suppressed { row, email } => {
+                    let o = Outcome {
+                        row,
+                        email,
+                        status: Status::Suppressed,
+                        code: None,
+                        enhanced: None,
+                        reply: "in a suppression file; not sent".into(),
+                        message_id: None,
+                        attempts: 0,
+                    };
+                    ledger.report_io(ledger.report.record(&o)).map_err(io)?;
+                    ledger.progress.outcome(&o);
                 }
                 Row::Invalid {
                     row,

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::journal::{Journal, RcptOutcome};
+use super::learn::Learner;
 use super::outcome::Outcome;
 use super::progress::Progress;
 use super::report::Report;
@@ -85,6 +86,10 @@ pub struct RunLedger<'a> {
     stop: Arc<AtomicBool>,
     /// Rows settled with recipients still to retry (a rerun resumes them).
     open: AtomicUsize,
+    /// Adds recipients refused as nonexistent to the suppression list.
+    learner: Option<Learner>,
+    /// Addresses it added.
+    learned: AtomicUsize,
 }
 
 impl<'a> RunLedger<'a> {
@@ -103,7 +108,22 @@ impl<'a> RunLedger<'a> {
             failure: Mutex::new(None),
             stop,
             open: AtomicUsize::new(0),
+            learner: None,
+            learned: AtomicUsize::new(0),
         }
+    }
+
+    /// Recipients refused because their address does not exist go to
+    /// `learner`'s suppression file, durably, before the journal records them.
+    pub fn with_learner(mut self, learner: Option<Learner>) -> Self {
+        self.learner = learner;
+        self
+    }
+
+    /// How many addresses this run added to the suppression file, and which file.
+    pub fn learned(&self) -> Option<(usize, &Path)> {
+        let learner = self.learner.as_ref()?;
+        Some((self.learned.load(Ordering::SeqCst), learner.path()))
     }
 
     /// Remember the first failure to write `what` (the journal or the
@@ -194,6 +214,16 @@ impl Ledger for RunLedger<'_> {
             .collect();
         let outcomes: Vec<Outcome> = batch.iter().filter_map(|s| s.outcome.clone()).collect();
         let open: Vec<u64> = batch.iter().filter(|s| s.open).map(|s| s.row).collect();
+        if let Some(learner) = &self.learner {
+            let replies: Vec<(&str, &Reply)> = batch
+                .iter()
+                .flat_map(|s| s.rcpts.iter().map(|(rcpt, reply)| (rcpt.as_str(), reply)))
+                .collect();
+            let n = learner
+                .learn(&replies)
+                .inspect_err(|e| self.failed("suppression list", learner.path(), e))?;
+            self.learned.fetch_add(n, Ordering::SeqCst);
+        }
         self.journal.record_settled(&rcpts, &outcomes, &open)?;
         self.open.fetch_add(open.len(), Ordering::SeqCst);
         self.unreported

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod feed;
 pub mod inputs;
 pub mod journal;
+pub mod learn;
 pub mod ledger;
 pub mod limiter;
 pub mod outcome;

@@ -23,16 +23,20 @@ pub enum Status {
     Uncertain,
     /// Not sent on purpose (a duplicate address, or a row that failed validation).
     Skipped,
+    /// Not sent because the address is in a suppression file; never
+    /// journaled, so every run asks the suppression list again.
+    Suppressed,
 }
 
 impl Status {
     /// Every status, in report/summary order.
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Sent,
         Status::Rejected,
         Status::Failed,
         Status::Uncertain,
         Status::Skipped,
+        Status::Suppressed,
     ];
 
     /// The word used in the report, the journal and JSON events.
@@ -43,6 +47,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Uncertain => "uncertain",
             Status::Skipped => "skipped",
+            Status::Suppressed => "suppressed",
         }
     }
 

@@ -53,7 +53,7 @@ pub const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
 struct State {
     sink: Option<Box<dyn Write + Send>>,
     /// Outcomes per status, indexed like [`Status::ALL`].
-    counts: [u64; 5],
+    counts: [u64; Status::ALL.len()],
     sessions: usize,
     started: Instant,
     last_line: Option<Instant>,
@@ -174,7 +174,7 @@ impl Progress {
             bar,
             state: Mutex::new(State {
                 sink,
-                counts: [0; 5],
+                counts: [0; Status::ALL.len()],
                 sessions: 0,
                 started: Instant::now(),
                 last_line: None,
@@ -391,7 +391,10 @@ mod tests {
         }
     }
 
-    fn summary(counts: [u64; 5]) -> Summary {
+    /// Sent, rejected, failed, uncertain, skipped; none suppressed.
+    fn summary(five: [u64; 5]) -> Summary {
+        let mut counts = [0; Status::ALL.len()];
+        counts[..5].copy_from_slice(&five);
         Summary {
             counts,
             this_run: counts.iter().sum(),

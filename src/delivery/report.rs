@@ -166,7 +166,7 @@ impl Report {
         // and seek_relative stays inside the buffer.
         let mut scratch = io::BufReader::with_capacity(64 * 1024, scratch);
         let mut pos = 0u64;
-        let mut counts = [0u64; 5];
+        let mut counts = [0u64; Status::ALL.len()];
         let mut failures = FailureTally::default();
         let tmp_path = crate::outputs::with_suffix(&self.path, ".tmp");
         let mut out = BufWriter::new(crate::outputs::create(&tmp_path)?);
@@ -301,7 +301,7 @@ impl FailureTally {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     /// Recipients per status, indexed like [`Status::ALL`].
-    pub counts: [u64; 5],
+    pub counts: [u64; Status::ALL.len()],
     /// Outcomes produced by this run.
     pub this_run: u64,
     /// Outcomes an earlier run had already settled.
@@ -394,8 +394,10 @@ fn round3(x: f64) -> f64 {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `suppressed` shows only when some are: most jobs have none.
         let parts: Vec<String> = Status::ALL
             .iter()
+            .filter(|&&s| s != Status::Suppressed || self.count(s) > 0)
             .map(|&s| format!("{} {}", self.count(s), s))
             .collect();
         writeln!(
@@ -649,7 +651,7 @@ mod tests {
         }
         let journal = dir.path().join("job.journal");
         let summary = report.finish(Some(&journal)).unwrap();
-        assert_eq!(summary.counts, [2, 2, 7, 1, 1]);
+        assert_eq!(summary.counts, [2, 2, 7, 1, 1, 0]);
         assert_eq!(summary.total(), 13);
         assert_eq!(summary.previous, 1);
         assert_eq!(summary.this_run, 12);
@@ -682,7 +684,7 @@ mod tests {
     #[test]
     fn exit_code_follows_the_spec() {
         let mut s = Summary {
-            counts: [3, 0, 0, 0, 1],
+            counts: [3, 0, 0, 0, 1, 0],
             this_run: 4,
             previous: 0,
             failures: vec![],

@@ -303,6 +303,13 @@ impl<'a> SessionWorker<'a> {
                 data: w.out.data.clone(),
                 eight_bit: w.out.eight_bit,
                 smtputf8: w.out.smtputf8,
+                envid: Some(
+                    w.out
+                        .message_id
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_string(),
+                ),
             };
             session.client().submit(tx);
             round.inflight.insert(id, w);

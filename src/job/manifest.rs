@@ -58,6 +58,20 @@ pub struct RawJob {
     pub dkim: Option<RawDkim>,
     /// Recipients.
     pub recipients: Option<RawRecipients>,
+    /// Suppression list file(s): one path or a list of paths.
+    pub suppress: Option<RawSuppress>,
+    /// Envelope sender (MAIL FROM) template.
+    pub return_path: Option<String>,
+}
+
+/// `suppress:` is one file or a list of files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSuppress {
+    /// One file.
+    One(String),
+    /// Several files; the first is the one `bounces` adds to.
+    Many(Vec<String>),
 }
 
 /// The user config file: only an `smtp:` section.
@@ -66,6 +80,8 @@ pub struct RawJob {
 pub struct RawUserConfig {
     /// Default SMTP settings.
     pub smtp: Option<RawSmtp>,
+    /// Suppression files `send` checks its recipients against.
+    pub suppress: Option<RawSuppress>,
 }
 
 /// The `smtp:` section.

@@ -204,4 +204,9 @@ pub struct Job {
     pub dkim: Option<DkimSpec>,
     /// Recipients.
     pub recipients: RecipientsSpec,
+    /// Suppression list files, resolved against the job's folder; the first
+    /// may be missing (it is the one `bounces` creates), the others must exist.
+    pub suppress: Vec<PathBuf>,
+    /// Envelope sender (MAIL FROM) template; `None`: the From address.
+    pub return_path: Option<String>,
 }

@@ -35,9 +35,16 @@ pub enum Command {
         eight_bit: bool,
         /// `SMTPUTF8` (RFC 6531).
         smtputf8: bool,
+        /// Delivery status notifications (RFC 3461) when the server offers
+        /// them: `RET=HDRS` (a bounce returns only the headers) and, when
+        /// not empty, `ENVID=` with this envelope id.
+        dsn: Option<String>,
     },
     /// `RCPT TO:<addr>`.
     RcptTo(String),
+    /// `RCPT TO:<addr> ORCPT=rfc822;addr` (RFC 3461 §4.2): the bounce names
+    /// the address as it was sent, whatever forwarding did to it.
+    RcptToOrcpt(String),
     /// `DATA`.
     Data,
     /// `BDAT size [LAST]` (RFC 3030); the chunk follows on the wire.
@@ -76,6 +83,7 @@ impl fmt::Display for Command {
                 size,
                 eight_bit,
                 smtputf8,
+                dsn,
             } => {
                 write!(f, "MAIL FROM:<{addr}>")?;
                 if let Some(n) = size {
@@ -87,9 +95,18 @@ impl fmt::Display for Command {
                 if *smtputf8 {
                     f.write_str(" SMTPUTF8")?;
                 }
+                if let Some(envid) = dsn {
+                    f.write_str(" RET=HDRS")?;
+                    if !envid.is_empty() {
+                        write!(f, " ENVID={}", xtext(envid))?;
+                    }
+                }
                 Ok(())
             }
             Command::RcptTo(addr) => write!(f, "RCPT TO:<{addr}>"),
+            Command::RcptToOrcpt(addr) => {
+                write!(f, "RCPT TO:<{addr}> ORCPT=rfc822;{}", xtext(addr))
+            }
             Command::Data => f.write_str("DATA"),
             Command::Bdat { size, last } => {
                 write!(f, "BDAT {size}")?;
@@ -127,6 +144,19 @@ impl Command {
     }
 }
 
+/// RFC 3461 §4 xtext: `+`, `=` and octets outside `!`..`~` as `+XX`.
+pub fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +167,28 @@ mod tests {
             size,
             eight_bit,
             smtputf8,
+            dsn: None,
         }
+    }
+
+    #[test]
+    fn dsn_parameters_are_xtext() {
+        let m = Command::MailFrom {
+            addr: "bounces+7@example.com".into(),
+            size: None,
+            eight_bit: false,
+            smtputf8: false,
+            dsn: Some("r1.7=x@example.com".into()),
+        };
+        assert_eq!(
+            m.to_string(),
+            "MAIL FROM:<bounces+7@example.com> RET=HDRS ENVID=r1.7+3Dx@example.com"
+        );
+        assert_eq!(
+            Command::RcptToOrcpt("a+b@example.com".into()).to_string(),
+            "RCPT TO:<a+b@example.com> ORCPT=rfc822;a+2Bb@example.com"
+        );
+        assert_eq!(xtext("a b\u{e9}"), "a+20b+C3+A9");
     }
 
     #[test]

@@ -22,4 +22,6 @@ mod rehearsal;
 mod report;
 mod resume_inputs;
 mod retries;
+mod return_path;
 mod signals;
+mod suppress;

@@ -75,6 +75,7 @@ impl FaultServer {
                 size: None,
                 eight_bit: true,
                 smtputf8: true,
+                dsn: false,
                 greeting: "220 fault.test ESMTP scripted fault server".into(),
                 reply_delay: Duration::ZERO,
                 rcpt_hook: None,
@@ -118,6 +119,7 @@ struct Options {
     size: Option<u64>,
     eight_bit: bool,
     smtputf8: bool,
+    dsn: bool,
     greeting: String,
     reply_delay: Duration,
     rcpt_hook: Option<RcptHook>,
@@ -197,6 +199,11 @@ impl FaultBuilder {
     /// Advertise SMTPUTF8 (default on).
     pub fn smtputf8(mut self, on: bool) -> Self {
         self.opts.smtputf8 = on;
+        self
+    }
+    /// Advertise DSN, RFC 3461 (default off).
+    pub fn dsn(mut self, on: bool) -> Self {
+        self.opts.dsn = on;
         self
     }
     /// The greeting line (without CRLF). A non-2xx greeting refuses the
@@ -1102,6 +1109,7 @@ impl<'a> Connection<'a> {
             push(o.chunking, "CHUNKING".into());
             push(o.eight_bit, "8BITMIME".into());
             push(o.smtputf8, "SMTPUTF8".into());
+            push(o.dsn, "DSN".into());
             if let Some(size) = o.size {
                 push(true, format!("SIZE {size}"));
             }
@@ -1141,6 +1149,7 @@ impl<'a> Connection<'a> {
                 "BODY" if self.opts.eight_bit => {}
                 "SMTPUTF8" if self.opts.smtputf8 => {}
                 "AUTH" if self.opts.auth => {}
+                "RET" | "ENVID" if self.opts.dsn => {}
                 _ => return self.reply("555 5.5.4 Unsupported option"),
             }
         }
@@ -1166,9 +1175,18 @@ impl<'a> Connection<'a> {
         let Some(tx) = self.tx.as_mut() else {
             return self.reply("503 5.5.1 Error: need MAIL command");
         };
-        let Some(to) = rcpt_to(arg).map(|a| a.path) else {
+        let Some(to_arg) = rcpt_to(arg) else {
             return self.reply("501 5.5.4 Syntax: RCPT TO:<address>");
         };
+        // Only DSN's parameters (RFC 3461), and only when it is offered.
+        let dsn_only = |k: &str| matches!(k.to_ascii_uppercase().as_str(), "ORCPT" | "NOTIFY");
+        if to_arg
+            .params()
+            .any(|(k, _)| !(self.opts.dsn && dsn_only(k)))
+        {
+            return self.reply("555 5.5.4 Unsupported option");
+        }
+        let to = to_arg.path;
         tx.rcpt_commands += 1;
         let n = tx.rcpt_commands;
         let reply = self

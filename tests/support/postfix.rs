@@ -83,6 +83,12 @@ impl Postfix {
     /// Configures and starts an instance, waiting until it greets.
     /// Panics with a clear message if Postfix is not installed.
     pub fn start() -> Postfix {
+        Postfix::start_with("")
+    }
+
+    /// [`Postfix::start`] with extra `main.cf` lines (e.g. a `transport_maps`
+    /// that makes it bounce some domains itself).
+    pub fn start_with(extra_main_cf: &str) -> Postfix {
         assert!(
             Path::new(POSTFIX).exists(),
             "{POSTFIX} is missing: install the Debian package postfix (scripts/test does)"
@@ -142,7 +148,7 @@ impl Postfix {
             cert = cert.display(),
             key = key.display(),
         );
-        dir.write("conf/main.cf", main_cf);
+        dir.write("conf/main.cf", format!("{main_cf}{extra_main_cf}\n"));
         dir.write(
             "conf/master.cf",
             format!("127.0.0.1:{port} inet n - n - - smtpd\n{MASTER_SERVICES}"),

@@ -89,11 +89,14 @@ pub fn build(draft: &Draft, opts: &MimeOptions) -> Vec<u8> {
 pub fn compose(draft: &Draft, opts: &MimeOptions) -> Outgoing {
     let data = build(draft, opts);
     let rcpt_to = draft.envelope_recipients();
-    let mail_from = draft
-        .from
-        .as_ref()
-        .map(|m| m.addr.clone())
-        .unwrap_or_default();
+    let mail_from = match &draft.return_path {
+        Some(verp) => verp.clone(),
+        None => draft
+            .from
+            .as_ref()
+            .map(|m| m.addr.clone())
+            .unwrap_or_default(),
+    };
     let smtputf8 = !mail_from.is_ascii() || rcpt_to.iter().any(|a| !a.is_ascii());
     let eight_bit = !data.is_ascii();
     Outgoing {
@@ -542,6 +545,7 @@ mod tests {
             cc: vec![mb(None, "boss@example.com")],
             bcc: vec![mb(None, "hidden@example.com")],
             reply_to: vec![mb(Some("Support, Team"), "help@example.com")],
+            return_path: None,
             subject: "十一月新闻 – November news".into(),
             headers: vec![("X-Campaign".into(), "2026-11".into())],
             list_unsubscribe: vec![

@@ -56,7 +56,7 @@ impl RowRender<'_> {
 }
 
 /// The keys whose rendered value is a list of addresses.
-pub(super) const ADDRESS_KEYS: [&str; 5] = ["from", "reply_to", "to", "cc", "bcc"];
+pub(super) const ADDRESS_KEYS: [&str; 6] = ["from", "reply_to", "to", "cc", "bcc", "return_path"];
 
 /// The auto-escape mode of address templates.
 pub(super) const ADDRESS_ESCAPE: &str = "address";

@@ -54,6 +54,18 @@ impl RowsRenderer<'_> {
             }
         }
         draft.reply_to = row.addresses("reply_to").unwrap_or_default();
+        if let Some(list) = row.addresses("return_path") {
+            match list.len() {
+                1 => draft.return_path = list.into_iter().next().map(|m| m.addr),
+                n => {
+                    let d = row.diag_at_key(
+                        "return_path",
+                        format!("return_path: expected one address, got {n}"),
+                    );
+                    row.diags.push(d);
+                }
+            }
+        }
         if self.r.inline.contains("to") {
             if let Some(list) = row.addresses("to") {
                 if list.is_empty() {

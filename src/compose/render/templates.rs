@@ -36,6 +36,7 @@ impl Renderer {
             ("to", &job.to),
             ("cc", &job.cc),
             ("bcc", &job.bcc),
+            ("return_path", &job.return_path),
         ] {
             if let Some(v) = value {
                 inline_sources.push((key.into(), v.clone()));

@@ -52,6 +52,8 @@ impl Fixture {
                 encoding: encoding_rs::UTF_8,
                 allow_duplicates: false,
             },
+            suppress: vec![],
+            return_path: None,
         }
     }
 }

@@ -86,6 +86,9 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
             check_static_addresses(&mut p, key, v, false);
         }
     }
+    if let Some(v) = &raw.return_path {
+        check_static_addresses(&mut p, "return_path", v, true);
+    }
     let subject = raw.subject.clone().unwrap_or_else(|| {
         p.at(&["subject"], "missing required key `subject`");
         String::new()
@@ -194,6 +197,8 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
         }
     };
 
+    let suppress = suppress_files(&mut p, &dir, raw.suppress.as_ref());
+
     let mut job_vars = raw.vars.clone();
     if job_vars.keys().any(|k| !k.is_string()) {
         p.at(&["vars"], "every key in `vars` must be a string");
@@ -227,7 +232,38 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
         dkim,
         // `finish` returned early if recipients were missing.
         recipients: recipients.expect("recipients checked"),
+        suppress,
+        return_path: raw.return_path,
     })
+}
+
+/// The `suppress` files: the first may not exist yet (`bounces` creates it),
+/// every other one must.
+fn suppress_files(
+    p: &mut Problems,
+    dir: &Path,
+    raw: Option<&super::manifest::RawSuppress>,
+) -> Vec<PathBuf> {
+    use super::manifest::RawSuppress;
+    let names: Vec<&str> = match raw {
+        None => Vec::new(),
+        Some(RawSuppress::One(f)) => vec![f.as_str()],
+        Some(RawSuppress::Many(fs)) => fs.iter().map(String::as_str).collect(),
+    };
+    let mut files = Vec::with_capacity(names.len());
+    for (i, name) in names.into_iter().enumerate() {
+        if name.trim().is_empty() {
+            p.at(&["suppress"], "a `suppress` file name is empty");
+            continue;
+        }
+        let path = dir.join(name.trim());
+        if i == 0 && !path.exists() {
+            files.push(path);
+        } else {
+            files.push(p.input_file(dir, &["suppress"], name));
+        }
+    }
+    files
 }
 
 /// Addresses without template syntax can be checked now rather than per row.

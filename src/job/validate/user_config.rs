@@ -7,7 +7,7 @@ use super::problems::Problems;
 use super::smtp_section::build_smtp;
 use super::yaml::{check_nesting, yaml_error};
 use crate::error::{Error, Result};
-use crate::job::manifest::RawUserConfig;
+use crate::job::manifest::{RawSuppress, RawUserConfig};
 use crate::job::SmtpSettings;
 
 /// `$XDG_CONFIG_HOME/mailshot/config.yaml` (or `~/.config/...`).
@@ -31,6 +31,36 @@ pub fn load_user_smtp() -> Result<Option<SmtpSettings>> {
         Some(path) => load_user_smtp_from(&path),
         None => Ok(None),
     }
+}
+
+/// The `suppress` files of the user config (resolved against its folder),
+/// if it names any; they must exist.
+pub fn load_user_suppress() -> Result<Vec<PathBuf>> {
+    let Some(path) = user_config_path() else {
+        return Ok(Vec::new());
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::no_input(&path, &e)),
+    };
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let raw: RawUserConfig = serde_yaml::from_str(&text).map_err(|e| yaml_error(&path, &e))?;
+    let names = match raw.suppress {
+        None => Vec::new(),
+        Some(RawSuppress::One(f)) => vec![f],
+        Some(RawSuppress::Many(fs)) => fs,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut p = Problems::new(&path, &text);
+    let files = names
+        .iter()
+        .map(|n| p.input_file(dir, &["suppress"], n))
+        .collect();
+    p.finish()?;
+    Ok(files)
 }
 
 /// The `smtp:` section of the config file at `path`; `Ok(None)` if the file

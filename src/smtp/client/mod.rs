@@ -131,6 +131,11 @@ pub struct Transaction {
     pub eight_bit: bool,
     /// Needs `SMTPUTF8`.
     pub smtputf8: bool,
+    /// The envelope id (RFC 3461 `ENVID`, at most 100 characters) asked
+    /// for when the server offers DSN, with `RET=HDRS` and an `ORCPT` per
+    /// recipient, so a bounce can be matched to its message; `None` asks
+    /// for nothing.
+    pub envid: Option<String>,
 }
 
 impl fmt::Debug for Transaction {
@@ -1077,6 +1082,7 @@ impl Client {
     /// Writes the next step of `seq`; false when nothing more may follow now.
     fn write_step(&mut self, seq: u64) -> bool {
         let size_offered = self.caps.as_ref().is_some_and(|c| c.size_offered);
+        let dsn = self.caps.as_ref().is_some_and(|c| c.dsn);
         let chunking = self.chunking;
         let Some(tx) = self.txs.get_mut(&seq) else {
             self.unwritten.retain(|&s| s != seq);
@@ -1104,12 +1110,26 @@ impl Client {
                     size: size_offered.then_some(tx.wire.len()),
                     eight_bit: tx.tx.eight_bit,
                     smtputf8: tx.tx.smtputf8,
+                    dsn: tx.tx.envid.as_ref().filter(|_| dsn).map(|id| {
+                        // RFC 3461 §4.4: at most 100 characters; a longer id is left out.
+                        if id.len() <= 100 {
+                            id.clone()
+                        } else {
+                            String::new()
+                        }
+                    }),
                 };
                 self.send(cmd, Some(Expect::Mail(seq)));
                 true
             }
             Step::Rcpt(i) => {
-                let cmd = Command::RcptTo(tx.tx.rcpt_to[i].clone());
+                let rcpt = tx.tx.rcpt_to[i].clone();
+                // ORCPT's rfc822 type is ASCII only (RFC 6533 adds utf-8).
+                let cmd = if dsn && tx.tx.envid.is_some() && rcpt.is_ascii() {
+                    Command::RcptToOrcpt(rcpt)
+                } else {
+                    Command::RcptTo(rcpt)
+                };
                 self.send(cmd, Some(Expect::Rcpt(seq, i)));
                 true
             }

@@ -42,6 +42,7 @@ fn tx(id: u64, rcpts: &[&str], body: &str) -> Transaction {
         data: Arc::new(body.as_bytes().to_vec()),
         eight_bit: false,
         smtputf8: false,
+        envid: None,
     }
 }
 
