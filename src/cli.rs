@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod sendmail;
+
 /// mailshot — a scriptable batch mailer: YAML job + CSV recipients + minijinja
 /// templates, sent over pipelined SMTP.
 #[derive(Debug, Parser)]
@@ -28,6 +30,19 @@ pub enum Command {
     Send(SendArgs),
     /// Run a local capture SMTP server that stores each message as DIR/*.eml.
     Capture(CaptureArgs),
+    /// Submit one RFC 5322 message from stdin, as sendmail(8) does
+    /// (`-t`, `-i`, `-f ADDR`, `-F NAME`, recipients).
+    #[command(disable_help_flag = true)]
+    Sendmail(SendmailRaw),
+}
+
+/// `mailshot sendmail`: the arguments as given; `cli::sendmail` parses them
+/// the way sendmail(8) callers write them.
+#[derive(Debug, Args)]
+pub struct SendmailRaw {
+    /// Flags and recipients.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// Options shared by the commands that read a job.

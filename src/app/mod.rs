@@ -6,6 +6,7 @@ pub mod check;
 pub mod preview;
 pub mod run;
 pub mod send;
+pub mod sendmail;
 
 use crate::cli::{Cli, Command};
 use crate::error::{Error, ExitCode, Result};
@@ -20,6 +21,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Preview(args) => preview::preview(&args),
         Command::Send(args) => send::send(&args),
         Command::Capture(args) => capture::capture(&args),
+        Command::Sendmail(raw) => sendmail::sendmail(&raw.args),
     }
 }
 

@@ -12,4 +12,5 @@ mod everyday;
 mod interop;
 mod protocol;
 mod run;
+mod sendmail;
 mod smtp;
