@@ -4,6 +4,8 @@
 //! and a private Postfix (which writes the envelope into the delivered
 //! copy as Return-Path and Delivered-To).
 
+mod callers;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
