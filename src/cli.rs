@@ -32,8 +32,36 @@ pub enum Command {
     Capture(CaptureArgs),
     /// Submit one RFC 5322 message from stdin, as sendmail(8) does
     /// (`-t`, `-i`, `-f ADDR`, `-F NAME`, recipients).
+    ///
+    /// Also runs this way when the binary is invoked under the name
+    /// `sendmail`. Flags: -t (recipients from To, Cc and Bcc, plus the
+    /// arguments), -i and -oi (a lone dot is text), -f ADDR / -r ADDR (envelope
+    /// sender), -F NAME (name of an added From), -v (SMTP conversation on
+    /// stderr), --smtp URL. Accepted and ignored: -bm, -U, -o*, -B, -N, -R,
+    /// -X, -L, -h, -V. Others are refused with exit 64. Exit 75 means the
+    /// message could not go out now; the caller keeps it.
     #[command(disable_help_flag = true)]
     Sendmail(SendmailRaw),
+    /// Print the man page or shell completions, for packagers.
+    #[command(subcommand)]
+    Generate(Generate),
+}
+
+/// `mailshot generate`: what a package installs next to the binary.
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// The man page (roff), e.g. `mailshot generate man > mailshot.1`.
+    Man {
+        /// Write every page (mailshot.1 and one mailshot-COMMAND.1 per
+        /// command) into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Completions for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `mailshot sendmail`: the arguments as given; `cli::sendmail` parses them

@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod check;
+pub mod generate;
 pub mod preview;
 pub mod run;
 pub mod send;
@@ -22,6 +23,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Send(args) => send::send(&args),
         Command::Capture(args) => capture::capture(&args),
         Command::Sendmail(raw) => sendmail::sendmail(&raw.args),
+        Command::Generate(what) => generate::generate(&what),
     }
 }
 

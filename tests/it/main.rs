@@ -9,6 +9,7 @@ mod support;
 mod capture;
 mod cli;
 mod everyday;
+mod generate;
 mod interop;
 mod protocol;
 mod run;
