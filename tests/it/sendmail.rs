@@ -383,3 +383,61 @@ fn postfix_receives_the_envelope_and_the_body_unchanged() {
     delivered_to.sort();
     assert_eq!(delivered_to, ["admin@x.example", "audit@z.example"]);
 }
+
+/// `sendmail a@y.example` run with `etc` mounted over /etc (in a private
+/// mount namespace), HOME = `dir`, the message from `dir/msg.eml`.
+fn sendmail_with_etc(dir: &TestDir, etc: &TestDir) -> Output {
+    let probe = Command::new("unshare").args(["-m", "true"]).status();
+    assert!(
+        probe.is_ok_and(|s| s.success()),
+        "this test needs `unshare -m` (root or CAP_SYS_ADMIN)"
+    );
+    dir.write("msg.eml", "From: cron@host.example\nSubject: s\n\nbody\n");
+    let mut c = Command::new("unshare");
+    c.args([
+        "-m",
+        "sh",
+        "-c",
+        "mount --bind \"$1\" /etc && exec \"$2\" -i a@y.example",
+        "sh",
+    ])
+    .arg(etc.path())
+    .arg(dir.join("bin/sendmail"))
+    .current_dir(dir.path())
+    .env("HOME", dir.path())
+    .env("XDG_CONFIG_HOME", dir.join("xdg"))
+    .env_remove("MAILSHOT_PASSWORD")
+    .stdin(std::fs::File::open(dir.join("msg.eml")).unwrap());
+    cmd::spawn_command(c).finish()
+}
+
+/// A stand-in for /etc holding only `mailshot/config.yaml` for `port`.
+fn etc_for(port: u16) -> TestDir {
+    let etc = TestDir::new();
+    etc.write(
+        "mailshot/config.yaml",
+        format!("smtp:\n  url: \"smtp+plain://127.0.0.1:{port}\"\n  timeout: 5s\n"),
+    );
+    etc
+}
+
+#[test]
+fn the_system_config_serves_users_without_their_own() {
+    let system = FaultServer::start();
+    let dir = setup(0);
+    std::fs::remove_file(dir.join("xdg/mailshot/config.yaml")).unwrap();
+    let out = sendmail_with_etc(&dir, &etc_for(system.port()));
+    out.expect_code(0);
+    assert_eq!(one(system.messages()).rcpts, ["a@y.example"]);
+}
+
+#[test]
+fn the_user_config_wins_over_the_system_config() {
+    let system = FaultServer::start();
+    let user = FaultServer::start();
+    let dir = setup(user.port());
+    let out = sendmail_with_etc(&dir, &etc_for(system.port()));
+    out.expect_code(0);
+    assert_eq!(one(user.messages()).rcpts, ["a@y.example"]);
+    assert!(system.messages().is_empty());
+}

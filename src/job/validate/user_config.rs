@@ -1,5 +1,7 @@
-//! The user config (`$XDG_CONFIG_HOME/mailshot/config.yaml`): its `smtp:`
-//! section, checked like a job's.
+//! The user config (`$XDG_CONFIG_HOME/mailshot/config.yaml`), then the
+//! system config (`/etc/mailshot/config.yaml`, for programs that run as
+//! other users: cron, PHP, daemons): the first `smtp:` section found,
+//! checked like a job's.
 
 use std::path::{Path, PathBuf};
 
@@ -25,12 +27,17 @@ pub fn user_config_path() -> Option<PathBuf> {
     Some(base.join("mailshot").join("config.yaml"))
 }
 
-/// The `smtp:` section of the user config, if that file exists.
+/// The system-wide config, read when the user config has no `smtp:` section.
+pub const SYSTEM_CONFIG: &str = "/etc/mailshot/config.yaml";
+
+/// The `smtp:` section of the user config, else of the system config.
 pub fn load_user_smtp() -> Result<Option<SmtpSettings>> {
-    match user_config_path() {
-        Some(path) => load_user_smtp_from(&path),
-        None => Ok(None),
+    if let Some(path) = user_config_path() {
+        if let Some(smtp) = load_user_smtp_from(&path)? {
+            return Ok(Some(smtp));
+        }
     }
+    load_user_smtp_from(Path::new(SYSTEM_CONFIG))
 }
 
 /// The `smtp:` section of the config file at `path`; `Ok(None)` if the file
