@@ -36,7 +36,7 @@ pub enum Command {
     /// Also runs this way when the binary is invoked under the name
     /// `sendmail`. Flags: -t (recipients from To, Cc and Bcc, plus the
     /// arguments), -i and -oi (a lone dot is text), -f ADDR / -r ADDR (envelope
-    /// sender), -F NAME (name of an added From), -v (SMTP conversation on
+    /// sender), -F NAME (name of an added From), -a NAME (account), -v (SMTP conversation on
     /// stderr), --smtp URL. Accepted and ignored: -bm, -U, -o*, -B, -N, -R,
     /// -X, -L, -h, -V. Others are refused with exit 64. Exit 75 means the
     /// message could not go out now; the caller keeps it.

@@ -40,7 +40,12 @@ impl Ledger for OneShot {
 pub fn sendmail(raw: &[OsString]) -> Result<ExitCode> {
     let args = flags::parse(raw).map_err(Error::Usage)?;
     let data = read_stdin(&args)?;
-    let target = target::resolve(None, args.smtp.as_deref())?;
+    let sender = args
+        .envelope_from
+        .clone()
+        .or_else(|| submitted::header_from(&data));
+    let account = crate::job::load_account(args.account.as_deref(), sender.as_deref())?;
+    let target = target::for_account(account, args.smtp.as_deref())?;
     let default_from = match &target {
         Target::Smtp(s) => s.username.clone().filter(|u| u.contains('@')),
         Target::Capture(_) => None,

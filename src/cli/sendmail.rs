@@ -19,6 +19,8 @@ pub struct SendmailArgs {
     pub full_name: Option<String>,
     /// `-v`: show the SMTP conversation on stderr.
     pub verbose: bool,
+    /// `-a NAME`: the configured account to send through.
+    pub account: Option<String>,
     /// `--smtp URL`: the server, overriding the configuration.
     pub smtp: Option<String>,
     /// Recipients given as arguments.
@@ -26,7 +28,7 @@ pub struct SendmailArgs {
 }
 
 /// Flags taking a value, glued (`-fADDR`) or as the next argument.
-const WITH_VALUE: &[char] = &['f', 'r', 'F', 'B', 'N', 'R', 'X', 'L', 'h', 'V', 'C'];
+const WITH_VALUE: &[char] = &['a', 'f', 'r', 'F', 'B', 'N', 'R', 'X', 'L', 'h', 'V', 'C'];
 
 /// Parse the arguments that follow `sendmail` (the program name excluded).
 pub fn parse(args: &[OsString]) -> Result<SendmailArgs, String> {
@@ -93,6 +95,7 @@ fn apply_valued(out: &mut SendmailArgs, flag: char, value: String) -> Result<(),
     match flag {
         'f' | 'r' => out.envelope_from = Some(value),
         'F' => out.full_name = Some(value),
+        'a' => out.account = Some(value),
         'B' => {
             if !value.eq_ignore_ascii_case("8BITMIME") && !value.eq_ignore_ascii_case("7BIT") {
                 return Err(format!("-B {value}: the body type is 7BIT or 8BITMIME"));
@@ -153,6 +156,7 @@ mod tests {
             Some("Cron Daemon")
         );
         assert_eq!(p(&["-FBob"]).unwrap().full_name.as_deref(), Some("Bob"));
+        assert_eq!(p(&["-a", "work"]).unwrap().account.as_deref(), Some("work"));
         assert!(p(&["-f"]).is_err());
     }
 

@@ -58,6 +58,13 @@ pub fn normalise(input: &[u8], ignore_dots: bool) -> Vec<u8> {
     out
 }
 
+/// The first address of the message's From header, if it has one.
+pub fn header_from(data: &[u8]) -> Option<String> {
+    let parsed = MessageParser::new().parse_headers(data)?;
+    let from = parsed.from()?.first()?.address()?;
+    Some(from.to_string())
+}
+
 /// Build the message to send from CRLF-normalised bytes (see [`normalise`]).
 pub fn submit(data: &[u8], sub: &Submission) -> Result<Outgoing> {
     let parsed = MessageParser::new().parse_headers(data);

@@ -60,12 +60,17 @@ pub struct RawJob {
     pub recipients: Option<RawRecipients>,
 }
 
-/// The user config file: only an `smtp:` section.
+/// The user (or system) config file: the default `smtp:` section and
+/// named `accounts:` with the same keys.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUserConfig {
     /// Default SMTP settings.
     pub smtp: Option<RawSmtp>,
+    /// Named accounts, in file order (`sendmail -a NAME`, or picked by the
+    /// sender's domain).
+    #[serde(default)]
+    pub accounts: indexmap::IndexMap<String, RawSmtp>,
 }
 
 /// The `smtp:` section.

@@ -441,3 +441,91 @@ fn the_user_config_wins_over_the_system_config() {
     assert_eq!(one(user.messages()).rcpts, ["a@y.example"]);
     assert!(system.messages().is_empty());
 }
+
+#[test]
+fn accounts_by_name_and_by_the_senders_domain() {
+    let default = FaultServer::start();
+    let work = FaultServer::builder()
+        .auth(true)
+        .credentials("me@work.example", "pw1")
+        .start();
+    let other = FaultServer::start();
+    let over = FaultServer::start();
+    let dir = setup(0);
+    dir.write("xdg/mailshot/work.pw", "pw1\n");
+    crate::support::chmod(&dir.join("xdg/mailshot/work.pw"), "600");
+    let url = |port: u16| format!("\"smtp+plain://127.0.0.1:{port}\"");
+    dir.write(
+        "xdg/mailshot/config.yaml",
+        format!(
+            "smtp:\n  url: {}\n  timeout: 5s\naccounts:\n  work:\n    url: {}\n    username: me@work.example\n    \
+             password_file: work.pw\n    allow_plaintext_auth: true\n    timeout: 5s\n  other.example:\n    url: {}\n    timeout: 5s\n",
+            url(default.port()),
+            url(work.port()),
+            url(other.port())
+        ),
+    );
+    let msg = |from: &str| format!("From: {from}\nSubject: s\n\nb\n");
+    // By name, whatever the sender.
+    sendmail(
+        &dir,
+        &["-a", "work", "r1@y.example"],
+        msg("a@elsewhere.example").as_bytes(),
+    )
+    .expect_code(0);
+    // By the From domain: the account whose username has it.
+    sendmail(&dir, &["r2@y.example"], msg("boss@work.example").as_bytes()).expect_code(0);
+    // By the -f domain: the account named after it.
+    sendmail(
+        &dir,
+        &["-f", "x@other.example", "r3@y.example"],
+        msg("a@b.example").as_bytes(),
+    )
+    .expect_code(0);
+    // No account matches: the default smtp: section.
+    sendmail(
+        &dir,
+        &["r4@y.example"],
+        msg("a@elsewhere.example").as_bytes(),
+    )
+    .expect_code(0);
+    // --smtp still overrides.
+    let over_url = format!("smtp+plain://127.0.0.1:{}", over.port());
+    sendmail(
+        &dir,
+        &["-a", "work", "--smtp", &over_url, "r5@y.example"],
+        msg("boss@work.example").as_bytes(),
+    )
+    .expect_code(0);
+    let rcpts = |s: &crate::support::fault::FaultHandle| -> Vec<String> {
+        s.messages().into_iter().flat_map(|m| m.rcpts).collect()
+    };
+    assert_eq!(rcpts(&work), ["r1@y.example", "r2@y.example"]);
+    assert_eq!(rcpts(&other), ["r3@y.example"]);
+    assert_eq!(rcpts(&default), ["r4@y.example"]);
+    assert_eq!(rcpts(&over), ["r5@y.example"]);
+    // An unknown account is a usage error, and nothing is sent.
+    let out = sendmail(
+        &dir,
+        &["-a", "nosuch", "r6@y.example"],
+        msg("a@b.example").as_bytes(),
+    );
+    out.expect_code(64);
+    assert!(out.stderr.contains("nosuch"), "{}", out.stderr);
+}
+
+#[test]
+fn a_mistake_in_an_account_points_at_its_line() {
+    let dir = setup(0);
+    dir.write(
+        "xdg/mailshot/config.yaml",
+        "smtp:\n  host: 127.0.0.1\naccounts:\n  work:\n    host: 127.0.0.1\n    provider: nosuch\n",
+    );
+    let out = sendmail(
+        &dir,
+        &["-a", "work", "r@y.example"],
+        b"From: a@b.example\n\nb\n",
+    );
+    out.expect_code(65);
+    assert!(out.stderr.contains(":6"), "{}", out.stderr);
+}

@@ -9,7 +9,7 @@ use super::problems::Problems;
 use super::smtp_section::build_smtp;
 use super::yaml::{check_nesting, yaml_error};
 use crate::error::{Error, Result};
-use crate::job::manifest::RawUserConfig;
+use crate::job::manifest::{RawSmtp, RawUserConfig};
 use crate::job::SmtpSettings;
 
 /// `$XDG_CONFIG_HOME/mailshot/config.yaml` (or `~/.config/...`).
@@ -43,6 +43,74 @@ pub fn load_user_smtp() -> Result<Option<SmtpSettings>> {
 /// The `smtp:` section of the config file at `path`; `Ok(None)` if the file
 /// does not exist or has no `smtp:` section. Paths in it resolve against its folder.
 pub fn load_user_smtp_from(path: &Path) -> Result<Option<SmtpSettings>> {
+    match read_config(path)? {
+        Some((text, raw)) => match &raw.smtp {
+            Some(smtp) => build_section(path, &text, smtp, None),
+            None => Ok(None),
+        },
+        None => Ok(None),
+    }
+}
+
+/// The server for a sendmail submission, as msmtp picks its account: the
+/// account `name` (`-a NAME`) if given; else the account named after the
+/// sender's domain, or whose username has that domain; else the default
+/// `smtp:` section. The user config decides if it has an `smtp:` or
+/// `accounts:` section, else the system config.
+pub fn load_account(name: Option<&str>, sender: Option<&str>) -> Result<Option<SmtpSettings>> {
+    let files: Vec<PathBuf> = user_config_path()
+        .into_iter()
+        .chain([PathBuf::from(SYSTEM_CONFIG)])
+        .collect();
+    let domain = sender
+        .and_then(|s| s.rsplit_once('@'))
+        .map(|(_, d)| d.to_lowercase());
+    for path in &files {
+        let Some((text, raw)) = read_config(path)? else {
+            continue;
+        };
+        if let Some(name) = name {
+            if let Some(account) = raw.accounts.get(name) {
+                return build_section(path, &text, account, Some(name));
+            }
+            continue;
+        }
+        if raw.smtp.is_none() && raw.accounts.is_empty() {
+            continue;
+        }
+        if let Some(domain) = &domain {
+            let matching = raw.accounts.iter().find(|(n, a)| {
+                n.eq_ignore_ascii_case(domain)
+                    || a.username
+                        .as_deref()
+                        .and_then(|u| u.rsplit_once('@'))
+                        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+            });
+            if let Some((n, account)) = matching {
+                return build_section(path, &text, account, Some(n));
+            }
+        }
+        return match &raw.smtp {
+            Some(smtp) => build_section(path, &text, smtp, None),
+            None => Ok(None),
+        };
+    }
+    match name {
+        Some(name) => Err(Error::Usage(format!(
+            "no account {name:?} in the accounts: of {}",
+            files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// The text and parsed contents of a config file; `None` if it does not
+/// exist or is empty.
+fn read_config(path: &Path) -> Result<Option<(String, RawUserConfig)>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -53,12 +121,20 @@ pub fn load_user_smtp_from(path: &Path) -> Result<Option<SmtpSettings>> {
     }
     check_nesting(path, &text)?;
     let raw: RawUserConfig = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &e))?;
-    let Some(raw_smtp) = raw.smtp else {
-        return Ok(None);
-    };
+    Ok(Some((text, raw)))
+}
+
+/// Check one `smtp:`-style section (`account` names it under `accounts:`).
+fn build_section(
+    path: &Path,
+    text: &str,
+    raw: &RawSmtp,
+    account: Option<&str>,
+) -> Result<Option<SmtpSettings>> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut p = Problems::new(path, &text);
-    let smtp = build_smtp(&raw_smtp, dir, &mut p);
+    let mut p = Problems::new(path, text);
+    p.section = account.map(|n| vec!["accounts".to_string(), n.to_string()]);
+    let smtp = build_smtp(raw, dir, &mut p);
     p.finish()?;
     Ok(smtp)
 }
