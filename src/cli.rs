@@ -42,9 +42,28 @@ pub enum Command {
     /// message could not go out now; the caller keeps it.
     #[command(disable_help_flag = true)]
     Sendmail(SendmailRaw),
+    /// List or deliver the sendmail queue (`queue:` in the config).
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Print the man page or shell completions, for packagers.
     #[command(subcommand)]
     Generate(Generate),
+}
+
+/// `mailshot queue`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// One line per queued message: id, attempts, next try, sender, recipients, last error.
+    List,
+    /// Deliver the queued messages now.
+    Flush {
+        /// Only those whose backoff has passed (for a timer).
+        #[arg(long)]
+        due: bool,
+        /// Write the SMTP conversation to FILE or `-`.
+        #[arg(long, value_name = "FILE|-")]
+        trace: Option<String>,
+    },
 }
 
 /// `mailshot generate`: what a package installs next to the binary.

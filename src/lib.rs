@@ -17,4 +17,5 @@ pub mod error;
 pub mod job;
 pub mod mailbox;
 pub mod outputs;
+pub mod queue;
 pub mod smtp;

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod check;
 pub mod generate;
 pub mod preview;
+pub mod queue;
 pub mod run;
 pub mod send;
 pub mod sendmail;
@@ -24,6 +25,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Capture(args) => capture::capture(&args),
         Command::Sendmail(raw) => sendmail::sendmail(&raw.args),
         Command::Generate(what) => generate::generate(&what),
+        Command::Queue(cmd) => queue::queue(&cmd),
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use crate::cli::sendmail::{self as flags, SendmailArgs};
+use crate::compose::message::Outgoing;
 use crate::compose::prepare::date_now;
 use crate::compose::submitted::{self, Submission};
 use crate::delivery::dispatch::Work;
@@ -18,6 +19,8 @@ use crate::delivery::plan::Plan;
 use crate::delivery::worker::deliver;
 use crate::error::{Error, ExitCode, Result};
 use crate::job::target::{self, Target};
+use crate::queue::flush::{deliver_entry, Fate};
+use crate::queue::{now, Meta, Queue};
 
 /// The largest message read from stdin.
 pub const MAX_MESSAGE_SIZE: u64 = 64 << 20;
@@ -63,6 +66,9 @@ pub fn sendmail(raw: &[OsString]) -> Result<ExitCode> {
         },
     )?;
     let trace = super::open_trace(args.verbose.then_some("-"))?;
+    if let Some(queue) = super::queue::configured()? {
+        return through_queue(&queue, &args, sender, out, trace);
+    }
     let mut plan = Plan::open(&target, trace)?;
     plan.sessions = 1;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -97,6 +103,50 @@ pub fn sendmail(raw: &[OsString]) -> Result<ExitCode> {
         other => {
             eprintln!("mailshot: {other}: {code}{}", o.reply);
             Ok(ExitCode::TempFail)
+        }
+    }
+}
+
+/// With a queue: store the message durably first, then try it once now.
+/// Queued counts as done (exit 0), as for sendmail itself.
+fn through_queue(
+    queue: &Queue,
+    args: &SendmailArgs,
+    sender: Option<String>,
+    out: Outgoing,
+    trace: Option<crate::smtp::net::trace::Trace>,
+) -> Result<ExitCode> {
+    let t = now();
+    let meta = Meta {
+        mail_from: out.envelope.mail_from.clone(),
+        rcpts: out.envelope.rcpt_to.clone(),
+        message_id: out.message_id.clone(),
+        eight_bit: out.eight_bit,
+        smtputf8: out.smtputf8,
+        account: args.account.clone(),
+        sender,
+        smtp: args.smtp.clone(),
+        attempts: 0,
+        queued: t,
+        next_try: t,
+        last_error: String::new(),
+    };
+    let id = queue
+        .enqueue(&out.data, &meta)
+        .map_err(|e| crate::outputs::error("queue", queue.dir(), &e))?;
+    match deliver_entry(queue, &id, trace) {
+        Ok(Fate::Rejected(refused)) => {
+            super::queue::report(&id, &Fate::Rejected(refused));
+            Ok(ExitCode::Rejected)
+        }
+        Ok(fate @ Fate::Uncertain) => {
+            super::queue::report(&id, &fate);
+            Ok(ExitCode::Ok)
+        }
+        Ok(_) => Ok(ExitCode::Ok),
+        Err(e) => {
+            eprintln!("mailshot: queued as {id}, not sent now: {e}");
+            Ok(ExitCode::Ok)
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct RawUserConfig {
     /// sender's domain).
     #[serde(default)]
     pub accounts: indexmap::IndexMap<String, RawSmtp>,
+    /// The sendmail queue folder (relative to the config's folder).
+    pub queue: Option<String>,
 }
 
 /// The `smtp:` section.

@@ -5,6 +5,7 @@
 //! copy as Return-Path and Delivered-To).
 
 mod callers;
+mod queue;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

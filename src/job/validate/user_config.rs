@@ -108,6 +108,23 @@ pub fn load_account(name: Option<&str>, sender: Option<&str>) -> Result<Option<S
     }
 }
 
+/// The sendmail queue folder: `queue:` of the user config, else of the
+/// system config, relative to that file's folder.
+pub fn load_queue_dir() -> Result<Option<PathBuf>> {
+    let files = user_config_path()
+        .into_iter()
+        .chain([PathBuf::from(SYSTEM_CONFIG)]);
+    for path in files {
+        if let Some((_, raw)) = read_config(&path)? {
+            if let Some(dir) = raw.queue {
+                let base = path.parent().unwrap_or(Path::new("."));
+                return Ok(Some(base.join(dir.trim())));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The text and parsed contents of a config file; `None` if it does not
 /// exist or is empty.
 fn read_config(path: &Path) -> Result<Option<(String, RawUserConfig)>> {
