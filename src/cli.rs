@@ -42,12 +42,29 @@ pub enum Command {
     /// message could not go out now; the caller keeps it.
     #[command(disable_help_flag = true)]
     Sendmail(SendmailRaw),
+    /// Work on the config: `mailshot config import-mailrc [FILE]`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// List or deliver the sendmail queue (`queue:` in the config).
     #[command(subcommand)]
     Queue(QueueCommand),
     /// Print the man page or shell completions, for packagers.
     #[command(subcommand)]
     Generate(Generate),
+}
+
+/// `mailshot config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Turn an s-nail/mailx mail.rc (default ~/.mailrc) into a mailshot
+    /// config; a plain-text password goes to a 0600 password file.
+    ImportMailrc {
+        /// The mail.rc to read.
+        file: Option<PathBuf>,
+        /// The config to write (default: the user config); never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// `mailshot queue`.

@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod check;
+pub mod config;
 pub mod generate;
 pub mod preview;
 pub mod queue;
@@ -26,6 +27,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Sendmail(raw) => sendmail::sendmail(&raw.args),
         Command::Generate(what) => generate::generate(&what),
         Command::Queue(cmd) => queue::queue(&cmd),
+        Command::Config(cmd) => config::config(&cmd),
     }
 }
 

@@ -49,17 +49,33 @@ pub fn sendmail(raw: &[OsString]) -> Result<ExitCode> {
         .or_else(|| submitted::header_from(&data));
     let account = crate::job::load_account(args.account.as_deref(), sender.as_deref())?;
     let target = target::for_account(account, args.smtp.as_deref())?;
-    let default_from = match &target {
-        Target::Smtp(s) => s.username.clone().filter(|u| u.contains('@')),
-        Target::Capture(_) => None,
+    let configured_from = match crate::job::load_default_from()? {
+        Some(f) => Some(
+            crate::address::parse_mailbox_list(&f)
+                .ok()
+                .and_then(|l| l.into_iter().next())
+                .ok_or_else(|| {
+                    Error::Usage(format!("from: {f:?} in the config is not an address"))
+                })?,
+        ),
+        None => None,
     };
+    let default_from = match (&configured_from, &target) {
+        (Some(m), _) => Some(m.addr.clone()),
+        (None, Target::Smtp(s)) => s.username.clone().filter(|u| u.contains('@')),
+        (None, Target::Capture(_)) => None,
+    };
+    let full_name = args
+        .full_name
+        .clone()
+        .or_else(|| configured_from.and_then(|m| m.name));
     let out = submitted::submit(
         &data,
         &Submission {
             read_recipients: args.read_recipients,
             recipients: args.recipients.clone(),
             envelope_from: args.envelope_from.clone(),
-            full_name: args.full_name.clone(),
+            full_name,
             default_from,
             date: date_now(),
             run_id: format!("{:016x}", fastrand::u64(..)),

@@ -73,6 +73,8 @@ pub struct RawUserConfig {
     pub accounts: indexmap::IndexMap<String, RawSmtp>,
     /// The sendmail queue folder (relative to the config's folder).
     pub queue: Option<String>,
+    /// The sender for `sendmail` when neither `-f` nor the message names one.
+    pub from: Option<String>,
 }
 
 /// The `smtp:` section.

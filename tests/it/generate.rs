@@ -8,7 +8,7 @@ use crate::support::TestDir;
 
 /// Every command a user can type, as the README's table lists them.
 const COMMANDS: &[&str] = &[
-    "run", "check", "preview", "send", "capture", "sendmail", "generate",
+    "config", "run", "check", "preview", "send", "capture", "sendmail", "generate",
 ];
 
 /// `man -l FILE` rendered as plain text.

@@ -125,6 +125,21 @@ pub fn load_queue_dir() -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
+/// The configured default sender (`from:`), user config first.
+pub fn load_default_from() -> Result<Option<String>> {
+    let files = user_config_path()
+        .into_iter()
+        .chain([PathBuf::from(SYSTEM_CONFIG)]);
+    for path in files {
+        if let Some((_, raw)) = read_config(&path)? {
+            if raw.from.is_some() {
+                return Ok(raw.from);
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The text and parsed contents of a config file; `None` if it does not
 /// exist or is empty.
 fn read_config(path: &Path) -> Result<Option<(String, RawUserConfig)>> {
