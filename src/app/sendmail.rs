@@ -81,6 +81,11 @@ pub fn sendmail(raw: &[OsString]) -> Result<ExitCode> {
             run_id: format!("{:016x}", fastrand::u64(..)),
         },
     )?;
+    // Signed as it goes out, so the signature covers the headers added above.
+    let out = match crate::compose::dkim::for_job(crate::job::load_dkim()?.as_ref())? {
+        Some(signer) => signer.sign(&out, date_now()),
+        None => out,
+    };
     let trace = super::open_trace(args.verbose.then_some("-"))?;
     if let Some(queue) = super::queue::configured()? {
         return through_queue(&queue, &args, sender, out, trace);

@@ -75,6 +75,8 @@ pub struct RawUserConfig {
     pub queue: Option<String>,
     /// The sender for `sendmail` when neither `-f` nor the message names one.
     pub from: Option<String>,
+    /// DKIM signing of `send` and `sendmail` messages.
+    pub dkim: Option<RawDkim>,
 }
 
 /// The `smtp:` section.

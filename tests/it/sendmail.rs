@@ -5,6 +5,7 @@
 //! copy as Return-Path and Delivered-To).
 
 mod callers;
+mod dkim;
 mod mailrc;
 mod queue;
 

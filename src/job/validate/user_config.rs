@@ -10,7 +10,7 @@ use super::smtp_section::build_smtp;
 use super::yaml::{check_nesting, yaml_error};
 use crate::error::{Error, Result};
 use crate::job::manifest::{RawSmtp, RawUserConfig};
-use crate::job::SmtpSettings;
+use crate::job::{DkimSpec, SmtpSettings};
 
 /// `$XDG_CONFIG_HOME/mailshot/config.yaml` (or `~/.config/...`).
 pub fn user_config_path() -> Option<PathBuf> {
@@ -136,6 +136,38 @@ pub fn load_default_from() -> Result<Option<String>> {
                 return Ok(raw.from);
             }
         }
+    }
+    Ok(None)
+}
+
+/// The configured DKIM signing (`dkim:`, the key relative to the config),
+/// user config first; for `send` and `sendmail`.
+pub fn load_dkim() -> Result<Option<DkimSpec>> {
+    let files = user_config_path()
+        .into_iter()
+        .chain([PathBuf::from(SYSTEM_CONFIG)]);
+    for path in files {
+        let Some((text, raw)) = read_config(&path)? else {
+            continue;
+        };
+        let Some(d) = &raw.dkim else {
+            continue;
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut p = Problems::new(&path, &text);
+        if d.domain.trim().is_empty() {
+            p.at(&["dkim", "domain"], "dkim.domain is empty");
+        }
+        if d.selector.trim().is_empty() {
+            p.at(&["dkim", "selector"], "dkim.selector is empty");
+        }
+        let spec = DkimSpec {
+            domain: d.domain.trim().to_string(),
+            selector: d.selector.trim().to_string(),
+            key_file: p.input_file(dir, &["dkim", "key_file"], &d.key_file),
+        };
+        p.finish()?;
+        return Ok(Some(spec));
     }
     Ok(None)
 }
