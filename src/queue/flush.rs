@@ -101,6 +101,27 @@ pub fn deliver_entry(queue: &Queue, id: &str, trace: Option<Trace>) -> Result<Fa
             .map_err(|e| io_error(queue, e))?;
         return Ok(Fate::Uncertain);
     }
+    if let Some(o) = state
+        .outcome
+        .as_ref()
+        .filter(|o| o.status == Status::Rejected)
+    {
+        if state.refused.is_empty() {
+            // The message itself was refused for good (not one recipient):
+            // e.g. 8-bit content for a server without 8BITMIME, or too big.
+            let code = o.code.map(|c| format!("{c} ")).unwrap_or_default();
+            let why = format!("{code}{}", o.reply);
+            let refused = meta
+                .rcpts
+                .iter()
+                .map(|r| (r.clone(), why.clone()))
+                .collect();
+            queue
+                .move_to(id, "failed")
+                .map_err(|e| io_error(queue, e))?;
+            return Ok(Fate::Rejected(refused));
+        }
+    }
     if meta.rcpts.is_empty() {
         if state.refused.is_empty() {
             queue.remove(id).map_err(|e| io_error(queue, e))?;

@@ -200,3 +200,19 @@ fn the_sample_timer_runs_a_flush_that_delivers() {
     assert_eq!(server.messages().len(), 1);
     assert!(queued(&dir).is_empty());
 }
+
+#[test]
+fn an_8bit_message_a_server_cannot_take_is_not_queued_forever() {
+    let server = FaultServer::builder().eight_bit(false).start();
+    let dir = setup(0);
+    config(&dir, server.port());
+    let out = sendmail(
+        &dir,
+        &["a@y.example"],
+        "From: a@x.example\n\nGrüße\n".as_bytes(),
+    );
+    out.expect_code(67);
+    assert!(out.stderr.contains("8BITMIME"), "{}", out.stderr);
+    assert!(queued(&dir).is_empty(), "{:?}", queued(&dir));
+    assert!(server.messages().is_empty());
+}
