@@ -171,7 +171,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_163_seed() {
+    fn a_163_mail_rc() {
         let rc = "# mail.rc\nset from=me@163.com\nset smtp=smtp.163.com\n\
                   set smtp-auth-user=me@163.com smtp-auth-password=\"pa ss\\\"word\" smtp-auth=login\n";
         let got = import(rc, "smtp.pw").unwrap();
