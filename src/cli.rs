@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod sendmail;
+
 /// mailshot — a scriptable batch mailer: YAML job + CSV recipients + minijinja
 /// templates, sent over pipelined SMTP.
 #[derive(Debug, Parser)]
@@ -28,6 +30,83 @@ pub enum Command {
     Send(SendArgs),
     /// Run a local capture SMTP server that stores each message as DIR/*.eml.
     Capture(CaptureArgs),
+    /// Submit one RFC 5322 message from stdin, as sendmail(8) does
+    /// (`-t`, `-i`, `-f ADDR`, `-F NAME`, recipients).
+    ///
+    /// Also runs this way when the binary is invoked under the name
+    /// `sendmail`. Flags: -t (recipients from To, Cc and Bcc, plus the
+    /// arguments), -i and -oi (a lone dot is text), -f ADDR / -r ADDR (envelope
+    /// sender), -F NAME (name of an added From), -a NAME (account), -v (SMTP conversation on
+    /// stderr), --smtp URL. Accepted and ignored: -bm, -U, -o*, -B, -N, -R,
+    /// -X, -L, -h, -V. Others are refused with exit 64. Exit 75 means the
+    /// message could not go out now; the caller keeps it.
+    #[command(disable_help_flag = true)]
+    Sendmail(SendmailRaw),
+    /// Work on the config: `mailshot config import-mailrc [FILE]`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// List or deliver the sendmail queue (`queue:` in the config).
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Print the man page or shell completions, for packagers.
+    #[command(subcommand)]
+    Generate(Generate),
+}
+
+/// `mailshot config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Turn an s-nail/mailx mail.rc (default ~/.mailrc) into a mailshot
+    /// config; a plain-text password goes to a 0600 password file.
+    ImportMailrc {
+        /// The mail.rc to read.
+        file: Option<PathBuf>,
+        /// The config to write (default: the user config); never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `mailshot queue`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// One line per queued message: id, attempts, next try, sender, recipients, last error.
+    List,
+    /// Deliver the queued messages now.
+    Flush {
+        /// Only those whose backoff has passed (for a timer).
+        #[arg(long)]
+        due: bool,
+        /// Write the SMTP conversation to FILE or `-`.
+        #[arg(long, value_name = "FILE|-")]
+        trace: Option<String>,
+    },
+}
+
+/// `mailshot generate`: what a package installs next to the binary.
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// The man page (roff), e.g. `mailshot generate man > mailshot.1`.
+    Man {
+        /// Write every page (mailshot.1 and one mailshot-COMMAND.1 per
+        /// command) into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Completions for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `mailshot sendmail`: the arguments as given; `cli::sendmail` parses them
+/// the way sendmail(8) callers write them.
+#[derive(Debug, Args)]
+pub struct SendmailRaw {
+    /// Flags and recipients.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// Options shared by the commands that read a job.

@@ -17,5 +17,6 @@ pub mod error;
 pub mod job;
 pub mod mailbox;
 pub mod outputs;
+pub mod queue;
 pub mod smtp;
 pub mod suppression;

@@ -6,6 +6,13 @@ use mailshot::cli::Cli;
 use mailshot::error::ExitCode;
 
 fn main() {
+    // Installed as (or linked to) `sendmail`, the arguments are sendmail's.
+    let mut argv = std::env::args_os();
+    let name = argv.next().unwrap_or_default();
+    if std::path::Path::new(&name).file_name() == Some(std::ffi::OsStr::new("sendmail")) {
+        let args: Vec<_> = argv.collect();
+        exit(mailshot::app::sendmail::sendmail(&args));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -19,7 +26,12 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let code = match mailshot::app::main(cli) {
+    exit(mailshot::app::main(cli));
+}
+
+/// Print the error, if any, and exit with the command's status.
+fn exit(result: mailshot::error::Result<ExitCode>) -> ! {
+    let code = match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("mailshot: {err}");

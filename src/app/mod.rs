@@ -3,9 +3,13 @@
 
 pub mod capture;
 pub mod check;
+pub mod config;
+pub mod generate;
 pub mod preview;
+pub mod queue;
 pub mod run;
 pub mod send;
+pub mod sendmail;
 
 use crate::cli::{Cli, Command};
 use crate::error::{Error, ExitCode, Result};
@@ -20,6 +24,10 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Preview(args) => preview::preview(&args),
         Command::Send(args) => send::send(&args),
         Command::Capture(args) => capture::capture(&args),
+        Command::Sendmail(raw) => sendmail::sendmail(&raw.args),
+        Command::Generate(what) => generate::generate(&what),
+        Command::Queue(cmd) => queue::queue(&cmd),
+        Command::Config(cmd) => config::config(&cmd),
     }
 }
 

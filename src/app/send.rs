@@ -162,6 +162,10 @@ pub fn send(args: &SendArgs) -> Result<ExitCode> {
             message_id: mime::message_id(&run_id, 1, &from),
         },
     );
+    let out = match crate::compose::dkim::for_job(crate::job::load_dkim()?.as_ref())? {
+        Some(signer) => signer.sign(&out, date_now()),
+        None => out,
+    };
     if args.dry_run {
         super::preview::write_stdout(&out.data)?;
         return Ok(ExitCode::Ok);

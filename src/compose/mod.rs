@@ -10,3 +10,4 @@ pub mod mime;
 pub mod prepare;
 pub mod recipients;
 pub mod render;
+pub mod submitted;

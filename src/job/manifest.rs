@@ -74,7 +74,8 @@ pub enum RawSuppress {
     Many(Vec<String>),
 }
 
-/// The user config file: only an `smtp:` section.
+/// The user (or system) config file: the default `smtp:` section and
+/// named `accounts:` with the same keys.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUserConfig {
@@ -82,6 +83,16 @@ pub struct RawUserConfig {
     pub smtp: Option<RawSmtp>,
     /// Suppression files `send` checks its recipients against.
     pub suppress: Option<RawSuppress>,
+    /// Named accounts, in file order (`sendmail -a NAME`, or picked by the
+    /// sender's domain).
+    #[serde(default)]
+    pub accounts: indexmap::IndexMap<String, RawSmtp>,
+    /// The sendmail queue folder (relative to the config's folder).
+    pub queue: Option<String>,
+    /// The sender for `sendmail` when neither `-f` nor the message names one.
+    pub from: Option<String>,
+    /// DKIM signing of `send` and `sendmail` messages.
+    pub dkim: Option<RawDkim>,
 }
 
 /// The `smtp:` section.

@@ -3,6 +3,7 @@
 //! (`position`), SMTP URLs (`smtp_url`), provider presets (`provider`) and
 //! password sources (`secrets`).
 
+pub mod mailrc;
 pub mod manifest;
 pub mod position;
 pub mod provider;
@@ -16,7 +17,9 @@ use std::time::Duration;
 
 use crate::smtp::auth::AuthMech;
 
-pub use validate::user_config::{load_user_smtp, user_config_path};
+pub use validate::user_config::{
+    load_account, load_default_from, load_dkim, load_queue_dir, load_user_smtp, user_config_path,
+};
 pub use validate::{load, parse_vars};
 
 /// How the connection is protected.

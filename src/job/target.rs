@@ -59,15 +59,35 @@ pub fn resolve(job: Option<&Job>, url: Option<&str>) -> Result<Target> {
     }
     match job {
         Some(job) => Ok(Target::Capture(job.dir.join("outbox"))),
-        None => Err(Error::Usage(format!(
-            "no SMTP server configured: pass --smtp smtps://USER@HOST:465, or put an smtp: \
-             section in {} (same keys as a job's smtp:, e.g. provider: qq, username: me@qq.com, \
-             password_env: MAILSHOT_PASSWORD)",
-            job::user_config_path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "$XDG_CONFIG_HOME/mailshot/config.yaml".into())
-        ))),
+        None => Err(no_server()),
     }
+}
+
+/// The target of a submission without a job: the `configured` account
+/// (already picked from the config), with `--smtp URL` over it as for a job.
+pub fn for_account(configured: Option<SmtpSettings>, url: Option<&str>) -> Result<Target> {
+    match (configured, url) {
+        (base, Some(url)) => {
+            let from_url = job::validate::smtp_section::parse_smtp_url_settings(url)?;
+            Ok(Target::Smtp(Box::new(match base {
+                Some(base) => with_url(base, from_url),
+                None => from_url,
+            })))
+        }
+        (Some(smtp), None) => Ok(Target::Smtp(Box::new(smtp))),
+        (None, None) => Err(no_server()),
+    }
+}
+
+fn no_server() -> Error {
+    Error::Usage(format!(
+        "no SMTP server configured: pass --smtp smtps://USER@HOST:465, or put an smtp: \
+         section in {} (same keys as a job's smtp:, e.g. provider: qq, username: me@qq.com, \
+         password_env: MAILSHOT_PASSWORD)",
+        job::user_config_path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "$XDG_CONFIG_HOME/mailshot/config.yaml".into())
+    ))
 }
 
 /// `--smtp URL` names the server and the account; the configured section

@@ -761,7 +761,7 @@ fn check_warns_about_bulk_jobs_without_list_unsubscribe() {
 
 /// A fresh key with the openssl CLI: (PEM path, the DNS TXT record for it),
 /// the record built from openssl's own public key output.
-fn dkim_key(dir: &TestDir, kind: &str) -> (PathBuf, String) {
+pub(crate) fn dkim_key(dir: &TestDir, kind: &str) -> (PathBuf, String) {
     let key = dir.join(format!("{kind}.pem"));
     let mut gen = Command::new("openssl");
     gen.arg("genpkey");
@@ -795,7 +795,7 @@ fn dkim_key(dir: &TestDir, kind: &str) -> (PathBuf, String) {
 }
 
 /// dkimpy verifies `message` with `record` served for `name`; PASS or FAIL + why.
-fn dkimpy_verify(dir: &TestDir, message: &[u8], name: &str, record: &str) -> String {
+pub(crate) fn dkimpy_verify(dir: &TestDir, message: &[u8], name: &str, record: &str) -> String {
     let path = dir.write("to-verify.eml", message);
     let script = r#"
 import sys, dkim, logging, io

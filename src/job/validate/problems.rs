@@ -12,6 +12,9 @@ pub(super) struct Problems<'a> {
     pub(super) text: &'a str,
     pub(super) diags: Vec<Diagnostic>,
     pub(super) missing: Vec<PathBuf>,
+    /// Where an `smtp:`-style section really sits (e.g. `accounts.work`),
+    /// so its problems point at the right key.
+    pub(super) section: Option<Vec<String>>,
 }
 
 impl<'a> Problems<'a> {
@@ -21,12 +24,23 @@ impl<'a> Problems<'a> {
             text,
             diags: Vec::new(),
             missing: Vec::new(),
+            section: None,
         }
     }
 
     /// Record a problem at the key `path` (e.g. `["smtp", "rate"]`).
     pub(super) fn at(&mut self, path: &[&str], message: impl Into<String>) {
-        let (line, column) = key_position(self.text, path);
+        let (line, column) = match (&self.section, path.split_first()) {
+            (Some(section), Some((&"smtp", rest))) => {
+                let full: Vec<&str> = section
+                    .iter()
+                    .map(String::as_str)
+                    .chain(rest.iter().copied())
+                    .collect();
+                key_position(self.text, &full)
+            }
+            _ => key_position(self.text, path),
+        };
         self.diags.push(Diagnostic::new(
             Location {
                 file: self.file.to_path_buf(),

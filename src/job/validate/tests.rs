@@ -348,7 +348,7 @@ fn user_config() {
     let s = load_user_smtp_from(&path).unwrap().unwrap();
     assert_eq!(s.host, "smtp.163.com");
     assert_eq!(s.password, PasswordSource::File(dir.path().join("pw")));
-    std::fs::write(&path, "from: x@y.z\n").unwrap();
+    std::fs::write(&path, "subject: hi\n").unwrap();
     let d = diags(load_user_smtp_from(&path).unwrap_err());
     assert_eq!(d[0].location.line, Some(1));
 }
