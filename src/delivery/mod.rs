@@ -16,6 +16,7 @@ pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod resume;
+pub mod retry;
 pub mod seal;
 pub mod settle;
 pub mod worker;

@@ -22,4 +22,5 @@ mod rehearsal;
 mod report;
 mod resume_inputs;
 mod retries;
+mod retry;
 mod signals;
