@@ -28,6 +28,22 @@ pub enum Command {
     Send(SendArgs),
     /// Run a local capture SMTP server that stores each message as DIR/*.eml.
     Capture(CaptureArgs),
+    /// Rebuild JOB.report.html and JOB.retry.csv from the job's report and journal; sends nothing.
+    Report(ReportArgs),
+}
+
+/// `mailshot report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The job.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// The report CSV the run wrote (default: JOB.report.csv next to the job).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Say nothing on success.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// Options shared by the commands that read a job.

@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod check;
 pub mod preview;
+pub mod report;
 pub mod run;
 pub mod send;
 
@@ -20,6 +21,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Preview(args) => preview::preview(&args),
         Command::Send(args) => send::send(&args),
         Command::Capture(args) => capture::capture(&args),
+        Command::Report(args) => report::report(&args),
     }
 }
 

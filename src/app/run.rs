@@ -18,7 +18,6 @@ use crate::delivery::plan::Plan;
 use crate::delivery::progress::{Mode, Progress};
 use crate::delivery::report::Report;
 use crate::delivery::resume;
-use crate::delivery::retry;
 use crate::error::{Error, ExitCode, Result};
 use crate::job::target;
 
@@ -140,11 +139,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         // Every row has its outcome: a later refusal can say this run finished.
         let _ = journal.record_end();
     }
-    // The rows still to send, for another relay or another day.
-    let retry_path = crate::outputs::beside(&job.path, "retry.csv");
-    let retry_written = retry::open_rows(&report_path)
-        .and_then(|rows| retry::write(&job.recipients, &rows, &retry_path))
-        .map_err(|e| crate::outputs::error("retry file", &retry_path, &e));
+    // The rows still to send (for another relay or another day) and the page.
+    let outputs_written = super::report::write_outputs(
+        job,
+        std::slice::from_ref(&report_path),
+        std::slice::from_ref(&journal_path),
+    );
     // Decide the exit first, so the JSON summary can carry the same code.
     let mut note = None;
     let ending: Result<ExitCode> = if let Some(err) = end.fatal {
@@ -171,7 +171,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         Ok(summary.exit_code())
     };
-    let ending = match (ending, retry_written) {
+    let ending = match (ending, outputs_written) {
         (Ok(_), Err(e)) => Err(e),
         (ending, _) => ending,
     };

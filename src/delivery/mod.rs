@@ -12,6 +12,7 @@ pub mod journal;
 pub mod ledger;
 pub mod limiter;
 pub mod outcome;
+pub mod page;
 pub mod plan;
 pub mod progress;
 pub mod report;

@@ -13,6 +13,7 @@
 
 pub mod aiosmtpd;
 pub mod capture;
+pub mod chromium;
 pub mod cmd;
 pub mod exim;
 pub mod fault;
