@@ -69,6 +69,7 @@ section{background:#fff;border:1px solid #e0e0e0;border-radius:6px;padding:0 1re
 table{border-collapse:collapse;width:100%}\
 th,td{text-align:left;padding:.2rem .5rem;border-bottom:1px solid #eee;vertical-align:top}\
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}\
+#domains-table th[scope=row]{width:30%}thead th{overflow-wrap:normal}\
 .key{display:inline-block;width:.8em;height:.8em;margin-right:.4em;border-radius:2px}\
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:.5rem 0}\
 dt{font-weight:600}dd{margin:0}";
@@ -131,8 +132,11 @@ fn overview(h: &mut String, t: &Tally) {
                 "<dt>Duration</dt><dd id=\"duration\">{}</dd>",
                 duration_text(secs)
             );
-            let rate = if secs > 0.0 { sent as f64 / secs } else { 0.0 };
-            let _ = write!(h, "<dt>Average rate</dt><dd>{rate:.1} messages/s</dd>");
+            // Below a second the average says nothing.
+            if secs >= 1.0 {
+                let rate = sent as f64 / secs;
+                let _ = write!(h, "<dt>Average rate</dt><dd>{rate:.1} messages/s</dd>");
+            }
         }
         None => h.push_str("<dt>Duration</dt><dd id=\"duration\">not recorded</dd>"),
     }
