@@ -199,3 +199,92 @@ fn mailshot_report_without_a_run_says_so() {
     assert!(out.stderr.contains("mailshot run"), "{}", out.stderr);
     assert!(!job.dir.join("job.report.html").exists());
 }
+
+/// Rows of the big-run check.
+const MILLION: u64 = 1_000_000;
+
+/// Writes a finished million-row run: recipients, report and journal, with
+/// 40 big domains and a unique domain on every 7th row.
+fn write_million_row_run(dir: &crate::support::TestDir) {
+    use std::io::Write;
+    let file = |name: &str| std::io::BufWriter::new(std::fs::File::create(dir.join(name)).unwrap());
+    let (mut csv, mut report, mut journal) = (
+        file("recipients.csv"),
+        file("job.report.csv"),
+        file("job.journal"),
+    );
+    writeln!(csv, "email,name").unwrap();
+    writeln!(
+        report,
+        "row,email,status,code,enhanced,reply,message_id,attempts"
+    )
+    .unwrap();
+    for row in 1..=MILLION {
+        let domain = if row % 7 == 0 {
+            format!("d{row}.example")
+        } else {
+            format!("big{}.example", row % 40)
+        };
+        let email = format!("u{row}@{domain}");
+        let (status, code, enhanced, reply) = match row {
+            r if r % 1000 == 0 => ("failed", 451, "4.3.0", "try later"),
+            r if r % 500 == 0 => ("rejected", 550, "5.1.1", "no such user"),
+            _ => ("sent", 250, "2.0.0", "ok"),
+        };
+        writeln!(csv, "{email},Name {row}").unwrap();
+        writeln!(
+            report,
+            "{row},{email},{status},{code},{enhanced},{reply},<m{row}@x>,1"
+        )
+        .unwrap();
+        // Spread over 1000 seconds.
+        let at = 1_800_000_000_000 + row;
+        writeln!(
+            journal,
+            "{{\"t\":\"outcome\",\"row\":{row},\"email\":\"{email}\",\"status\":\"{status}\",\
+             \"code\":{code},\"enhanced\":\"{enhanced}\",\"reply\":\"{reply}\",\
+             \"message_id\":\"<m{row}@x>\",\"attempts\":1,\"at\":{at}}}\t00000000"
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_million_row_report_builds_in_seconds_and_bounded_memory() {
+    let job = Job::new(&smtp_plain(9, ""), 1);
+    write_million_row_run(&job.dir);
+    // GNU time reports the peak resident set of mailshot alone.
+    let rss_file = job.dir.join("rss");
+    let mut cmd = std::process::Command::new("/usr/bin/time");
+    cmd.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss_file)
+        .arg(crate::support::cmd::mailshot_bin())
+        .args(["report", "job.yaml"])
+        .current_dir(job.dir.path());
+    let out = spawn_command(cmd).finish_within(std::time::Duration::from_secs(120));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let peak_kib: u64 = job.dir.read("rss").trim().parse().unwrap();
+    eprintln!("a million rows: {:?}, peak RSS {peak_kib} KiB", out.elapsed);
+    // Counting every distinct domain would take about 40 MB here.
+    assert!(peak_kib < 32 * 1024, "peak RSS {peak_kib} KiB");
+    assert!(
+        out.elapsed < std::time::Duration::from_secs(60),
+        "{:?}",
+        out.elapsed
+    );
+
+    let page = job.dir.read("job.report.html");
+    assert!(page.contains("<td class=\"n\">1000000</td>"), "the total");
+    // 1000 failed, 1000 rejected (every 500th but not every 1000th).
+    assert!(page.contains("failed</th><td class=\"n\">1000</td>"));
+    assert!(page.contains("rejected</th><td class=\"n\">1000</td>"));
+    assert!(
+        page.contains("<th scope=\"row\">other</th>"),
+        "domains past the top 20"
+    );
+    let retry = std::fs::read_to_string(job.dir.join("job.retry.csv")).unwrap();
+    assert_eq!(retry.lines().count(), 1 + 1000);
+    assert!(retry.contains("\nu1000@"), "row 1000 is failed");
+}
