@@ -89,6 +89,9 @@ pub struct RunArgs {
     /// Resend messages whose outcome is unknown (same Message-ID).
     #[arg(long)]
     pub resend_uncertain: bool,
+    /// Send only shard I of N (0-based), with its own journal and report.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,

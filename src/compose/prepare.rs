@@ -19,6 +19,9 @@ pub struct Prepared {
     pub renderer: Renderer,
     /// The DKIM signer, when the job has `dkim:`.
     pub dkim: Option<crate::compose::dkim::Signer>,
+    /// Only the rows of this shard (`--shard I/N`); invalid rows stay in
+    /// every shard, so every shard refuses a job with one.
+    pub shard: Option<crate::job::shard::Shard>,
 }
 
 /// One CSV row after rendering: by default into a message ready to send,
@@ -76,6 +79,7 @@ pub fn prepare(path: &std::path::Path, vars: &[String]) -> Result<Prepared> {
         job,
         renderer,
         dkim,
+        shard: None,
     })
 }
 
@@ -137,8 +141,13 @@ impl Prepared {
         let allow_dups = self.job.recipients.allow_duplicates;
         let file = self.job.recipients.file.clone();
         let renderer = self.renderer.rows();
+        let shard = self.shard;
         Ok(reader
             .take(limit.map(|l| l as usize).unwrap_or(usize::MAX))
+            .filter(move |item| match (item, &shard) {
+                (Ok(r), Some(shard)) => shard.contains(&r.email),
+                _ => true,
+            })
             .map(move |item| match item {
                 Err(d) => Row::Invalid {
                     row: d.location.row.unwrap_or(0),

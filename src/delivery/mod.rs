@@ -11,6 +11,7 @@ pub mod inputs;
 pub mod journal;
 pub mod ledger;
 pub mod limiter;
+pub mod merge;
 pub mod outcome;
 pub mod page;
 pub mod plan;

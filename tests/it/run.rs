@@ -24,4 +24,5 @@ mod report;
 mod resume_inputs;
 mod retries;
 mod retry;
+mod shard;
 mod signals;
