@@ -19,6 +19,7 @@ mod page;
 mod parallel;
 mod progress;
 mod rate;
+mod recipes;
 mod rehearsal;
 mod report;
 mod resume_inputs;
