@@ -27,3 +27,4 @@ mod retries;
 mod retry;
 mod shard;
 mod signals;
+mod slurm;

@@ -21,6 +21,7 @@ pub mod haraka;
 pub mod postfix;
 pub mod recording;
 pub mod report;
+pub mod slurm;
 pub mod smtp_server;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -70,7 +70,7 @@ fn the_slurm_script_run_per_array_index_sends_every_row_once() {
         cmd.arg(recipe("slurm-array.sbatch"))
             .env("PATH", &path)
             .env("SLURM_ARRAY_TASK_ID", i.to_string())
-            .env("SLURM_SUBMIT_DIR", job.dir.path())
+            .current_dir(job.dir.path())
             .env("HOME", job.dir.path())
             .env_remove("XDG_CONFIG_HOME");
         let out = spawn_command(cmd).finish_within(RUN_LIMIT);
