@@ -51,6 +51,8 @@ pub enum Command {
     /// Print the man page or shell completions, for packagers.
     #[command(subcommand)]
     Generate(Generate),
+    /// Rebuild JOB.report.html and JOB.retry.csv from the job's report and journal; sends nothing.
+    Report(ReportArgs),
 }
 
 /// `mailshot config`.
@@ -109,6 +111,20 @@ pub struct SendmailRaw {
     pub args: Vec<std::ffi::OsString>,
 }
 
+/// `mailshot report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The job.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// The report CSV the run wrote (default: JOB.report.csv next to the job).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Say nothing on success.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
 /// Options shared by the commands that read a job.
 #[derive(Debug, Args)]
 pub struct JobArgs {
@@ -152,6 +168,9 @@ pub struct RunArgs {
     /// Resend messages whose outcome is unknown (same Message-ID).
     #[arg(long)]
     pub resend_uncertain: bool,
+    /// Send only shard I of N (0-based), with its own journal and report.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,

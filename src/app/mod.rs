@@ -7,6 +7,7 @@ pub mod config;
 pub mod generate;
 pub mod preview;
 pub mod queue;
+pub mod report;
 pub mod run;
 pub mod send;
 pub mod sendmail;
@@ -28,6 +29,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Generate(what) => generate::generate(&what),
         Command::Queue(cmd) => queue::queue(&cmd),
         Command::Config(cmd) => config::config(&cmd),
+        Command::Report(args) => report::report(&args),
     }
 }
 

@@ -54,7 +54,8 @@ pub fn dry_run(args: &RunArgs) -> Result<ExitCode> {
     let Some(out) = &args.out else {
         return Err(Error::Usage("--dry-run needs --out DIR".into()));
     };
-    let prepared = prepare(&args.job.job, &args.job.vars)?;
+    let mut prepared = prepare(&args.job.job, &args.job.vars)?;
+    prepared.shard = super::run::shard_arg(args)?;
     // Every row must render before a single file is written.
     prepared.validate(args.limit, false)?;
     std::fs::create_dir_all(out).map_err(|e| crate::outputs::error("folder", out, &e))?;

@@ -20,7 +20,17 @@ use crate::delivery::progress::{Mode, Progress};
 use crate::delivery::report::Report;
 use crate::delivery::resume;
 use crate::error::{Error, ExitCode, Result};
+use crate::job::shard::Shard;
 use crate::job::target;
+
+/// The `--shard I/N` of the command line, checked.
+pub fn shard_arg(args: &RunArgs) -> Result<Option<Shard>> {
+    args.shard
+        .as_deref()
+        .map(Shard::parse)
+        .transpose()
+        .map_err(|e| Error::Usage(format!("--shard {e}")))
+}
 
 /// `mailshot run JOB`.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
@@ -30,8 +40,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             return Err(Error::Usage(format!("--sessions: {problem}")));
         }
     }
-    let prepared = prepare(&args.job.job, &args.job.vars)?;
-    let journal_path = crate::outputs::beside(&prepared.job.path, "journal");
+    let shard = shard_arg(args)?;
+    let mut prepared = prepare(&args.job.job, &args.job.vars)?;
+    prepared.shard = shard;
+    let name = |what: &str| crate::job::shard::suffix(shard.as_ref(), what);
+    let journal_path = crate::outputs::beside(&prepared.job.path, &name("journal"));
     let earlier = (!args.restart)
         .then(|| inputs::stored_fingerprint(&journal_path))
         .flatten();
@@ -68,7 +81,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let report_path = args
         .report
         .clone()
-        .unwrap_or_else(|| crate::outputs::beside(&job.path, "report.csv"));
+        .unwrap_or_else(|| crate::outputs::beside(&job.path, &name("report.csv")));
     resume::refuse_lost_journal(&journal_path, &report_path, args.restart)?;
     let (journal, replay) = journal::open_to(&journal_path, &fp, args.restart, &dest)?;
     if let (Some(note), false) = (&replay.note, args.quiet) {
@@ -149,6 +162,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         // Every row has its outcome: a later refusal can say this run finished.
         let _ = journal.record_end();
     }
+    // The rows still to send (for another relay or another day) and the page.
+    let outputs_written = super::report::write_outputs(
+        job,
+        shard.as_ref(),
+        std::slice::from_ref(&report_path),
+        std::slice::from_ref(&journal_path),
+    );
     // Decide the exit first, so the JSON summary can carry the same code.
     let mut note = None;
     let ending: Result<ExitCode> = if let Some(err) = end.fatal {
@@ -174,6 +194,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             ));
         }
         Ok(summary.exit_code())
+    };
+    let ending = match (ending, outputs_written) {
+        (Ok(_), Err(e)) => Err(e),
+        (ending, _) => ending,
     };
     let code = match &ending {
         Ok(code) => *code,

@@ -22,6 +22,9 @@ pub struct Prepared {
     pub dkim: Option<crate::compose::dkim::Signer>,
     /// The addresses of the job's `suppress` files.
     pub suppression: Suppression,
+    /// Only the rows of this shard (`--shard I/N`); invalid rows stay in
+    /// every shard, so every shard refuses a job with one.
+    pub shard: Option<crate::job::shard::Shard>,
 }
 
 /// What a validation pass counted.
@@ -107,6 +110,7 @@ pub fn prepare(path: &std::path::Path, vars: &[String]) -> Result<Prepared> {
         renderer,
         dkim,
         suppression,
+        shard: None,
     })
 }
 
@@ -169,8 +173,13 @@ impl Prepared {
         let file = self.job.recipients.file.clone();
         let renderer = self.renderer.rows();
         let suppression = &self.suppression;
+        let shard = self.shard;
         Ok(reader
             .take(limit.map(|l| l as usize).unwrap_or(usize::MAX))
+            .filter(move |item| match (item, &shard) {
+                (Ok(r), Some(shard)) => shard.contains(&r.email),
+                _ => true,
+            })
             .map(move |item| match item {
                 Err(d) => Row::Invalid {
                     row: d.location.row.unwrap_or(0),

@@ -141,7 +141,13 @@ enum RecordOut<'a> {
         row: u64,
     },
     Rcpt(&'a RcptOutcome),
-    Outcome(&'a Outcome),
+    Outcome {
+        #[serde(flatten)]
+        outcome: &'a Outcome,
+        /// When it was recorded, in milliseconds since the Unix epoch: the
+        /// HTML report's rate over the run. Readers of the outcome ignore it.
+        at: u64,
+    },
     Open {
         row: u64,
     },
@@ -816,15 +822,19 @@ impl Journal {
                 encode(&RecordOut::Rcpt(r), &mut buf);
             }
         }
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         for o in outcomes {
             if o.reply.contains(|c: char| c.is_control()) {
                 let flat = Outcome {
                     reply: one_line(&o.reply),
                     ..o.clone()
                 };
-                encode(&RecordOut::Outcome(&flat), &mut buf);
+                encode(&RecordOut::Outcome { outcome: &flat, at }, &mut buf);
             } else {
-                encode(&RecordOut::Outcome(o), &mut buf);
+                encode(&RecordOut::Outcome { outcome: o, at }, &mut buf);
             }
         }
         for &row in open {
@@ -1079,7 +1089,13 @@ mod tests {
             },
             &mut v1,
         );
-        encode(&RecordOut::Outcome(&outcome(1, Status::Sent, 1)), &mut v1);
+        encode(
+            &RecordOut::Outcome {
+                outcome: &outcome(1, Status::Sent, 1),
+                at: 0,
+            },
+            &mut v1,
+        );
         fs::write(&path, &v1).unwrap();
         let (j, replay) = open(&path, &fp("a"), false).unwrap();
         assert_eq!(replay.done[&1].status, Status::Sent);

@@ -8,6 +8,7 @@ pub mod manifest;
 pub mod position;
 pub mod provider;
 pub mod secrets;
+pub mod shard;
 pub mod smtp_url;
 pub mod target;
 pub mod validate;

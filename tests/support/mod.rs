@@ -13,6 +13,7 @@
 
 pub mod aiosmtpd;
 pub mod capture;
+pub mod chromium;
 pub mod cmd;
 pub mod exim;
 pub mod fault;
@@ -20,6 +21,7 @@ pub mod haraka;
 pub mod postfix;
 pub mod recording;
 pub mod report;
+pub mod slurm;
 pub mod smtp_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
