@@ -257,8 +257,8 @@ mod tests {
         assert_eq!(t.rows, 4);
         assert_eq!(&t.totals[..4], &[1, 2, 1, 0]);
         let top = t.top_domains(1);
-        assert_eq!(top[0], ("x.test".to_owned(), vec![1, 1, 0, 0, 0]));
-        assert_eq!(top[1], ("other".to_owned(), vec![0, 1, 1, 0, 0]));
+        assert_eq!(top[0], ("x.test".to_owned(), vec![1, 1, 0, 0, 0, 0]));
+        assert_eq!(top[1], ("other".to_owned(), vec![0, 1, 1, 0, 0, 0]));
         assert_eq!(t.codes["550 5.1.1"], (2, "no such user".to_owned()));
         assert_eq!(t.attempts[&1], 3);
         assert_eq!(t.attempts[&3], 1);
