@@ -7,6 +7,9 @@
 #
 #   ./parallel-ssh.sh /srv/mail/newsletter host1 host2 host3 host4
 #   mailshot report /srv/mail/newsletter/job.yaml   # merges the shards
+#
+# A host of `:` is GNU parallel's name for this machine: `./parallel-ssh.sh
+# "$PWD" : : : :` runs the four shards here, one after another, as a trial.
 set -eu
 dir=$1
 shift

@@ -83,7 +83,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| crate::outputs::beside(&job.path, &name("report.csv")));
     resume::refuse_lost_journal(&journal_path, &report_path, args.restart)?;
-    let (journal, replay) = journal::open_to(&journal_path, &fp, args.restart, &dest)?;
+    let sessions = Plan::sessions_for(&target, args.sessions);
+    let (journal, replay) = journal::open_to(&journal_path, &fp, args.restart, &dest, sessions)?;
     if let (Some(note), false) = (&replay.note, args.quiet) {
         eprintln!("mailshot: {note}");
     }
@@ -92,9 +93,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
 
     let mut plan = Plan::open(&target, super::open_trace(args.trace.as_deref())?)?;
     // The command line wins over the job and the user config.
-    if let Some(n) = args.sessions {
-        plan.sessions = n.max(1);
-    }
+    plan.sessions = sessions;
     if rate.is_some() {
         plan.rate = rate;
     }

@@ -20,7 +20,8 @@
 //!   4xx for a Cc while the To was refused for good): the row is resumed.
 //!
 //! Every open also writes a `dest` record naming where this run sends
-//! (`capture:DIR` or `smtp://USER@HOST:PORT`), so each outcome after it is
+//! (`capture:DIR` or `smtp://USER@HOST:PORT`) and over how many sessions
+//! (`sessions`, for the HTML report), so each outcome after it is
 //! known to come from that destination, and a run that walked every row ends
 //! with an `end` record. A journal is resumed only towards the destination it
 //! records: after a rehearsal (the built-in capture server) a run to a real
@@ -135,6 +136,10 @@ enum RecordOut<'a> {
     },
     Dest {
         dest: &'a str,
+        /// The sessions this run sends over (the HTML report shows them);
+        /// readers of the destination ignore it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sessions: Option<usize>,
     },
     End,
     Commit {
@@ -605,15 +610,18 @@ pub fn open(path: &Path, fp: &Fingerprint, restart: bool) -> Result<(Journal, Re
 }
 
 /// [`open`] for a run that sends to `dest` (`capture:DIR` for the built-in
-/// capture server, else the server's URL with its user): recorded with what
-/// follows, and checked against what the journal records (see the module docs).
+/// capture server, else the server's URL with its user) over `sessions`
+/// sessions: recorded with what follows, and checked against what the
+/// journal records (see the module docs).
 pub fn open_to(
     path: &Path,
     fp: &Fingerprint,
     restart: bool,
     dest: &str,
+    sessions: usize,
 ) -> Result<(Journal, Replay)> {
-    open_at_boot(path, fp, restart, &current_boot_id(), Some(dest))
+    let run_to = Some((dest, sessions));
+    open_at_boot(path, fp, restart, &current_boot_id(), run_to)
 }
 
 /// [`open`] as if the machine's boot id were `boot_id` (tests simulate a reboot).
@@ -622,8 +630,9 @@ fn open_at_boot(
     fp: &Fingerprint,
     restart: bool,
     boot_id: &str,
-    dest: Option<&str>,
+    run_to: Option<(&str, usize)>,
 ) -> Result<(Journal, Replay)> {
+    let dest = run_to.map(|(d, _)| d);
     let lock = take_lock(path)?;
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         // Said before anything else: a link there is refused, restart or not.
@@ -723,8 +732,9 @@ fn open_at_boot(
     replay.note = note;
     let mut buf = Vec::new();
     encode(&RecordOut::Boot { boot_id }, &mut buf);
-    if let Some(dest) = dest {
-        encode(&RecordOut::Dest { dest }, &mut buf);
+    if let Some((dest, sessions)) = run_to {
+        let sessions = Some(sessions);
+        encode(&RecordOut::Dest { dest, sessions }, &mut buf);
     }
     journal.append(&buf, true).map_err(|e| io_error(path, e))?;
     let synced = journal.writer.lock().unwrap_or_else(|e| e.into_inner()).len;
@@ -1126,18 +1136,18 @@ mod tests {
         let path = dir.path().join("job.journal");
         let (capture, real, other) = ("capture:/tmp/outbox", "smtp://me@a:587", "smtp://me@b:587");
         {
-            let (j, _) = open_to(&path, &fp("a"), false, capture).unwrap();
+            let (j, _) = open_to(&path, &fp("a"), false, capture, 1).unwrap();
             j.record_outcomes(&[outcome(1, Status::Sent, 1)]).unwrap();
             j.record_end().unwrap();
         }
         // Another rehearsal resumes it.
-        let (j, replay) = open_to(&path, &fp("a"), false, "capture:elsewhere").unwrap();
+        let (j, replay) = open_to(&path, &fp("a"), false, "capture:elsewhere", 1).unwrap();
         assert_eq!(replay.done.len(), 1);
         assert!(replay.note.is_none());
         drop(j);
         // The first real run starts afresh and says why.
         {
-            let (j, replay) = open_to(&path, &fp("a"), false, real).unwrap();
+            let (j, replay) = open_to(&path, &fp("a"), false, real, 1).unwrap();
             assert!(
                 replay.done.is_empty(),
                 "nothing a rehearsal did counts as sent"
@@ -1147,11 +1157,11 @@ mod tests {
             assert!(dir.path().join("job.journal.rehearsal").exists());
             j.record_outcomes(&[outcome(1, Status::Sent, 1)]).unwrap();
         }
-        let (j, replay) = open_to(&path, &fp("a"), false, real).unwrap();
+        let (j, replay) = open_to(&path, &fp("a"), false, real, 1).unwrap();
         assert_eq!(replay.done.len(), 1, "the same server resumes");
         drop(j);
         for (dest, names) in [(other, other), (capture, "capture server")] {
-            let err = open_to(&path, &fp("a"), false, dest)
+            let err = open_to(&path, &fp("a"), false, dest, 1)
                 .unwrap_err()
                 .to_string();
             assert!(

@@ -49,6 +49,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The sessions a run to `target` uses: `cli` (`--sessions`) when given,
+    /// else the settings' (one to the built-in capture server).
+    pub fn sessions_for(target: &Target, cli: Option<usize>) -> usize {
+        let configured = match target {
+            Target::Smtp(s) => s.sessions,
+            Target::Capture(_) => 1,
+        };
+        cli.unwrap_or(configured).max(1)
+    }
+
     /// Build the plan for `target`; resolves the password (runs
     /// `password_command`) only here, when a session is about to be needed,
     /// and starts the capture server when the target is the outbox.

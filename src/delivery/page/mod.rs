@@ -140,7 +140,33 @@ fn overview(h: &mut String, t: &Tally) {
         }
         None => h.push_str("<dt>Duration</dt><dd id=\"duration\">not recorded</dd>"),
     }
-    h.push_str("</dl></section>");
+    sessions(h, t);
+}
+
+/// The sessions the run used: beside the duration, and, for shards (which
+/// send at the same time), their sum with a table per shard.
+fn sessions(h: &mut String, t: &Tally) {
+    if t.sessions.is_empty() {
+        h.push_str("<dt>Sessions</dt><dd id=\"sessions\">not recorded</dd></dl></section>");
+        return;
+    }
+    let sum: u64 = t.sessions.iter().map(|(_, n)| n).sum();
+    let _ = write!(h, "<dt>Sessions</dt><dd id=\"sessions\">{sum}</dd></dl>");
+    if t.sessions.len() > 1 {
+        h.push_str(
+            "<table id=\"sessions-table\"><thead><tr><th scope=\"col\">Journal</th>\
+             <th scope=\"col\" class=\"n\">Sessions</th></tr></thead><tbody>",
+        );
+        for (journal, n) in &t.sessions {
+            let _ = write!(
+                h,
+                "<tr><th scope=\"row\">{}</th><td class=\"n\">{n}</td></tr>",
+                esc(journal)
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    h.push_str("</section>");
 }
 
 fn duration_text(secs: f64) -> String {

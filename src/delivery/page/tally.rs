@@ -37,6 +37,9 @@ pub struct Tally {
     pub per_second: BTreeMap<u64, u64>,
     /// First and last outcome the journal recorded (ms since the epoch).
     pub span_ms: Option<(u64, u64)>,
+    /// Per journal that records them (one per shard): its file name and the
+    /// sessions of its latest run.
+    pub sessions: Vec<(String, u64)>,
     /// Bounce kind → messages, when a bounces CSV exists.
     pub bounces: Option<BTreeMap<String, u64>>,
     /// Report rows read.
@@ -117,8 +120,9 @@ impl Tally {
         Ok(())
     }
 
-    /// Add the timestamps of one journal's outcome records (a missing journal
-    /// adds nothing; damaged lines are skipped, as a replay skips them).
+    /// Add the timestamps of one journal's outcome records and the sessions
+    /// its latest `dest` record names (a missing journal adds nothing;
+    /// damaged lines are skipped, as a replay skips them).
     pub fn add_journal(&mut self, path: &Path) -> io::Result<()> {
         let file = match File::open(path) {
             Ok(f) => f,
@@ -126,12 +130,21 @@ impl Tally {
             Err(e) => return Err(e),
         };
         let finder = memchr::memmem::Finder::new(b"\"t\":\"outcome\"");
+        let dest = memchr::memmem::Finder::new(b"\"t\":\"dest\"");
         let mut reader = BufReader::with_capacity(64 * 1024, file);
         let mut line = Vec::new();
+        let mut sessions = None;
         loop {
             line.clear();
             if reader.read_until(b'\n', &mut line)? == 0 {
                 break;
+            }
+            if dest.find(&line).is_some() {
+                let json = memchr::memrchr(b'\t', &line).map_or(&line[..0], |tab| &line[..tab]);
+                if let Ok(Dest { sessions: Some(n) }) = serde_json::from_slice(json) {
+                    sessions = Some(n);
+                }
+                continue;
             }
             if finder.find(&line).is_none() {
                 continue;
@@ -150,6 +163,10 @@ impl Tally {
             if record.status == Status::Sent {
                 *self.per_second.entry(at / 1000).or_default() += 1;
             }
+        }
+        if let Some(n) = sessions {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            self.sessions.push((name.into_owned(), n));
         }
         Ok(())
     }
@@ -215,6 +232,12 @@ struct Stamp {
     at: Option<u64>,
 }
 
+/// The part of a `dest` record the page needs (absent before it was recorded).
+#[derive(serde::Deserialize)]
+struct Dest {
+    sessions: Option<u64>,
+}
+
 /// The lowercased domain of a report's email cell (whose leading `'`, added
 /// against spreadsheet formulas, is not part of the address).
 fn domain_of(email: &str) -> String {
@@ -257,8 +280,15 @@ mod tests {
         assert_eq!(t.rows, 4);
         assert_eq!(&t.totals[..4], &[1, 2, 1, 0]);
         let top = t.top_domains(1);
-        assert_eq!(top[0], ("x.test".to_owned(), vec![1, 1, 0, 0, 0, 0]));
-        assert_eq!(top[1], ("other".to_owned(), vec![0, 1, 1, 0, 0, 0]));
+        // Every status has a column; these rows use the first three.
+        let width = Status::ALL.len();
+        let counts = |sent, rejected, failed| {
+            let mut c = vec![sent, rejected, failed];
+            c.resize(width, 0);
+            c
+        };
+        assert_eq!(top[0], ("x.test".to_owned(), counts(1, 1, 0)));
+        assert_eq!(top[1], ("other".to_owned(), counts(0, 1, 1)));
         assert_eq!(t.codes["550 5.1.1"], (2, "no such user".to_owned()));
         assert_eq!(t.attempts[&1], 3);
         assert_eq!(t.attempts[&3], 1);
@@ -274,12 +304,16 @@ mod tests {
              {\"t\":\"outcome\",\"row\":1,\"status\":\"sent\",\"at\":5000}\tcrc\n\
              {\"t\":\"outcome\",\"row\":2,\"status\":\"sent\",\"at\":5900}\tcrc\n\
              {\"t\":\"outcome\",\"row\":3,\"status\":\"failed\",\"at\":7100}\tcrc\n\
-             {\"t\":\"outcome\",\"row\":4,\"status\":\"sent\",\"at\":7200}\tcrc\n",
+             {\"t\":\"outcome\",\"row\":4,\"status\":\"sent\",\"at\":7200}\tcrc\n\
+             {\"t\":\"dest\",\"dest\":\"smtp://h:25\",\"sessions\":3}\tcrc\n\
+             {\"t\":\"dest\",\"dest\":\"smtp://h:25\",\"sessions\":5}\tcrc\n",
         )
         .unwrap();
         let mut t = Tally::new();
         t.add_journal(&journal).unwrap();
         assert_eq!(t.span_ms, Some((5000, 7200)));
         assert_eq!(t.per_second, BTreeMap::from([(5, 2), (7, 1)]));
+        // The latest run's sessions.
+        assert_eq!(t.sessions, vec![("j".to_owned(), 5)]);
     }
 }

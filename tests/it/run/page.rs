@@ -187,6 +187,43 @@ fn mailshot_report_rebuilds_the_page_and_retry_file_and_sends_nothing() {
     );
 }
 
+/// The overview section of a rendered page.
+fn overview(dom: &str) -> String {
+    let section = dom
+        .split("<section id=\"overview\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no overview in {dom}"));
+    section.split("</section>").next().unwrap().to_owned()
+}
+
+#[test]
+fn the_page_shows_the_sessions_of_the_run_next_to_its_duration() {
+    let server = FaultServer::builder().start();
+    // The command line wins over the job's one session.
+    let job = Job::new(&smtp_plain(server.port(), "sessions: 1"), 12);
+    let out = job.run(&["--sessions", "3"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let html = job.dir.join("job.report.html");
+    let shown = |dom: &str| {
+        let overview = overview(dom);
+        let duration = overview.find("id=\"duration\"").expect("a duration");
+        let sessions = overview
+            .find("<dt>Sessions</dt><dd id=\"sessions\">3</dd>")
+            .unwrap_or_else(|| panic!("no sessions figure of 3 in {overview}"));
+        assert!(duration < sessions, "{overview}");
+    };
+    shown(&chromium::dump_dom(&html, 1200, &[]));
+
+    // `mailshot report` reads them back from the journal.
+    std::fs::remove_file(&html).unwrap();
+    let out = Mailshot::new(job.dir.path())
+        .args(["report", "job.yaml"])
+        .limit(RUN_LIMIT)
+        .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    shown(&chromium::dump_dom(&html, 1200, &[]));
+}
+
 #[test]
 fn mailshot_report_without_a_run_says_so() {
     let job = Job::new(&smtp_plain(9, ""), 2);

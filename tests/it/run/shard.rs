@@ -114,7 +114,11 @@ fn mailshot_report_merges_the_shards_into_one_report_page_and_retry_file() {
     let server = FaultServer::builder()
         .rcpt_hook(|to, _| (to == "r5@example.test").then(|| "451 4.3.0 later".to_owned()))
         .start();
-    let job = Job::with_csv(&smtp_plain(server.port(), ""), &csv_with_duplicates(), "");
+    let job = Job::with_csv(
+        &smtp_plain(server.port(), "sessions: 2"),
+        &csv_with_duplicates(),
+        "",
+    );
     let report = || {
         Mailshot::new(job.dir.path())
             .args(["report", "job.yaml"])
@@ -148,6 +152,14 @@ fn mailshot_report_merges_the_shards_into_one_report_page_and_retry_file() {
     let page = job.dir.read("job.report.html");
     assert!(page.contains("total</th><td class=\"n\">42</td>"), "{page}");
     assert!(page.contains("sent</th><td class=\"n\">39</td>"));
+    // Shards send at the same time: their sessions add up, each in the table.
+    assert!(page.contains("<dd id=\"sessions\">8</dd>"), "{page}");
+    let table = page.split("id=\"sessions-table\"").nth(1).expect("a table");
+    let table = table.split("</table>").next().unwrap();
+    for i in 0..N {
+        let journal = format!("job.shard-{i}-of-{N}.journal</th><td class=\"n\">2</td>");
+        assert!(table.contains(&journal), "{table}");
+    }
     assert_eq!(
         job.dir.read("job.retry.csv"),
         "email,name\nr5@example.test,Name 5\n"
