@@ -10,6 +10,7 @@ mod capture;
 mod cli;
 mod everyday;
 mod interop;
+mod mailbox;
 mod protocol;
 mod run;
 mod smtp;
