@@ -1,6 +1,7 @@
 //! Command implementations called by `main`: each turns parsed arguments into
 //! calls on the library and returns the exit code.
 
+pub mod bounces;
 pub mod capture;
 pub mod check;
 pub mod preview;
@@ -20,6 +21,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Preview(args) => preview::preview(&args),
         Command::Send(args) => send::send(&args),
         Command::Capture(args) => capture::capture(&args),
+        Command::Bounces(args) => bounces::bounces(&args),
     }
 }
 

@@ -3,6 +3,7 @@
 //! (`position`), SMTP URLs (`smtp_url`), provider presets (`provider`) and
 //! password sources (`secrets`).
 
+pub mod bounces;
 pub mod manifest;
 pub mod position;
 pub mod provider;
@@ -209,4 +210,6 @@ pub struct Job {
     pub suppress: Vec<PathBuf>,
     /// Envelope sender (MAIL FROM) template; `None`: the From address.
     pub return_path: Option<String>,
+    /// The mailbox `mailshot bounces` reads.
+    pub bounces: Option<bounces::BounceSettings>,
 }

@@ -9,3 +9,6 @@ pub mod classify;
 pub mod imap;
 pub mod net;
 pub mod pop3;
+pub mod reader;
+pub mod record;
+pub mod seen;

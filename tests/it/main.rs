@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod bounces;
 mod capture;
 mod cli;
 mod everyday;

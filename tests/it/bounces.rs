@@ -1,0 +1,233 @@
+//! `mailshot bounces` end to end: a job runs through a real Postfix that
+//! bounces some recipients (550 from the next hop) back to their VERP
+//! return paths; a private Dovecot serves that Maildir; `bounces` reads it
+//! over IMAPS and over POP3 with STLS, writes `JOB.bounces.csv`, and puts
+//! exactly the bounced addresses on the suppression list, which the next
+//! run honours. A second visit counts nothing again, a wrong password exits
+//! 77 and an untrusted certificate 69, both recording nothing.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::support::cmd::{Mailshot, Output};
+use crate::support::dovecot::{Dovecot, PASSWORD, USER};
+use crate::support::fault::{FaultHandle, FaultServer};
+use crate::support::postfix::Postfix;
+use crate::support::report::{read_report, row_of};
+use crate::support::TestDir;
+
+const LIMIT: Duration = Duration::from_secs(90);
+const CSV: &str = "email,name\n\
+                   live1@example.test,Live One\n\
+                   gone1@dead.test,Gone One\n\
+                   live2@example.test,Live Two\n\
+                   gone2@dead.test,Gone Two\n";
+
+fn write_job(dir: &TestDir, name: &str, smtp_port: u16, mailbox: &str) {
+    dir.write(
+        name,
+        format!(
+            "smtp: {{ url: \"smtp+plain://127.0.0.1:{smtp_port}\", timeout: 10s }}\n\
+             from: \"Sender <sender@example.test>\"\n\
+             subject: \"Hello {{{{ name }}}}\"\n\
+             text: body.txt\n\
+             return_path: \"bounces+{{{{ row }}}}@example.test\"\n\
+             suppress: suppressed.csv\n\
+             bounces: {mailbox}\n\
+             recipients: {{ file: recipients.csv }}\n"
+        ),
+    );
+}
+
+fn mailshot(dir: &TestDir, args: &[&str], password: &str) -> Output {
+    Mailshot::new(dir.path())
+        .args(args)
+        .env("BOUNCES_PW", password)
+        .env_remove("XDG_CONFIG_HOME")
+        .limit(LIMIT)
+        .run()
+}
+
+fn emails_in(path: &std::path::Path) -> BTreeSet<String> {
+    let Ok(mut r) = csv::Reader::from_path(path) else {
+        return BTreeSet::new();
+    };
+    let col = r
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "email")
+        .unwrap();
+    r.records()
+        .map(|rec| rec.unwrap()[col].to_string())
+        .collect()
+}
+
+fn bounce_rows(path: &std::path::Path) -> Vec<Vec<String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    assert_eq!(
+        r.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "email",
+            "row",
+            "kind",
+            "status",
+            "diagnostic",
+            "message_id",
+            "received"
+        ]
+    );
+    r.records()
+        .map(|rec| rec.unwrap().iter().map(str::to_string).collect())
+        .collect()
+}
+
+fn rcpts(far: &FaultHandle) -> usize {
+    far.commands()
+        .iter()
+        .filter(|c| c.to_ascii_uppercase().starts_with("RCPT"))
+        .count()
+}
+
+fn gone() -> BTreeSet<String> {
+    ["gone1@dead.test", "gone2@dead.test"]
+        .map(String::from)
+        .into()
+}
+
+#[test]
+fn bounced_recipients_are_read_back_over_imap_and_pop3_and_never_mailed_again() {
+    let far = FaultServer::builder()
+        .rcpt_hook(|_, _| Some("550 5.1.1 User unknown".into()))
+        .start();
+    let pf = Postfix::start_with(&format!(
+        "transport_maps = inline:{{ dead.test=smtp:[127.0.0.1]:{} }}\n\
+         bounce_queue_lifetime = 0\n\
+         maximal_queue_lifetime = 0",
+        far.port()
+    ));
+    let dc = Dovecot::start(&pf.maildir());
+    let dir = TestDir::new();
+    dir.write("recipients.csv", CSV);
+    dir.write("body.txt", "Dear {{ name }},\nhello.\n");
+    std::fs::copy(dc.ca_file(), dir.join("ca.pem")).unwrap();
+    let imaps = format!(
+        "{{ url: \"imaps://{USER}@127.0.0.1:{}\", password_env: BOUNCES_PW, ca_file: ca.pem }}",
+        dc.ports().imaps
+    );
+    write_job(&dir, "job.yaml", pf.port(), &imaps);
+
+    let out = mailshot(&dir, &["run", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Two messages for the live rows, two DSNs for the gone ones.
+    let files = pf.wait_for_messages(4, Duration::from_secs(30));
+    assert_eq!(files.len(), 4, "{files:?}\n{}", pf.log());
+
+    // A dry run classifies and prints, and writes nothing.
+    let out = mailshot(&dir, &["bounces", "job.yaml", "--dry-run"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("hard 2"), "{}", out.stdout);
+    assert!(out.stdout.contains("gone1@dead.test"), "{}", out.stdout);
+    for f in ["suppressed.csv", "job.bounces.csv", "job.bounces.state"] {
+        assert!(!dir.join(f).exists(), "the dry run wrote {f}");
+    }
+
+    // An untrusted certificate: exit 69, nothing recorded.
+    let untrusted = format!(
+        "{{ url: \"imaps://{USER}@127.0.0.1:{}\", password_env: BOUNCES_PW }}",
+        dc.ports().imaps
+    );
+    write_job(&dir, "untrusted.yaml", pf.port(), &untrusted);
+    let out = mailshot(&dir, &["bounces", "untrusted.yaml"], PASSWORD);
+    assert_eq!(out.code, 69, "{}", out.stderr);
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+    // A wrong password: exit 77, nothing recorded.
+    let out = mailshot(&dir, &["bounces", "job.yaml"], "not-the-password");
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    assert!(!out.stderr.contains("not-the-password"), "{}", out.stderr);
+    for f in ["suppressed.csv", "job.bounces.csv", "untrusted.bounces.csv"] {
+        assert!(!dir.join(f).exists(), "a failed visit wrote {f}");
+    }
+
+    // Over IMAPS: the suppression file lists exactly the bounced addresses.
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emails_in(&dir.join("suppressed.csv")), gone());
+    assert!(
+        out.stdout.contains("newly suppressed (2)"),
+        "{}",
+        out.stdout
+    );
+    let rows = bounce_rows(&dir.join("job.bounces.csv"));
+    let report = read_report(&dir.join("job.report.csv"));
+    let mut hard: Vec<(String, String, String, String)> = rows
+        .iter()
+        .filter(|r| r[2] == "hard")
+        .map(|r| (r[0].clone(), r[1].clone(), r[3].clone(), r[5].clone()))
+        .collect();
+    hard.sort();
+    let want: Vec<(String, String, String, String)> = ["gone1@dead.test", "gone2@dead.test"]
+        .iter()
+        .map(|e| {
+            let r = row_of(&report, e);
+            (
+                e.to_string(),
+                r.row.to_string(),
+                "5.1.1".to_string(),
+                r.message_id.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(hard, want, "{rows:?}");
+    // The messages are kept (after: keep is the default).
+    assert_eq!(pf.messages().len(), 4);
+
+    // A second visit adds no rows.
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(bounce_rows(&dir.join("job.bounces.csv")).len(), rows.len());
+    assert!(out.stdout.contains("0 new message"), "{}", out.stdout);
+
+    // The same mailbox over POP3 (STLS) for the same job: already counted.
+    let pop3 = format!(
+        "{{ url: \"pop3://{USER}@127.0.0.1:{}\", password_env: BOUNCES_PW, ca_file: ca.pem }}",
+        dc.ports().pop3
+    );
+    write_job(&dir, "job.yaml", pf.port(), &pop3);
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(bounce_rows(&dir.join("job.bounces.csv")).len(), rows.len());
+    assert_eq!(emails_in(&dir.join("suppressed.csv")), gone());
+
+    // A job that has not read the mailbox yet learns the same over POP3.
+    let other = TestDir::new();
+    other.write("recipients.csv", CSV);
+    other.write("body.txt", "Dear {{ name }},\nhello.\n");
+    std::fs::copy(dc.ca_file(), other.join("ca.pem")).unwrap();
+    std::fs::copy(dir.join("job.report.csv"), other.join("job.report.csv")).unwrap();
+    write_job(&other, "job.yaml", pf.port(), &pop3);
+    let out = mailshot(&other, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emails_in(&other.join("suppressed.csv")), gone());
+    let pop_rows = bounce_rows(&other.join("job.bounces.csv"));
+    assert_eq!(pop_rows.iter().filter(|r| r[2] == "hard").count(), 2);
+
+    // A new run reports the bounced rows `suppressed`; nothing reaches
+    // the next hop for them.
+    let before = rcpts(&far);
+    write_job(&dir, "again.yaml", pf.port(), &imaps);
+    let out = mailshot(&dir, &["run", "again.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report = read_report(&dir.join("again.report.csv"));
+    for e in gone() {
+        assert_eq!(row_of(&report, &e).status, "suppressed", "{report:?}");
+    }
+    for e in ["live1@example.test", "live2@example.test"] {
+        assert_eq!(row_of(&report, e).status, "sent", "{report:?}");
+    }
+    let files = pf.wait_for_messages(6, Duration::from_secs(30));
+    assert_eq!(files.len(), 6, "{}", pf.log());
+    // Postfix has delivered the live rows; give a stray relay a moment.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(rcpts(&far), before, "{:?}", far.commands());
+}
