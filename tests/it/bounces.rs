@@ -231,3 +231,148 @@ fn bounced_recipients_are_read_back_over_imap_and_pop3_and_never_mailed_again() 
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(rcpts(&far), before, "{:?}", far.commands());
 }
+
+/// A bounce mailbox filled with the sample corpus, for the rules tests.
+fn corpus_mailbox(dir: &TestDir, folders: &[&str]) -> Dovecot {
+    let fixture = |name: &str| {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/bounces/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    let delayed = fixture("postfix-delayed.eml");
+    let files = [
+        // Two soft bounces of one address (two different reports).
+        delayed.clone(),
+        delayed.replace(
+            "<20261207070140.4Q1d7J0kYpz9sRm@mail.example.com>",
+            "<second-warning@mail.example.com>",
+        ),
+        fixture("postfix-hard.eml"),
+        // The same report twice (one Message-ID): counted once.
+        fixture("postfix-hard.eml"),
+        fixture("arf-complaint.eml"),
+        fixture("unsubscribe.eml"),
+        fixture("out-of-office.eml"),
+    ];
+    for (i, text) in files.iter().enumerate() {
+        dir.write(format!("box/new/{i}.M{i}P1.test"), text);
+    }
+    for f in folders {
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(dir.join(format!("box/.{f}/{sub}"))).unwrap();
+        }
+    }
+    Dovecot::start(&dir.join("box"))
+}
+
+fn rules_job(dir: &TestDir, dc: &Dovecot, mailbox_extra: &str, url: &str) {
+    dir.write("recipients.csv", "email,name\na@example.com,A\n");
+    dir.write("body.txt", "hello\n");
+    std::fs::copy(dc.ca_file(), dir.join("ca.pem")).unwrap();
+    dir.write(
+        "job.yaml",
+        format!(
+            "from: \"Sender <sender@example.com>\"\n\
+             subject: hello\n\
+             text: body.txt\n\
+             return_path: \"bounces+{{{{ row }}}}@example.com\"\n\
+             list_unsubscribe: \"mailto:unsubscribe@example.com\"\n\
+             suppress: lists/suppressed.csv\n\
+             bounces: {{ url: \"{url}\", password_env: BOUNCES_PW, ca_file: ca.pem{mailbox_extra} }}\n\
+             recipients: {{ file: recipients.csv }}\n"
+        ),
+    );
+}
+
+fn lower(set: BTreeSet<String>) -> BTreeSet<String> {
+    set.into_iter().map(|e| e.to_lowercase()).collect()
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    ["new", "cur"]
+        .iter()
+        .map(|s| {
+            std::fs::read_dir(dir.join(s))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn hard_bounces_complaints_unsubscribes_and_repeated_soft_bounces_are_suppressed() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &["Processed"]);
+    let dir = TestDir::new();
+    let url = format!("imaps://{USER}@127.0.0.1:{}", dc.ports().imaps);
+    rules_job(
+        &dir,
+        &dc,
+        ", soft_bounce_limit: 2, after: \"move:Processed\"",
+        &url,
+    );
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let want: BTreeSet<String> = [
+        "full@example.org",
+        "nobody@example.org",
+        "reader@example.net",
+        "bob@example.org",
+    ]
+    .map(String::from)
+    .into();
+    // The out-of-office sender is not suppressed; the suppress file's
+    // folder is created with it.
+    assert_eq!(lower(emails_in(&dir.join("lists/suppressed.csv"))), want);
+    let rows = bounce_rows(&dir.join("job.bounces.csv"));
+    let mut kinds: Vec<&str> = rows.iter().map(|r| r[2].as_str()).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "auto_reply",
+            "complaint",
+            "hard",
+            "soft",
+            "soft",
+            "unsubscribe"
+        ]
+    );
+    assert!(out.stdout.contains("soft 2"), "{}", out.stdout);
+    assert!(out.stdout.contains("already counted"), "{}", out.stdout);
+    // after: move:Processed — the inbox is empty, the folder holds all seven.
+    assert_eq!(files_in(&mail.join("box")), 0);
+    assert_eq!(files_in(&mail.join("box/.Processed")), 7);
+}
+
+#[test]
+fn soft_bounces_under_the_limit_are_only_counted_and_pop3_can_delete() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &[]);
+    let dir = TestDir::new();
+    let url = format!("pop3s://{USER}@127.0.0.1:{}", dc.ports().pop3s);
+    rules_job(&dir, &dc, ", after: delete", &url);
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Two soft bounces under the default limit of 3: not suppressed.
+    let got = lower(emails_in(&dir.join("lists/suppressed.csv")));
+    assert!(!got.contains("full@example.org"), "{got:?}");
+    assert!(got.contains("nobody@example.org"), "{got:?}");
+    // after: delete — the maildrop is empty once QUIT commits.
+    assert_eq!(files_in(&mail.join("box")), 0);
+}
+
+#[test]
+fn the_default_keeps_every_message() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &[]);
+    let dir = TestDir::new();
+    let url = format!("pop3s://{USER}@127.0.0.1:{}", dc.ports().pop3s);
+    rules_job(&dir, &dc, "", &url);
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(files_in(&mail.join("box")), 7);
+    assert_eq!(bounce_rows(&dir.join("job.bounces.csv")).len(), 6);
+}
