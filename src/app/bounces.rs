@@ -18,6 +18,12 @@ pub fn bounces(args: &BouncesArgs) -> Result<ExitCode> {
             job.path.display()
         ))
     })?;
+    if job.suppress.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: `bounces` adds what it learns to the first `suppress` file; the job names none",
+            job.path.display()
+        )));
+    }
     let secret = crate::job::secrets::resolve(&settings.password)?
         .ok_or_else(|| Error::Auth("the bounce mailbox has no password source".into()))?;
     let report = args

@@ -376,3 +376,23 @@ fn the_default_keeps_every_message() {
     assert_eq!(files_in(&mail.join("box")), 7);
     assert_eq!(bounce_rows(&dir.join("job.bounces.csv")).len(), 6);
 }
+
+#[test]
+fn a_job_without_a_suppress_file_is_refused_before_any_connection() {
+    let dir = TestDir::new();
+    dir.write("recipients.csv", "email\na@example.com\n");
+    dir.write("body.txt", "hello\n");
+    // Nothing listens on this port: the refusal must come first.
+    let port = crate::support::free_port();
+    dir.write(
+        "job.yaml",
+        format!(
+            "from: me@example.com\nsubject: hi\ntext: body.txt\n\
+             bounces: {{ url: \"imaps://u@127.0.0.1:{port}\", password_env: BOUNCES_PW }}\n\
+             recipients: {{ file: recipients.csv }}\n"
+        ),
+    );
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert!(out.stderr.contains("suppress"), "{}", out.stderr);
+}

@@ -14,6 +14,8 @@ use crate::address;
 use crate::error::{Error, Location, Result};
 
 mod bounces_section;
+#[cfg(test)]
+mod bounces_tests;
 mod problems;
 pub mod smtp_section;
 pub mod user_config;
