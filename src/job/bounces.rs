@@ -123,6 +123,78 @@ pub fn parse_url(url: &str) -> Result<MailboxUrl, String> {
     })
 }
 
+/// One provider's mailbox endpoint for a protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxPreset {
+    /// Server host.
+    pub host: &'static str,
+    /// Implicit-TLS port (993 for IMAP, 995 for POP3).
+    pub port: u16,
+    /// The provider's help page these settings come from.
+    pub source: &'static str,
+}
+
+/// `(provider, IMAP host, POP3 host, source)`; every one serves IMAPS on
+/// 993 and POP3S on 995.
+static MAILBOX_PRESETS: &[(&str, &str, &str, &str)] = &[
+    (
+        "qq",
+        "imap.qq.com",
+        "pop.qq.com",
+        "QQ邮箱帮助中心: 如何设置IMAP服务 / POP3服务",
+    ),
+    (
+        "163",
+        "imap.163.com",
+        "pop.163.com",
+        "网易邮箱帮助: 客户端设置 POP3/SMTP/IMAP",
+    ),
+    (
+        "126",
+        "imap.126.com",
+        "pop.126.com",
+        "网易邮箱帮助: 客户端设置 POP3/SMTP/IMAP",
+    ),
+    (
+        "gmail",
+        "imap.gmail.com",
+        "pop.gmail.com",
+        "Gmail Help: Read Gmail messages on other email clients using IMAP / POP",
+    ),
+    (
+        "outlook",
+        "outlook.office365.com",
+        "outlook.office365.com",
+        "Microsoft Support: POP, IMAP, and SMTP settings for Outlook.com",
+    ),
+];
+
+/// The mailbox endpoint of a provider preset (`netease` is `163`,
+/// `hotmail` is `outlook`), over implicit TLS.
+pub fn mailbox_preset(name: &str, protocol: Protocol) -> Option<MailboxPreset> {
+    let name = name.trim().to_ascii_lowercase();
+    let name = match name.as_str() {
+        "netease" => "163",
+        "hotmail" => "outlook",
+        other => other,
+    };
+    MAILBOX_PRESETS
+        .iter()
+        .find(|p| p.0 == name)
+        .map(|&(_, imap, pop3, source)| match protocol {
+            Protocol::Imap => MailboxPreset {
+                host: imap,
+                port: 993,
+                source,
+            },
+            Protocol::Pop3 => MailboxPreset {
+                host: pop3,
+                port: 995,
+                source,
+            },
+        })
+}
+
 /// Parse `keep`, `delete` or `move:FOLDER`.
 pub fn parse_after(value: &str) -> Option<After> {
     let v = value.trim();
@@ -171,6 +243,19 @@ mod tests {
         assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
         assert!(parse_url("smtps://h").is_err());
         assert!(parse_url("imaps://h/Folder").is_err());
+    }
+
+    #[test]
+    fn presets_name_the_providers_mailbox_servers() {
+        let p = mailbox_preset("163", Protocol::Pop3).unwrap();
+        assert_eq!((p.host, p.port), ("pop.163.com", 995));
+        let p = mailbox_preset("QQ", Protocol::Imap).unwrap();
+        assert_eq!((p.host, p.port), ("imap.qq.com", 993));
+        assert_eq!(
+            mailbox_preset("hotmail", Protocol::Imap).unwrap().host,
+            "outlook.office365.com"
+        );
+        assert!(mailbox_preset("nowhere", Protocol::Imap).is_none());
     }
 
     #[test]

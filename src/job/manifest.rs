@@ -72,6 +72,10 @@ pub struct RawJob {
 pub struct RawBounces {
     /// `imaps://`, `imap://`, `pop3s://` or `pop3://` with the user.
     pub url: Option<String>,
+    /// A provider preset (qq, 163, 126, gmail, outlook) instead of `url`.
+    pub provider: Option<String>,
+    /// With `provider`: imap (default) or pop3.
+    pub protocol: Option<String>,
     /// Login name, if not in the URL.
     pub username: Option<String>,
     /// Environment variable holding the password.

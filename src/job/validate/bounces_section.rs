@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use super::problems::Problems;
 use crate::job::bounces::{
-    parse_after, parse_url, After, BounceSettings, Protocol, DEFAULT_SOFT_BOUNCE_LIMIT,
+    mailbox_preset, parse_after, parse_url, After, BounceSettings, MailboxUrl, Protocol,
+    DEFAULT_SOFT_BOUNCE_LIMIT,
 };
 use crate::job::manifest::RawBounces;
 use crate::job::PasswordSource;
+use crate::job::Security;
 
 /// The default wait for one whole server response.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -19,22 +21,33 @@ pub(super) fn build_bounces(
     dir: &Path,
     p: &mut Problems,
 ) -> Option<BounceSettings> {
-    let url = match raw.url.as_deref().map(str::trim) {
-        Some(u) if !u.is_empty() => match parse_url(u) {
+    let url = match (raw.url.as_deref().map(str::trim), raw.provider.as_deref()) {
+        (Some(_), Some(_)) => {
+            p.at(&["bounces"], "give either `url` or `provider`, not both");
+            None
+        }
+        (Some(u), None) if !u.is_empty() => match parse_url(u) {
             Ok(url) => Some(url),
             Err(e) => {
                 p.at(&["bounces", "url"], e);
                 None
             }
         },
+        (None, Some(name)) => preset_url(raw, name, p),
         _ => {
             p.at(
                 &["bounces"],
-                "missing required key `bounces.url` (e.g. imaps://user@imap.example.com)",
+                "missing required key `bounces.url` (e.g. imaps://user@imap.example.com) or `provider`",
             );
             None
         }
     };
+    if raw.protocol.is_some() && raw.provider.is_none() {
+        p.at(
+            &["bounces", "protocol"],
+            "`protocol` goes with `provider`; with `url`, the scheme says it",
+        );
+    }
     let sources = [
         raw.password_env
             .as_ref()
@@ -132,5 +145,36 @@ pub(super) fn build_bounces(
         after,
         soft_bounce_limit,
         timeout: raw.timeout.unwrap_or(DEFAULT_TIMEOUT),
+    })
+}
+
+/// The URL a provider preset stands for (implicit TLS, the user from `username`).
+fn preset_url(raw: &RawBounces, name: &str, p: &mut Problems) -> Option<MailboxUrl> {
+    let protocol = match raw
+        .protocol
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("imap") => Protocol::Imap,
+        Some("pop3") => Protocol::Pop3,
+        Some(_) => {
+            p.at(&["bounces", "protocol"], "protocol must be imap or pop3");
+            return None;
+        }
+    };
+    let Some(preset) = mailbox_preset(name, protocol) else {
+        p.at(
+            &["bounces", "provider"],
+            "unknown mailbox provider; known: qq, 163, 126, gmail, outlook (or give `url`)",
+        );
+        return None;
+    };
+    Some(MailboxUrl {
+        protocol,
+        security: Security::Tls,
+        host: preset.host.to_string(),
+        port: preset.port,
+        username: None,
     })
 }

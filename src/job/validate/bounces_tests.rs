@@ -61,5 +61,25 @@ fn bad_bounces_settings_are_reported_at_their_keys() {
     let e = problems("bounces:\n  url: imaps://u@h\n  password_env: P\n  soft_bounce_limit: 0");
     assert!(e.contains("at least 1"), "{e}");
     let e = problems("bounces:\n  url: imaps://u@h\n  password_env: P\n  provider: qq");
-    assert!(e.contains("provider"), "{e}");
+    assert!(e.contains("either `url` or `provider`"), "{e}");
+    let e = problems("bounces:\n  provider: nowhere\n  username: u\n  password_env: P");
+    assert!(e.contains("unknown mailbox provider"), "{e}");
+}
+
+#[test]
+fn a_provider_preset_fills_in_the_server() {
+    let j = job(
+        "bounces:\n  provider: 163\n  protocol: pop3\n  username: me@163.com\n  password_env: P",
+    )
+    .unwrap();
+    let b = j.bounces.unwrap();
+    assert_eq!(b.protocol, Protocol::Pop3);
+    assert_eq!(b.security, Security::Tls);
+    assert_eq!((b.host.as_str(), b.port), ("pop.163.com", 995));
+    assert_eq!(b.username, "me@163.com");
+    let b = job("bounces:\n  provider: qq\n  username: 1@qq.com\n  password_env: P")
+        .unwrap()
+        .bounces
+        .unwrap();
+    assert_eq!((b.host.as_str(), b.port), ("imap.qq.com", 993));
 }
