@@ -53,6 +53,8 @@ pub enum Command {
     Generate(Generate),
     /// Rebuild JOB.report.html and JOB.retry.csv from the job's report and journal; sends nothing.
     Report(ReportArgs),
+    /// Read the job's bounce mailbox: classify new mail, write JOB.bounces.csv, extend the suppression list.
+    Bounces(BouncesArgs),
 }
 
 /// `mailshot config`.
@@ -123,6 +125,23 @@ pub struct ReportArgs {
     /// Say nothing on success.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `mailshot bounces`.
+#[derive(Debug, Args)]
+pub struct BouncesArgs {
+    /// The job.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Classify and print; write nothing, delete or move nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The job's report CSV, to match bounces to rows (default: JOB.report.csv next to the job).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write the mailbox conversation to FILE, or `-` for stderr (secrets redacted).
+    #[arg(long, value_name = "FILE|-")]
+    pub trace: Option<String>,
 }
 
 /// Options shared by the commands that read a job.

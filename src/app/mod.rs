@@ -1,6 +1,7 @@
 //! Command implementations called by `main`: each turns parsed arguments into
 //! calls on the library and returns the exit code.
 
+pub mod bounces;
 pub mod capture;
 pub mod check;
 pub mod config;
@@ -30,6 +31,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Queue(cmd) => queue::queue(&cmd),
         Command::Config(cmd) => config::config(&cmd),
         Command::Report(args) => report::report(&args),
+        Command::Bounces(args) => bounces::bounces(&args),
     }
 }
 

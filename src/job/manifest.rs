@@ -62,6 +62,39 @@ pub struct RawJob {
     pub suppress: Option<RawSuppress>,
     /// Envelope sender (MAIL FROM) template.
     pub return_path: Option<String>,
+    /// The mailbox of bounces, complaints and unsubscribe requests.
+    pub bounces: Option<RawBounces>,
+}
+
+/// The `bounces:` section.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBounces {
+    /// `imaps://`, `imap://`, `pop3s://` or `pop3://` with the user.
+    pub url: Option<String>,
+    /// A provider preset (qq, 163, 126, gmail, outlook) instead of `url`.
+    pub provider: Option<String>,
+    /// With `provider`: imap (default) or pop3.
+    pub protocol: Option<String>,
+    /// Login name, if not in the URL.
+    pub username: Option<String>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File whose first line is the password.
+    pub password_file: Option<String>,
+    /// Command whose first output line is the password.
+    pub password_command: Option<String>,
+    /// Extra trust anchor (PEM).
+    pub ca_file: Option<String>,
+    /// IMAP folder (default INBOX).
+    pub folder: Option<String>,
+    /// keep | delete | move:FOLDER.
+    pub after: Option<String>,
+    /// Soft bounces of one address before it is suppressed.
+    pub soft_bounce_limit: Option<u32>,
+    /// The longest wait for one whole server response.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub timeout: Option<Duration>,
 }
 
 /// `suppress:` is one file or a list of files.

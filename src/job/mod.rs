@@ -3,6 +3,7 @@
 //! (`position`), SMTP URLs (`smtp_url`), provider presets (`provider`) and
 //! password sources (`secrets`).
 
+pub mod bounces;
 pub mod mailrc;
 pub mod manifest;
 pub mod position;
@@ -213,4 +214,6 @@ pub struct Job {
     pub suppress: Vec<PathBuf>,
     /// Envelope sender (MAIL FROM) template; `None`: the From address.
     pub return_path: Option<String>,
+    /// The mailbox `mailshot bounces` reads.
+    pub bounces: Option<bounces::BounceSettings>,
 }

@@ -105,7 +105,7 @@ pub fn parse_auth(value: &str) -> Option<AuthMech> {
     }
 }
 
-fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String> {
+pub(crate) fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String> {
     let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
         let (ip, after) = inner
             .split_once(']')
@@ -147,7 +147,7 @@ fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String> {
 }
 
 /// RFC 3986 2.1 percent-decoding; the result must be UTF-8.
-fn percent_decode(s: &str) -> Result<String, String> {
+pub(crate) fn percent_decode(s: &str) -> Result<String, String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

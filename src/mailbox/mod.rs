@@ -3,8 +3,12 @@
 //! classification of what arrives (RFC 3464 delivery status notifications,
 //! RFC 5965 feedback reports, RFC 3834 auto-replies).
 //!
-//! Everything here is bytes in, values out: no sockets, no files.
+//! Everything here except `net` (the socket driver) is bytes in, values out.
 
 pub mod classify;
 pub mod imap;
+pub mod net;
 pub mod pop3;
+pub mod reader;
+pub mod record;
+pub mod seen;

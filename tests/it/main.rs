@@ -6,11 +6,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod bounces;
 mod capture;
 mod cli;
 mod everyday;
 mod generate;
 mod interop;
+mod mailbox;
 mod protocol;
 mod run;
 mod sendmail;

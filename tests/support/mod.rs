@@ -2,7 +2,7 @@
 //! (`cmd`) and report reader (`report`), `mailshot capture` (`capture`),
 //! the scripted fault server
 //! (`fault`), a private Postfix (`postfix`), an aiosmtpd AUTH server
-//! (`aiosmtpd`), the interop servers Exim, Haraka and nodemailer's
+//! (`aiosmtpd`), a private Dovecot (`dovecot`), the interop servers Exim, Haraka and nodemailer's
 //! smtp-server (`exim`, `haraka`, `smtp_server`, sharing `recording`), plus
 //! small helpers (temp dirs, free ports, waiting for a greeting or a
 //! count, chown/chmod, a raw SMTP line client).
@@ -15,6 +15,7 @@ pub mod aiosmtpd;
 pub mod capture;
 pub mod chromium;
 pub mod cmd;
+pub mod dovecot;
 pub mod exim;
 pub mod fault;
 pub mod haraka;

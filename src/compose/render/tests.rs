@@ -54,6 +54,7 @@ impl Fixture {
             },
             suppress: vec![],
             return_path: None,
+            bounces: None,
         }
     }
 }

@@ -13,11 +13,15 @@ use super::{AttachmentSpec, DkimSpec, Job, RecipientsSpec};
 use crate::address;
 use crate::error::{Error, Location, Result};
 
+mod bounces_section;
+#[cfg(test)]
+mod bounces_tests;
 mod problems;
 pub mod smtp_section;
 pub mod user_config;
 mod yaml;
 
+use bounces_section::build_bounces;
 use problems::Problems;
 use smtp_section::build_smtp;
 use yaml::{check_nesting, yaml_error};
@@ -198,6 +202,10 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
     };
 
     let suppress = suppress_files(&mut p, &dir, raw.suppress.as_ref());
+    let bounces = raw
+        .bounces
+        .as_ref()
+        .and_then(|b| build_bounces(b, &dir, &mut p));
 
     let mut job_vars = raw.vars.clone();
     if job_vars.keys().any(|k| !k.is_string()) {
@@ -234,6 +242,7 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
         recipients: recipients.expect("recipients checked"),
         suppress,
         return_path: raw.return_path,
+        bounces,
     })
 }
 
