@@ -5,7 +5,8 @@
 //! on loopback; then the same with 10 ms and 50 ms of round-trip time added
 //! by a delaying proxy (RFC 2920 pipelining and RFC 3030 BDAT are what make
 //! the difference there); then rendering alone (`mailshot check`) per core
-//! and peak RSS for a million recipients.
+//! and peak RSS for a million recipients. Every figure, next to what it is
+//! compared with, also goes to a JSON results file (see `results.rs`).
 //!
 //! `cargo bench --bench throughput [-- --n 20000 --reps 3 --quick]` is the
 //! full run. Without `--bench` (which is how `cargo test --all-targets` runs
@@ -18,6 +19,7 @@ mod data;
 mod lettre_sender;
 mod procs;
 mod proxy;
+mod results;
 mod servers;
 mod slow;
 
@@ -51,6 +53,8 @@ struct Opts {
     rss_rows: usize,
     /// Only the parallel-sessions comparison.
     parallel_only: bool,
+    /// Only rendering (`mailshot check`), both jobs side by side.
+    render_only: bool,
 }
 
 impl Opts {
@@ -71,6 +75,7 @@ impl Opts {
                 render_rows: 100_000,
                 rss_rows: 1_000_000,
                 parallel_only: false,
+                render_only: false,
             }
         } else {
             Opts {
@@ -86,6 +91,7 @@ impl Opts {
                 render_rows: 200,
                 rss_rows: 0,
                 parallel_only: false,
+                render_only: false,
             }
         };
         let mut it = args.iter();
@@ -108,6 +114,7 @@ impl Opts {
                 "--no-mailmerge" => o.mailmerge = false,
                 "--no-postfix" => o.postfix = false,
                 "--parallel-only" => o.parallel_only = true,
+                "--render-only" => o.render_only = true,
                 "--quick" => {
                     o.reps = 1;
                     o.secs = 1.5;
@@ -428,6 +435,92 @@ fn render_run(env: &Env, rows: usize, name: &str, engine: bool) -> Result<procs:
     Ok(m)
 }
 
+/// The rendering figures: the best rates of both jobs and the million-row
+/// peak RSS, with their Markdown section.
+struct Rendering {
+    plain: Option<f64>,
+    engine: Option<f64>,
+    rss_1m_kb: Option<u64>,
+    failed: bool,
+    text: String,
+}
+
+/// Renders both jobs `opts.reps` times, alternating so that both see the
+/// same load, then the million rows.
+fn render_section(opts: &Opts, env: &Env) -> Rendering {
+    // CPU-bound and alone on the machine's cores only in theory: on a
+    // shared machine other work can only slow a run down, so the best of
+    // `reps` runs is the figure, and every run is listed.
+    let mut plain_runs: Result<Vec<procs::Measured>, String> = Ok(Vec::new());
+    let mut engine_runs: Result<Vec<procs::Measured>, String> = Ok(Vec::new());
+    for _ in 0..opts.reps {
+        for (runs, engine) in [(&mut plain_runs, false), (&mut engine_runs, true)] {
+            if let Ok(list) = runs {
+                match render_run(env, opts.render_rows, "render", engine) {
+                    Ok(m) => list.push(m),
+                    Err(e) => *runs = Err(e),
+                }
+            }
+        }
+    }
+    let million = (opts.rss_rows > 0).then(|| render_run(env, opts.rss_rows, "million", false));
+    let mut text = format!(
+        "### Rendering alone (`mailshot check`; the best of {} runs counts)\n\n",
+        opts.reps
+    );
+    let plain = render_lines(
+        &mut text,
+        &plain_runs,
+        opts.render_rows,
+        "only `{{ column }}` lookups",
+    );
+    let engine = render_lines(
+        &mut text,
+        &engine_runs,
+        opts.render_rows,
+        "templates with filters and `{% if %}`",
+    );
+    if let (Some(e), Some(p)) = (engine, plain) {
+        let _ = writeln!(
+            text,
+            "- engine work ÷ lookups only, side by side: {:.2}×",
+            e / p
+        );
+    }
+    target(
+        &mut text,
+        engine.map(|r| r >= 100_000.0),
+        format!(
+            "rendering with engine work ≥ 100,000 msgs per CPU-second: {}",
+            engine.map_or("-".into(), |r| format!("{r:.0}"))
+        ),
+    );
+    let rss_1m_kb = match &million {
+        Some(Ok(m)) => {
+            let _ = writeln!(
+                text,
+                "- {} rows: {:.1} s wall, peak RSS {}",
+                opts.rss_rows,
+                m.wall.as_secs_f64(),
+                mb(m.max_rss_kb)
+            );
+            Some(m.max_rss_kb)
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(text, "- {} rows FAILED: {e}", opts.rss_rows);
+            None
+        }
+        None => None,
+    };
+    Rendering {
+        plain,
+        engine,
+        rss_1m_kb,
+        failed: plain_runs.is_err() || engine_runs.is_err() || matches!(million, Some(Err(_))),
+        text,
+    }
+}
+
 /// One line per rendering run; the best rate (messages per CPU-second).
 fn render_lines(
     out: &mut String,
@@ -458,6 +551,139 @@ fn render_lines(
         best = Some(best.map_or(r, |b: f64| b.max(r)));
     }
     best
+}
+
+/// The results file's records: every mailshot figure next to each
+/// contender measured in the same run, the parallel speed-up, rendering with
+/// engine work next to the engine-free fast path, and the million-row RSS
+/// next to its goal.
+fn records(
+    rows: &[Row],
+    parallel: &[(usize, Result<f64, String>)],
+    render: Option<f64>,
+    render_engine: Option<f64>,
+    rss_1m: Option<u64>,
+) -> Vec<results::Record> {
+    let mut out = Vec::new();
+    let trips = |r: &Row, m: f64| {
+        let lo = find(rows, r.server, 0, r.c)?;
+        let s = r.c.sessions() as f64;
+        Some(((s / m - s / lo.median()) / (r.rtt_ms as f64 / 1000.0)).max(0.0))
+    };
+    for r in rows.iter().filter(|r| r.failure.is_none()) {
+        if matches!(r.c, Contender::Mailshot(_)) {
+            continue;
+        }
+        let Some(ms) = find(
+            rows,
+            r.server,
+            r.rtt_ms,
+            Contender::Mailshot(r.c.sessions()),
+        ) else {
+            continue;
+        };
+        let section = if r.rtt_ms == 0 { "loopback" } else { "rtt" };
+        let mut rec = results::Record::new(
+            section,
+            format!("mailshot to {}", r.server),
+            "msg/s",
+            ms.median(),
+            r.c.name(),
+            r.median(),
+        );
+        rec.server = Some(r.server.to_string());
+        rec.rtt_ms = r.rtt_ms;
+        rec.sessions = r.c.sessions();
+        if r.rtt_ms > 0 {
+            rec.round_trips = trips(ms, ms.median()).zip(trips(r, r.median()));
+        }
+        out.push(rec);
+    }
+    let rate = |want: usize| {
+        parallel
+            .iter()
+            .find(|(s, _)| *s == want)
+            .and_then(|(_, r)| r.as_ref().ok().copied())
+    };
+    if let (Some(four), Some(one)) = (rate(4), rate(1)) {
+        let mut rec = results::Record::new(
+            "parallel",
+            format!(
+                "mailshot, 4 sessions, slow-commit server ({} ms)",
+                SLOW_HOLD.as_millis()
+            ),
+            "msg/s",
+            four,
+            "mailshot, 1 session",
+            one,
+        );
+        rec.sessions = 4;
+        out.push(rec);
+    }
+    if let (Some(engine), Some(plain)) = (render_engine, render) {
+        out.push(results::Record::new(
+            "render",
+            "mailshot check, templates with filters and {% if %}",
+            "msg/cpu-s",
+            engine,
+            "mailshot check, the same message with {{ column }} lookups only",
+            plain,
+        ));
+    }
+    if let Some(plain) = render {
+        out.push(results::Record::new(
+            "render",
+            "mailshot check, {{ column }} lookups only",
+            "msg/cpu-s",
+            plain,
+            "goal",
+            50_000.0,
+        ));
+    }
+    if let Some(kb) = rss_1m {
+        out.push(results::Record::new(
+            "rss",
+            "mailshot check, 1,000,000 recipients, peak RSS",
+            "MB",
+            kb as f64 / 1024.0,
+            "goal (at most)",
+            64.0,
+        ));
+    }
+    out
+}
+
+/// Where `cargo bench` leaves the results file (the smoke run writes its
+/// own next to its work folder, so it never overwrites a full run's).
+fn results_path(full: bool, work: &Path) -> PathBuf {
+    if full {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/results.json")
+    } else {
+        work.join("results.json")
+    }
+}
+
+/// Writes the records and reads them back; an unreadable or incomplete
+/// file is a failed run.
+fn save_results(full: bool, work: &Path, records: &[results::Record]) -> bool {
+    let path = results_path(full, work);
+    let checked = results::write(&path, records)
+        .map_err(|e| e.to_string())
+        .and_then(|()| results::check(&path, records.len()));
+    match checked {
+        Ok(()) => {
+            eprintln!(
+                "throughput: {} records in {}",
+                records.len(),
+                path.display()
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("throughput: results file: {e}");
+            false
+        }
+    }
 }
 
 fn target(out: &mut String, ok: Option<bool>, what: String) {
@@ -566,6 +792,22 @@ fn main() {
         return;
     }
 
+    if opts.render_only {
+        let rendering = render_section(&opts, &env);
+        println!("{}", rendering.text);
+        let recs = records(
+            &[],
+            &[],
+            rendering.plain,
+            rendering.engine,
+            rendering.rss_1m_kb,
+        );
+        if rendering.failed || !save_results(opts.full, &work, &recs) {
+            std::process::exit(1);
+        }
+        return;
+    }
+
     let mut started: Vec<Server> = Vec::new();
     match servers::start_sink(&work, !opts.full) {
         Ok(s) => started.push(s),
@@ -621,16 +863,7 @@ fn main() {
 
     let parallel = parallel_sessions(&opts, &env);
 
-    // CPU-bound and alone on the machine's cores only in theory: on a
-    // shared machine other work can only slow a run down, so the best of
-    // `reps` runs is the figure, and every run is listed.
-    let render: Result<Vec<procs::Measured>, String> = (0..opts.reps)
-        .map(|_| render_run(&env, opts.render_rows, "render", false))
-        .collect();
-    let render_engine: Result<Vec<procs::Measured>, String> = (0..opts.reps)
-        .map(|_| render_run(&env, opts.render_rows, "render", true))
-        .collect();
-    let million = (opts.rss_rows > 0).then(|| render_run(&env, opts.rss_rows, "million", false));
+    let rendering = render_section(&opts, &env);
     let servers_up = started.len();
     drop(started);
     let capture_in_ram = capture_base.1;
@@ -662,41 +895,8 @@ fn main() {
         SLOW_HOLD.as_millis()
     );
     let speedup = parallel_lines(&parallel, &mut out);
-    let _ = writeln!(
-        out,
-        "\n### Rendering alone (`mailshot check`; the best of {} runs counts)\n",
-        opts.reps
-    );
-    let per_core = render_lines(
-        &mut out,
-        &render,
-        opts.render_rows,
-        "only `{{ column }}` lookups",
-    );
-    let _ = render_lines(
-        &mut out,
-        &render_engine,
-        opts.render_rows,
-        "templates with filters and `{% if %}` (no target)",
-    );
-    let rss_1m = match &million {
-        Some(Ok(m)) => {
-            let _ = writeln!(
-                out,
-                "- {} rows: {:.1} s wall, peak RSS {}",
-                opts.rss_rows,
-                m.wall.as_secs_f64(),
-                mb(m.max_rss_kb)
-            );
-            Some(m.max_rss_kb)
-        }
-        Some(Err(e)) => {
-            let _ = writeln!(out, "- {} rows FAILED: {e}", opts.rss_rows);
-            None
-        }
-        None => None,
-    };
-
+    let _ = writeln!(out, "\n{}", rendering.text);
+    let (per_core, rss_1m) = (rendering.plain, rendering.rss_1m_kb);
     let _ = writeln!(out, "\n### Targets\n");
     for server in ["smtp-sink", "capture", "postfix"] {
         let ms = find(&rows, server, 0, Contender::Mailshot(1));
@@ -790,13 +990,19 @@ fn main() {
     }
     println!("{out}");
     let _ = fs::write(work.join("results.md"), &out);
+    let recs = records(
+        &rows,
+        &parallel,
+        rendering.plain,
+        rendering.engine,
+        rendering.rss_1m_kb,
+    );
 
     let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
     let mut failed = !failures.is_empty()
         || parallel.iter().any(|(_, r)| r.is_err())
-        || render.is_err()
-        || render_engine.is_err()
-        || matches!(million, Some(Err(_)));
+        || rendering.failed
+        || !save_results(opts.full, &work, &recs);
     if !opts.full && servers_up == 0 {
         failed = true;
     }
