@@ -14,6 +14,7 @@
 //! repetition, smtp-sink and capture only, and it exits non-zero unless
 //! every contender delivered every message.
 
+mod attach;
 mod contenders;
 mod data;
 mod lettre_sender;
@@ -55,6 +56,10 @@ struct Opts {
     parallel_only: bool,
     /// Only rendering (`mailshot check`), both jobs side by side.
     render_only: bool,
+    /// Messages a run with a 1 MB attachment (0 skips that section).
+    attach_n: usize,
+    /// Only the 1 MB attachment section.
+    attach_only: bool,
 }
 
 impl Opts {
@@ -76,6 +81,8 @@ impl Opts {
                 rss_rows: 1_000_000,
                 parallel_only: false,
                 render_only: false,
+                attach_n: 300,
+                attach_only: false,
             }
         } else {
             Opts {
@@ -92,6 +99,8 @@ impl Opts {
                 rss_rows: 0,
                 parallel_only: false,
                 render_only: false,
+                attach_n: 3,
+                attach_only: false,
             }
         };
         let mut it = args.iter();
@@ -115,6 +124,8 @@ impl Opts {
                 "--no-postfix" => o.postfix = false,
                 "--parallel-only" => o.parallel_only = true,
                 "--render-only" => o.render_only = true,
+                "--attach-n" => o.attach_n = num(it.next(), "--attach-n"),
+                "--attach-only" => o.attach_only = true,
                 "--quick" => {
                     o.reps = 1;
                     o.secs = 1.5;
@@ -768,6 +779,7 @@ fn main() {
         job,
         mailmerge,
         timeout: Duration::from_secs(if opts.full { 300 } else { 60 }),
+        body_len: 2048,
     };
 
     if opts.parallel_only {
@@ -822,11 +834,24 @@ fn main() {
         Ok(s) => started.push(s),
         Err(e) => notes.push(format!("capture server not started: {e}")),
     }
-    if opts.postfix {
+    if opts.postfix && !opts.attach_only {
         match servers::start_postfix(&work) {
             Ok(s) => started.push(s),
             Err(e) => notes.push(format!("postfix smtpd not started: {e}")),
         }
+    }
+
+    if opts.attach_only {
+        let figs = attach::measure(&env, &started, opts.attach_n.max(1), opts.reps);
+        let (text, recs, failed) = attach::report(&figs);
+        println!("{text}");
+        for n in &notes {
+            println!("Note: {n}");
+        }
+        if failed || started.is_empty() || !save_results(opts.full, &work, &recs) {
+            std::process::exit(1);
+        }
+        return;
     }
 
     let k = opts.sessions;
@@ -860,6 +885,13 @@ fn main() {
             }
         }
     }
+
+    let attached = if opts.attach_n > 0 {
+        attach::measure(&env, &started, opts.attach_n.min(opts.n_max), opts.reps)
+    } else {
+        Vec::new()
+    };
+    let (attach_text, attach_records, attach_failed) = attach::report(&attached);
 
     let parallel = parallel_sessions(&opts, &env);
 
@@ -896,6 +928,9 @@ fn main() {
     );
     let speedup = parallel_lines(&parallel, &mut out);
     let _ = writeln!(out, "\n{}", rendering.text);
+    if !attached.is_empty() {
+        let _ = writeln!(out, "\n{attach_text}");
+    }
     let (per_core, rss_1m) = (rendering.plain, rendering.rss_1m_kb);
     let _ = writeln!(out, "\n### Targets\n");
     for server in ["smtp-sink", "capture", "postfix"] {
@@ -990,18 +1025,20 @@ fn main() {
     }
     println!("{out}");
     let _ = fs::write(work.join("results.md"), &out);
-    let recs = records(
+    let mut recs = records(
         &rows,
         &parallel,
         rendering.plain,
         rendering.engine,
         rendering.rss_1m_kb,
     );
+    recs.extend(attach_records);
 
     let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
     let mut failed = !failures.is_empty()
         || parallel.iter().any(|(_, r)| r.is_err())
         || rendering.failed
+        || attach_failed
         || !save_results(opts.full, &work, &recs);
     if !opts.full && servers_up == 0 {
         failed = true;

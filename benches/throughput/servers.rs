@@ -83,6 +83,19 @@ impl Server {
         }
     }
 
+    /// The size in bytes of one message the capture server stored.
+    pub fn stored_size(&self) -> Option<u64> {
+        if self.kind != Kind::Capture {
+            return None;
+        }
+        fs::read_dir(self.evidence.as_ref()?)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .find(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .and_then(|e| e.metadata().ok())
+            .map(|m| m.len())
+    }
+
     /// Forgets what was received so far (empties the capture folder), so
     /// the disk does not fill over many runs.
     pub fn clear(&self) {
