@@ -50,6 +50,9 @@ struct Opts {
     rtts: Vec<u64>,
     mailmerge: bool,
     postfix: bool,
+    exim: bool,
+    /// Start only this server (`smtp-sink`, `capture`, `postfix`, `exim`).
+    only: Option<String>,
     render_rows: usize,
     rss_rows: usize,
     /// Only the parallel-sessions comparison.
@@ -77,6 +80,8 @@ impl Opts {
                 rtts: vec![10, 50],
                 mailmerge: true,
                 postfix: true,
+                exim: true,
+                only: None,
                 render_rows: 100_000,
                 rss_rows: 1_000_000,
                 parallel_only: false,
@@ -95,6 +100,8 @@ impl Opts {
                 rtts: vec![10],
                 mailmerge: false,
                 postfix: false,
+                exim: false,
+                only: None,
                 render_rows: 200,
                 rss_rows: 0,
                 parallel_only: false,
@@ -122,6 +129,8 @@ impl Opts {
                 "--rss-rows" => o.rss_rows = num(it.next(), "--rss-rows"),
                 "--no-mailmerge" => o.mailmerge = false,
                 "--no-postfix" => o.postfix = false,
+                "--no-exim" => o.exim = false,
+                "--only" => o.only = it.next().cloned(),
                 "--parallel-only" => o.parallel_only = true,
                 "--render-only" => o.render_only = true,
                 "--attach-n" => o.attach_n = num(it.next(), "--attach-n"),
@@ -821,23 +830,34 @@ fn main() {
     }
 
     let mut started: Vec<Server> = Vec::new();
-    match servers::start_sink(&work, !opts.full) {
-        Ok(s) => started.push(s),
-        Err(e) => notes.push(format!("smtp-sink not started: {e}")),
+    let want = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
+    if want("smtp-sink") {
+        match servers::start_sink(&work, !opts.full) {
+            Ok(s) => started.push(s),
+            Err(e) => notes.push(format!("smtp-sink not started: {e}")),
+        }
     }
     // The capture server writes a file per message. On this kind of VM the
     // disk's metadata latency (create + rename, about 0.5 ms a message)
     // would bound every client equally, so its folder is in RAM when /dev/shm
     // is there: the comparison is then between the clients.
     let capture_base = RamDir::new().unwrap_or_else(|| RamDir(work.clone(), false));
-    match servers::start_capture(&env.mailshot, &capture_base.0) {
-        Ok(s) => started.push(s),
-        Err(e) => notes.push(format!("capture server not started: {e}")),
+    if want("capture") {
+        match servers::start_capture(&env.mailshot, &capture_base.0) {
+            Ok(s) => started.push(s),
+            Err(e) => notes.push(format!("capture server not started: {e}")),
+        }
     }
-    if opts.postfix && !opts.attach_only {
+    if opts.postfix && !opts.attach_only && want("postfix") {
         match servers::start_postfix(&work) {
             Ok(s) => started.push(s),
             Err(e) => notes.push(format!("postfix smtpd not started: {e}")),
+        }
+    }
+    if (opts.exim || opts.only.as_deref() == Some("exim")) && !opts.attach_only && want("exim") {
+        match servers::start_exim(&work) {
+            Ok(s) => started.push(s),
+            Err(e) => notes.push(format!("exim not started: {e}")),
         }
     }
 
@@ -933,7 +953,7 @@ fn main() {
     }
     let (per_core, rss_1m) = (rendering.plain, rendering.rss_1m_kb);
     let _ = writeln!(out, "\n### Targets\n");
-    for server in ["smtp-sink", "capture", "postfix"] {
+    for server in ["smtp-sink", "capture", "postfix", "exim"] {
         let ms = find(&rows, server, 0, Contender::Mailshot(1));
         let ss = find(&rows, server, 0, Contender::SmtpSource(1));
         if let (Some(ms), Some(ss)) = (ms, ss) {
@@ -948,7 +968,7 @@ fn main() {
             );
         }
     }
-    for server in ["smtp-sink", "capture", "postfix"] {
+    for server in ["smtp-sink", "capture", "postfix", "exim"] {
         let ms50 = find(&rows, server, 50, Contender::Mailshot(1));
         let le50 = find(&rows, server, 50, Contender::Lettre(1));
         let ms0 = find(&rows, server, 0, Contender::Mailshot(1));

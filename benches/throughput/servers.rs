@@ -23,6 +23,8 @@ pub enum Kind {
     Capture,
     /// Postfix `smtpd`.
     Postfix,
+    /// A private Exim 4 (CHUNKING), discarding what it accepts.
+    Exim,
 }
 
 /// A running server; stopped on drop.
@@ -43,6 +45,7 @@ impl Server {
             Kind::Sink => "smtp-sink",
             Kind::Capture => "capture",
             Kind::Postfix => "postfix",
+            Kind::Exim => "exim",
         }
     }
 
@@ -68,6 +71,8 @@ impl Server {
             Kind::Postfix => Some(count_lines(ev, |l| {
                 l.contains("postfix/cleanup[") && l.contains("message-id=")
             })),
+            // The main log's `<=` line is written before the final reply.
+            Kind::Exim => Some(count_lines(ev, |l| l.contains(" <= "))),
         }
     }
 
@@ -368,4 +373,100 @@ postlog unix-dgram n - n - 1 postlogd
         evidence: Some(log),
         _guard: guard,
     })
+}
+
+/// Where `scripts/test` unpacks Debian's Exim (`$MAILSHOT_EXIM` overrides).
+const EXIM_DEFAULT: &str = "/opt/mailshot-test/exim/root/usr/sbin/exim4";
+/// The system user the Debian build runs as.
+const EXIM_USER: &str = "Debian-exim";
+
+/// Exim's runtime configuration: one plain listener with PIPELINING and
+/// CHUNKING, every message spooled (Exim's own fsync'd spool files) and then
+/// discarded. `@NAME@` is filled in; `$` belongs to Exim.
+const EXIM_CONFIG: &str = "exim_path = @BIN@
+keep_environment =
+primary_hostname = exim.bench
+exim_user = @USER@
+exim_group = @USER@
+never_users = root
+spool_directory = @BASE@/spool
+log_file_path = @BASE@/log/%slog
+local_interfaces = <; 127.0.0.1.@PORT@
+pipelining_advertise_hosts = *
+chunking_advertise_hosts = *
+host_lookup =
+rfc1413_hosts =
+message_size_limit = 50M
+smtp_accept_max = 50
+smtp_accept_max_per_connection = 0
+smtp_accept_queue_per_connection = 0
+recipients_max = 0
+acl_smtp_rcpt = acl_rcpt
+
+begin acl
+acl_rcpt:
+  accept
+
+begin routers
+discard:
+  driver = redirect
+  data = :blackhole:
+
+begin transports
+
+begin retry
+*  *  F,1m,1m
+";
+
+/// Starts a private Exim (foreground daemon) configured in `dir/exim`.
+pub fn start_exim(dir: &Path) -> io::Result<Server> {
+    let bin = std::env::var_os("MAILSHOT_EXIM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(EXIM_DEFAULT));
+    if !bin.exists() {
+        return Err(io::Error::other(format!(
+            "{} not found (scripts/test unpacks exim4-daemon-heavy)",
+            bin.display()
+        )));
+    }
+    if !is_root() {
+        return Err(io::Error::other("a private Exim needs root"));
+    }
+    let base = dir.join("exim");
+    let _ = fs::remove_dir_all(&base);
+    for sub in ["spool", "log"] {
+        fs::create_dir_all(base.join(sub))?;
+    }
+    set_mode(&base, 0o755)?;
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = base.join("exim.conf");
+    fs::write(
+        &config,
+        EXIM_CONFIG
+            .replace("@BIN@", &bin.display().to_string())
+            .replace("@USER@", EXIM_USER)
+            .replace("@BASE@", &base.display().to_string())
+            .replace("@PORT@", &port.to_string()),
+    )?;
+    for sub in ["spool", "log"] {
+        let ok = Command::new("chown")
+            .arg(format!("{EXIM_USER}:{EXIM_USER}"))
+            .arg(base.join(sub))
+            .status()?;
+        if !ok.success() {
+            return Err(io::Error::other(format!("chown {EXIM_USER} failed")));
+        }
+    }
+    let child = Command::new(&bin)
+        .arg("-C")
+        .arg(&config)
+        .arg("-bdf")
+        .arg("-oP")
+        .arg(base.join("exim.pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(base.join("stderr.log"))?)
+        .spawn()?;
+    serving(Kind::Exim, addr, Some(base.join("log/mainlog")), child)
 }
