@@ -51,6 +51,7 @@ struct Opts {
     mailmerge: bool,
     postfix: bool,
     exim: bool,
+    haraka: bool,
     /// Start only this server (`smtp-sink`, `capture`, `postfix`, `exim`).
     only: Option<String>,
     render_rows: usize,
@@ -81,6 +82,7 @@ impl Opts {
                 mailmerge: true,
                 postfix: true,
                 exim: true,
+                haraka: true,
                 only: None,
                 render_rows: 100_000,
                 rss_rows: 1_000_000,
@@ -101,6 +103,7 @@ impl Opts {
                 mailmerge: false,
                 postfix: false,
                 exim: false,
+                haraka: false,
                 only: None,
                 render_rows: 200,
                 rss_rows: 0,
@@ -130,6 +133,7 @@ impl Opts {
                 "--no-mailmerge" => o.mailmerge = false,
                 "--no-postfix" => o.postfix = false,
                 "--no-exim" => o.exim = false,
+                "--no-haraka" => o.haraka = false,
                 "--only" => o.only = it.next().cloned(),
                 "--parallel-only" => o.parallel_only = true,
                 "--render-only" => o.render_only = true,
@@ -860,6 +864,15 @@ fn main() {
             Err(e) => notes.push(format!("exim not started: {e}")),
         }
     }
+    if (opts.haraka || opts.only.as_deref() == Some("haraka"))
+        && !opts.attach_only
+        && want("haraka")
+    {
+        match servers::start_haraka(&work) {
+            Ok(s) => started.push(s),
+            Err(e) => notes.push(format!("haraka not started: {e}")),
+        }
+    }
 
     if opts.attach_only {
         let figs = attach::measure(&env, &started, opts.attach_n.max(1), opts.reps);
@@ -953,7 +966,7 @@ fn main() {
     }
     let (per_core, rss_1m) = (rendering.plain, rendering.rss_1m_kb);
     let _ = writeln!(out, "\n### Targets\n");
-    for server in ["smtp-sink", "capture", "postfix", "exim"] {
+    for server in ["smtp-sink", "capture", "postfix", "exim", "haraka"] {
         let ms = find(&rows, server, 0, Contender::Mailshot(1));
         let ss = find(&rows, server, 0, Contender::SmtpSource(1));
         if let (Some(ms), Some(ss)) = (ms, ss) {
@@ -968,7 +981,7 @@ fn main() {
             );
         }
     }
-    for server in ["smtp-sink", "capture", "postfix", "exim"] {
+    for server in ["smtp-sink", "capture", "postfix", "exim", "haraka"] {
         let ms50 = find(&rows, server, 50, Contender::Mailshot(1));
         let le50 = find(&rows, server, 50, Contender::Lettre(1));
         let ms0 = find(&rows, server, 0, Contender::Mailshot(1));

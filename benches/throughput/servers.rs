@@ -25,6 +25,8 @@ pub enum Kind {
     Postfix,
     /// A private Exim 4 (CHUNKING), discarding what it accepts.
     Exim,
+    /// A private Haraka 3 (no CHUNKING), discarding what it accepts.
+    Haraka,
 }
 
 /// A running server; stopped on drop.
@@ -46,12 +48,13 @@ impl Server {
             Kind::Capture => "capture",
             Kind::Postfix => "postfix",
             Kind::Exim => "exim",
+            Kind::Haraka => "haraka",
         }
     }
 
     /// Whether the server offers CHUNKING (so mailshot uses BDAT).
     pub fn chunking(&self) -> bool {
-        !matches!(self.kind, Kind::Sink)
+        !matches!(self.kind, Kind::Sink | Kind::Haraka)
     }
 
     /// Messages the server has taken so far, when it leaves evidence to count.
@@ -73,6 +76,8 @@ impl Server {
             })),
             // The main log's `<=` line is written before the final reply.
             Kind::Exim => Some(count_lines(ev, |l| l.contains(" <= "))),
+            // The plugin appends a line before it answers.
+            Kind::Haraka => Some(count_lines(ev, |l| l == "queued")),
         }
     }
 
@@ -469,4 +474,77 @@ pub fn start_exim(dir: &Path) -> io::Result<Server> {
         .stderr(fs::File::create(base.join("stderr.log"))?)
         .spawn()?;
     serving(Kind::Exim, addr, Some(base.join("log/mainlog")), child)
+}
+
+/// Where `scripts/test` installs Haraka from npm (`$MAILSHOT_TEST_CACHE`
+/// overrides the cache folder, as for the tests).
+fn node_modules() -> PathBuf {
+    let cache = std::env::var_os("MAILSHOT_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(".cache/mailshot-test")
+        });
+    cache.join("node/node_modules")
+}
+
+/// Starts a private Haraka configured in `dir/haraka`: one plain listener,
+/// PIPELINING (Haraka offers no CHUNKING), and the harness's plugin that
+/// counts and discards every message.
+pub fn start_haraka(dir: &Path) -> io::Result<Server> {
+    let modules = node_modules();
+    let bin = modules.join(".bin/haraka");
+    if !bin.exists() {
+        return Err(io::Error::other(format!(
+            "{} not found (scripts/test installs Haraka from npm)",
+            bin.display()
+        )));
+    }
+    let base = dir.join("haraka");
+    let _ = fs::remove_dir_all(&base);
+    fs::create_dir_all(&base)?;
+    let root = base.join("root");
+    let made = Command::new(&bin)
+        .arg("-i")
+        .arg(&root)
+        .env("NODE_PATH", &modules)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !made.success() {
+        return Err(io::Error::other("haraka -i failed"));
+    }
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let conf = |name: &str, text: &str| fs::write(root.join("config").join(name), text);
+    conf("me", "haraka.bench\n")?;
+    conf(
+        "smtp.ini",
+        &format!("[main]\nlisten=127.0.0.1:{port}\nnodes=0\ndaemonize=false\n"),
+    )?;
+    conf("plugins", "bench_discard\n")?;
+    conf("log.ini", "[main]\nlevel=warn\n")?;
+    let connection = root.join("config/connection.ini");
+    let text = fs::read_to_string(&connection)?;
+    // Room for the 1 MB attachment messages; the default is 25 MB anyway.
+    fs::write(
+        &connection,
+        text.replace("bytes=26214400", "bytes=52428800"),
+    )?;
+    let plugin = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/throughput/haraka_discard.js");
+    fs::copy(plugin, root.join("plugins/bench_discard.js"))?;
+    let count = base.join("queued");
+    fs::write(&count, "")?;
+    let child = Command::new(&bin)
+        .arg("-c")
+        .arg(&root)
+        .current_dir(&base)
+        .env("NODE_PATH", &modules)
+        .env("BENCH_COUNT_FILE", &count)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(base.join("stderr.log"))?)
+        .spawn()?;
+    serving(Kind::Haraka, addr, Some(count), child)
 }
