@@ -52,7 +52,8 @@ struct Opts {
     postfix: bool,
     exim: bool,
     haraka: bool,
-    /// Start only this server (`smtp-sink`, `capture`, `postfix`, `exim`).
+    /// Start only these servers (a comma-separated list of `smtp-sink`,
+    /// `capture`, `postfix`, `exim`, `haraka`).
     only: Option<String>,
     render_rows: usize,
     rss_rows: usize,
@@ -834,7 +835,12 @@ fn main() {
     }
 
     let mut started: Vec<Server> = Vec::new();
-    let want = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
+    let named = |name: &str| {
+        opts.only
+            .as_deref()
+            .is_some_and(|o| o.split(',').any(|x| x == name))
+    };
+    let want = |name: &str| opts.only.is_none() || named(name);
     if want("smtp-sink") {
         match servers::start_sink(&work, !opts.full) {
             Ok(s) => started.push(s),
@@ -858,16 +864,13 @@ fn main() {
             Err(e) => notes.push(format!("postfix smtpd not started: {e}")),
         }
     }
-    if (opts.exim || opts.only.as_deref() == Some("exim")) && !opts.attach_only && want("exim") {
+    if (opts.exim || named("exim")) && !opts.attach_only && want("exim") {
         match servers::start_exim(&work) {
             Ok(s) => started.push(s),
             Err(e) => notes.push(format!("exim not started: {e}")),
         }
     }
-    if (opts.haraka || opts.only.as_deref() == Some("haraka"))
-        && !opts.attach_only
-        && want("haraka")
-    {
+    if (opts.haraka || named("haraka")) && !opts.attach_only && want("haraka") {
         match servers::start_haraka(&work) {
             Ok(s) => started.push(s),
             Err(e) => notes.push(format!("haraka not started: {e}")),
