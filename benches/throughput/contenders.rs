@@ -72,6 +72,8 @@ pub struct Env {
     pub mailmerge: Option<PathBuf>,
     /// Upper bound for one run.
     pub timeout: Duration,
+    /// The body length smtp-source sends (`-l`).
+    pub body_len: usize,
 }
 
 /// The result of one run.
@@ -129,8 +131,10 @@ pub fn run(c: Contender, env: &Env, port: u16, n: usize) -> io::Result<Outcome> 
                 .arg(s.to_string())
                 .arg("-m")
                 .arg(n.to_string())
-                // About the size of the personalised messages' bodies.
-                .args(["-l", "2048", "-d"])
+                // About the size of mailshot's messages.
+                .arg("-l")
+                .arg(env.body_len.to_string())
+                .arg("-d")
                 .args(["-f", "sender@bench.example", "-t", "user@example.com"])
                 .args(["-M", "bench.localdomain", "-S", "Bench"])
                 .arg(format!("127.0.0.1:{port}"));

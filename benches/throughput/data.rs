@@ -129,6 +129,41 @@ pub fn write_engine_job(dir: &Path, name: &str, csv: &str) -> io::Result<PathBuf
     )
 }
 
+/// The plain message with one attachment whose path is `attachment` (a
+/// template: the same file for everyone, or one per row).
+pub fn write_attachment_job(
+    dir: &Path,
+    name: &str,
+    csv: &str,
+    attachment: &str,
+) -> io::Result<PathBuf> {
+    let job = write_job_with(dir, name, csv, TEXT, HTML, SUBJECT)?;
+    let mut text = fs::read_to_string(&job)?;
+    text.push_str(&format!("attachments:\n  - path: \"{attachment}\"\n"));
+    fs::write(&job, text)?;
+    Ok(job)
+}
+
+/// Writes `bytes` bytes of incompressible stand-in PDF to `path`, different
+/// for each `seed` (skipped when the file already has that size).
+pub fn write_pdf(path: &Path, bytes: usize, seed: u64) -> io::Result<()> {
+    if fs::metadata(path).is_ok_and(|m| m.len() == bytes as u64) {
+        return Ok(());
+    }
+    let mut data = Vec::with_capacity(bytes);
+    data.extend_from_slice(b"%PDF-1.4\n");
+    // xorshift64*: cheap bytes that base64 cannot shortcut.
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while data.len() < bytes {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        data.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    data.truncate(bytes);
+    fs::write(path, data)
+}
+
 fn write_job_with(
     dir: &Path,
     name: &str,

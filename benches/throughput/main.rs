@@ -5,7 +5,8 @@
 //! on loopback; then the same with 10 ms and 50 ms of round-trip time added
 //! by a delaying proxy (RFC 2920 pipelining and RFC 3030 BDAT are what make
 //! the difference there); then rendering alone (`mailshot check`) per core
-//! and peak RSS for a million recipients.
+//! and peak RSS for a million recipients. Every figure, next to what it is
+//! compared with, also goes to a JSON results file (see `results.rs`).
 //!
 //! `cargo bench --bench throughput [-- --n 20000 --reps 3 --quick]` is the
 //! full run. Without `--bench` (which is how `cargo test --all-targets` runs
@@ -13,11 +14,13 @@
 //! repetition, smtp-sink and capture only, and it exits non-zero unless
 //! every contender delivered every message.
 
+mod attach;
 mod contenders;
 mod data;
 mod lettre_sender;
 mod procs;
 mod proxy;
+mod results;
 mod servers;
 mod slow;
 
@@ -47,10 +50,21 @@ struct Opts {
     rtts: Vec<u64>,
     mailmerge: bool,
     postfix: bool,
+    exim: bool,
+    haraka: bool,
+    /// Start only these servers (a comma-separated list of `smtp-sink`,
+    /// `capture`, `postfix`, `exim`, `haraka`).
+    only: Option<String>,
     render_rows: usize,
     rss_rows: usize,
     /// Only the parallel-sessions comparison.
     parallel_only: bool,
+    /// Only rendering (`mailshot check`), both jobs side by side.
+    render_only: bool,
+    /// Messages a run with a 1 MB attachment (0 skips that section).
+    attach_n: usize,
+    /// Only the 1 MB attachment section.
+    attach_only: bool,
 }
 
 impl Opts {
@@ -68,9 +82,15 @@ impl Opts {
                 rtts: vec![10, 50],
                 mailmerge: true,
                 postfix: true,
+                exim: true,
+                haraka: true,
+                only: None,
                 render_rows: 100_000,
                 rss_rows: 1_000_000,
                 parallel_only: false,
+                render_only: false,
+                attach_n: 300,
+                attach_only: false,
             }
         } else {
             Opts {
@@ -83,9 +103,15 @@ impl Opts {
                 rtts: vec![10],
                 mailmerge: false,
                 postfix: false,
+                exim: false,
+                haraka: false,
+                only: None,
                 render_rows: 200,
                 rss_rows: 0,
                 parallel_only: false,
+                render_only: false,
+                attach_n: 3,
+                attach_only: false,
             }
         };
         let mut it = args.iter();
@@ -107,7 +133,13 @@ impl Opts {
                 "--rss-rows" => o.rss_rows = num(it.next(), "--rss-rows"),
                 "--no-mailmerge" => o.mailmerge = false,
                 "--no-postfix" => o.postfix = false,
+                "--no-exim" => o.exim = false,
+                "--no-haraka" => o.haraka = false,
+                "--only" => o.only = it.next().cloned(),
                 "--parallel-only" => o.parallel_only = true,
+                "--render-only" => o.render_only = true,
+                "--attach-n" => o.attach_n = num(it.next(), "--attach-n"),
+                "--attach-only" => o.attach_only = true,
                 "--quick" => {
                     o.reps = 1;
                     o.secs = 1.5;
@@ -428,6 +460,92 @@ fn render_run(env: &Env, rows: usize, name: &str, engine: bool) -> Result<procs:
     Ok(m)
 }
 
+/// The rendering figures: the best rates of both jobs and the million-row
+/// peak RSS, with their Markdown section.
+struct Rendering {
+    plain: Option<f64>,
+    engine: Option<f64>,
+    rss_1m_kb: Option<u64>,
+    failed: bool,
+    text: String,
+}
+
+/// Renders both jobs `opts.reps` times, alternating so that both see the
+/// same load, then the million rows.
+fn render_section(opts: &Opts, env: &Env) -> Rendering {
+    // CPU-bound and alone on the machine's cores only in theory: on a
+    // shared machine other work can only slow a run down, so the best of
+    // `reps` runs is the figure, and every run is listed.
+    let mut plain_runs: Result<Vec<procs::Measured>, String> = Ok(Vec::new());
+    let mut engine_runs: Result<Vec<procs::Measured>, String> = Ok(Vec::new());
+    for _ in 0..opts.reps {
+        for (runs, engine) in [(&mut plain_runs, false), (&mut engine_runs, true)] {
+            if let Ok(list) = runs {
+                match render_run(env, opts.render_rows, "render", engine) {
+                    Ok(m) => list.push(m),
+                    Err(e) => *runs = Err(e),
+                }
+            }
+        }
+    }
+    let million = (opts.rss_rows > 0).then(|| render_run(env, opts.rss_rows, "million", false));
+    let mut text = format!(
+        "### Rendering alone (`mailshot check`; the best of {} runs counts)\n\n",
+        opts.reps
+    );
+    let plain = render_lines(
+        &mut text,
+        &plain_runs,
+        opts.render_rows,
+        "only `{{ column }}` lookups",
+    );
+    let engine = render_lines(
+        &mut text,
+        &engine_runs,
+        opts.render_rows,
+        "templates with filters and `{% if %}`",
+    );
+    if let (Some(e), Some(p)) = (engine, plain) {
+        let _ = writeln!(
+            text,
+            "- engine work ÷ lookups only, side by side: {:.2}×",
+            e / p
+        );
+    }
+    target(
+        &mut text,
+        engine.map(|r| r >= 100_000.0),
+        format!(
+            "rendering with engine work ≥ 100,000 msgs per CPU-second: {}",
+            engine.map_or("-".into(), |r| format!("{r:.0}"))
+        ),
+    );
+    let rss_1m_kb = match &million {
+        Some(Ok(m)) => {
+            let _ = writeln!(
+                text,
+                "- {} rows: {:.1} s wall, peak RSS {}",
+                opts.rss_rows,
+                m.wall.as_secs_f64(),
+                mb(m.max_rss_kb)
+            );
+            Some(m.max_rss_kb)
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(text, "- {} rows FAILED: {e}", opts.rss_rows);
+            None
+        }
+        None => None,
+    };
+    Rendering {
+        plain,
+        engine,
+        rss_1m_kb,
+        failed: plain_runs.is_err() || engine_runs.is_err() || matches!(million, Some(Err(_))),
+        text,
+    }
+}
+
 /// One line per rendering run; the best rate (messages per CPU-second).
 fn render_lines(
     out: &mut String,
@@ -458,6 +576,139 @@ fn render_lines(
         best = Some(best.map_or(r, |b: f64| b.max(r)));
     }
     best
+}
+
+/// The results file's records: every mailshot figure next to each
+/// contender measured in the same run, the parallel speed-up, rendering with
+/// engine work next to the engine-free fast path, and the million-row RSS
+/// next to its goal.
+fn records(
+    rows: &[Row],
+    parallel: &[(usize, Result<f64, String>)],
+    render: Option<f64>,
+    render_engine: Option<f64>,
+    rss_1m: Option<u64>,
+) -> Vec<results::Record> {
+    let mut out = Vec::new();
+    let trips = |r: &Row, m: f64| {
+        let lo = find(rows, r.server, 0, r.c)?;
+        let s = r.c.sessions() as f64;
+        Some(((s / m - s / lo.median()) / (r.rtt_ms as f64 / 1000.0)).max(0.0))
+    };
+    for r in rows.iter().filter(|r| r.failure.is_none()) {
+        if matches!(r.c, Contender::Mailshot(_)) {
+            continue;
+        }
+        let Some(ms) = find(
+            rows,
+            r.server,
+            r.rtt_ms,
+            Contender::Mailshot(r.c.sessions()),
+        ) else {
+            continue;
+        };
+        let section = if r.rtt_ms == 0 { "loopback" } else { "rtt" };
+        let mut rec = results::Record::new(
+            section,
+            format!("mailshot to {}", r.server),
+            "msg/s",
+            ms.median(),
+            r.c.name(),
+            r.median(),
+        );
+        rec.server = Some(r.server.to_string());
+        rec.rtt_ms = r.rtt_ms;
+        rec.sessions = r.c.sessions();
+        if r.rtt_ms > 0 {
+            rec.round_trips = trips(ms, ms.median()).zip(trips(r, r.median()));
+        }
+        out.push(rec);
+    }
+    let rate = |want: usize| {
+        parallel
+            .iter()
+            .find(|(s, _)| *s == want)
+            .and_then(|(_, r)| r.as_ref().ok().copied())
+    };
+    if let (Some(four), Some(one)) = (rate(4), rate(1)) {
+        let mut rec = results::Record::new(
+            "parallel",
+            format!(
+                "mailshot, 4 sessions, slow-commit server ({} ms)",
+                SLOW_HOLD.as_millis()
+            ),
+            "msg/s",
+            four,
+            "mailshot, 1 session",
+            one,
+        );
+        rec.sessions = 4;
+        out.push(rec);
+    }
+    if let (Some(engine), Some(plain)) = (render_engine, render) {
+        out.push(results::Record::new(
+            "render",
+            "mailshot check, templates with filters and {% if %}",
+            "msg/cpu-s",
+            engine,
+            "mailshot check, the same message with {{ column }} lookups only",
+            plain,
+        ));
+    }
+    if let Some(plain) = render {
+        out.push(results::Record::new(
+            "render",
+            "mailshot check, {{ column }} lookups only",
+            "msg/cpu-s",
+            plain,
+            "goal",
+            50_000.0,
+        ));
+    }
+    if let Some(kb) = rss_1m {
+        out.push(results::Record::new(
+            "rss",
+            "mailshot check, 1,000,000 recipients, peak RSS",
+            "MB",
+            kb as f64 / 1024.0,
+            "goal (at most)",
+            64.0,
+        ));
+    }
+    out
+}
+
+/// Where `cargo bench` leaves the results file (the smoke run writes its
+/// own next to its work folder, so it never overwrites a full run's).
+fn results_path(full: bool, work: &Path) -> PathBuf {
+    if full {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/results.json")
+    } else {
+        work.join("results.json")
+    }
+}
+
+/// Writes the records and reads them back; an unreadable or incomplete
+/// file is a failed run.
+fn save_results(full: bool, work: &Path, records: &[results::Record]) -> bool {
+    let path = results_path(full, work);
+    let checked = results::write(&path, records)
+        .map_err(|e| e.to_string())
+        .and_then(|()| results::check(&path, records.len()));
+    match checked {
+        Ok(()) => {
+            eprintln!(
+                "throughput: {} records in {}",
+                records.len(),
+                path.display()
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("throughput: results file: {e}");
+            false
+        }
+    }
 }
 
 fn target(out: &mut String, ok: Option<bool>, what: String) {
@@ -542,6 +793,7 @@ fn main() {
         job,
         mailmerge,
         timeout: Duration::from_secs(if opts.full { 300 } else { 60 }),
+        body_len: 2048,
     };
 
     if opts.parallel_only {
@@ -566,25 +818,76 @@ fn main() {
         return;
     }
 
+    if opts.render_only {
+        let rendering = render_section(&opts, &env);
+        println!("{}", rendering.text);
+        let recs = records(
+            &[],
+            &[],
+            rendering.plain,
+            rendering.engine,
+            rendering.rss_1m_kb,
+        );
+        if rendering.failed || !save_results(opts.full, &work, &recs) {
+            std::process::exit(1);
+        }
+        return;
+    }
+
     let mut started: Vec<Server> = Vec::new();
-    match servers::start_sink(&work, !opts.full) {
-        Ok(s) => started.push(s),
-        Err(e) => notes.push(format!("smtp-sink not started: {e}")),
+    let named = |name: &str| {
+        opts.only
+            .as_deref()
+            .is_some_and(|o| o.split(',').any(|x| x == name))
+    };
+    let want = |name: &str| opts.only.is_none() || named(name);
+    if want("smtp-sink") {
+        match servers::start_sink(&work, !opts.full) {
+            Ok(s) => started.push(s),
+            Err(e) => notes.push(format!("smtp-sink not started: {e}")),
+        }
     }
     // The capture server writes a file per message. On this kind of VM the
     // disk's metadata latency (create + rename, about 0.5 ms a message)
     // would bound every client equally, so its folder is in RAM when /dev/shm
     // is there: the comparison is then between the clients.
     let capture_base = RamDir::new().unwrap_or_else(|| RamDir(work.clone(), false));
-    match servers::start_capture(&env.mailshot, &capture_base.0) {
-        Ok(s) => started.push(s),
-        Err(e) => notes.push(format!("capture server not started: {e}")),
+    if want("capture") {
+        match servers::start_capture(&env.mailshot, &capture_base.0) {
+            Ok(s) => started.push(s),
+            Err(e) => notes.push(format!("capture server not started: {e}")),
+        }
     }
-    if opts.postfix {
+    if opts.postfix && !opts.attach_only && want("postfix") {
         match servers::start_postfix(&work) {
             Ok(s) => started.push(s),
             Err(e) => notes.push(format!("postfix smtpd not started: {e}")),
         }
+    }
+    if (opts.exim || named("exim")) && !opts.attach_only && want("exim") {
+        match servers::start_exim(&work) {
+            Ok(s) => started.push(s),
+            Err(e) => notes.push(format!("exim not started: {e}")),
+        }
+    }
+    if (opts.haraka || named("haraka")) && !opts.attach_only && want("haraka") {
+        match servers::start_haraka(&work) {
+            Ok(s) => started.push(s),
+            Err(e) => notes.push(format!("haraka not started: {e}")),
+        }
+    }
+
+    if opts.attach_only {
+        let figs = attach::measure(&env, &started, opts.attach_n.max(1), opts.reps);
+        let (text, recs, failed) = attach::report(&figs);
+        println!("{text}");
+        for n in &notes {
+            println!("Note: {n}");
+        }
+        if failed || started.is_empty() || !save_results(opts.full, &work, &recs) {
+            std::process::exit(1);
+        }
+        return;
     }
 
     let k = opts.sessions;
@@ -619,18 +922,16 @@ fn main() {
         }
     }
 
+    let attached = if opts.attach_n > 0 {
+        attach::measure(&env, &started, opts.attach_n.min(opts.n_max), opts.reps)
+    } else {
+        Vec::new()
+    };
+    let (attach_text, attach_records, attach_failed) = attach::report(&attached);
+
     let parallel = parallel_sessions(&opts, &env);
 
-    // CPU-bound and alone on the machine's cores only in theory: on a
-    // shared machine other work can only slow a run down, so the best of
-    // `reps` runs is the figure, and every run is listed.
-    let render: Result<Vec<procs::Measured>, String> = (0..opts.reps)
-        .map(|_| render_run(&env, opts.render_rows, "render", false))
-        .collect();
-    let render_engine: Result<Vec<procs::Measured>, String> = (0..opts.reps)
-        .map(|_| render_run(&env, opts.render_rows, "render", true))
-        .collect();
-    let million = (opts.rss_rows > 0).then(|| render_run(&env, opts.rss_rows, "million", false));
+    let rendering = render_section(&opts, &env);
     let servers_up = started.len();
     drop(started);
     let capture_in_ram = capture_base.1;
@@ -662,43 +963,13 @@ fn main() {
         SLOW_HOLD.as_millis()
     );
     let speedup = parallel_lines(&parallel, &mut out);
-    let _ = writeln!(
-        out,
-        "\n### Rendering alone (`mailshot check`; the best of {} runs counts)\n",
-        opts.reps
-    );
-    let per_core = render_lines(
-        &mut out,
-        &render,
-        opts.render_rows,
-        "only `{{ column }}` lookups",
-    );
-    let _ = render_lines(
-        &mut out,
-        &render_engine,
-        opts.render_rows,
-        "templates with filters and `{% if %}` (no target)",
-    );
-    let rss_1m = match &million {
-        Some(Ok(m)) => {
-            let _ = writeln!(
-                out,
-                "- {} rows: {:.1} s wall, peak RSS {}",
-                opts.rss_rows,
-                m.wall.as_secs_f64(),
-                mb(m.max_rss_kb)
-            );
-            Some(m.max_rss_kb)
-        }
-        Some(Err(e)) => {
-            let _ = writeln!(out, "- {} rows FAILED: {e}", opts.rss_rows);
-            None
-        }
-        None => None,
-    };
-
+    let _ = writeln!(out, "\n{}", rendering.text);
+    if !attached.is_empty() {
+        let _ = writeln!(out, "\n{attach_text}");
+    }
+    let (per_core, rss_1m) = (rendering.plain, rendering.rss_1m_kb);
     let _ = writeln!(out, "\n### Targets\n");
-    for server in ["smtp-sink", "capture", "postfix"] {
+    for server in ["smtp-sink", "capture", "postfix", "exim", "haraka"] {
         let ms = find(&rows, server, 0, Contender::Mailshot(1));
         let ss = find(&rows, server, 0, Contender::SmtpSource(1));
         if let (Some(ms), Some(ss)) = (ms, ss) {
@@ -713,7 +984,7 @@ fn main() {
             );
         }
     }
-    for server in ["smtp-sink", "capture", "postfix"] {
+    for server in ["smtp-sink", "capture", "postfix", "exim", "haraka"] {
         let ms50 = find(&rows, server, 50, Contender::Mailshot(1));
         let le50 = find(&rows, server, 50, Contender::Lettre(1));
         let ms0 = find(&rows, server, 0, Contender::Mailshot(1));
@@ -790,13 +1061,21 @@ fn main() {
     }
     println!("{out}");
     let _ = fs::write(work.join("results.md"), &out);
+    let mut recs = records(
+        &rows,
+        &parallel,
+        rendering.plain,
+        rendering.engine,
+        rendering.rss_1m_kb,
+    );
+    recs.extend(attach_records);
 
     let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
     let mut failed = !failures.is_empty()
         || parallel.iter().any(|(_, r)| r.is_err())
-        || render.is_err()
-        || render_engine.is_err()
-        || matches!(million, Some(Err(_)));
+        || rendering.failed
+        || attach_failed
+        || !save_results(opts.full, &work, &recs);
     if !opts.full && servers_up == 0 {
         failed = true;
     }

@@ -23,6 +23,10 @@ pub enum Kind {
     Capture,
     /// Postfix `smtpd`.
     Postfix,
+    /// A private Exim 4 (CHUNKING), discarding what it accepts.
+    Exim,
+    /// A private Haraka 3 (no CHUNKING), discarding what it accepts.
+    Haraka,
 }
 
 /// A running server; stopped on drop.
@@ -43,12 +47,14 @@ impl Server {
             Kind::Sink => "smtp-sink",
             Kind::Capture => "capture",
             Kind::Postfix => "postfix",
+            Kind::Exim => "exim",
+            Kind::Haraka => "haraka",
         }
     }
 
     /// Whether the server offers CHUNKING (so mailshot uses BDAT).
     pub fn chunking(&self) -> bool {
-        !matches!(self.kind, Kind::Sink)
+        !matches!(self.kind, Kind::Sink | Kind::Haraka)
     }
 
     /// Messages the server has taken so far, when it leaves evidence to count.
@@ -68,6 +74,10 @@ impl Server {
             Kind::Postfix => Some(count_lines(ev, |l| {
                 l.contains("postfix/cleanup[") && l.contains("message-id=")
             })),
+            // The main log's `<=` line is written before the final reply.
+            Kind::Exim => Some(count_lines(ev, |l| l.contains(" <= "))),
+            // The plugin appends a line before it answers.
+            Kind::Haraka => Some(count_lines(ev, |l| l == "queued")),
         }
     }
 
@@ -81,6 +91,19 @@ impl Server {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The size in bytes of one message the capture server stored.
+    pub fn stored_size(&self) -> Option<u64> {
+        if self.kind != Kind::Capture {
+            return None;
+        }
+        fs::read_dir(self.evidence.as_ref()?)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .find(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .and_then(|e| e.metadata().ok())
+            .map(|m| m.len())
     }
 
     /// Forgets what was received so far (empties the capture folder), so
@@ -355,4 +378,173 @@ postlog unix-dgram n - n - 1 postlogd
         evidence: Some(log),
         _guard: guard,
     })
+}
+
+/// Where `scripts/test` unpacks Debian's Exim (`$MAILSHOT_EXIM` overrides).
+const EXIM_DEFAULT: &str = "/opt/mailshot-test/exim/root/usr/sbin/exim4";
+/// The system user the Debian build runs as.
+const EXIM_USER: &str = "Debian-exim";
+
+/// Exim's runtime configuration: one plain listener with PIPELINING and
+/// CHUNKING, every message spooled (Exim's own fsync'd spool files) and then
+/// discarded. `@NAME@` is filled in; `$` belongs to Exim.
+const EXIM_CONFIG: &str = "exim_path = @BIN@
+keep_environment =
+primary_hostname = exim.bench
+exim_user = @USER@
+exim_group = @USER@
+never_users = root
+spool_directory = @BASE@/spool
+log_file_path = @BASE@/log/%slog
+local_interfaces = <; 127.0.0.1.@PORT@
+pipelining_advertise_hosts = *
+chunking_advertise_hosts = *
+host_lookup =
+rfc1413_hosts =
+message_size_limit = 50M
+smtp_accept_max = 50
+smtp_accept_max_per_connection = 0
+smtp_accept_queue_per_connection = 0
+recipients_max = 0
+acl_smtp_rcpt = acl_rcpt
+
+begin acl
+acl_rcpt:
+  accept
+
+begin routers
+discard:
+  driver = redirect
+  data = :blackhole:
+
+begin transports
+
+begin retry
+*  *  F,1m,1m
+";
+
+/// Starts a private Exim (foreground daemon) configured in `dir/exim`.
+pub fn start_exim(dir: &Path) -> io::Result<Server> {
+    let bin = std::env::var_os("MAILSHOT_EXIM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(EXIM_DEFAULT));
+    if !bin.exists() {
+        return Err(io::Error::other(format!(
+            "{} not found (scripts/test unpacks exim4-daemon-heavy)",
+            bin.display()
+        )));
+    }
+    if !is_root() {
+        return Err(io::Error::other("a private Exim needs root"));
+    }
+    let base = dir.join("exim");
+    let _ = fs::remove_dir_all(&base);
+    for sub in ["spool", "log"] {
+        fs::create_dir_all(base.join(sub))?;
+    }
+    set_mode(&base, 0o755)?;
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = base.join("exim.conf");
+    fs::write(
+        &config,
+        EXIM_CONFIG
+            .replace("@BIN@", &bin.display().to_string())
+            .replace("@USER@", EXIM_USER)
+            .replace("@BASE@", &base.display().to_string())
+            .replace("@PORT@", &port.to_string()),
+    )?;
+    for sub in ["spool", "log"] {
+        let ok = Command::new("chown")
+            .arg(format!("{EXIM_USER}:{EXIM_USER}"))
+            .arg(base.join(sub))
+            .status()?;
+        if !ok.success() {
+            return Err(io::Error::other(format!("chown {EXIM_USER} failed")));
+        }
+    }
+    let child = Command::new(&bin)
+        .arg("-C")
+        .arg(&config)
+        .arg("-bdf")
+        .arg("-oP")
+        .arg(base.join("exim.pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(base.join("stderr.log"))?)
+        .spawn()?;
+    serving(Kind::Exim, addr, Some(base.join("log/mainlog")), child)
+}
+
+/// Where `scripts/test` installs Haraka from npm (`$MAILSHOT_TEST_CACHE`
+/// overrides the cache folder, as for the tests).
+fn node_modules() -> PathBuf {
+    let cache = std::env::var_os("MAILSHOT_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(".cache/mailshot-test")
+        });
+    cache.join("node/node_modules")
+}
+
+/// Starts a private Haraka configured in `dir/haraka`: one plain listener,
+/// PIPELINING (Haraka offers no CHUNKING), and the harness's plugin that
+/// counts and discards every message.
+pub fn start_haraka(dir: &Path) -> io::Result<Server> {
+    let modules = node_modules();
+    let bin = modules.join(".bin/haraka");
+    if !bin.exists() {
+        return Err(io::Error::other(format!(
+            "{} not found (scripts/test installs Haraka from npm)",
+            bin.display()
+        )));
+    }
+    let base = dir.join("haraka");
+    let _ = fs::remove_dir_all(&base);
+    fs::create_dir_all(&base)?;
+    let root = base.join("root");
+    let made = Command::new(&bin)
+        .arg("-i")
+        .arg(&root)
+        .env("NODE_PATH", &modules)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !made.success() {
+        return Err(io::Error::other("haraka -i failed"));
+    }
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let conf = |name: &str, text: &str| fs::write(root.join("config").join(name), text);
+    conf("me", "haraka.bench\n")?;
+    conf(
+        "smtp.ini",
+        &format!("[main]\nlisten=127.0.0.1:{port}\nnodes=0\ndaemonize=false\n"),
+    )?;
+    conf("plugins", "bench_discard\n")?;
+    conf("log.ini", "[main]\nlevel=warn\n")?;
+    let connection = root.join("config/connection.ini");
+    let text = fs::read_to_string(&connection)?;
+    // Room for the 1 MB attachment messages; the default is 25 MB anyway.
+    fs::write(
+        &connection,
+        text.replace("bytes=26214400", "bytes=52428800"),
+    )?;
+    let plugin = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/throughput/haraka_discard.js");
+    fs::copy(plugin, root.join("plugins/bench_discard.js"))?;
+    let count = base.join("queued");
+    fs::write(&count, "")?;
+    let child = Command::new(&bin)
+        .arg("-c")
+        .arg(&root)
+        .current_dir(&base)
+        .env("NODE_PATH", &modules)
+        .env("BENCH_COUNT_FILE", &count)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(base.join("stderr.log"))?)
+        .spawn()?;
+    serving(Kind::Haraka, addr, Some(count), child)
 }

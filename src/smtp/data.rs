@@ -27,26 +27,31 @@ pub fn normalized_len(input: &[u8]) -> usize {
     let mut n = 0;
     let mut pending_cr = false;
     let mut line_start = true;
-    for &b in input {
-        match b {
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
             b'\r' => {
                 if pending_cr {
                     n += 2;
                 }
                 pending_cr = true;
+                i += 1;
             }
             b'\n' => {
                 n += 2;
                 pending_cr = false;
                 line_start = true;
+                i += 1;
             }
             _ => {
                 if pending_cr {
                     n += 2;
                     pending_cr = false;
                 }
-                n += 1;
+                let run = line_run(&input[i..]);
+                n += run;
                 line_start = false;
+                i += run;
             }
         }
     }
@@ -54,6 +59,12 @@ pub fn normalized_len(input: &[u8]) -> usize {
         n += 2;
     }
     n
+}
+
+/// Bytes before the next CR or LF (all of `rest` when there is none),
+/// found with a vectorised search: a 1 MB attachment is 18,000 lines.
+fn line_run(rest: &[u8]) -> usize {
+    memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len())
 }
 
 /// The shared state machine. State: whether a CR is waiting to see if an LF
@@ -89,10 +100,7 @@ fn transform(input: &[u8], out: &mut Vec<u8>, stuff: bool) {
                 if stuff && line_start && input[i] == b'.' {
                     out.push(b'.');
                 }
-                let run = input[i..]
-                    .iter()
-                    .position(|&b| b == b'\r' || b == b'\n')
-                    .unwrap_or(input.len() - i);
+                let run = line_run(&input[i..]);
                 out.extend_from_slice(&input[i..i + run]);
                 line_start = false;
                 i += run;

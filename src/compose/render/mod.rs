@@ -57,6 +57,7 @@ mod address_fill;
 mod context;
 mod diagnostics;
 mod files;
+mod filters;
 mod html_images;
 mod loader;
 mod markdown;

@@ -103,6 +103,7 @@ impl Renderer {
         // Every render of a template gets this budget, so a runaway loop ends
         // with an error naming the row and the template instead of running on.
         env.set_fuel(Some(TEMPLATE_FUEL));
+        super::filters::register(&mut env);
         let inline_names = Arc::clone(&inline);
         let file_roles = Arc::clone(&roles);
         env.set_auto_escape_callback(move |name| {
