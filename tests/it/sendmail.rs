@@ -8,6 +8,7 @@ mod callers;
 mod dkim;
 mod mailrc;
 mod queue;
+mod size;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
