@@ -7,6 +7,7 @@
 mod callers;
 mod dkim;
 mod mailrc;
+mod package;
 mod queue;
 mod size;
 
