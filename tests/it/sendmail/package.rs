@@ -32,9 +32,19 @@ fn run(dir: &Path, program: &Path, args: &[&str], limit: Duration) -> Output {
 fn build_package() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let started = Instant::now();
-    // The developer's own HOME: cargo and rustup live there.
+    // The developer's own HOME (cargo and rustup live there), without what
+    // `cargo test` adds for the test itself (LD_LIBRARY_PATH, CARGO_*): the
+    // release build would otherwise be redone each time the environment
+    // changes between a shell and this test.
     let mut c = Command::new(root.join("scripts/package"));
     c.current_dir(root).stdin(Stdio::null());
+    c.env_remove("LD_LIBRARY_PATH").env_remove("CARGO");
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" {
+            c.env_remove(key.as_ref());
+        }
+    }
     let out = cmd::spawn_command(c)
         .within(Duration::from_secs(20 * 60))
         .finish();
