@@ -17,13 +17,10 @@ use crate::delivery::ledger::Ledger;
 use crate::delivery::outcome::{Outcome, Status};
 use crate::delivery::plan::Plan;
 use crate::delivery::worker::deliver;
-use crate::error::{Error, ExitCode, Result};
+use crate::error::{Error, ExitCode, Location, Result};
 use crate::job::target::{self, Target};
 use crate::queue::flush::{deliver_entry, Fate};
 use crate::queue::{now, Meta, Queue};
-
-/// The largest message read from stdin.
-pub const MAX_MESSAGE_SIZE: u64 = 64 << 20;
 
 /// Keeps the one outcome in memory.
 #[derive(Default)]
@@ -42,7 +39,8 @@ impl Ledger for OneShot {
 /// `mailshot sendmail ARGS`, the program name not included.
 pub fn sendmail(raw: &[OsString]) -> Result<ExitCode> {
     let args = flags::parse(raw).map_err(Error::Usage)?;
-    let data = read_stdin(&args)?;
+    let cap = crate::job::load_max_message_size()?;
+    let data = read_stdin(&args, cap)?;
     let sender = args
         .envelope_from
         .clone()
@@ -172,20 +170,27 @@ fn through_queue(
     }
 }
 
-fn read_stdin(args: &SendmailArgs) -> Result<Vec<u8>> {
+/// The message from stdin, reading at most `cap` bytes and one more: a
+/// larger message is refused (EX_DATAERR, 65, as sendmail refuses a message
+/// over its MaxMessageSize) without the rest being read.
+fn read_stdin(args: &SendmailArgs, cap: u64) -> Result<Vec<u8>> {
     let mut raw = Vec::new();
     std::io::stdin()
-        .take(MAX_MESSAGE_SIZE + 1)
+        .lock()
+        .take(cap.saturating_add(1))
         .read_to_end(&mut raw)
         .map_err(|e| Error::NoInput {
             path: "<stdin>".into(),
             message: e.to_string(),
         })?;
-    if raw.len() as u64 > MAX_MESSAGE_SIZE {
-        return Err(Error::Usage(format!(
-            "the message is larger than {} MiB",
-            MAX_MESSAGE_SIZE >> 20
-        )));
+    if raw.len() as u64 > cap {
+        return Err(Error::invalid(
+            Location::file("<stdin>"),
+            format!(
+                "the message is larger than max_message_size ({cap} bytes); \
+                 nothing was sent"
+            ),
+        ));
     }
     Ok(submitted::normalise(&raw, args.ignore_dots))
 }

@@ -126,6 +126,8 @@ pub struct RawUserConfig {
     pub from: Option<String>,
     /// DKIM signing of `send` and `sendmail` messages.
     pub dkim: Option<RawDkim>,
+    /// The largest message `sendmail` reads from stdin (`64MB`, `1GB`, ...).
+    pub max_message_size: Option<serde_yaml::Value>,
 }
 
 /// The `smtp:` section.
@@ -390,6 +392,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Default `max_attachment_size`: 25 MB.
 pub const DEFAULT_MAX_ATTACHMENT_SIZE: u64 = 25_000_000;
+
+/// Default `max_message_size` of `sendmail`: 64 MB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64_000_000;
 
 /// `25MB`, `500KB`, `1GB`, `100B` or a plain number of bytes (decimal units;
 /// `KiB`, `MiB`, `GiB` for binary ones).

@@ -20,7 +20,8 @@ use std::time::Duration;
 use crate::smtp::auth::AuthMech;
 
 pub use validate::user_config::{
-    load_account, load_default_from, load_dkim, load_queue_dir, load_user_smtp, user_config_path,
+    load_account, load_default_from, load_dkim, load_max_message_size, load_queue_dir,
+    load_user_smtp, user_config_path,
 };
 pub use validate::{load, parse_vars};
 

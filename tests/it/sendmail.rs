@@ -7,7 +7,9 @@
 mod callers;
 mod dkim;
 mod mailrc;
+mod package;
 mod queue;
+mod size;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

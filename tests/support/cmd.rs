@@ -158,6 +158,12 @@ pub struct Running {
 }
 
 impl Running {
+    /// How long the run may take (instead of [`RUN_LIMIT`]).
+    pub fn within(mut self, limit: Duration) -> Self {
+        self.limit = limit;
+        self
+    }
+
     /// Sends `signal` ("INT", "TERM", "HUP", "KILL", ...) to the process.
     pub fn signal(&self, signal: &str) {
         send_signal(self.child.id(), signal);

@@ -9,7 +9,9 @@ use super::problems::Problems;
 use super::smtp_section::build_smtp;
 use super::yaml::{check_nesting, yaml_error};
 use crate::error::{Error, Result};
-use crate::job::manifest::{RawSmtp, RawSuppress, RawUserConfig};
+use crate::job::manifest::{
+    parse_size, RawSmtp, RawSuppress, RawUserConfig, DEFAULT_MAX_MESSAGE_SIZE,
+};
 use crate::job::{DkimSpec, SmtpSettings};
 
 /// `$XDG_CONFIG_HOME/mailshot/config.yaml` (or `~/.config/...`).
@@ -204,6 +206,39 @@ pub fn load_dkim() -> Result<Option<DkimSpec>> {
 
 /// The text and parsed contents of a config file; `None` if it does not
 /// exist or is empty.
+/// The largest message `sendmail` reads (`max_message_size:`), user config
+/// first, else the default of 64 MB.
+pub fn load_max_message_size() -> Result<u64> {
+    let files = user_config_path()
+        .into_iter()
+        .chain([PathBuf::from(SYSTEM_CONFIG)]);
+    for path in files {
+        let Some((text, raw)) = read_config(&path)? else {
+            continue;
+        };
+        let Some(value) = &raw.max_message_size else {
+            continue;
+        };
+        let size = match value {
+            serde_yaml::Value::String(s) => parse_size(s),
+            serde_yaml::Value::Number(n) => parse_size(&n.to_string()),
+            _ => Err("use a size such as 10MB or 1GB".to_string()),
+        }
+        .and_then(|n| match n {
+            0 => Err("must be more than 0 bytes".to_string()),
+            n => Ok(n),
+        });
+        let mut p = Problems::new(&path, &text);
+        let size = size.unwrap_or_else(|e| {
+            p.at(&["max_message_size"], format!("max_message_size: {e}"));
+            0
+        });
+        p.finish()?;
+        return Ok(size);
+    }
+    Ok(DEFAULT_MAX_MESSAGE_SIZE)
+}
+
 fn read_config(path: &Path) -> Result<Option<(String, RawUserConfig)>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
