@@ -86,6 +86,7 @@ fn the_debian_package_installs_a_working_mailshot() {
         "./usr/lib/systemd/system/mailshot-queue.service",
         "./usr/lib/systemd/system/mailshot-queue.timer",
         "./usr/share/doc/mailshot/examples/config.yaml",
+        "./etc/mailshot/config.yaml",
     ] {
         assert!(
             listing.stdout.lines().any(|l| l.ends_with(path)),
@@ -104,6 +105,15 @@ fn the_debian_package_installs_a_working_mailshot() {
     )
     .expect_code(0);
     let bin = root.join("usr/bin/mailshot");
+
+    // The system config it installs changes nothing until edited.
+    let etc = std::fs::read_to_string(root.join("etc/mailshot/config.yaml")).unwrap();
+    assert!(etc.contains("smtp:"), "the example is there: {etc}");
+    assert!(
+        etc.lines()
+            .all(|l| l.trim().is_empty() || l.starts_with('#')),
+        "every line of /etc/mailshot/config.yaml is commented out:\n{etc}"
+    );
 
     let version = run(
         scratch.path(),
