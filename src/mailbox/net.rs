@@ -15,6 +15,7 @@ use super::{imap, pop3};
 use crate::smtp::net::session::Endpoint;
 use crate::smtp::net::tls;
 use crate::smtp::net::trace::Trace;
+use crate::smtp::net::transport::Transport;
 
 /// What the driver needs from a protocol core.
 pub trait Core {
@@ -92,60 +93,12 @@ pub enum NetFailure {
     Idle,
 }
 
-enum Transport {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-    /// Only while STLS/STARTTLS moves the socket under TLS.
-    Moving,
-}
-
-impl Transport {
-    fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            Transport::Plain(s) => Some(s),
-            Transport::Tls(s) => Some(&s.sock),
-            Transport::Moving => None,
-        }
-    }
-}
-
-fn moving() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "TLS handshake not finished")
-}
-
-impl Read for Transport {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(s) => s.read(buf),
-            Transport::Tls(s) => s.read(buf),
-            Transport::Moving => Err(moving()),
-        }
-    }
-}
-
-impl Write for Transport {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(s) => s.write(buf),
-            Transport::Tls(s) => s.write(buf),
-            Transport::Moving => Err(moving()),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Transport::Plain(s) => s.flush(),
-            Transport::Tls(s) => s.flush(),
-            Transport::Moving => Err(moving()),
-        }
-    }
-}
-
 /// Size of the read buffer; what the core keeps is bounded by the core.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// One mailbox connection: a socket and the core that speaks over it.
 pub struct Connection<C: Core> {
-    transport: Transport,
+    transport: Transport<TcpStream>,
     core: C,
     endpoint: Endpoint,
     trace: Option<Trace>,
@@ -226,7 +179,7 @@ impl<C: Core> Connection<C> {
     pub fn close(mut self) {
         let _ = self.flush_output();
         self.trace_out();
-        if let Some(tcp) = self.transport.tcp() {
+        if let Some(tcp) = self.transport.sock() {
             let _ = tcp.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -237,7 +190,7 @@ impl<C: Core> Connection<C> {
         if out.is_empty() {
             return Ok(());
         }
-        if let Some(tcp) = self.transport.tcp() {
+        if let Some(tcp) = self.transport.sock() {
             let _ = tcp.set_write_timeout(Some(self.core.read_timeout()));
         }
         self.transport
@@ -255,7 +208,7 @@ impl<C: Core> Connection<C> {
         if left.is_zero() {
             return Err(timed_out(timeout));
         }
-        if let Some(tcp) = self.transport.tcp() {
+        if let Some(tcp) = self.transport.sock() {
             let _ = tcp.set_read_timeout(Some(left));
         }
         match self.transport.read(&mut self.buf) {

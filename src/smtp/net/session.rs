@@ -15,55 +15,8 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use super::duplex::Duplex;
 use super::tls;
 use super::trace::Trace;
+use super::transport::Transport;
 use crate::smtp::client::{Client, CloseReason, Event, SessionConfig, TxOutcome};
-
-enum Transport {
-    Plain(Duplex),
-    Tls(Box<StreamOwned<ClientConnection, Duplex>>),
-    /// Only while STARTTLS moves the socket under TLS.
-    Moving,
-}
-
-impl Transport {
-    fn duplex(&mut self) -> Option<&mut Duplex> {
-        match self {
-            Transport::Plain(s) => Some(s),
-            Transport::Tls(s) => Some(&mut s.sock),
-            Transport::Moving => None,
-        }
-    }
-}
-
-fn moving() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "TLS handshake not finished")
-}
-
-impl Read for Transport {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(s) => s.read(buf),
-            Transport::Tls(s) => s.read(buf),
-            Transport::Moving => Err(moving()),
-        }
-    }
-}
-
-impl Write for Transport {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(s) => s.write(buf),
-            Transport::Tls(s) => s.write(buf),
-            Transport::Moving => Err(moving()),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Transport::Plain(s) => s.flush(),
-            Transport::Tls(s) => s.flush(),
-            Transport::Moving => Err(moving()),
-        }
-    }
-}
 
 /// Why a session could not be used.
 #[derive(Debug)]
@@ -107,7 +60,7 @@ pub type CommitHook<'h> = Box<dyn FnMut(&[u64]) -> io::Result<()> + 'h>;
 
 /// One SMTP session: a socket and the protocol core that speaks over it.
 pub struct Session<'h> {
-    transport: Transport,
+    transport: Transport<Duplex>,
     client: Client,
     endpoint: Endpoint,
     trace: Option<Trace>,
@@ -250,7 +203,7 @@ impl<'h> Session<'h> {
             }
         }
         self.trace_out();
-        if let Some(d) = self.transport.duplex() {
+        if let Some(d) = self.transport.sock_mut() {
             let _ = d.tcp().shutdown(std::net::Shutdown::Both);
         }
     }
@@ -267,7 +220,7 @@ impl<'h> Session<'h> {
             }
         }
         let timeout = self.client.read_timeout();
-        if let Some(d) = self.transport.duplex() {
+        if let Some(d) = self.transport.sock_mut() {
             let _ = d.tcp().set_write_timeout(Some(timeout));
         }
         // Count what was written, so a message whose final dot never left is
@@ -301,7 +254,7 @@ impl<'h> Session<'h> {
                 at
             }
         };
-        if let Some(d) = self.transport.duplex() {
+        if let Some(d) = self.transport.sock_mut() {
             d.set_read_timeout(None);
             d.set_read_deadline(Some(deadline));
         }
