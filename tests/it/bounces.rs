@@ -396,3 +396,66 @@ fn a_job_without_a_suppress_file_is_refused_before_any_connection() {
     assert_eq!(out.code, 64, "{}", out.stderr);
     assert!(out.stderr.contains("suppress"), "{}", out.stderr);
 }
+
+/// The state file as a run that stopped after writing the rows (and the
+/// suppressions) but before recording the messages as read leaves it: the
+/// batch's `begin` line is on disk, its keys and `end` are not.
+fn cut_after_last_begin(state: &std::path::Path) {
+    let text = std::fs::read_to_string(state).unwrap();
+    let at = text.rfind("begin ").expect("a batch in the state file");
+    let end = at + text[at..].find('\n').unwrap() + 1;
+    std::fs::write(state, &text[..end]).unwrap();
+}
+
+#[test]
+fn a_run_cut_short_before_the_read_marks_counts_nothing_twice() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &[]);
+    let dir = TestDir::new();
+    let url = format!("pop3s://{USER}@127.0.0.1:{}", dc.ports().pop3s);
+    // The default limit of 3: the corpus's two soft bounces of one address
+    // suppress it only if they are counted twice.
+    rules_job(&dir, &dc, "", &url);
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let csv = dir.join("job.bounces.csv");
+    let suppress = dir.join("lists/suppressed.csv");
+    let state = dir.join("job.bounces.state");
+    let rows = bounce_rows(&csv);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    let suppressed = std::fs::read(&suppress).unwrap();
+    let strip = |rows: &[Vec<String>]| -> Vec<Vec<String>> {
+        // All but `received`, the time of the run.
+        let mut v: Vec<Vec<String>> = rows.iter().map(|r| r[..6].to_vec()).collect();
+        v.sort();
+        v
+    };
+
+    // Stopped after the rows and suppressions, before the read marks.
+    cut_after_last_begin(&state);
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("7 new message"), "{}", out.stdout);
+    assert_eq!(strip(&bounce_rows(&csv)), strip(&rows));
+    assert_eq!(std::fs::read(&suppress).unwrap(), suppressed);
+    assert!(
+        !lower(emails_in(&suppress)).contains("full@example.org"),
+        "soft bounces counted twice"
+    );
+
+    // Stopped half way through writing the rows.
+    cut_after_last_begin(&state);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let last = text.trim_end_matches('\n').rfind('\n').unwrap();
+    std::fs::write(&csv, &text[..last + 10]).unwrap();
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(strip(&bounce_rows(&csv)), strip(&rows));
+    assert_eq!(std::fs::read(&suppress).unwrap(), suppressed);
+
+    // And then the messages are recorded: nothing new.
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("0 new message"), "{}", out.stdout);
+    assert_eq!(bounce_rows(&csv).len(), 6);
+}
