@@ -459,3 +459,81 @@ fn a_run_cut_short_before_the_read_marks_counts_nothing_twice() {
     assert!(out.stdout.contains("0 new message"), "{}", out.stdout);
     assert_eq!(bounce_rows(&csv).len(), 6);
 }
+
+/// The lines of Dovecot's log that record a login, e.g.
+/// `pop3-login: Info: Login: user=<bounces>, method=LOGIN, ...`.
+fn logins(dc: &Dovecot) -> Vec<String> {
+    dc.log()
+        .lines()
+        .filter(|l| l.contains("-login: ") && l.contains(" Login: user="))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_job_chooses_the_login_mechanism_and_the_server_sees_it() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &[]);
+    let imaps = format!("imaps://{USER}@127.0.0.1:{}", dc.ports().imaps);
+    let pop3s = format!("pop3s://{USER}@127.0.0.1:{}", dc.ports().pop3s);
+    // (url, auth, what the client sends, the method Dovecot logs)
+    let cases = [
+        (&imaps, "plain", "AUTHENTICATE PLAIN", "method=PLAIN"),
+        (&imaps, "login", " LOGIN ***", "method=PLAIN"),
+        (&pop3s, "plain", "AUTH PLAIN", "method=PLAIN"),
+        (&pop3s, "login", "AUTH LOGIN", "method=LOGIN"),
+        (&pop3s, "user", "USER bounces", "method=PLAIN"),
+    ];
+    for (url, auth, sent, method) in cases {
+        let dir = TestDir::new();
+        rules_job(&dir, &dc, &format!(", auth: {auth}"), url);
+        let before = logins(&dc).len();
+        let out = mailshot(
+            &dir,
+            &["bounces", "job.yaml", "--dry-run", "--trace", "trace.txt"],
+            PASSWORD,
+        );
+        assert_eq!(out.code, 0, "{auth} {url}: {}", out.stderr);
+        assert!(out.stdout.contains("hard 1"), "{}", out.stdout);
+        let trace = std::fs::read_to_string(dir.join("trace.txt")).unwrap();
+        assert!(trace.contains(sent), "{auth} {url}: {trace}");
+        // The other ways of logging in were not tried.
+        for other in ["AUTHENTICATE", "AUTH ", "USER ", " LOGIN "] {
+            if !sent.contains(other.trim()) {
+                assert!(!trace.contains(other), "{auth} {url}: {trace}");
+            }
+        }
+        // Dovecot's own record of the login (it writes it asynchronously).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut new = Vec::new();
+        while std::time::Instant::now() < deadline {
+            new = logins(&dc)[before..].to_vec();
+            if !new.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(new.len(), 1, "{auth} {url}: {new:?}\n{}", dc.log());
+        assert!(new[0].contains(method), "{auth} {url}: {new:?}");
+    }
+}
+
+#[test]
+fn an_unknown_login_mechanism_is_an_invalid_job_with_its_position() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &[]);
+    let dir = TestDir::new();
+    let url = format!("imaps://{USER}@127.0.0.1:{}", dc.ports().imaps);
+    rules_job(&dir, &dc, ", auth: cram-md5", &url);
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    assert!(out.stderr.contains("job.yaml:7:"), "{}", out.stderr);
+    assert!(out.stderr.contains("cram-md5"), "{}", out.stderr);
+    // USER/PASS is POP3's; an IMAP mailbox refuses it before connecting.
+    rules_job(&dir, &dc, ", auth: user", &url);
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    assert!(out.stderr.contains("job.yaml:7:"), "{}", out.stderr);
+    assert!(out.stderr.contains("POP3"), "{}", out.stderr);
+    assert!(logins(&dc).is_empty(), "{:?}", logins(&dc));
+}
