@@ -14,6 +14,7 @@ use crate::support::cmd::{Mailshot, Output};
 use crate::support::dovecot::{Dovecot, PASSWORD, USER};
 use crate::support::exim_relay::{EximRelay, Timing};
 use crate::support::fault::FaultServer;
+use crate::support::postfix::Postfix;
 use crate::support::report::{read_report, row_of};
 use crate::support::TestDir;
 
@@ -197,4 +198,140 @@ fn exim_made_bounces_are_classified_and_matched_to_their_rows() {
     let plain = bounce_rows(&dir.join("plain.bounces.csv"));
     assert_eq!(plain, rows);
     assert_eq!(emails_in(&dir.join("plain.yaml.suppressed.csv")), gone);
+}
+
+#[test]
+fn postfix_soft_bounces_count_up_to_the_limit_and_then_suppress() {
+    let far = FaultServer::builder()
+        .rcpt_hook(|_, _| Some("450 4.2.2 <full@slow.test>: Mailbox full".into()))
+        .start();
+    // A 4xx is retried every second or two; the first retry after two
+    // seconds brings a delay warning, and after eight the message expires.
+    let pf = Postfix::start_with(&format!(
+        "transport_maps = inline:{{ slow.test=smtp:[127.0.0.1]:{} }}\n\
+         queue_run_delay = 1s\n\
+         minimal_backoff_time = 1s\n\
+         maximal_backoff_time = 2s\n\
+         delay_warning_time = 2s\n\
+         maximal_queue_lifetime = 8s\n\
+         bounce_queue_lifetime = 8s",
+        far.port()
+    ));
+    let dc = Dovecot::start(&pf.maildir());
+    let dir = TestDir::new();
+    dir.write(
+        "recipients.csv",
+        "email,name\nlive@example.test,Live\nfull@slow.test,Full\n",
+    );
+    dir.write("body.txt", "Dear {{ name }},\nhello.\n");
+    std::fs::copy(dc.ca_file(), dir.join("ca.pem")).unwrap();
+    let mailbox = format!(
+        "{{ url: \"pop3s://{USER}@127.0.0.1:{}\", password_env: BOUNCES_PW, ca_file: ca.pem, \
+         soft_bounce_limit: 2 }}",
+        dc.ports().pop3s
+    );
+    let verp = "bounces+{{ row }}@example.test";
+    write_job(&dir, "job.yaml", pf.port(), verp, &mailbox);
+    let out = mailshot(&dir, &["run", "job.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let suppress = dir.join("job.yaml.suppressed.csv");
+
+    // The live message (it lands in the same Maildir, and is `unknown`)
+    // and the delay warning.
+    let files = pf.wait_for_messages(2, Duration::from_secs(30));
+    assert_eq!(files.len(), 2, "{files:?}\n{}", pf.log());
+    let out = mailshot(&dir, &["bounces", "job.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("soft 1"), "{}", out.stdout);
+    let rows = bounce_rows(&dir.join("job.bounces.csv"));
+    let report = read_report(&dir.join("job.report.csv"));
+    let full = row_of(&report, "full@slow.test");
+    let want_row = |status: &str| {
+        (
+            "full@slow.test".to_string(),
+            full.row.to_string(),
+            "soft".to_string(),
+            status.to_string(),
+            full.message_id.clone(),
+        )
+    };
+    let got = |rows: &[[String; 6]]| -> Vec<(String, String, String, String, String)> {
+        rows.iter()
+            .filter(|r| r[2] != "unknown")
+            .map(|r| {
+                (
+                    r[0].clone(),
+                    r[1].clone(),
+                    r[2].clone(),
+                    r[3].clone(),
+                    r[5].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(got(&rows), [want_row("4.2.2")], "{rows:#?}");
+    // One soft bounce, under the limit: not suppressed yet.
+    assert!(
+        emails_in(&suppress).is_empty(),
+        "{:?}",
+        emails_in(&suppress)
+    );
+
+    // The queue lifetime ends: Postfix gives up with a failed 4.2.2.
+    let files = pf.wait_for_messages(3, Duration::from_secs(40));
+    assert_eq!(files.len(), 3, "{files:?}\n{}", pf.log());
+    // What Postfix wrote: one delay warning, one final failure.
+    let actions: BTreeSet<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .filter_map(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Action: "))
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        BTreeSet::from(["Action: delayed".to_string(), "Action: failed".to_string()])
+    );
+    let out = mailshot(&dir, &["bounces", "job.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("soft 1"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("full@slow.test (soft bounces: 2)"),
+        "{}",
+        out.stdout
+    );
+    let rows = bounce_rows(&dir.join("job.bounces.csv"));
+    assert_eq!(
+        got(&rows),
+        [want_row("4.2.2"), want_row("4.2.2")],
+        "{rows:#?}"
+    );
+    let diagnostics: Vec<&str> = rows
+        .iter()
+        .filter(|r| r[2] == "soft")
+        .map(|r| r[4].as_str())
+        .collect();
+    assert!(
+        diagnostics.iter().all(|d| d.contains("450 4.2.2")),
+        "{diagnostics:?}"
+    );
+    assert_eq!(
+        emails_in(&suppress),
+        BTreeSet::from(["full@slow.test".to_string()])
+    );
+
+    // The next run leaves it out; the next hop hears nothing of it.
+    let before = far.commands().len();
+    write_job(&dir, "again.yaml", pf.port(), verp, &mailbox);
+    std::fs::copy(&suppress, dir.join("again.yaml.suppressed.csv")).unwrap();
+    let out = mailshot(&dir, &["run", "again.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report = read_report(&dir.join("again.report.csv"));
+    assert_eq!(row_of(&report, "full@slow.test").status, "suppressed");
+    assert_eq!(row_of(&report, "live@example.test").status, "sent");
+    pf.wait_for_messages(4, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(far.commands().len(), before, "{:?}", far.commands());
 }
