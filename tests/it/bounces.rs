@@ -476,22 +476,37 @@ fn the_job_chooses_the_login_mechanism_and_the_server_sees_it() {
     let dc = corpus_mailbox(&mail, &[]);
     let imaps = format!("imaps://{USER}@127.0.0.1:{}", dc.ports().imaps);
     let pop3s = format!("pop3s://{USER}@127.0.0.1:{}", dc.ports().pop3s);
-    // (url, auth, what the client sends, the method Dovecot logs)
+    let token = Dovecot::access_token();
+    // (url, auth, secret, what the client sends, the method Dovecot logs)
     let cases = [
-        (&imaps, "plain", "AUTHENTICATE PLAIN", "method=PLAIN"),
-        (&imaps, "login", " LOGIN ***", "method=PLAIN"),
-        (&pop3s, "plain", "AUTH PLAIN", "method=PLAIN"),
-        (&pop3s, "login", "AUTH LOGIN", "method=LOGIN"),
-        (&pop3s, "user", "USER bounces", "method=PLAIN"),
+        (
+            &imaps,
+            "plain",
+            PASSWORD,
+            "AUTHENTICATE PLAIN",
+            "method=PLAIN",
+        ),
+        (&imaps, "login", PASSWORD, " LOGIN ***", "method=PLAIN"),
+        (
+            &imaps,
+            "xoauth2",
+            &token,
+            "AUTHENTICATE XOAUTH2",
+            "method=XOAUTH2",
+        ),
+        (&pop3s, "plain", PASSWORD, "AUTH PLAIN", "method=PLAIN"),
+        (&pop3s, "login", PASSWORD, "AUTH LOGIN", "method=LOGIN"),
+        (&pop3s, "xoauth2", &token, "AUTH XOAUTH2", "method=XOAUTH2"),
+        (&pop3s, "user", PASSWORD, "USER bounces", "method=PLAIN"),
     ];
-    for (url, auth, sent, method) in cases {
+    for (url, auth, secret, sent, method) in cases {
         let dir = TestDir::new();
         rules_job(&dir, &dc, &format!(", auth: {auth}"), url);
         let before = logins(&dc).len();
         let out = mailshot(
             &dir,
             &["bounces", "job.yaml", "--dry-run", "--trace", "trace.txt"],
-            PASSWORD,
+            secret,
         );
         assert_eq!(out.code, 0, "{auth} {url}: {}", out.stderr);
         assert!(out.stdout.contains("hard 1"), "{}", out.stdout);
@@ -515,6 +530,17 @@ fn the_job_chooses_the_login_mechanism_and_the_server_sees_it() {
         }
         assert_eq!(new.len(), 1, "{auth} {url}: {new:?}\n{}", dc.log());
         assert!(new[0].contains(method), "{auth} {url}: {new:?}");
+    }
+    // Dovecot checks the token: a password, or a token whose signature was
+    // not made with its key, is refused.
+    let (head, _) = token.rsplit_once('.').unwrap();
+    let forged = format!("{head}.{}", "A".repeat(43));
+    for bad in [PASSWORD, forged.as_str()] {
+        let dir = TestDir::new();
+        rules_job(&dir, &dc, ", auth: xoauth2", &imaps);
+        let out = mailshot(&dir, &["bounces", "job.yaml"], bad);
+        assert_eq!(out.code, 77, "{}", out.stderr);
+        assert!(!dir.join("job.bounces.csv").exists());
     }
 }
 
