@@ -563,3 +563,31 @@ fn an_unknown_login_mechanism_is_an_invalid_job_with_its_position() {
     assert!(out.stderr.contains("POP3"), "{}", out.stderr);
     assert!(logins(&dc).is_empty(), "{:?}", logins(&dc));
 }
+
+#[test]
+fn the_mailbox_password_comes_from_a_file_or_a_command_as_for_smtp() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &[]);
+    let url = format!("pop3s://{USER}@127.0.0.1:{}", dc.ports().pop3s);
+    for source in ["password_file: pw.txt", "password_command: \"cat pw.txt\""] {
+        let dir = TestDir::new();
+        rules_job(&dir, &dc, "", &url);
+        let job = std::fs::read_to_string(dir.join("job.yaml")).unwrap();
+        dir.write("job.yaml", job.replace("password_env: BOUNCES_PW", source));
+        let pw = dir.write("pw.txt", format!("{PASSWORD}\n"));
+        // Like smtp's, a password file others can read is refused.
+        if source.starts_with("password_file") {
+            let out = mailshot(&dir, &["bounces", "job.yaml", "--dry-run"], PASSWORD);
+            assert_eq!(out.code, 66, "{}", out.stderr);
+            assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
+        }
+        crate::support::chmod(&pw, "600");
+        // The environment holds a wrong one: it is not what is used.
+        let out = mailshot(&dir, &["bounces", "job.yaml", "--dry-run"], "wrong");
+        assert_eq!(out.code, 0, "{source}: {}", out.stderr);
+        assert!(out.stdout.contains("hard 1"), "{}", out.stdout);
+        std::fs::write(&pw, "wrong\n").unwrap();
+        let out = mailshot(&dir, &["bounces", "job.yaml", "--dry-run"], PASSWORD);
+        assert_eq!(out.code, 77, "{source}: {}", out.stderr);
+    }
+}
