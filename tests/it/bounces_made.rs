@@ -93,7 +93,7 @@ fn exim_made_bounces_are_classified_and_matched_to_their_rows() {
         })
         .start();
     let timing = Timing {
-        give_up_after: Duration::from_secs(6),
+        give_up_after: Duration::from_secs(10),
         warn_after: Duration::from_secs(2),
     };
     let relay = EximRelay::start(far.port(), timing);
@@ -206,15 +206,16 @@ fn postfix_soft_bounces_count_up_to_the_limit_and_then_suppress() {
         .rcpt_hook(|_, _| Some("450 4.2.2 <full@slow.test>: Mailbox full".into()))
         .start();
     // A 4xx is retried every second or two; the first retry after two
-    // seconds brings a delay warning, and after eight the message expires.
+    // seconds brings a delay warning, and after fifteen the message expires
+    // (time enough to read the warning alone).
     let pf = Postfix::start_with(&format!(
         "transport_maps = inline:{{ slow.test=smtp:[127.0.0.1]:{} }}\n\
          queue_run_delay = 1s\n\
          minimal_backoff_time = 1s\n\
          maximal_backoff_time = 2s\n\
          delay_warning_time = 2s\n\
-         maximal_queue_lifetime = 8s\n\
-         bounce_queue_lifetime = 8s",
+         maximal_queue_lifetime = 15s\n\
+         bounce_queue_lifetime = 15s",
         far.port()
     ));
     let dc = Dovecot::start(&pf.maildir());
