@@ -30,10 +30,16 @@ pub fn bounces(args: &BouncesArgs) -> Result<ExitCode> {
         .report
         .clone()
         .unwrap_or_else(|| crate::outputs::beside(&job.path, "report.csv"));
-    let mut books = Books::open(&job, &report, settings.soft_bounce_limit)?;
     let state = crate::outputs::beside(&job.path, "bounces.state");
     let mut seen =
         Seen::load(&state).map_err(|e| crate::outputs::error("bounce state file", &state, &e))?;
+    let mut books = Books::open(
+        &job,
+        &report,
+        settings.soft_bounce_limit,
+        &mut seen,
+        args.dry_run,
+    )?;
     let trace = super::open_trace(args.trace.as_deref())?;
     let after = if args.dry_run {
         After::Keep

@@ -29,6 +29,34 @@ pub enum After {
     Move(String),
 }
 
+/// How to log in to the mailbox (`auth:`); without it, the best the
+/// server offers: AUTHENTICATE PLAIN or LOGIN over IMAP, SASL PLAIN or
+/// LOGIN or else USER/PASS over POP3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailboxAuth {
+    /// SASL PLAIN (RFC 4616): IMAP AUTHENTICATE PLAIN, POP3 AUTH PLAIN.
+    Plain,
+    /// IMAP's LOGIN command (RFC 3501 §6.2.3); POP3 AUTH LOGIN.
+    Login,
+    /// XOAUTH2: the secret is an OAuth 2.0 access token.
+    XOAuth2,
+    /// POP3 USER and PASS (RFC 1939 §7).
+    User,
+}
+
+impl MailboxAuth {
+    /// The SASL mechanism forced, if any (`User` forces none).
+    pub fn mechanism(self) -> Option<crate::smtp::auth::AuthMech> {
+        use crate::smtp::auth::AuthMech;
+        match self {
+            MailboxAuth::Plain => Some(AuthMech::Plain),
+            MailboxAuth::Login => Some(AuthMech::Login),
+            MailboxAuth::XOAuth2 => Some(AuthMech::XOAuth2),
+            MailboxAuth::User => None,
+        }
+    }
+}
+
 /// The checked `bounces:` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BounceSettings {
@@ -44,6 +72,8 @@ pub struct BounceSettings {
     pub username: String,
     /// Where the password comes from.
     pub password: PasswordSource,
+    /// The login mechanism, if the job chose one.
+    pub auth: Option<MailboxAuth>,
     /// Extra trust anchor (PEM).
     pub ca_file: Option<PathBuf>,
     /// The IMAP folder read (default `INBOX`).

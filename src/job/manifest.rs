@@ -84,6 +84,8 @@ pub struct RawBounces {
     pub password_file: Option<String>,
     /// Command whose first output line is the password.
     pub password_command: Option<String>,
+    /// Login mechanism: plain | login | xoauth2 | user (POP3 USER/PASS).
+    pub auth: Option<RawMailboxAuth>,
     /// Extra trust anchor (PEM).
     pub ca_file: Option<String>,
     /// IMAP folder (default INBOX).
@@ -95,6 +97,20 @@ pub struct RawBounces {
     /// The longest wait for one whole server response.
     #[serde(default, deserialize_with = "de_duration")]
     pub timeout: Option<Duration>,
+}
+
+/// `bounces.auth:` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMailboxAuth {
+    /// SASL PLAIN.
+    Plain,
+    /// IMAP's LOGIN command; SASL LOGIN over POP3.
+    Login,
+    /// XOAUTH2 bearer token.
+    Xoauth2,
+    /// POP3 USER/PASS.
+    User,
 }
 
 /// `suppress:` is one file or a list of files.

@@ -12,7 +12,7 @@ use super::net::{Connection, NetFailure};
 use super::seen::{MessageKey, Seen};
 use super::{imap, pop3};
 use crate::error::{Error, Result};
-use crate::job::bounces::{After, BounceSettings, Protocol};
+use crate::job::bounces::{After, BounceSettings, MailboxAuth, Protocol};
 use crate::job::Security;
 use crate::smtp::client::{Credentials, TlsMode};
 use crate::smtp::net::session::Endpoint;
@@ -65,7 +65,7 @@ pub fn visit(
     let credentials = Credentials {
         username: settings.username.clone(),
         secret: secret.to_string(),
-        mechanism: None,
+        mechanism: settings.auth.and_then(|a| a.mechanism()),
     };
     let plain = settings.security == Security::None;
     match settings.protocol {
@@ -81,6 +81,7 @@ pub fn visit(
             let mut config = pop3::client::SessionConfig::new(mode, credentials);
             config.timeout = settings.timeout;
             config.allow_plaintext_auth = plain;
+            config.user_pass = settings.auth == Some(MailboxAuth::User);
             let core = pop3::client::Client::new(config);
             let conn = Connection::open(&endpoint, core, trace).map_err(|e| net(settings, e))?;
             pop3_visit(conn, settings, seen, after, record)

@@ -6,6 +6,12 @@
 //! read. Each file is synced before the next step, so what was learnt is on
 //! disk before it changes anything.
 //!
+//! The three writes form one batch in the state file (see [`super::seen`]):
+//! if a run stops after the rows but before the read marks, the next run
+//! takes `JOB.bounces.csv` back to its length before the batch and reads
+//! those messages again, so none is counted twice (a suppression already
+//! added is not added again).
+//!
 //! Soft bounces are counted per address over every `JOB.bounces.csv` row; an
 //! address whose count reaches `soft_bounce_limit` is suppressed (as
 //! Mailman's bounce score reaching its threshold).
@@ -92,6 +98,9 @@ pub struct Books {
     suppression: Suppression,
     soft_counts: HashMap<String, u32>,
     soft_limit: u32,
+    /// The length of `JOB.bounces.csv` that counts; rows beyond it belong
+    /// to a batch that was cut short.
+    csv_len: Option<u64>,
 }
 
 fn norm_mid(mid: &str) -> String {
@@ -107,8 +116,16 @@ fn norm_email(email: &str) -> String {
 
 impl Books {
     /// Reads the job's report (if there is one), `JOB.bounces.csv` (for the
-    /// soft-bounce counts) and the suppression files.
-    pub fn open(job: &Job, report: &Path, soft_limit: u32) -> Result<Books> {
+    /// soft-bounce counts) and the suppression files. A batch that `seen`
+    /// shows was cut short is taken back first (unless `dry_run`, which
+    /// only ignores its rows).
+    pub fn open(
+        job: &Job,
+        report: &Path,
+        soft_limit: u32,
+        seen: &mut Seen,
+        dry_run: bool,
+    ) -> Result<Books> {
         let return_path = job
             .return_path
             .as_deref()
@@ -131,7 +148,11 @@ impl Books {
             suppression: Suppression::load(&job.suppress)?,
             soft_counts: HashMap::new(),
             soft_limit,
+            csv_len: seen.unfinished(),
         };
+        if !dry_run {
+            books.take_back(seen)?;
+        }
         books.read_report(report)?;
         books.read_soft_counts()?;
         Ok(books)
@@ -172,15 +193,42 @@ impl Books {
         Ok(())
     }
 
+    /// Truncates `JOB.bounces.csv` to its length before an unfinished
+    /// batch, and closes that batch.
+    fn take_back(&mut self, seen: &mut Seen) -> Result<()> {
+        let Some(len) = seen.unfinished() else {
+            return Ok(());
+        };
+        let path = &self.bounces_csv;
+        let fail = |e: io::Error| crate::outputs::error("bounces file", path, &e);
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > len => {
+                let f = crate::outputs::options()
+                    .write(true)
+                    .open(path)
+                    .map_err(fail)?;
+                f.set_len(len).map_err(fail)?;
+                f.sync_all().map_err(fail)?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail(e)),
+        }
+        seen.abort()
+            .map_err(|e| crate::outputs::error("bounce state file", seen.path(), &e))?;
+        self.csv_len = None;
+        Ok(())
+    }
+
     fn read_soft_counts(&mut self) -> Result<()> {
         let path = &self.bounces_csv;
-        let mut r = match csv::Reader::from_path(path) {
-            Ok(r) => r,
-            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == io::ErrorKind::NotFound) => {
-                return Ok(())
-            }
-            Err(e) => return Err(Error::no_input(path, &io::Error::other(e))),
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::no_input(path, &e)),
         };
+        let limit = self.csv_len.unwrap_or(u64::MAX);
+        let mut r = csv::Reader::from_reader(io::Read::take(file, limit));
         for rec in r.records().flatten() {
             if rec.get(2) == Some("soft") {
                 if let Some(email) = rec.get(0).filter(|e| !e.is_empty()) {
@@ -274,6 +322,15 @@ impl Books {
             return Ok((learnt, Vec::new()));
         }
         let now = now_rfc3339();
+        if !learnt.rows.is_empty() {
+            let len = match std::fs::metadata(&self.bounces_csv) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(crate::outputs::error("bounces file", &self.bounces_csv, &e)),
+            };
+            seen.begin(len)
+                .map_err(|e| crate::outputs::error("bounce state file", seen.path(), &e))?;
+        }
         self.append_rows(&learnt.rows, &now)?;
         if !learnt.suppressed.is_empty() {
             let file = self.suppress_file.as_ref().ok_or_else(|| {
@@ -295,12 +352,13 @@ impl Books {
         }
         let path = &self.bounces_csv;
         let fail = |e: io::Error| crate::outputs::error("bounces file", path, &e);
-        let exists = path.exists();
         let file = crate::outputs::options()
             .create(true)
             .append(true)
             .open(path)
             .map_err(fail)?;
+        // Empty also after a cut-short first batch was taken back.
+        let exists = file.metadata().map_err(fail)?.len() > 0;
         let mut w = csv::Writer::from_writer(file);
         let io = |e: csv::Error| io::Error::other(e);
         if !exists {

@@ -396,3 +396,198 @@ fn a_job_without_a_suppress_file_is_refused_before_any_connection() {
     assert_eq!(out.code, 64, "{}", out.stderr);
     assert!(out.stderr.contains("suppress"), "{}", out.stderr);
 }
+
+/// The state file as a run that stopped after writing the rows (and the
+/// suppressions) but before recording the messages as read leaves it: the
+/// batch's `begin` line is on disk, its keys and `end` are not.
+fn cut_after_last_begin(state: &std::path::Path) {
+    let text = std::fs::read_to_string(state).unwrap();
+    let at = text.rfind("begin ").expect("a batch in the state file");
+    let end = at + text[at..].find('\n').unwrap() + 1;
+    std::fs::write(state, &text[..end]).unwrap();
+}
+
+#[test]
+fn a_run_cut_short_before_the_read_marks_counts_nothing_twice() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &[]);
+    let dir = TestDir::new();
+    let url = format!("pop3s://{USER}@127.0.0.1:{}", dc.ports().pop3s);
+    // The default limit of 3: the corpus's two soft bounces of one address
+    // suppress it only if they are counted twice.
+    rules_job(&dir, &dc, "", &url);
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let csv = dir.join("job.bounces.csv");
+    let suppress = dir.join("lists/suppressed.csv");
+    let state = dir.join("job.bounces.state");
+    let rows = bounce_rows(&csv);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    let suppressed = std::fs::read(&suppress).unwrap();
+    let strip = |rows: &[Vec<String>]| -> Vec<Vec<String>> {
+        // All but `received`, the time of the run.
+        let mut v: Vec<Vec<String>> = rows.iter().map(|r| r[..6].to_vec()).collect();
+        v.sort();
+        v
+    };
+
+    // Stopped after the rows and suppressions, before the read marks.
+    cut_after_last_begin(&state);
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("7 new message"), "{}", out.stdout);
+    assert_eq!(strip(&bounce_rows(&csv)), strip(&rows));
+    assert_eq!(std::fs::read(&suppress).unwrap(), suppressed);
+    assert!(
+        !lower(emails_in(&suppress)).contains("full@example.org"),
+        "soft bounces counted twice"
+    );
+
+    // Stopped half way through writing the rows.
+    cut_after_last_begin(&state);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let last = text.trim_end_matches('\n').rfind('\n').unwrap();
+    std::fs::write(&csv, &text[..last + 10]).unwrap();
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(strip(&bounce_rows(&csv)), strip(&rows));
+    assert_eq!(std::fs::read(&suppress).unwrap(), suppressed);
+
+    // And then the messages are recorded: nothing new.
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("0 new message"), "{}", out.stdout);
+    assert_eq!(bounce_rows(&csv).len(), 6);
+}
+
+/// The lines of Dovecot's log that record a login, e.g.
+/// `pop3-login: Info: Login: user=<bounces>, method=LOGIN, ...`.
+fn logins(dc: &Dovecot) -> Vec<String> {
+    dc.log()
+        .lines()
+        .filter(|l| l.contains("-login: ") && l.contains(" Login: user="))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_job_chooses_the_login_mechanism_and_the_server_sees_it() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &[]);
+    let imaps = format!("imaps://{USER}@127.0.0.1:{}", dc.ports().imaps);
+    let pop3s = format!("pop3s://{USER}@127.0.0.1:{}", dc.ports().pop3s);
+    let token = Dovecot::access_token();
+    // (url, auth, secret, what the client sends, the method Dovecot logs)
+    let cases = [
+        (
+            &imaps,
+            "plain",
+            PASSWORD,
+            "AUTHENTICATE PLAIN",
+            "method=PLAIN",
+        ),
+        (&imaps, "login", PASSWORD, " LOGIN ***", "method=PLAIN"),
+        (
+            &imaps,
+            "xoauth2",
+            &token,
+            "AUTHENTICATE XOAUTH2",
+            "method=XOAUTH2",
+        ),
+        (&pop3s, "plain", PASSWORD, "AUTH PLAIN", "method=PLAIN"),
+        (&pop3s, "login", PASSWORD, "AUTH LOGIN", "method=LOGIN"),
+        (&pop3s, "xoauth2", &token, "AUTH XOAUTH2", "method=XOAUTH2"),
+        (&pop3s, "user", PASSWORD, "USER bounces", "method=PLAIN"),
+    ];
+    for (url, auth, secret, sent, method) in cases {
+        let dir = TestDir::new();
+        rules_job(&dir, &dc, &format!(", auth: {auth}"), url);
+        let before = logins(&dc).len();
+        let out = mailshot(
+            &dir,
+            &["bounces", "job.yaml", "--dry-run", "--trace", "trace.txt"],
+            secret,
+        );
+        assert_eq!(out.code, 0, "{auth} {url}: {}", out.stderr);
+        assert!(out.stdout.contains("hard 1"), "{}", out.stdout);
+        let trace = std::fs::read_to_string(dir.join("trace.txt")).unwrap();
+        assert!(trace.contains(sent), "{auth} {url}: {trace}");
+        // The other ways of logging in were not tried.
+        for other in ["AUTHENTICATE", "AUTH ", "USER ", " LOGIN "] {
+            if !sent.contains(other.trim()) {
+                assert!(!trace.contains(other), "{auth} {url}: {trace}");
+            }
+        }
+        // Dovecot's own record of the login (it writes it asynchronously).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut new = Vec::new();
+        while std::time::Instant::now() < deadline {
+            new = logins(&dc)[before..].to_vec();
+            if !new.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(new.len(), 1, "{auth} {url}: {new:?}\n{}", dc.log());
+        assert!(new[0].contains(method), "{auth} {url}: {new:?}");
+    }
+    // Dovecot checks the token: a password, or a token whose signature was
+    // not made with its key, is refused.
+    let (head, _) = token.rsplit_once('.').unwrap();
+    let forged = format!("{head}.{}", "A".repeat(43));
+    for bad in [PASSWORD, forged.as_str()] {
+        let dir = TestDir::new();
+        rules_job(&dir, &dc, ", auth: xoauth2", &imaps);
+        let out = mailshot(&dir, &["bounces", "job.yaml"], bad);
+        assert_eq!(out.code, 77, "{}", out.stderr);
+        assert!(!dir.join("job.bounces.csv").exists());
+    }
+}
+
+#[test]
+fn an_unknown_login_mechanism_is_an_invalid_job_with_its_position() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &[]);
+    let dir = TestDir::new();
+    let url = format!("imaps://{USER}@127.0.0.1:{}", dc.ports().imaps);
+    rules_job(&dir, &dc, ", auth: cram-md5", &url);
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    assert!(out.stderr.contains("job.yaml:7:"), "{}", out.stderr);
+    assert!(out.stderr.contains("cram-md5"), "{}", out.stderr);
+    // USER/PASS is POP3's; an IMAP mailbox refuses it before connecting.
+    rules_job(&dir, &dc, ", auth: user", &url);
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    assert!(out.stderr.contains("job.yaml:7:"), "{}", out.stderr);
+    assert!(out.stderr.contains("POP3"), "{}", out.stderr);
+    assert!(logins(&dc).is_empty(), "{:?}", logins(&dc));
+}
+
+#[test]
+fn the_mailbox_password_comes_from_a_file_or_a_command_as_for_smtp() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &[]);
+    let url = format!("pop3s://{USER}@127.0.0.1:{}", dc.ports().pop3s);
+    for source in ["password_file: pw.txt", "password_command: \"cat pw.txt\""] {
+        let dir = TestDir::new();
+        rules_job(&dir, &dc, "", &url);
+        let job = std::fs::read_to_string(dir.join("job.yaml")).unwrap();
+        dir.write("job.yaml", job.replace("password_env: BOUNCES_PW", source));
+        let pw = dir.write("pw.txt", format!("{PASSWORD}\n"));
+        // Like smtp's, a password file others can read is refused.
+        if source.starts_with("password_file") {
+            let out = mailshot(&dir, &["bounces", "job.yaml", "--dry-run"], PASSWORD);
+            assert_eq!(out.code, 66, "{}", out.stderr);
+            assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
+        }
+        crate::support::chmod(&pw, "600");
+        // The environment holds a wrong one: it is not what is used.
+        let out = mailshot(&dir, &["bounces", "job.yaml", "--dry-run"], "wrong");
+        assert_eq!(out.code, 0, "{source}: {}", out.stderr);
+        assert!(out.stdout.contains("hard 1"), "{}", out.stdout);
+        std::fs::write(&pw, "wrong\n").unwrap();
+        let out = mailshot(&dir, &["bounces", "job.yaml", "--dry-run"], PASSWORD);
+        assert_eq!(out.code, 77, "{source}: {}", out.stderr);
+    }
+}

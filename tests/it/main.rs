@@ -7,6 +7,7 @@
 mod support;
 
 mod bounces;
+mod bounces_made;
 mod capture;
 mod cli;
 mod everyday;

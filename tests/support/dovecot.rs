@@ -1,13 +1,18 @@
 //! A private Dovecot (Debian's `dovecot-imapd` and `dovecot-pop3d`) serving
 //! one Maildir over IMAP (STARTTLS), IMAPS, POP3 (STLS) and POP3S on free
 //! loopback ports, with a certificate from `generate_pki` and one user from
-//! a passwd-file. Its config, base_dir, state and log live in a temp dir;
-//! the system instance is never touched. Stopped on drop.
+//! a passwd-file. Besides PLAIN and LOGIN it offers XOAUTH2, checking the
+//! bearer token itself (`passdb oauth2` with `introspection_mode = local`:
+//! an HS256 JWT signed with a key of this instance, see
+//! [`Dovecot::access_token`]; the password is no token). Its config, base_dir, state and log live in
+//! a temp dir; the system instance is never touched. Stopped on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as URL};
+use base64::Engine as _;
 use mailshot::smtp::net::tls::generate_pki;
 
 use super::{chmod, chown, free_port, wait_for_listener, TestDir};
@@ -19,6 +24,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub const USER: &str = "bounces";
 /// That user's password.
 pub const PASSWORD: &str = "s3cret-pass";
+/// The HMAC key the instance checks access tokens with.
+const TOKEN_KEY: &[u8] = b"mailshot-test-oauth2-signing-key";
 
 /// The four listeners' ports on 127.0.0.1.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +68,18 @@ impl Dovecot {
         chmod(&key, "600");
         let passwd = dir.write("passwd", format!("{USER}:{{PLAIN}}{PASSWORD}\n"));
         chmod(&passwd, "644");
+        // The key for JWTs without `azp` and `kid`, base64 as Dovecot reads it.
+        let key_file = dir.write("keys/default/HS256/default", B64.encode(TOKEN_KEY));
+        chmod(&key_file, "644");
+        let oauth2 = dir.write(
+            "oauth2.conf",
+            format!(
+                "introspection_mode = local\n\
+                 local_validation_key_dict = fs:posix:prefix={}/keys/\n\
+                 username_attribute = sub\n",
+                dir.path().display()
+            ),
+        );
         let home = dir.join("home");
         std::fs::create_dir_all(&home).unwrap();
         chown(&home, "postfix:postfix", "");
@@ -85,10 +104,11 @@ impl Dovecot {
              ssl_key = <{key}\n\
              ssl_min_protocol = TLSv1.2\n\
              disable_plaintext_auth = yes\n\
-             auth_mechanisms = plain login\n\
+             auth_mechanisms = plain login xoauth2\n\
              first_valid_uid = 1\n\
              pop3_uidl_format = %08Xu%08Xv\n\
-             passdb {{\n  driver = passwd-file\n  args = {passwd}\n}}\n\
+             passdb {{\n  driver = oauth2\n  mechanisms = xoauth2\n  args = {oauth2}\n}}\n\
+             passdb {{\n  driver = passwd-file\n  mechanisms = plain login\n  args = {passwd}\n}}\n\
              userdb {{\n  driver = static\n  args = uid=postfix gid=postfix home={home}\n}}\n\
              mail_location = maildir:{maildir}\n\
              service imap-login {{\n  inet_listener imap {{\n    port = {imap}\n  }}\n  \
@@ -101,6 +121,7 @@ impl Dovecot {
             cert = cert.display(),
             key = key.display(),
             passwd = passwd.display(),
+            oauth2 = oauth2.display(),
             home = home.display(),
             maildir = maildir.display(),
             imap = ports.imap,
@@ -144,6 +165,28 @@ impl Dovecot {
     /// Writes the CA that signed the server certificate to a file and returns its path.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.write("ca.pem", &self.ca_pem)
+    }
+
+    /// An access token for [`USER`] that the instance accepts over
+    /// XOAUTH2 for the next ten minutes: a JWT (RFC 7519) signed with
+    /// HS256.
+    pub fn access_token() -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let part = |json: String| URL.encode(json);
+        let signed = format!(
+            "{}.{}",
+            part(r#"{"alg":"HS256","typ":"JWT"}"#.to_string()),
+            part(format!(
+                r#"{{"sub":"{USER}","iat":{now},"exp":{}}}"#,
+                now + 600
+            ))
+        );
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, TOKEN_KEY);
+        let tag = ring::hmac::sign(&key, signed.as_bytes());
+        format!("{signed}.{}", URL.encode(tag.as_ref()))
     }
 
     /// The instance's log so far.

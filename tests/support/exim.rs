@@ -23,9 +23,9 @@ use super::{chmod, chown, free_port, TestDir};
 /// Where `scripts/test` unpacks the Exim binary; `$MAILSHOT_EXIM` overrides.
 const EXIM_DEFAULT: &str = "/opt/mailshot-test/exim/root/usr/sbin/exim4";
 /// The system user the Debian build runs as.
-const EXIM_USER: &str = "Debian-exim";
+pub(super) const EXIM_USER: &str = "Debian-exim";
 
-fn exim_bin() -> PathBuf {
+pub(super) fn exim_bin() -> PathBuf {
     let bin = std::env::var_os("MAILSHOT_EXIM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(EXIM_DEFAULT));
@@ -125,7 +125,7 @@ impl Exim {
 }
 
 /// Exim's main, reject and panic logs and its stderr, in `dir`.
-fn exim_log(dir: &Path) -> String {
+pub(super) fn exim_log(dir: &Path) -> String {
     ["log/mainlog", "log/rejectlog", "log/paniclog", "stderr.log"]
         .iter()
         .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())

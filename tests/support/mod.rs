@@ -17,6 +17,7 @@ pub mod chromium;
 pub mod cmd;
 pub mod dovecot;
 pub mod exim;
+pub mod exim_relay;
 pub mod fault;
 pub mod haraka;
 pub mod postfix;

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use super::problems::Problems;
 use crate::job::bounces::{
-    mailbox_preset, parse_after, parse_url, After, BounceSettings, MailboxUrl, Protocol,
-    DEFAULT_SOFT_BOUNCE_LIMIT,
+    mailbox_preset, parse_after, parse_url, After, BounceSettings, MailboxAuth, MailboxUrl,
+    Protocol, DEFAULT_SOFT_BOUNCE_LIMIT,
 };
-use crate::job::manifest::RawBounces;
+use crate::job::manifest::{RawBounces, RawMailboxAuth};
 use crate::job::PasswordSource;
 use crate::job::Security;
 
@@ -126,6 +126,18 @@ pub(super) fn build_bounces(
             );
         }
     }
+    let auth = raw.auth.map(|a| match a {
+        RawMailboxAuth::Plain => MailboxAuth::Plain,
+        RawMailboxAuth::Login => MailboxAuth::Login,
+        RawMailboxAuth::Xoauth2 => MailboxAuth::XOAuth2,
+        RawMailboxAuth::User => MailboxAuth::User,
+    });
+    if url.protocol == Protocol::Imap && auth == Some(MailboxAuth::User) {
+        p.at(
+            &["bounces", "auth"],
+            "`user` (USER/PASS) is for POP3; over IMAP use login, plain or xoauth2",
+        );
+    }
     let Some(username) = raw.username.clone().or(url.username) else {
         p.at(
             &["bounces"],
@@ -140,6 +152,7 @@ pub(super) fn build_bounces(
         port: url.port,
         username,
         password,
+        auth,
         ca_file,
         folder: folder.trim().to_string(),
         after,

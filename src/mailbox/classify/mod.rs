@@ -217,12 +217,21 @@ fn action(g: &Fields) -> String {
 }
 
 /// The `Status` of a recipient group, else a code in its Diagnostic-Code.
+/// A bare class (`5.0.0`, `4.0.0`) gives way to the code of the reply in
+/// the Diagnostic-Code: Exim writes `Status: 5.0.0` for every address it
+/// gives up on, also after a 4xx retried past its retry timeout, which is a
+/// temporary failure that lasted, not a permanent one.
 fn recipient_status(g: &Fields) -> Option<String> {
-    g.get("status").and_then(status_code).or_else(|| {
+    let diagnostic = || {
         g.get("diagnostic-code")
             .map(typed_value)
             .and_then(dsn::find_status_code)
-    })
+    };
+    match g.get("status").and_then(status_code) {
+        Some(s) if s.ends_with(".0.0") => diagnostic().or(Some(s)),
+        Some(s) => Some(s),
+        None => diagnostic(),
+    }
 }
 
 /// Reads an RFC 5965 feedback report; `None` without a feedback-report part.

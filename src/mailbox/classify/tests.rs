@@ -81,15 +81,28 @@ fn every_sample_yields_its_kind_status_address_row_and_message_id() {
                 Some("<20261207T030110Z-k3f9.11@example.com>"),
             ),
         ),
-        // Exim writes Status 5.0.0; the returned part is message/rfc822.
+        // Exim writes Status 5.0.0; the reply's own 5.1.1 says more. The
+        // returned part is message/rfc822.
         (
             fixture!("exim-dsn.eml"),
             want(
                 Hard,
                 Some("gone@example.net"),
-                Some("5.0.0"),
+                Some("5.1.1"),
                 Some(5),
                 Some("<20261207T030110Z-k3f9.5@example.com>"),
+            ),
+        ),
+        // Exim giving up on a 4xx past its retry timeout: Status 5.0.0,
+        // but the reply was 450 4.2.2 all along.
+        (
+            fixture!("exim-retry-timeout.eml"),
+            want(
+                Soft,
+                Some("full@far.test"),
+                Some("4.2.2"),
+                Some(3),
+                Some("<d7081cc6971365a8.3@example.com>"),
             ),
         ),
         // Classic Exim text, no report part: X-Failed-Recipients and the

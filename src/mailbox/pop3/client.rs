@@ -32,6 +32,8 @@ pub struct SessionConfig {
     pub credentials: Credentials,
     /// Allow credentials over a connection that is not TLS-protected.
     pub allow_plaintext_auth: bool,
+    /// Log in with USER/PASS even when SASL is offered.
+    pub user_pass: bool,
     /// Largest multi-line response (a message, a listing) accepted.
     pub max_message: usize,
     /// The longest wait for one whole response.
@@ -45,6 +47,7 @@ impl SessionConfig {
             tls,
             credentials,
             allow_plaintext_auth: false,
+            user_pass: false,
             max_message: 50 * 1024 * 1024,
             timeout: Duration::from_secs(300),
         }
@@ -508,6 +511,7 @@ impl Client {
             .unwrap_or_default();
         let creds = self.config.credentials.clone();
         let mech = match creds.mechanism {
+            _ if self.config.user_pass => None,
             Some(m) => match auth::choose(&offered, Some(m)) {
                 Some(m) => Some(m),
                 None => return self.fail(SessionError::AuthUnsupported(auth::mechanism_name(m))),

@@ -241,6 +241,21 @@ fn no_credentials_in_plain_text_unless_allowed() {
 }
 
 #[test]
+fn user_pass_chosen_is_used_though_sasl_is_offered() {
+    let mut config = SessionConfig::new(TlsMode::Implicit, creds(None));
+    config.user_pass = true;
+    let mut c = Client::new(config);
+    step(&mut c, GREETING);
+    assert_eq!(
+        step(&mut c, b"+OK\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n"),
+        "USER bounces@example.com\r\n"
+    );
+    assert_eq!(step(&mut c, b"+OK\r\n"), "PASS s3cret\r\n");
+    assert_eq!(step(&mut c, b"+OK Logged in.\r\n"), "");
+    assert_eq!(events(&mut c), vec![Event::Ready]);
+}
+
+#[test]
 fn auth_login_answers_each_prompt() {
     let mut c = client(TlsMode::Implicit, Some(AuthMech::Login));
     step(&mut c, GREETING);
