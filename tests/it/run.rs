@@ -10,6 +10,7 @@ mod helpers;
 mod attempts;
 mod envelope;
 mod exit;
+mod explained;
 mod faults;
 mod files;
 mod flow;
