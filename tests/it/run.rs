@@ -27,6 +27,7 @@ mod resume_inputs;
 mod retries;
 mod retry;
 mod return_path;
+mod sender_rule;
 mod shard;
 mod signals;
 mod slurm;
