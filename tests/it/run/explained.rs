@@ -99,3 +99,33 @@ fn a_content_rejection_is_explained_in_the_summary_under_the_servers_text() {
         out.stderr
     );
 }
+
+#[test]
+fn a_spam_verdict_after_the_data_is_rejected_once_and_explained() {
+    // NetEase gives its verdict on the whole message, after the final dot.
+    let verdicts = Arc::new(AtomicUsize::new(0));
+    let counted = verdicts.clone();
+    let server = FaultServer::builder()
+        .message_hook(move |m| {
+            m.rcpts.iter().any(|r| r == "r2@example.test").then(|| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                SPAM.to_owned()
+            })
+        })
+        .start();
+    let job = Job::new(&smtp_plain(server.port(), "max_attempts: 3"), 3);
+    let out = job.run(&["--json"]);
+    assert_eq!(out.code, 67, "{}", out.stderr);
+    let spam = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "outcome" && e["row"] == 2)
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert_eq!(spam["status"], "rejected");
+    assert_eq!(spam["meaning"], "content");
+    assert_eq!(spam["explanation"], SPAM_EXPLAINED);
+    assert_eq!(spam["attempts"], 1);
+    assert_eq!(verdicts.load(Ordering::SeqCst), 1, "never sent again");
+    assert_eq!(server.messages().len(), 2, "the other rows were delivered");
+}
