@@ -453,6 +453,28 @@ pub(super) static TABLE: &[Entry] = &[
     },
     Entry {
         provider: "any server",
+        example: "450 4.7.1 Client host rejected: cannot find your hostname, [192.0.2.1]",
+        codes: &[421, 450, 451],
+        enhanced: Some("4.7."),
+        texts: &[
+            "client host rejected",
+            "helo command rejected",
+            "sender address rejected",
+            "recipient address rejected",
+            "tls required",
+            "not in whitelist",
+        ],
+        known: Known {
+            meaning: Meaning::Other,
+            explanation: "a policy check of the receiving server deferred the message (host \
+                          name, sender or recipient address, TLS), not a rate limit; retried \
+                          later",
+            source: "Postfix postconf(5): access restrictions and their 450 4.7.1 soft \
+                     reject codes",
+        },
+    },
+    Entry {
+        provider: "any server",
         example: "451 4.7.1 Please try again later: too many messages from this sender",
         codes: &[421, 450, 451, 452],
         enhanced: Some("4.7."),

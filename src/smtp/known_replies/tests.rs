@@ -138,6 +138,15 @@ fn policy_4_7_replies_from_any_server_are_limits_but_greylisting_is_not() {
         ),
         Some(Meaning::Other)
     );
+    // Policy checks that defer are not rate limits either.
+    for line in [
+        "450 4.7.1 Client host rejected: cannot find your reverse hostname, [192.0.2.1]",
+        "450 4.7.1 <x@example.org>: Sender address rejected: Domain not found",
+        "421 4.7.0 TLS required for RCPT domain, closing connection.",
+        "421 4.7.0 IP not in whitelist for RCPT domain, closing connection.",
+    ] {
+        assert_eq!(meaning(line), Some(Meaning::Other), "{line}");
+    }
 }
 
 #[test]
