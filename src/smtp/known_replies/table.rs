@@ -8,7 +8,6 @@ use super::{Entry, Known, Meaning};
 const GMAIL_ERRORS: &str = "Google Workspace Admin Help: Gmail SMTP errors and codes";
 const GMAIL_LIMITS: &str = "Google Workspace Admin Help: Gmail sending limits in Google Workspace";
 const QQ_BOUNCES: &str = "QQ邮箱帮助中心: 退信代码说明 (550 频率限制 / 内容拒绝)";
-const QQ_SMTP: &str = "QQ邮箱帮助中心: 如何设置POP3/SMTP服务 / 什么是授权码";
 const NETEASE_BOUNCES: &str = "网易邮箱帮助: 企业退信的常见问题 (退信代码说明)";
 const NETEASE_SMTP: &str = "网易邮箱帮助: 客户端设置 POP3/SMTP/IMAP 与授权码";
 const EXO_LIMITS: &str = "Microsoft Learn: Exchange Online limits (sending limits)";
@@ -243,19 +242,6 @@ pub(super) static TABLE: &[Entry] = &[
     },
     Entry {
         provider: "QQ",
-        example: "550 Mail sent denied. Too many messages from this account.",
-        codes: &[550, 554],
-        enhanced: None,
-        texts: &["mail sent denied"],
-        known: Known {
-            meaning: Meaning::Limit,
-            explanation: "QQ Mail refuses more mail from this account for now (sending \
-                          frequency or daily limit); the message is sent later",
-            source: QQ_BOUNCES,
-        },
-    },
-    Entry {
-        provider: "QQ",
         example: "550 Mail content denied. http://service.mail.qq.com/cgi-bin/help?\
                   subtype=1&&id=20022&&no=1000726",
         codes: &[550, 554],
@@ -289,7 +275,8 @@ pub(super) static TABLE: &[Entry] = &[
         known: Known {
             meaning: Meaning::Other,
             explanation: LOGIN_ONLY,
-            source: QQ_SMTP,
+            source: "QQ Mail's SMTP reply, as reported in nodeSolidServer/node-solid-server#1281 \
+                     and fisharebest/webtrees#2370",
         },
     },
     // ---- NetEase: 163, 126, yeah.net
@@ -302,7 +289,21 @@ pub(super) static TABLE: &[Entry] = &[
         known: Known {
             meaning: Meaning::Other,
             explanation: LOGIN_ONLY,
-            source: NETEASE_SMTP,
+            source: "NetEase's SMTP reply (163 and 126), as reported in \
+                     miguelgrinberg/flasky#540 and xuxueli/xxl-job#3858",
+        },
+    },
+    Entry {
+        provider: "163 / 126 (NetEase)",
+        example: "553 Local user only,163 smtp5,HdxpCgA3f+63sTNhtiNZDA--.2001S2 1630777785",
+        codes: &[553, 550],
+        enhanced: None,
+        texts: &["local user only"],
+        known: Known {
+            meaning: Meaning::Other,
+            explanation: LOGIN_ONLY,
+            source: "NetEase's SMTP reply, as reported in ruanyf/weather-action#5 (Coremail: \
+                     \"Requested action not taken: Local user only\")",
         },
     },
     Entry {

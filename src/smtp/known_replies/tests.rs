@@ -156,7 +156,6 @@ fn qq_frequency_replies_are_limits_and_its_content_refusal_is_content() {
         "550 Connection frequency limited",
         "550 Sender frequency limited. http://service.exmail.qq.com/cgi-bin/help?no=1000723",
         "550 Domain frequency limited",
-        "550 Mail sent denied.",
     ] {
         assert!(is_limit(&reply(line)), "{line}");
     }
@@ -193,6 +192,7 @@ fn sender_and_service_rules_are_explained_not_limits() {
     for line in [
         "553 Mail from must equal authorized user",
         "501 mail from address must be same as authorization user",
+        "553 Local user only,163 smtp5,HdxpCgA3f+63sTNhtiNZDA--.2001S2 1630777785",
         "550 User has no permission",
         "530 5.7.0 Authentication required",
         "530 Error: A secure connection is requiered(such as ssl).",
