@@ -137,8 +137,8 @@ pub(super) static TABLE: &[Entry] = &[
         known: Known {
             meaning: Meaning::Content,
             explanation: "content flagged as spam: change the content, retrying will not help",
-            source: "Microsoft Learn: Exchange Online non-delivery reports, 5.7.520 \
-                     (AS codes of the outbound spam filter)",
+            source: "Microsoft Q&A: Outlook.com: Legitimate Receipt Forwards Now Blocked with \
+                     550 5.7.520 \"Content Identified as Spam\"",
         },
     },
     Entry {
