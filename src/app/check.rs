@@ -3,10 +3,12 @@
 //! RFC 3207 STARTTLS, RFC 4954 AUTH) and closed with QUIT.
 
 use crate::cli::CheckArgs;
+use crate::compose::message::Draft;
 use crate::compose::prepare::prepare;
 use crate::delivery::plan::Plan;
 use crate::error::{ExitCode, Result};
 use crate::job::target::{self, Target};
+use crate::job::validate::sender_rule::SenderCheck;
 use crate::smtp::net::session::Session;
 
 /// Jobs with more recipients than this and no List-Unsubscribe get a warning
@@ -17,6 +19,14 @@ const BULK_WARNING: u64 = 300;
 pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     let prepared = prepare(&args.job.job, &args.job.vars)?;
     let tally = prepared.validate(None, true)?;
+    // QQ, 163 and 126 send only as the login: every row's senders, before a run.
+    if let Ok(target) = target::resolve(Some(&prepared.job), args.smtp.as_deref()) {
+        let mut senders = SenderCheck::new(&prepared.job.path, &target);
+        if senders.is_active() {
+            prepared.validate_drafts(None, |d| see_senders(&mut senders, d))?;
+            senders.finish()?;
+        }
+    }
     let (messages, dups) = (tally.messages, tally.duplicates);
     eprintln!(
         "{}: {messages} messages render cleanly{}{}",
@@ -55,6 +65,15 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
         connect(&target, args.trace.as_deref())?;
     }
     Ok(ExitCode::Ok)
+}
+
+/// Shows `senders` the From address and envelope sender `draft` renders.
+pub(crate) fn see_senders(senders: &mut SenderCheck, draft: &Draft) {
+    senders.see(
+        draft.row,
+        draft.from.as_ref().map(|m| m.addr.as_str()),
+        draft.return_path.as_deref(),
+    );
 }
 
 /// `check --connect`: open one session (TLS, AUTH) and QUIT.

@@ -22,6 +22,7 @@ use crate::delivery::resume;
 use crate::error::{Error, ExitCode, Result};
 use crate::job::shard::Shard;
 use crate::job::target;
+use crate::job::validate::sender_rule::SenderCheck;
 
 /// The `--shard I/N` of the command line, checked.
 pub fn shard_arg(args: &RunArgs) -> Result<Option<Shard>> {
@@ -49,13 +50,17 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         .then(|| inputs::stored_fingerprint(&journal_path))
         .flatten();
     let mut seen = InputsBuilder::new(&prepared.job.dir, args.limit, earlier.as_ref());
-    // Nothing is sent unless every row renders; the pass also hashes what
-    // the messages attach.
-    let tally = prepared.validate_drafts(args.limit, |d| seen.draft(d))?;
+    let target = target::resolve(Some(&prepared.job), args.smtp.as_deref())?;
+    let mut senders = SenderCheck::new(&prepared.job.path, &target);
+    // Nothing is sent unless every row renders (and, on QQ, 163 and 126,
+    // sends as the login); the pass also hashes what the messages attach.
+    let tally = prepared.validate_drafts(args.limit, |d| {
+        seen.draft(d);
+        super::check::see_senders(&mut senders, d);
+    })?;
+    senders.finish()?;
     let (messages, duplicates) = (tally.messages, tally.duplicates + tally.suppressed);
     let job = &prepared.job;
-
-    let target = target::resolve(Some(job), args.smtp.as_deref())?;
     let rate = match &args.rate {
         Some(r) => Some(
             crate::job::manifest::parse_rate(r)

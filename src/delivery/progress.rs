@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::delivery::outcome::{one_line, Outcome, Status};
 use crate::delivery::report::Summary;
+use crate::smtp::known_replies::explain_parts;
 
 /// The outcome of one recipient, as shown to the user.
 pub type OutcomeEvent = Outcome;
@@ -198,6 +199,10 @@ impl Progress {
         state.counts[event.status as usize] += 1;
         match self.mode {
             Mode::Json => {
+                // A known provider reply is explained next to the server's text.
+                let known = (event.status != Status::Sent)
+                    .then(|| explain_parts(event.code, event.enhanced.as_deref(), &event.reply))
+                    .flatten();
                 let line = serde_json::json!({
                     "event": "outcome",
                     "row": event.row,
@@ -206,6 +211,8 @@ impl Progress {
                     "code": event.code,
                     "enhanced": event.enhanced,
                     "reply": one_line(&event.reply),
+                    "meaning": known.map(|k| k.meaning.as_str()),
+                    "explanation": known.map(|k| k.explanation),
                     "message_id": event.message_id,
                     "attempts": event.attempts,
                 });
@@ -399,7 +406,7 @@ mod tests {
             counts,
             this_run: counts.iter().sum(),
             previous: 0,
-            failures: vec![("550 5.1.1 unknown user".into(), 1)],
+            failures: vec![("550 5.1.1 unknown user".into(), 1, None)],
             elapsed: Duration::from_secs(1),
             report: Some("job.report.csv".into()),
             journal: Some("job.journal".into()),
@@ -482,6 +489,32 @@ mod tests {
         assert_eq!(events[2]["sent"], 1);
         assert_eq!(events[2]["uncertain"], 1);
         assert_eq!(events[2]["report"], "job.report.csv");
+    }
+
+    #[test]
+    fn a_json_event_explains_a_known_provider_reply() {
+        let out = Captured::default();
+        let p = Progress::with_sink(Mode::Json, Some(2), Box::new(out.clone()));
+        let mut spam = event(1, Status::Rejected, Some(554));
+        spam.reply = "DT:SPM 163 smtp14,EsCowAD3 please see help_spam_16.htm".into();
+        p.outcome(&spam);
+        p.outcome(&event(2, Status::Rejected, Some(550)));
+        let events: Vec<serde_json::Value> = out
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            events[0]["reply"], spam.reply,
+            "the server's own text stays"
+        );
+        assert_eq!(events[0]["meaning"], "content");
+        assert_eq!(
+            events[0]["explanation"],
+            "content flagged as spam: change the content, retrying will not help"
+        );
+        assert!(events[1]["explanation"].is_null());
+        assert!(events[1]["meaning"].is_null());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::outcome::{one_line, Outcome, Status};
 use crate::error::ExitCode;
+use crate::smtp::known_replies::explain_parts;
 
 /// The report's header line, as the README's "Big runs" section gives it.
 pub const HEADER: [&str; 8] = [
@@ -269,7 +270,7 @@ fn format_line(o: &Outcome, w: &mut csv::Writer<Counting>) -> io::Result<()> {
 /// The first few distinct failure replies, in row order, with how often each occurred.
 #[derive(Default)]
 struct FailureTally {
-    entries: Vec<(String, u64)>,
+    entries: Vec<(String, u64, Option<&'static str>)>,
 }
 
 impl FailureTally {
@@ -289,10 +290,12 @@ impl FailureTally {
             (false, false) => format!("{code} {reply}"),
             _ => reply.to_string(),
         };
-        if let Some(entry) = self.entries.iter_mut().find(|(r, _)| *r == key) {
+        if let Some(entry) = self.entries.iter_mut().find(|(r, ..)| *r == key) {
             entry.1 += 1;
         } else if self.entries.len() < Self::KEEP {
-            self.entries.push((key, 1));
+            let enhanced = record.get(4).filter(|e| !e.is_empty());
+            let known = explain_parts(code.parse().ok(), enhanced, reply);
+            self.entries.push((key, 1, known.map(|k| k.explanation)));
         }
     }
 }
@@ -306,8 +309,9 @@ pub struct Summary {
     pub this_run: u64,
     /// Outcomes an earlier run had already settled.
     pub previous: u64,
-    /// The first five distinct failure replies (row order) and how many rows got each.
-    pub failures: Vec<(String, u64)>,
+    /// The first five distinct failure replies (row order), how many rows
+    /// got each, and what a known provider reply means (`known_replies`).
+    pub failures: Vec<(String, u64, Option<&'static str>)>,
     /// Time from the start of the report to its end.
     pub elapsed: Duration,
     /// The report written, if any.
@@ -373,7 +377,9 @@ impl Summary {
             "failures".into(),
             self.failures
                 .iter()
-                .map(|(reply, count)| serde_json::json!({"reply": reply, "count": count}))
+                .map(|(reply, count, explanation)| {
+                    serde_json::json!({"reply": reply, "count": count, "explanation": explanation})
+                })
                 .collect(),
         );
         let path = |p: &Option<PathBuf>| {
@@ -413,8 +419,11 @@ impl fmt::Display for Summary {
         }
         if !self.failures.is_empty() {
             writeln!(f, "most common problems:")?;
-            for (reply, count) in &self.failures {
+            for (reply, count, explanation) in &self.failures {
                 writeln!(f, "  {count} × {reply}")?;
+                if let Some(explanation) = explanation {
+                    writeln!(f, "    → {explanation}")?;
+                }
             }
         }
         if let Some(report) = &self.report {
@@ -658,11 +667,11 @@ mod tests {
         assert_eq!(
             summary.failures,
             vec![
-                ("550 5.1.1 User unknown".to_string(), 2),
-                ("connection lost".to_string(), 1),
-                ("451 distinct problem 7".to_string(), 1),
-                ("451 distinct problem 8".to_string(), 1),
-                ("451 distinct problem 9".to_string(), 1),
+                ("550 5.1.1 User unknown".to_string(), 2, None),
+                ("connection lost".to_string(), 1, None),
+                ("451 distinct problem 7".to_string(), 1, None),
+                ("451 distinct problem 8".to_string(), 1, None),
+                ("451 distinct problem 9".to_string(), 1, None),
             ]
         );
         assert_eq!(summary.exit_code(), ExitCode::TempFail);
@@ -679,6 +688,46 @@ mod tests {
         assert_eq!(json["event"], "summary");
         assert_eq!(json["failed"], 7);
         assert_eq!(json["exit_code"], 75);
+    }
+
+    #[test]
+    fn a_known_provider_reply_is_explained_in_the_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let report = Report::create(&path).unwrap();
+        let spam = "DT:SPM 163 smtp14,EsCowAD3 please see help_spam_16.htm";
+        for row in 1..=2 {
+            report
+                .record(&outcome(row, "a@x", Status::Rejected, Some(554), spam))
+                .unwrap();
+        }
+        report
+            .record(&outcome(
+                3,
+                "b@x",
+                Status::Rejected,
+                Some(550),
+                "No such user",
+            ))
+            .unwrap();
+        let summary = report.finish(None).unwrap();
+        let text = summary.to_string();
+        let spam_line = format!("  2 × 554 {spam}\n");
+        let at = text.find(&spam_line).unwrap_or_else(|| panic!("{text}"));
+        let next = text[at + spam_line.len()..].lines().next().unwrap();
+        assert_eq!(
+            next,
+            "    → content flagged as spam: change the content, retrying will not help"
+        );
+        // An unknown reply gets no explanation line.
+        let unknown = text.find("  1 × 550 No such user\n").unwrap();
+        assert!(!text[unknown..].contains('→'), "{text}");
+        let json = summary.to_json();
+        assert_eq!(
+            json["failures"][0]["explanation"],
+            "content flagged as spam: change the content, retrying will not help"
+        );
+        assert!(json["failures"][1]["explanation"].is_null());
     }
 
     #[test]

@@ -391,3 +391,6 @@ fn now_rfc3339() -> String {
         .unwrap_or(0);
     mail_parser::DateTime::from_timestamp(now).to_rfc3339()
 }
+
+#[cfg(test)]
+mod provider_tests;

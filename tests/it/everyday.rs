@@ -419,7 +419,7 @@ fn providers_doc_lists_every_preset_with_its_source() {
 
 /// A qq-preset job pointed at the fault server (host/port overridden).
 fn qq_job(dir: &TestDir, port: u16) -> PathBuf {
-    simple_job(
+    let path = simple_job(
         dir,
         &format!(
             "smtp:\n  provider: qq\n  host: 127.0.0.1\n  port: {port}\n  security: none\n  \
@@ -427,7 +427,13 @@ fn qq_job(dir: &TestDir, port: u16) -> PathBuf {
              timeout: 2s\n  retry_delay: 50ms\n  max_attempts: 2\n"
         ),
         "",
-    )
+    );
+    // QQ sends only as the login, so the job's From must be it.
+    let yaml = dir
+        .read("job.yaml")
+        .replace("sender@example.com", "12345@qq.com");
+    dir.write("job.yaml", yaml);
+    path
 }
 
 #[test]

@@ -51,6 +51,10 @@ pub type RcptHook = Arc<dyn Fn(&str, usize) -> Option<String> + Send + Sync>;
 /// reply (and starts no transaction).
 pub type MailHook = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
+/// An end-of-data hook: the complete message; `Some(reply)` refuses it
+/// with that reply instead of queueing it (e.g. a content filter's 554).
+pub type MessageHook = Arc<dyn Fn(&Message) -> Option<String> + Send + Sync>;
+
 /// How long a stalled connection stays open at most.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// A connection with no input for this long is closed (tests are bounded).
@@ -80,6 +84,7 @@ impl FaultServer {
                 reply_delay: Duration::ZERO,
                 rcpt_hook: None,
                 mail_hook: None,
+                message_hook: None,
                 close_after_messages: None,
                 drop_during_data: None,
                 drop_after_final_dot: None,
@@ -124,6 +129,7 @@ struct Options {
     reply_delay: Duration,
     rcpt_hook: Option<RcptHook>,
     mail_hook: Option<MailHook>,
+    message_hook: Option<MessageHook>,
     close_after_messages: Option<(usize, String)>,
     drop_during_data: Option<usize>,
     drop_after_final_dot: Option<usize>,
@@ -233,6 +239,15 @@ impl FaultBuilder {
         hook: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
         self.opts.mail_hook = Some(Arc::new(hook));
+        self
+    }
+    /// Overrides end-of-data replies: `hook(message)`; `None` queues the
+    /// message with the default 250, `Some(reply)` refuses it with `reply`.
+    pub fn message_hook(
+        mut self,
+        hook: impl Fn(&Message) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.opts.message_hook = Some(Arc::new(hook));
         self
     }
     /// After `n` accepted messages on a connection, the next command (other
@@ -1280,6 +1295,10 @@ impl<'a> Connection<'a> {
                 self.reply("552 5.3.4 Message size exceeds fixed limit");
                 return None;
             }
+        }
+        if let Some(line) = self.opts.message_hook.as_ref().and_then(|hook| hook(&msg)) {
+            self.reply(&line);
+            return None;
         }
         let queued = {
             let mut rec = self.state.record();

@@ -17,6 +17,7 @@ mod bounces_section;
 #[cfg(test)]
 mod bounces_tests;
 mod problems;
+pub mod sender_rule;
 pub mod smtp_section;
 pub mod user_config;
 mod yaml;
