@@ -4,7 +4,7 @@
 use crate::cli::BouncesArgs;
 use crate::error::{Error, ExitCode, Result};
 use crate::job::bounces::After;
-use crate::mailbox::reader::visit;
+use crate::mailbox::reader::{visit, Visit};
 use crate::mailbox::record::{Books, Learnt, KINDS};
 use crate::mailbox::seen::Seen;
 
@@ -59,11 +59,12 @@ pub fn bounces(args: &BouncesArgs) -> Result<ExitCode> {
             Ok(keys)
         },
     )?;
-    print_summary(&learnt, visit.fetched, visit.removed, args.dry_run);
+    print_summary(&learnt, &visit, args.dry_run);
     Ok(ExitCode::Ok)
 }
 
-fn print_summary(learnt: &Learnt, fetched: usize, removed: usize, dry_run: bool) {
+fn print_summary(learnt: &Learnt, visit: &Visit, dry_run: bool) {
+    let fetched = visit.fetched;
     if dry_run {
         for r in &learnt.rows {
             println!(
@@ -103,8 +104,14 @@ fn print_summary(learnt: &Learnt, fetched: usize, removed: usize, dry_run: bool)
             println!("  {email} ({reason})");
         }
     }
-    if removed > 0 {
-        println!("removed from the mailbox: {removed}");
+    if visit.removed > 0 {
+        println!("removed from the mailbox: {}", visit.removed);
+    }
+    if visit.leftovers > 0 {
+        println!(
+            "left over from an earlier visit, now removed: {}",
+            visit.leftovers
+        );
     }
     if dry_run {
         println!("dry run: nothing written, nothing deleted or moved");

@@ -7,6 +7,12 @@
 //! for its UIDVALIDITY and `UID FETCH BODY.PEEK[]` (nothing is marked
 //! `\Seen`); POP3 lists `UIDL` and `RETR`s the unknown ones. Deletions over
 //! POP3 take effect at QUIT (RFC 1939 §6), after the caller's records.
+//!
+//! With `after: delete` or `move:`, messages read and recorded by an
+//! earlier visit that are still there (that visit stopped before the server
+//! committed the removal) are removed too, without being handed over again:
+//! IMAP then searches every UID of the folder, not only those above the
+//! highest one read.
 
 use super::net::{Connection, NetFailure};
 use super::seen::{MessageKey, Seen};
@@ -35,6 +41,9 @@ pub struct Visit {
     pub fetched: usize,
     /// Messages deleted or moved after they were recorded.
     pub removed: usize,
+    /// Messages recorded by an earlier visit, still in the mailbox, and
+    /// deleted or moved now.
+    pub leftovers: usize,
 }
 
 /// Fetches the unread messages of the mailbox, passes them to `record`,
@@ -164,15 +173,24 @@ fn imap_visit(
         &settings.username,
         &settings.folder,
     );
+    let clean_up = *after != After::Keep;
     let mut uids = Vec::new();
     if selected.exists > 0 {
-        conn.core().search_after(seen.max_uid(&scope, validity));
+        // Removing leftovers needs the UIDs below the highest one read too.
+        let from = if clean_up {
+            0
+        } else {
+            seen.max_uid(&scope, validity)
+        };
+        conn.core().search_after(from);
         match next(&mut conn)? {
             Event::Uids(u) => uids = u,
             other => return Err(unexpected(&other)),
         }
     }
-    uids.retain(|&u| !seen.has(&MessageKey::Imap(scope.clone(), validity, u)));
+    let (leftovers, uids): (Vec<u32>, Vec<u32>) = uids
+        .into_iter()
+        .partition(|&u| seen.has(&MessageKey::Imap(scope.clone(), validity, u)));
     let mut received = Vec::with_capacity(uids.len());
     if !uids.is_empty() {
         conn.core().fetch(&uids);
@@ -189,7 +207,7 @@ fn imap_visit(
     }
     let mut visit = Visit {
         fetched: received.len(),
-        removed: 0,
+        ..Visit::default()
     };
     let done = record(received)?;
     let done: Vec<u32> = done
@@ -199,13 +217,20 @@ fn imap_visit(
             MessageKey::Pop3(..) => None,
         })
         .collect();
-    if !done.is_empty() && *after != After::Keep {
+    if clean_up && !(done.is_empty() && leftovers.is_empty()) {
+        let mut all = done.clone();
+        all.extend(&leftovers);
+        all.sort_unstable();
+        all.dedup();
         match after {
-            After::Move(folder) => conn.core().move_to(&done, folder),
-            _ => conn.core().delete(&done),
+            After::Move(folder) => conn.core().move_to(&all, folder),
+            _ => conn.core().delete(&all),
         }
         match next(&mut conn)? {
-            Event::Moved(u) | Event::Deleted(u) => visit.removed = u.len(),
+            Event::Moved(_) | Event::Deleted(_) => {
+                visit.removed = done.len();
+                visit.leftovers = leftovers.len();
+            }
             other => return Err(unexpected(&other)),
         }
     }
@@ -239,9 +264,13 @@ fn pop3_visit(
     let scope = Seen::scope(&settings.host, settings.port, &settings.username, "");
     let mut received = Vec::new();
     let mut numbers = Vec::new();
+    let mut leftovers = Vec::new();
     for (msg, uidl) in list {
         let key = MessageKey::Pop3(scope.clone(), uidl);
         if seen.has(&key) {
+            if *after == After::Delete {
+                leftovers.push(msg);
+            }
             continue;
         }
         conn.core().retr(msg);
@@ -255,7 +284,7 @@ fn pop3_visit(
     }
     let mut visit = Visit {
         fetched: received.len(),
-        removed: 0,
+        ..Visit::default()
     };
     let done = record(received)?;
     if *after == After::Delete {
@@ -266,11 +295,16 @@ fn pop3_visit(
                 visit.removed += 1;
             }
         }
+        for msg in leftovers {
+            conn.core().dele(msg);
+            next(&mut conn)?;
+            visit.leftovers += 1;
+        }
     }
     conn.core().quit();
     match conn.next_event() {
         Ok(Event::Closed(CloseReason::Quit)) => {}
-        Ok(Event::Closed(reason)) if visit.removed > 0 => {
+        Ok(Event::Closed(reason)) if visit.removed + visit.leftovers > 0 => {
             return Err(pop3_closed(settings, reason));
         }
         _ => {}

@@ -4,7 +4,9 @@
 //! over IMAPS and over POP3 with STLS, writes `JOB.bounces.csv`, and puts
 //! exactly the bounced addresses on the suppression list, which the next
 //! run honours. A second visit counts nothing again, a wrong password exits
-//! 77 and an untrusted certificate 69, both recording nothing.
+//! 77 and an untrusted certificate 69, both recording nothing. With
+//! `after: delete` or `move:`, what an earlier visit read and left in the
+//! mailbox is removed too, and not counted again.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -458,6 +460,108 @@ fn a_run_cut_short_before_the_read_marks_counts_nothing_twice() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("0 new message"), "{}", out.stdout);
     assert_eq!(bounce_rows(&csv).len(), 6);
+}
+
+/// Delivers `text` to the Maildir folder `box_dir` as a delivery agent
+/// does: written under `tmp/`, then renamed into `new/`.
+fn deliver(box_dir: &std::path::Path, name: &str, text: &str) {
+    let tmp = box_dir.join("tmp").join(name);
+    std::fs::create_dir_all(box_dir.join("tmp")).unwrap();
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, box_dir.join("new").join(name)).unwrap();
+}
+
+/// A third soft bounce of the corpus's soft-bounced address, in a report of
+/// its own: with the default limit of 3 it suppresses that address.
+fn third_soft_bounce() -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/bounces/postfix-delayed.eml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace(
+        "<20261207070140.4Q1d7J0kYpz9sRm@mail.example.com>",
+        "<third-warning@mail.example.com>",
+    )
+}
+
+const LEFT_OVER: &str = "left over from an earlier visit, now removed: 7";
+
+/// A visit with `after: keep` leaves the corpus read and in the mailbox,
+/// which is what a delete or move visit cut short between its records and
+/// the server committing the removal leaves too. Then one new message
+/// arrives and the job asks for `after_value`: `--dry-run` removes nothing;
+/// the real visit counts only the new message and removes all eight.
+fn leftovers_are_removed(url: &str, after_value: &str, mail: &TestDir, dc: &Dovecot) {
+    let dir = TestDir::new();
+    rules_job(&dir, dc, "", url);
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("7 new message"), "{}", out.stdout);
+    let csv = dir.join("job.bounces.csv");
+    let suppress = dir.join("lists/suppressed.csv");
+    assert_eq!(bounce_rows(&csv).len(), 6);
+    assert_eq!(files_in(&mail.join("box")), 7);
+    let suppressed = lower(emails_in(&suppress));
+    assert!(!suppressed.contains("full@example.org"), "{suppressed:?}");
+
+    // A second keep visit: nothing new, nothing removed.
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("0 new message"), "{}", out.stdout);
+    assert!(!out.stdout.contains("left over"), "{}", out.stdout);
+    assert_eq!(files_in(&mail.join("box")), 7);
+
+    deliver(&mail.join("box"), "99.M99P1.test", &third_soft_bounce());
+    rules_job(&dir, dc, &format!(", after: \"{after_value}\""), url);
+    let out = mailshot(&dir, &["bounces", "job.yaml", "--dry-run"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(files_in(&mail.join("box")), 8);
+    assert_eq!(bounce_rows(&csv).len(), 6);
+
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("1 new message"), "{}", out.stdout);
+    assert!(out.stdout.contains(LEFT_OVER), "{}", out.stdout);
+    assert_eq!(files_in(&mail.join("box")), 0);
+    // Only the new message became a row; its soft bounce is the third.
+    assert_eq!(bounce_rows(&csv).len(), 7);
+    let now = lower(emails_in(&suppress));
+    let mut want = suppressed.clone();
+    want.insert("full@example.org".into());
+    assert_eq!(now, want);
+
+    // The mailbox is as asked: a further visit finds nothing at all.
+    let out = mailshot(&dir, &["bounces", "job.yaml"], PASSWORD);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("0 new message"), "{}", out.stdout);
+    assert!(!out.stdout.contains("left over"), "{}", out.stdout);
+}
+
+#[test]
+fn pop3_after_delete_removes_what_an_earlier_visit_read_and_left() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &[]);
+    let url = format!("pop3s://{USER}@127.0.0.1:{}", dc.ports().pop3s);
+    leftovers_are_removed(&url, "delete", &mail, &dc);
+}
+
+#[test]
+fn imap_after_delete_removes_what_an_earlier_visit_read_and_left() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &[]);
+    let url = format!("imaps://{USER}@127.0.0.1:{}", dc.ports().imaps);
+    leftovers_are_removed(&url, "delete", &mail, &dc);
+}
+
+#[test]
+fn imap_after_move_moves_what_an_earlier_visit_read_and_left() {
+    let mail = TestDir::new();
+    let dc = corpus_mailbox(&mail, &["Processed"]);
+    let url = format!("imaps://{USER}@127.0.0.1:{}", dc.ports().imaps);
+    leftovers_are_removed(&url, "move:Processed", &mail, &dc);
+    // Each message once in the folder, none twice.
+    assert_eq!(files_in(&mail.join("box/.Processed")), 8);
 }
 
 /// The lines of Dovecot's log that record a login, e.g.

@@ -42,8 +42,8 @@ fn matched_row(email: &str, message_id: &str) -> Option<u64> {
         ),
     )
     .unwrap();
-    let mut books = Books::open(&job, &report, 3).unwrap();
     let mut seen = Seen::load(&d.join("job.bounces.state")).unwrap();
+    let mut books = Books::open(&job, &report, 3, &mut seen, true).unwrap();
     let received = vec![Received {
         key: MessageKey::Pop3("test".into(), "1".into()),
         data: BOUNCE.to_vec(),
