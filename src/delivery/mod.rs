@@ -23,4 +23,6 @@ pub mod resume;
 pub mod retry;
 pub mod seal;
 pub mod settle;
+#[cfg(test)]
+mod settle_limits;
 pub mod worker;

@@ -294,9 +294,7 @@ impl<'a> SessionWorker<'a> {
             }
             // Under a rate limit, one message at a time keeps arrival
             // times as even as the send times.
-            if (self.plan.rate.is_some()
-                || self.r().rate.is_some()
-                || !self.plan.domains.is_empty())
+            if (self.plan.rate.is_some() || self.r().rate.is_some())
                 && (!round.inflight.is_empty() || !batch.is_empty())
             {
                 break;

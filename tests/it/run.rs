@@ -8,6 +8,7 @@
 mod helpers;
 
 mod attempts;
+mod domains;
 mod envelope;
 mod exit;
 mod faults;

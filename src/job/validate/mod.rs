@@ -17,6 +17,8 @@ mod bounces_section;
 #[cfg(test)]
 mod bounces_tests;
 mod pool;
+#[cfg(test)]
+mod pool_tests;
 mod problems;
 pub mod smtp_section;
 pub mod user_config;
