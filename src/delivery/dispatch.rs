@@ -14,12 +14,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::daily::{self, DailyCounts};
 use super::limiter::Limiter;
-use super::plan::Plan;
+use super::plan::{Plan, Route, RouteMaker};
 use crate::compose::message::Outgoing;
 use crate::error::Error;
 use crate::job::DomainLimit;
@@ -143,6 +143,8 @@ struct Queues {
     held: usize,
     held_bytes: usize,
     retry: Vec<(Instant, Work)>,
+    /// Domains queued for the first time, not yet offered to the route maker.
+    seen: Vec<String>,
 }
 
 /// Whether a route may be used now.
@@ -160,6 +162,8 @@ struct RouteStatus {
 
 /// A route's share of the dispatcher.
 struct RouteState {
+    /// How its sessions connect.
+    plan: Arc<Route>,
     name: String,
     sessions: usize,
     limiter: Option<Mutex<Limiter>>,
@@ -173,7 +177,11 @@ struct RouteState {
 /// The work shared between a run's sessions.
 pub(crate) struct Dispatcher {
     queues: Mutex<Queues>,
-    routes: Vec<RouteState>,
+    /// The plan's routes, then those made at run time.
+    routes: RwLock<Vec<Arc<RouteState>>>,
+    make_route: Option<RouteMaker>,
+    /// Routes made at run time that have no sessions yet.
+    unstaffed: Mutex<Vec<usize>>,
     /// Limits per domain (`"*"`: every other domain).
     limits: Vec<(String, DomainLimit)>,
     /// Items taken from the source and not yet settled.
@@ -192,7 +200,74 @@ pub(crate) struct Dispatcher {
     pub(crate) active: AtomicUsize,
 }
 
+impl RouteState {
+    fn new(r: Route) -> Arc<Self> {
+        Arc::new(RouteState {
+            name: r.name.clone(),
+            sessions: r.sessions.max(1),
+            limiter: r.rate.map(|rate| Mutex::new(Limiter::new(rate))),
+            daily_limit: r.daily_limit,
+            domain: r.domain.clone(),
+            held: AtomicUsize::new(0),
+            status: Mutex::new(RouteStatus::default()),
+            plan: Arc::new(r),
+        })
+    }
+}
+
 impl Dispatcher {
+    /// Route number `i`.
+    fn route(&self, i: usize) -> Arc<RouteState> {
+        self.routes.read().unwrap()[i].clone()
+    }
+
+    /// Every route, as they stand now.
+    fn all(&self) -> Vec<Arc<RouteState>> {
+        self.routes.read().unwrap().clone()
+    }
+
+    /// How route `i`'s sessions connect.
+    pub(crate) fn route_plan(&self, i: usize) -> Arc<Route> {
+        self.route(i).plan.clone()
+    }
+
+    /// Add a route at run time (a destination for a recipient domain); its
+    /// sessions are started by [`deliver`](super::worker::deliver), which
+    /// asks [`Dispatcher::unstaffed`]. Returns its number.
+    pub(crate) fn add_route(&self, route: Route) -> usize {
+        let mut routes = self.routes.write().unwrap();
+        routes.push(RouteState::new(route));
+        let i = routes.len() - 1;
+        self.unstaffed.lock().unwrap().push(i);
+        i
+    }
+
+    /// Routes added since the last call, to start sessions for.
+    pub(crate) fn unstaffed(&self) -> Vec<usize> {
+        std::mem::take(&mut *self.unstaffed.lock().unwrap())
+    }
+
+    /// A domain seen for the first time: when the plan makes routes at run
+    /// time and no route serves it, make one (outside every lock: making it
+    /// may take a while). A domain no route can be made for keeps its mail
+    /// in the queue for the routes that take any domain.
+    fn new_domains(&self, domains: Vec<String>) {
+        let Some(make) = &self.make_route else {
+            return;
+        };
+        for d in domains {
+            let served = self
+                .all()
+                .iter()
+                .any(|r| r.domain.as_deref() == Some(d.as_str()));
+            if !served {
+                if let Ok(route) = make(&d) {
+                    self.add_route(route);
+                }
+            }
+        }
+    }
+
     /// A dispatcher over the renderer's queue `source`, for the routes,
     /// rates, domain limits and patience of `plan`; daily counts are kept in
     /// `daily` (the state file beside the journal) when given.
@@ -202,19 +277,7 @@ impl Dispatcher {
         daily: DailyCounts,
         stop: Arc<AtomicBool>,
     ) -> Self {
-        let routes = plan
-            .routes
-            .iter()
-            .map(|r| RouteState {
-                name: r.name.clone(),
-                sessions: r.sessions.max(1),
-                limiter: r.rate.map(|rate| Mutex::new(Limiter::new(rate))),
-                daily_limit: r.daily_limit,
-                domain: r.domain.clone(),
-                held: AtomicUsize::new(0),
-                status: Mutex::new(RouteStatus::default()),
-            })
-            .collect();
+        let routes = plan.routes.iter().cloned().map(RouteState::new).collect();
         Dispatcher {
             queues: Mutex::new(Queues {
                 rx: Some(source),
@@ -223,8 +286,11 @@ impl Dispatcher {
                 held: 0,
                 held_bytes: 0,
                 retry: Vec::new(),
+                seen: Vec::new(),
             }),
-            routes,
+            routes: RwLock::new(routes),
+            make_route: plan.make_route.clone(),
+            unstaffed: Mutex::new(Vec::new()),
             limits: plan.domains.clone(),
             pending: AtomicUsize::new(0),
             limiter: plan.rate.map(|r| Mutex::new(Limiter::new(r))),
@@ -259,17 +325,24 @@ impl Dispatcher {
             return Next::Done;
         }
         let now = Instant::now();
-        if let Some(next) = self.route_blocked(key.0, now) {
-            return next;
+        let next = match self.route_blocked(key.0, now) {
+            Some(next) => next,
+            None => self.take(key, now, held),
+        };
+        if self.make_route.is_some() {
+            let seen = std::mem::take(&mut self.queues.lock().unwrap().seen);
+            if !seen.is_empty() {
+                self.new_domains(seen);
+            }
         }
-        self.take(key, now, held)
+        next
     }
 
     /// `Some` when route `route` may not take work now: retired (done),
     /// paused or at its daily limit (wait); the run ends meanwhile if every
     /// route stays unusable past the patience.
     fn route_blocked(&self, route: usize, now: Instant) -> Option<Next> {
-        let r = &self.routes[route];
+        let r = self.route(route);
         {
             let mut st = r.status.lock().unwrap();
             if st.retired.is_some() {
@@ -325,7 +398,8 @@ impl Dispatcher {
     fn check_stalled(&self, now: Instant) {
         let mut earliest: Option<Instant> = None;
         let mut whys = Vec::new();
-        for r in &self.routes {
+        let routes = self.all();
+        for r in &routes {
             let st = r.status.lock().unwrap();
             match (&st.retired, st.paused_until) {
                 (Some(e), _) => whys.push(format!("{}: {e}", r.name)),
@@ -340,7 +414,7 @@ impl Dispatcher {
         let start = *since.get_or_insert(now);
         let resume_at = earliest.unwrap_or(now);
         if resume_at > start + self.patience || now >= start + self.patience {
-            let what = if self.routes.len() == 1 {
+            let what = if routes.len() == 1 {
                 "the server is paused"
             } else {
                 "every relay is paused"
@@ -356,7 +430,8 @@ impl Dispatcher {
     /// Pause `route` for `delay` (`why` says what happened). `limit`: a
     /// limit reply, whose pauses back off from `base`, doubling.
     pub(crate) fn pause(&self, route: usize, delay: Duration, why: String) {
-        let mut st = self.routes[route].status.lock().unwrap();
+        let r = self.route(route);
+        let mut st = r.status.lock().unwrap();
         let until = Instant::now() + delay;
         if st.paused_until.is_none_or(|u| u < until) {
             st.paused_until = Some(until);
@@ -370,7 +445,8 @@ impl Dispatcher {
     pub(crate) fn pause_for_limit(&self, route: usize, reply: &Reply, base: Duration) {
         let daily = reply.is_permanent();
         let delay = {
-            let mut st = self.routes[route].status.lock().unwrap();
+            let r = self.route(route);
+            let mut st = r.status.lock().unwrap();
             st.pauses += 1;
             if daily {
                 daily::today().1
@@ -383,12 +459,13 @@ impl Dispatcher {
 
     /// A route delivered again: its limit-reply backoff starts over.
     fn relieved(&self, route: usize) {
-        self.routes[route].status.lock().unwrap().pauses = 0;
+        self.route(route).status.lock().unwrap().pauses = 0;
     }
 
     /// Whether `route` is paused now.
     pub(crate) fn paused(&self, route: usize) -> bool {
-        let st = self.routes[route].status.lock().unwrap();
+        let r = self.route(route);
+        let st = r.status.lock().unwrap();
         st.retired.is_some() || st.paused_until.is_some_and(|u| u > Instant::now())
     }
 
@@ -396,16 +473,17 @@ impl Dispatcher {
     /// run ends: with 77 when each failed authentication, else 69 (75 once
     /// something was accepted).
     pub(crate) fn retire(&self, route: usize, err: Error) {
-        self.routes[route].status.lock().unwrap().retired = Some(err);
+        self.route(route).status.lock().unwrap().retired = Some(err);
+        let routes = self.all();
         let mut errors = Vec::new();
-        for r in &self.routes {
+        for r in &routes {
             match &r.status.lock().unwrap().retired {
                 Some(e) => errors.push((r.name.clone(), e.to_string(), e.exit_code())),
                 None => return,
             }
         }
-        if self.routes.len() == 1 {
-            let err = self.routes[0].status.lock().unwrap().retired.take();
+        if routes.len() == 1 {
+            let err = routes[0].status.lock().unwrap().retired.take();
             self.set_fatal(err.expect("just retired"));
             return;
         }
@@ -431,7 +509,8 @@ impl Dispatcher {
     /// right before the message is handed to its session so that the slot's
     /// time is the send time; false if the run stops meanwhile.
     pub(crate) fn rate_slot(&self, route: usize) -> bool {
-        let own = self.routes[route].limiter.as_ref();
+        let r = self.route(route);
+        let own = r.limiter.as_ref();
         if own.is_none() && self.limiter.is_none() {
             return true;
         }
@@ -472,6 +551,7 @@ impl Dispatcher {
     /// Put `w` in its domain's queue (at the front: it was there before).
     fn enqueue(&self, q: &mut Queues, w: Work, front: bool) {
         if !q.domains.contains_key(&w.domain) {
+            q.seen.push(w.domain.clone());
             let limit = self.limit_for(&w.domain);
             q.domains.insert(
                 w.domain.clone(),
@@ -513,7 +593,7 @@ impl Dispatcher {
     /// never fills its window with everything while the others idle. The
     /// domains take turns; one whose rate or sessions are used up is passed over.
     fn take(&self, key: SessionKey, now: Instant, held: usize) -> Next {
-        let route = &self.routes[key.0];
+        let route = self.route(key.0);
         let mut q = self.queues.lock().unwrap();
         // Work whose retry is due goes back to the front of its domain's queue.
         let mut i = 0;
@@ -530,7 +610,7 @@ impl Dispatcher {
         self.pull(&mut q, room);
         let pending = self.pending.load(Ordering::SeqCst);
         let sessions: usize = self
-            .routes
+            .all()
             .iter()
             .filter(|r| r.status.lock().unwrap().retired.is_none())
             .map(|r| r.sessions)
@@ -603,7 +683,7 @@ impl Dispatcher {
         let Some(key) = work.carrier.take() else {
             return;
         };
-        self.routes[key.0].held.fetch_sub(1, Ordering::SeqCst);
+        self.route(key.0).held.fetch_sub(1, Ordering::SeqCst);
         let mut q = self.queues.lock().unwrap();
         if let Some(dq) = q.domains.get_mut(&work.domain) {
             if let Some(n) = dq.carriers.get_mut(&key) {
@@ -638,7 +718,7 @@ impl Dispatcher {
         }
         self.accepted.fetch_add(n, Ordering::SeqCst);
         self.relieved(route);
-        let r = &self.routes[route];
+        let r = self.route(route);
         if r.daily_limit.is_some() {
             // The count is advisory: a file that cannot be written costs
             // only the limit's memory across runs.
@@ -647,8 +727,8 @@ impl Dispatcher {
     }
 
     /// The name of `route`.
-    pub(crate) fn route_name(&self, route: usize) -> &str {
-        &self.routes[route].name
+    pub(crate) fn route_name(&self, route: usize) -> String {
+        self.route(route).name.clone()
     }
 
     fn unsent(&self) -> usize {

@@ -7,6 +7,8 @@
 
 pub mod daily;
 pub mod dispatch;
+#[cfg(test)]
+mod dispatch_tests;
 pub mod feed;
 pub mod inputs;
 pub mod journal;

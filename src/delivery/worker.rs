@@ -10,7 +10,7 @@
 //! route that cannot be opened is retired while the others carry on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,14 +38,36 @@ pub fn deliver(
 ) -> RunEnd {
     let daily = DailyCounts::load(plan.daily_state.as_deref());
     let dispatch = Dispatcher::new(source, plan, daily, stop);
+    let live = AtomicUsize::new(0);
     std::thread::scope(|s| {
         // Sessions are numbered across routes: the trace tells them apart.
         let mut id = 0;
-        for (route, r) in plan.routes.iter().enumerate() {
-            for _ in 0..r.sessions.max(1) {
+        let mut staff = |route: usize| {
+            for _ in 0..dispatch.route_plan(route).sessions.max(1) {
                 id += 1;
-                let dispatch = &dispatch;
-                s.spawn(move || SessionWorker::new(plan, route, dispatch, ledger, id).work());
+                let (dispatch, live, id) = (&dispatch, &live, id);
+                live.fetch_add(1, Ordering::SeqCst);
+                s.spawn(move || {
+                    SessionWorker::new(plan, route, dispatch, ledger, id).work();
+                    live.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        };
+        for route in 0..plan.routes.len() {
+            staff(route);
+        }
+        if plan.make_route.is_some() {
+            // Routes made at run time get their sessions here.
+            loop {
+                let new = dispatch.unstaffed();
+                let none = new.is_empty();
+                for route in new {
+                    staff(route);
+                }
+                if none && live.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
     });
@@ -55,8 +77,10 @@ pub fn deliver(
 /// A worker driving one session at a time.
 struct SessionWorker<'a> {
     plan: &'a Plan,
-    /// The route's index in the plan.
+    /// The route's number in the dispatcher.
     route: usize,
+    /// How the route's sessions connect.
+    rp: Arc<Route>,
     dispatch: &'a Dispatcher,
     ledger: &'a dyn Ledger,
     id: usize,
@@ -108,6 +132,7 @@ impl<'a> SessionWorker<'a> {
         SessionWorker {
             plan,
             route,
+            rp: dispatch.route_plan(route),
             dispatch,
             ledger,
             id,
@@ -116,8 +141,8 @@ impl<'a> SessionWorker<'a> {
     }
 
     /// This worker's route.
-    fn r(&self) -> &'a Route {
-        &self.plan.routes[self.route]
+    fn r(&self) -> &Route {
+        &self.rp
     }
 
     /// This worker's session, as the dispatcher knows it.
@@ -518,7 +543,7 @@ impl<'a> SessionWorker<'a> {
             let mut record = decision.record;
             if let (Some(rec), true) = (record.as_mut(), self.plan.named) {
                 if let Some(o) = rec.outcome.as_mut() {
-                    o.relay = Some(self.dispatch.route_name(self.route).to_owned());
+                    o.relay = Some(self.dispatch.route_name(self.route));
                 }
             }
             records.extend(record);
