@@ -132,6 +132,22 @@ fn a_relay_that_cannot_be_reached_is_left_while_the_other_carries_the_run() {
 }
 
 #[test]
+fn a_relay_whose_tls_fails_is_left_while_the_other_carries_the_run() {
+    // `smtp://` demands STARTTLS, which this server does not offer.
+    let (plain, b) = (FaultServer::start(), FaultServer::start());
+    let no_tls = format!(
+        "{{ name: notls, url: \"smtp://127.0.0.1:{}\" }}",
+        plain.port()
+    );
+    let smtp = pool(&[no_tls, relay("good", b.port(), "")], "");
+    let job = Job::new(&smtp, 10);
+    let out = job.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_each_once(&b, 10);
+    assert!(plain.messages().is_empty());
+}
+
+#[test]
 fn when_no_relay_can_be_reached_the_run_ends_69() {
     let smtp = pool(
         &[
