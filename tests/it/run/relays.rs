@@ -115,6 +115,54 @@ fn messages_are_spread_over_the_relays_and_the_events_and_trace_name_them() {
     let trace = job.dir.read("trace.txt");
     assert!(trace.contains(" alpha] C: MAIL FROM"), "{trace}");
     assert!(trace.contains(" beta] C: MAIL FROM"), "{trace}");
+    // The journal keeps it too.
+    let journal = job.dir.read("job.journal");
+    assert!(journal.contains("\"relay\":\"alpha\""), "{journal}");
+}
+
+#[test]
+fn the_command_line_rate_holds_over_every_relay_together() {
+    let (a, b) = (FaultServer::start(), FaultServer::start());
+    let smtp = pool(&[relay("a", a.port(), ""), relay("b", b.port(), "")], "");
+    let job = Job::new(&smtp, 12);
+    let out = job.run(&["--rate", "4/s"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut t: Vec<_> = a
+        .messages()
+        .into_iter()
+        .chain(b.messages())
+        .map(|m| m.received)
+        .collect();
+    t.sort();
+    assert_eq!(t.len(), 12);
+    assert!(!a.messages().is_empty() && !b.messages().is_empty());
+    for w in t.windows(5) {
+        assert!(
+            w[4] - w[0] >= Duration::from_millis(950),
+            "{:?}",
+            w[4] - w[0]
+        );
+    }
+}
+
+#[test]
+fn check_connect_opens_a_session_to_each_relay() {
+    let (a, b) = (FaultServer::start(), FaultServer::start());
+    let smtp = pool(&[relay("a", a.port(), ""), relay("b", b.port(), "")], "");
+    let job = Job::new(&smtp, 1);
+    let out = Mailshot::new(job.dir.path())
+        .args(["check", "job.yaml", "--connect"])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!((a.connections(), b.connections()), (1, 1));
+    for port in [a.port(), b.port()] {
+        assert!(
+            out.stderr
+                .contains(&format!("127.0.0.1:{port}: session ok")),
+            "{}",
+            out.stderr
+        );
+    }
 }
 
 #[test]
