@@ -104,6 +104,15 @@ pub struct RunEnd {
     pub interrupted: bool,
 }
 
+/// Whether a limit reply speaks of the day's quota (Gmail's `5.4.5`, or a
+/// text saying "daily" or "per day"): the relay then rests until the day ends.
+fn is_daily(reply: &Reply) -> bool {
+    let text = reply.text().to_ascii_lowercase();
+    reply.enhanced.is_some_and(|e| e.to_string() == "5.4.5")
+        || text.contains("daily")
+        || text.contains("per day")
+}
+
 /// What a session gets when it asks for work.
 pub(crate) enum Next {
     /// A message to send.
@@ -363,10 +372,7 @@ impl Dispatcher {
             }
             match st.paused_until {
                 Some(until) if until > now => {}
-                _ => {
-                    *self.stalled_since.lock().unwrap() = None;
-                    return None;
-                }
+                _ => return None,
             }
         }
         if self.finished() {
@@ -395,6 +401,9 @@ impl Dispatcher {
 
     /// Every route is paused or retired: end the run (exit 75, a rerun
     /// resumes) once that has lasted, or will last, longer than the patience.
+    /// The clock starts when all are first found paused and stops only when
+    /// a message is accepted, so routes that wake up, are refused again and
+    /// pause again do not keep a run going for ever.
     fn check_stalled(&self, now: Instant) {
         let mut earliest: Option<Instant> = None;
         let mut whys = Vec::new();
@@ -441,9 +450,9 @@ impl Dispatcher {
 
     /// Pause `route` after a limit reply: until the day ends for a daily
     /// quota, else for a backoff from `base` that doubles with each pause
-    /// in a row.
+    /// in a row (reset when the route delivers again).
     pub(crate) fn pause_for_limit(&self, route: usize, reply: &Reply, base: Duration) {
-        let daily = reply.is_permanent();
+        let daily = is_daily(reply);
         let delay = {
             let r = self.route(route);
             let mut st = r.status.lock().unwrap();
@@ -718,6 +727,7 @@ impl Dispatcher {
         }
         self.accepted.fetch_add(n, Ordering::SeqCst);
         self.relieved(route);
+        *self.stalled_since.lock().unwrap() = None;
         let r = self.route(route);
         if r.daily_limit.is_some() {
             // The count is advisory: a file that cannot be written costs

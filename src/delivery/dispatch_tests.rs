@@ -148,3 +148,37 @@ fn routes_made_at_run_time_serve_one_domain_each() {
     assert_eq!(next_domain(&d, (a, 8), 0).as_deref(), Some("a.test"));
     assert_eq!(next_domain(&d, (a, 8), 0).as_deref(), Some("a.test"));
 }
+
+#[test]
+fn a_route_refused_each_time_it_wakes_ends_the_run_after_the_patience() {
+    let mut p = plan(1);
+    p.patience = Duration::from_millis(300);
+    let d = dispatcher(&p, vec![work(1, "a@a.test")]);
+    let start = std::time::Instant::now();
+    let ended = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the run never ended"
+        );
+        // Paused (a limit reply), then awake: it takes the message and is
+        // refused again, without anything being accepted.
+        d.pause(0, Duration::from_millis(50), "it answered 550".into());
+        if matches!(d.next((0, 1), 0), Next::Done) {
+            break start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(60));
+        match d.next((0, 1), 0) {
+            Next::Work(w) => d.requeue(*w, Duration::ZERO),
+            Next::Done => break start.elapsed(),
+            Next::Wait(_) => {}
+        }
+    };
+    assert!(ended >= Duration::from_millis(300), "{ended:?}");
+    let end = d.end();
+    let err = end.fatal.expect("the run failed").to_string();
+    assert!(
+        err.contains("paused for longer than smtp.patience"),
+        "{err}"
+    );
+    assert_eq!(end.unsent, 1);
+}
