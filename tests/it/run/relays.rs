@@ -196,6 +196,59 @@ fn a_relay_whose_tls_fails_is_left_while_the_other_carries_the_run() {
 }
 
 #[test]
+fn a_relay_that_goes_down_mid_run_hands_the_rest_to_the_other_none_twice() {
+    // A slow relay that ends its session after 5 messages, and is stopped
+    // (no new connection) while it works on them.
+    let a = FaultServer::builder()
+        .reply_delay(Duration::from_millis(40))
+        .close_after_messages(5, "421 4.3.2 System shutting down")
+        .start();
+    let b = FaultServer::builder()
+        .reply_delay(Duration::from_millis(40))
+        .start();
+    let smtp = pool(
+        &[
+            relay("failing", a.port(), ""),
+            relay("steady", b.port(), ""),
+        ],
+        "rate: 20/s",
+    );
+    let job = Job::new(&smtp, 30);
+    let child = job.command(&["--json"]).spawn();
+    a.wait_for_messages(2, Duration::from_secs(20));
+    drop(a);
+    let out = finish(child, RUN_LIMIT);
+    let events = outcome_events(&out.stdout);
+    assert_eq!(events.len(), 30, "{}", out.stderr);
+    // Stopping the relay may cut a message after its final dot: that one
+    // is `uncertain` (never resent), the run ends 75; all else is sent.
+    let uncertain: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["status"] == "uncertain")
+        .collect();
+    assert!(uncertain.len() <= 1, "{uncertain:?}");
+    assert_eq!(out.code, if uncertain.is_empty() { 0 } else { 75 });
+    let sent_via = |relay: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["relay"] == relay && e["status"] == "sent")
+            .map(|e| e["email"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let via_a = sent_via("failing");
+    assert!(!via_a.is_empty() && via_a.len() <= 5, "{via_a:?}");
+    // Everything else went through the other relay, and nothing twice.
+    let on_b = deliveries(&b);
+    assert_eq!(on_b.len(), 30 - via_a.len() - uncertain.len(), "{on_b:?}");
+    assert!(on_b.values().all(|&n| n == 1), "{on_b:?}");
+    let mut via_b = sent_via("steady");
+    via_b.sort();
+    let mut got: Vec<String> = on_b.into_keys().collect();
+    got.sort();
+    assert_eq!(via_b, got);
+}
+
+#[test]
 fn when_no_relay_can_be_reached_the_run_ends_69() {
     let smtp = pool(
         &[
