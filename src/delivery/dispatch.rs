@@ -438,20 +438,30 @@ impl Dispatcher {
 
     /// Pause `route` for `delay` (`why` says what happened). `limit`: a
     /// limit reply, whose pauses back off from `base`, doubling.
-    pub(crate) fn pause(&self, route: usize, delay: Duration, why: String) {
+    /// Returns whether the route was running until now (a new pause).
+    pub(crate) fn pause(&self, route: usize, delay: Duration, why: String) -> bool {
         let r = self.route(route);
         let mut st = r.status.lock().unwrap();
-        let until = Instant::now() + delay;
+        let now = Instant::now();
+        let until = now + delay;
+        let new = st.paused_until.is_none_or(|u| u <= now);
         if st.paused_until.is_none_or(|u| u < until) {
             st.paused_until = Some(until);
             st.why = why;
         }
+        new
     }
 
     /// Pause `route` after a limit reply: until the day ends for a daily
     /// quota, else for a backoff from `base` that doubles with each pause
     /// in a row (reset when the route delivers again).
-    pub(crate) fn pause_for_limit(&self, route: usize, reply: &Reply, base: Duration) {
+    /// Returns the pause when it is a new one (for a note to the user).
+    pub(crate) fn pause_for_limit(
+        &self,
+        route: usize,
+        reply: &Reply,
+        base: Duration,
+    ) -> Option<Duration> {
         let daily = is_daily(reply);
         let delay = {
             let r = self.route(route);
@@ -463,7 +473,8 @@ impl Dispatcher {
                 super::settle::backoff(base, st.pauses)
             }
         };
-        self.pause(route, delay, format!("it answered {reply}"));
+        self.pause(route, delay, format!("it answered {reply}"))
+            .then_some(delay)
     }
 
     /// A route delivered again: its limit-reply backoff starts over.
@@ -481,20 +492,21 @@ impl Dispatcher {
     /// Give up on `route` for this run; when every route is given up, the
     /// run ends: with 77 when each failed authentication, else 69 (75 once
     /// something was accepted).
-    pub(crate) fn retire(&self, route: usize, err: Error) {
+    /// Returns false when the run goes on without it (others are left).
+    pub(crate) fn retire(&self, route: usize, err: Error) -> bool {
         self.route(route).status.lock().unwrap().retired = Some(err);
         let routes = self.all();
         let mut errors = Vec::new();
         for r in &routes {
             match &r.status.lock().unwrap().retired {
                 Some(e) => errors.push((r.name.clone(), e.to_string(), e.exit_code())),
-                None => return,
+                None => return false,
             }
         }
         if routes.len() == 1 {
             let err = routes[0].status.lock().unwrap().retired.take();
             self.set_fatal(err.expect("just retired"));
-            return;
+            return true;
         }
         let text = errors
             .iter()
@@ -512,6 +524,7 @@ impl Dispatcher {
             Error::TempFail(format!("every relay became unusable ({text})"))
         };
         self.set_fatal(err);
+        true
     }
 
     /// Wait for a send slot of the route's and the run's rate limits, taken

@@ -172,6 +172,35 @@ impl<'a> SessionWorker<'a> {
         }))
     }
 
+    /// Pause the route after a limit reply, telling the user when the
+    /// pause is new.
+    fn paused_by(&self, reply: &Reply) {
+        if let Some(d) =
+            self.dispatch
+                .pause_for_limit(self.route, reply, self.plan.retry.retry_delay)
+        {
+            let name = &self.r().name;
+            let how_long = if d > Duration::from_secs(300) {
+                "until the day ends".to_owned()
+            } else {
+                format!("for {:.1}s", d.as_secs_f64())
+            };
+            self.ledger.note(&format!(
+                "relay {name} paused {how_long}: it answered {reply}"
+            ));
+        }
+    }
+
+    /// Leave the route for this run, telling the user when others go on.
+    fn retire(&self, err: Error) {
+        let text = err.to_string();
+        if !self.dispatch.retire(self.route, err) {
+            let name = &self.r().name;
+            self.ledger
+                .note(&format!("relay {name} is left for this run: {text}"));
+        }
+    }
+
     /// Open sessions and send on them until the dispatcher has no more work
     /// for this route or the run stops.
     fn work(mut self) {
@@ -192,15 +221,10 @@ impl<'a> SessionWorker<'a> {
                     if let Some(reply) = limit_of_failure(&failure) {
                         // "Too many connections" and the like: pause the route
                         // (its attempts still count, below).
-                        self.dispatch.pause_for_limit(
-                            self.route,
-                            &reply,
-                            self.plan.retry.retry_delay,
-                        );
+                        self.paused_by(&reply);
                     }
                     if !worth_retrying(&failure) {
-                        self.dispatch
-                            .retire(self.route, self.r().open_error(&failure));
+                        self.retire(self.r().open_error(&failure));
                         return;
                     }
                     if !self.backoff(&failure.to_string()) {
@@ -237,7 +261,8 @@ impl<'a> SessionWorker<'a> {
     fn backoff(&mut self, why: &str) -> bool {
         self.failures += 1;
         if self.failures >= self.plan.retry.max_attempts.max(1) {
-            let err = if self.dispatch.accepted.load(Ordering::SeqCst) == 0 {
+            // In a pool the dispatcher words the run's end; this names the relay.
+            let err = if self.plan.named || self.dispatch.accepted.load(Ordering::SeqCst) == 0 {
                 Error::Unavailable(format!(
                     "could not use {} after {} attempts: {why}",
                     self.r().server(),
@@ -248,7 +273,7 @@ impl<'a> SessionWorker<'a> {
                     "the server became unavailable ({why}); rerun to resume"
                 ))
             };
-            self.dispatch.retire(self.route, err);
+            self.retire(err);
             return false;
         }
         let delay = retry_delay(self.plan.retry.retry_delay, self.failures);
@@ -480,11 +505,7 @@ impl<'a> SessionWorker<'a> {
                 self.requeue_all(inflight);
                 if let CloseReason::ServiceClosing(reply) = &reason {
                     if is_limit(reply) {
-                        self.dispatch.pause_for_limit(
-                            self.route,
-                            reply,
-                            self.plan.retry.retry_delay,
-                        );
+                        self.paused_by(reply);
                     }
                 }
                 Some(Close::Abandon(SessionEnd::Broken(reason.to_string())))
@@ -554,8 +575,7 @@ impl<'a> SessionWorker<'a> {
         }
         self.dispatch.accepted_on(self.route, accepted);
         if let Some(reply) = &limit {
-            self.dispatch
-                .pause_for_limit(self.route, reply, self.plan.retry.retry_delay);
+            self.paused_by(reply);
         }
         if !records.is_empty() {
             if let Err(e) = self.ledger.settled_rcpts(&records) {

@@ -169,7 +169,11 @@ fn check_connect_opens_a_session_to_each_relay() {
 fn a_relay_that_cannot_be_reached_is_left_while_the_other_carries_the_run() {
     let b = FaultServer::start();
     let smtp = pool(
-        &[relay("down", closed_port(), ""), relay("up", b.port(), "")],
+        // Slow enough for the other relay's tries to run out meanwhile.
+        &[
+            relay("down", closed_port(), ""),
+            relay("up", b.port(), "rate: 5/s"),
+        ],
         "",
     );
     let job = Job::new(&smtp, 10);
@@ -177,6 +181,12 @@ fn a_relay_that_cannot_be_reached_is_left_while_the_other_carries_the_run() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_each_once(&b, 10);
     assert!(job.report().iter().all(|r| r.status == "sent"));
+    assert!(
+        out.stderr
+            .contains("relay down is left for this run: could not use 127.0.0.1:"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -319,6 +329,12 @@ fn a_daily_quota_reply_pauses_that_relay_and_the_other_sends_the_rest_none_rejec
     let out = job.run(&[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(a.messages().len() <= 3, "{}", a.messages().len());
+    assert!(
+        out.stderr
+            .contains("relay quota paused until the day ends: it answered 550 5.4.5"),
+        "{}",
+        out.stderr
+    );
     assert_each_once_over(&[&a, &b], 12);
     let rows = job.report();
     assert!(rows.iter().all(|r| r.status == "sent"), "{rows:?}");
