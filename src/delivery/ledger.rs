@@ -50,6 +50,9 @@ pub trait Ledger: Sync {
     }
     /// Sessions currently connected (for the progress display).
     fn sessions_active(&self, _n: usize) {}
+    /// Something the user should know while the run goes on (a relay
+    /// paused or left).
+    fn note(&self, _text: &str) {}
 }
 
 /// What a session hands the ledger when a transaction is decided.
@@ -235,5 +238,9 @@ impl Ledger for RunLedger<'_> {
 
     fn sessions_active(&self, n: usize) {
         self.progress.sessions_active(n);
+    }
+
+    fn note(&self, text: &str) {
+        self.progress.note(text);
     }
 }
