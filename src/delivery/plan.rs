@@ -64,6 +64,13 @@ impl Plan {
     /// and starts the capture server when the target is the outbox.
     pub fn open(target: &Target, trace: Option<Trace>) -> Result<Plan> {
         let (settings, capture, capture_dir) = match target {
+            Target::Smtp(s) if s.mx.is_some() => {
+                return Err(Error::Usage(
+                    "smtp.mx: direct delivery to MX hosts is checked by `mailshot check` \
+                     but not yet sent by this version; send through a relay (smtp.url)"
+                        .into(),
+                ))
+            }
             Target::Smtp(s) => ((**s).clone(), None, None),
             Target::Capture(dir) => {
                 // Binding a loopback port does not fail in practice; creating the
@@ -117,6 +124,7 @@ impl Plan {
         };
         let endpoint = Endpoint {
             host: settings.host.clone(),
+            address: None,
             port: settings.port,
             implicit_tls: settings.security == Security::Tls,
             tls,

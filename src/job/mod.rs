@@ -106,6 +106,31 @@ pub struct SmtpSettings {
     pub allow_plaintext_auth: bool,
     /// The provider preset used, if any (for provider-specific advice on errors).
     pub provider: Option<String>,
+    /// Direct delivery to each recipient domain's MX hosts (`smtp.mx: true`);
+    /// `host` is then unused and `port` is the port of every MX host.
+    pub mx: Option<MxSettings>,
+}
+
+/// How direct MX delivery finds hosts and protects sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxSettings {
+    /// The DNS server to ask (`smtp.resolver`); `None`: the system's.
+    pub resolver: Option<std::net::SocketAddr>,
+    /// Whether STARTTLS is used when offered without verifying the
+    /// certificate (`security` not given), required and verified
+    /// (`security: starttls`), or never used (`security: none`).
+    pub tls: MxTls,
+}
+
+/// TLS towards MX hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MxTls {
+    /// STARTTLS when offered, any certificate; plain text when not offered.
+    Opportunistic,
+    /// STARTTLS required, certificate verified.
+    Verified,
+    /// Plain text.
+    None,
 }
 
 impl SmtpSettings {
@@ -129,6 +154,7 @@ impl SmtpSettings {
             helo: None,
             allow_plaintext_auth: false,
             provider: None,
+            mx: None,
         }
     }
 }

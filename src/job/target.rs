@@ -105,6 +105,8 @@ fn with_url(base: SmtpSettings, url: SmtpSettings) -> SmtpSettings {
         auth: url.auth.or(base.auth),
         allow_plaintext_auth: same_host && base.allow_plaintext_auth,
         provider: if same_host { base.provider } else { None },
+        // A URL names one server: no direct MX delivery.
+        mx: None,
         ..base
     }
 }

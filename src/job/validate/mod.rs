@@ -16,6 +16,7 @@ use crate::error::{Error, Location, Result};
 mod bounces_section;
 #[cfg(test)]
 mod bounces_tests;
+mod mx_section;
 mod problems;
 pub mod smtp_section;
 pub mod user_config;

@@ -1,13 +1,91 @@
-//! Direct MX delivery: the resolver asked a real DNS server (dnsmasq on
-//! loopback, `support::dns`) for MX, implicit MX, null MX, NXDOMAIN,
-//! unreachable and internationalized domains.
+//! Direct MX delivery: the job keys (`smtp.mx`, `smtp.resolver`, a fully
+//! qualified `helo_name`), and the resolver asked a real DNS server
+//! (dnsmasq on loopback, `support::dns`) for MX, implicit MX, null MX,
+//! NXDOMAIN, unreachable and internationalized domains.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use mailshot::dns::{Candidate, DnsFailure, MxResolver};
 
+use super::helpers::Job;
+use crate::support::cmd::Output;
 use crate::support::dns::{Dns, Zone};
+
+/// `mailshot check` of a job whose `smtp:` is `smtp` (on line 1).
+fn check(smtp: &str) -> Output {
+    let job = Job::new(smtp, 2);
+    crate::support::cmd::Mailshot::new(job.dir.path())
+        .args(["check", "job.yaml"])
+        .env_remove("XDG_CONFIG_HOME")
+        .run()
+}
+
+#[track_caller]
+fn invalid_at(smtp: &str, position: &str, words: &str) {
+    let out = check(smtp);
+    out.expect_code(65);
+    assert!(
+        out.stderr.contains(position) && out.stderr.contains(words),
+        "want {position} and {words:?} in:\n{}",
+        out.stderr
+    );
+}
+
+/// An `smtp:` section in block style, one `key: value` a line from line 2.
+fn block(lines: &[&str]) -> String {
+    lines.iter().map(|l| format!("\n  {l}")).collect()
+}
+
+#[test]
+fn mx_job_needs_a_fully_qualified_helo_name() {
+    invalid_at(
+        &block(&["mx: true"]),
+        "job.yaml:2:3",
+        "needs smtp.helo_name",
+    );
+    for name in ["localhost", "\"192.0.2.1\"", "mail"] {
+        invalid_at(
+            &block(&["mx: true", &format!("helo_name: {name}")]),
+            "job.yaml:3:3",
+            "not a fully qualified domain name",
+        );
+    }
+    check(&block(&["mx: true", "helo_name: mail.example.test"])).expect_code(0);
+}
+
+#[test]
+fn mx_job_names_no_server_no_login_and_no_implicit_tls() {
+    let mx = |line: &str| block(&["mx: true", "helo_name: mail.example.test", line]);
+    invalid_at(
+        &mx("host: relay.example.test"),
+        "job.yaml:4:3",
+        "smtp.host names one server",
+    );
+    invalid_at(&mx("username: me"), "job.yaml:4:3", "without a login");
+    invalid_at(&mx("security: tls"), "job.yaml:4:3", "security is starttls");
+    invalid_at(
+        &mx("resolver: \"dns.example.test:53\""),
+        "job.yaml:4:3",
+        "is not IP:PORT",
+    );
+    invalid_at(
+        &block(&[
+            "url: \"smtp+plain://127.0.0.1:2525\"",
+            "resolver: \"127.0.0.1:53\"",
+        ]),
+        "job.yaml:3:3",
+        "only used with mx: true",
+    );
+    check(&block(&[
+        "mx: true",
+        "helo_name: mail.example.test",
+        "security: starttls",
+        "port: 2525",
+        "resolver: \"127.0.0.1:5353\"",
+    ]))
+    .expect_code(0);
+}
 
 fn zone() -> Dns {
     Zone::new()
