@@ -5,7 +5,7 @@
 use crate::cli::CheckArgs;
 use crate::compose::prepare::prepare;
 use crate::delivery::plan::Plan;
-use crate::error::{ExitCode, Result};
+use crate::error::{Error, ExitCode, Result};
 use crate::job::target::{self, Target};
 use crate::smtp::net::session::Session;
 
@@ -60,6 +60,13 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
 /// `check --connect`: open one session (TLS, AUTH) and QUIT.
 fn connect(target: &Target, trace: Option<&str>) -> Result<()> {
     let p = Plan::open(target, super::open_trace(trace)?)?;
+    if p.mx.is_some() {
+        return Err(Error::Usage(
+            "check --connect opens one server's session; with smtp.mx each recipient \
+             domain's MX hosts are looked up when `mailshot run` sends to it"
+                .into(),
+        ));
+    }
     let mut session = Session::open(&p.endpoint, p.core.clone(), p.trace.clone(), 1)
         .map_err(|f| p.open_error(&f))?;
     let secure = session.client().is_tls();

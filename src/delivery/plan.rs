@@ -28,6 +28,12 @@ const WINDOW: usize = 1024;
 pub struct Plan {
     /// Where to connect.
     pub endpoint: Endpoint,
+    /// Where to connect when `endpoint` cannot be used (an MX domain's
+    /// other hosts), in order.
+    pub fallbacks: Vec<Endpoint>,
+    /// Direct delivery to each recipient domain's MX hosts: each domain
+    /// gets a plan of its own from this one.
+    pub mx: Option<super::mx::MxPlan>,
     /// Protocol core settings for every session (credentials included).
     pub core: SessionConfig,
     /// Parallel sessions.
@@ -64,13 +70,6 @@ impl Plan {
     /// and starts the capture server when the target is the outbox.
     pub fn open(target: &Target, trace: Option<Trace>) -> Result<Plan> {
         let (settings, capture, capture_dir) = match target {
-            Target::Smtp(s) if s.mx.is_some() => {
-                return Err(Error::Usage(
-                    "smtp.mx: direct delivery to MX hosts is checked by `mailshot check` \
-                     but not yet sent by this version; send through a relay (smtp.url)"
-                        .into(),
-                ))
-            }
             Target::Smtp(s) => ((**s).clone(), None, None),
             Target::Capture(dir) => {
                 // Binding a loopback port does not fail in practice; creating the
@@ -130,8 +129,14 @@ impl Plan {
             tls,
             connect_timeout: settings.timeout.min(Duration::from_secs(30)),
         };
+        let mx = match &settings.mx {
+            Some(m) => Some(super::mx::MxPlan::new(&settings, m.resolver, m.tls)?),
+            None => None,
+        };
         Ok(Plan {
             endpoint,
+            fallbacks: Vec::new(),
+            mx,
             core,
             sessions: settings.sessions.max(1),
             max_messages_per_session: settings.max_messages_per_session.max(1),

@@ -18,7 +18,7 @@ use super::plan::{worth_retrying, Plan};
 use super::settle::{backoff, settle};
 use crate::error::Error;
 use crate::smtp::client::{Event, Transaction, TxOutcome, TxResult};
-use crate::smtp::net::session::Session;
+use crate::smtp::net::session::{Session, SessionFailure};
 
 /// Send everything `source` yields over `plan.sessions` parallel sessions;
 /// returns when it is exhausted and every message is settled, or when the
@@ -29,6 +29,9 @@ pub fn deliver(
     ledger: &dyn Ledger,
     stop: Arc<AtomicBool>,
 ) -> RunEnd {
+    if let Some(mx) = &plan.mx {
+        return super::mx::deliver(plan, mx, source, ledger, stop);
+    }
     let dispatch = Dispatcher::new(source, plan.sessions, plan.rate, stop);
     std::thread::scope(|s| {
         for id in 1..=plan.sessions.max(1) {
@@ -105,12 +108,7 @@ impl<'a> SessionWorker<'a> {
                     Next::Done => return,
                 }
             };
-            let mut session = match Session::open(
-                &self.plan.endpoint,
-                self.plan.core.clone(),
-                self.plan.trace.clone(),
-                self.id,
-            ) {
+            let mut session = match self.open() {
                 Ok(s) => s,
                 Err(failure) => {
                     // Nothing of `first` left: give it back untouched.
@@ -144,6 +142,24 @@ impl<'a> SessionWorker<'a> {
                 }
             }
         }
+    }
+
+    /// Open a session on the plan's endpoint, else on each fallback in
+    /// turn (the next MX host); the last failure when none opens.
+    fn open(&self) -> Result<Session<'a>, SessionFailure> {
+        let mut last = None;
+        for endpoint in std::iter::once(&self.plan.endpoint).chain(&self.plan.fallbacks) {
+            match Session::open(
+                endpoint,
+                self.plan.core.clone(),
+                self.plan.trace.clone(),
+                self.id,
+            ) {
+                Ok(session) => return Ok(session),
+                Err(failure) => last = Some(failure),
+            }
+        }
+        Err(last.expect("the plan has an endpoint"))
     }
 
     /// Sleep before reconnecting; false when the attempts are used up (the run

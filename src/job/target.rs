@@ -18,11 +18,14 @@ pub enum Target {
 }
 
 /// Where a run sends, as its journal records it: `capture:DIR` for the
-/// built-in capture server, else the server's URL with the user
-/// (`smtps://me@smtp.example.com:465`; no secret).
+/// built-in capture server, `mx:PORT` for direct delivery to MX hosts,
+/// else the server's URL with the user (`smtps://me@smtp.example.com:465`;
+/// no secret).
 pub fn destination(target: &Target) -> String {
     match target {
         Target::Capture(dir) => format!("capture:{}", dir.display()),
+        // Each recipient domain's MX hosts, on this port.
+        Target::Smtp(s) if s.mx.is_some() => format!("mx:{}", s.port),
         Target::Smtp(s) => {
             let scheme = match s.security {
                 Security::Tls => "smtps",

@@ -3,14 +3,18 @@
 //! (dnsmasq on loopback, `support::dns`) for MX, implicit MX, null MX,
 //! NXDOMAIN, unreachable and internationalized domains.
 
-use std::net::IpAddr;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mailshot::dns::{Candidate, DnsFailure, MxResolver};
+use mailshot::smtp::net::tls::generate_pki;
 
-use super::helpers::Job;
+use super::helpers::{by_email, Job};
 use crate::support::cmd::Output;
 use crate::support::dns::{Dns, Zone};
+use crate::support::fault::{FaultHandle, FaultServer};
 
 /// `mailshot check` of a job whose `smtp:` is `smtp` (on line 1).
 fn check(smtp: &str) -> Output {
@@ -85,6 +89,21 @@ fn mx_job_names_no_server_no_login_and_no_implicit_tls() {
         "resolver: \"127.0.0.1:5353\"",
     ]))
     .expect_code(0);
+}
+
+#[test]
+fn mx_check_connect_says_there_is_no_one_server() {
+    let job = Job::new(&block(&["mx: true", "helo_name: mail.example.test"]), 1);
+    let out = crate::support::cmd::Mailshot::new(job.dir.path())
+        .args(["check", "job.yaml", "--connect"])
+        .env_remove("XDG_CONFIG_HOME")
+        .run();
+    out.expect_code(64);
+    assert!(
+        out.stderr.contains("each recipient domain"),
+        "{}",
+        out.stderr
+    );
 }
 
 fn zone() -> Dns {
@@ -173,4 +192,253 @@ fn resolver_asks_for_an_idn_domain_in_punycode() {
     let found = resolver.candidates("bücher.test").unwrap();
     assert_eq!(ips(&found), [ip("127.0.0.3")]);
     assert!(dns.log().contains("xn--bcher-kva.test"), "{}", dns.log());
+}
+
+// ---- end to end: `mailshot run` with mx: true --------------------------
+
+/// A port free on every loopback address the test uses as an MX host.
+fn mx_port(hosts: &[&str]) -> u16 {
+    for _ in 0..50 {
+        let first = TcpListener::bind((hosts[0], 0)).unwrap();
+        let port = first.local_addr().unwrap().port();
+        if hosts[1..]
+            .iter()
+            .all(|h| TcpListener::bind((*h, port)).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no port free on all of {hosts:?}");
+}
+
+fn at(host: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(host.parse().unwrap(), port)
+}
+
+/// The `smtp:` section of an mx job asking `dns`, MX hosts on `port`.
+fn mx_smtp(dns: &Dns, port: u16, extra: &str) -> String {
+    let mut s = format!(
+        "{{ mx: true, helo_name: mail.sender.test, port: {port}, resolver: \"{}\"",
+        dns.addr()
+    );
+    for (key, value) in [
+        ("timeout", "5s"),
+        ("retry_delay", "200ms"),
+        ("max_attempts", "3"),
+    ] {
+        if !extra.contains(key) {
+            s.push_str(&format!(", {key}: {value}"));
+        }
+    }
+    if !extra.is_empty() {
+        s.push_str(", ");
+        s.push_str(extra);
+    }
+    s.push_str(" }");
+    s
+}
+
+fn csv(addresses: &[&str]) -> String {
+    let mut csv = String::from("email,name\n");
+    for (i, a) in addresses.iter().enumerate() {
+        csv.push_str(&format!("{a},Name {}\n", i + 1));
+    }
+    csv
+}
+
+fn received(server: &FaultHandle) -> Vec<String> {
+    let mut got: Vec<String> = server
+        .messages()
+        .into_iter()
+        .flat_map(|m| m.rcpts)
+        .collect();
+    got.sort();
+    got
+}
+
+#[test]
+fn mx_run_follows_preference_and_falls_back_per_domain() {
+    // up.test: both hosts answer, the preferred one gets the mail.
+    // down.test: nothing listens on its preferred host.
+    // busy.test: its preferred host greets with 421.
+    let dns = Zone::new()
+        .mx("up.test", 10, "a.test")
+        .mx("up.test", 20, "b.test")
+        .mx("down.test", 10, "dead.test")
+        .mx("down.test", 20, "b.test")
+        .mx("busy.test", 20, "b.test")
+        .mx("busy.test", 10, "busy-mx.test")
+        .host("a.test", "127.0.0.2")
+        .host("b.test", "127.0.0.3")
+        .host("dead.test", "127.0.0.4")
+        .host("busy-mx.test", "127.0.0.5")
+        .start();
+    let port = mx_port(&["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]);
+    let a = FaultServer::builder().start_on(at("127.0.0.2", port));
+    let b = FaultServer::builder().start_on(at("127.0.0.3", port));
+    let busy = FaultServer::builder()
+        .greeting("421 4.3.2 busy, try another host")
+        .start_on(at("127.0.0.5", port));
+    let job = Job::with_csv(
+        &mx_smtp(&dns, port, ""),
+        &csv(&[
+            "ann@up.test",
+            "bob@down.test",
+            "cy@busy.test",
+            "dee@up.test",
+        ]),
+        "",
+    );
+    job.run(&[]).expect_code(0);
+    assert_eq!(received(&a), ["ann@up.test", "dee@up.test"]);
+    assert_eq!(received(&b), ["bob@down.test", "cy@busy.test"]);
+    assert!(busy.messages().is_empty());
+    assert!(
+        busy.connections() >= 1,
+        "the preferred host was tried first"
+    );
+    let rows = by_email(&job.report());
+    assert!(rows.values().all(|r| r.status == "sent"), "{rows:?}");
+    // Each domain had its own session: up.test's mail came on one connection
+    // of its own, never mixed with another domain's.
+    for m in b.messages() {
+        let domains: HashSet<&str> = m
+            .rcpts
+            .iter()
+            .map(|r| r.split('@').nth(1).unwrap())
+            .collect();
+        assert_eq!(domains.len(), 1, "{:?}", m.rcpts);
+    }
+}
+
+#[test]
+fn mx_run_rejects_null_mx_and_unknown_domains_without_connecting() {
+    let dns = Zone::new()
+        .mx("ok.test", 10, "a.test")
+        .host("a.test", "127.0.0.2")
+        .null_mx("nullmx.test")
+        .start();
+    let port = mx_port(&["127.0.0.2"]);
+    let a = FaultServer::builder().start_on(at("127.0.0.2", port));
+    let job = Job::with_csv(
+        &mx_smtp(&dns, port, ""),
+        &csv(&["ann@ok.test", "bob@nullmx.test", "cy@nowhere.test"]),
+        "",
+    );
+    let out = job.run(&[]);
+    out.expect_code(67);
+    assert_eq!(received(&a), ["ann@ok.test"]);
+    assert_eq!(a.connections(), 1, "only ok.test's host was connected to");
+    let rows = by_email(&job.report());
+    let null = &rows["bob@nullmx.test"];
+    assert_eq!(
+        (null.status.as_str(), null.code.as_str()),
+        ("rejected", "556")
+    );
+    assert!(null.reply.contains("does not accept mail"), "{null:?}");
+    let nx = &rows["cy@nowhere.test"];
+    assert_eq!((nx.status.as_str(), nx.code.as_str()), ("rejected", "550"));
+    assert!(nx.reply.contains("does not exist"), "{nx:?}");
+}
+
+#[test]
+fn mx_run_retries_greylisting_after_the_retry_delay() {
+    let dns = Zone::new()
+        .mx("grey.test", 10, "a.test")
+        .host("a.test", "127.0.0.2")
+        .start();
+    let port = mx_port(&["127.0.0.2"]);
+    let seen = Mutex::new(HashSet::new());
+    let a = FaultServer::builder()
+        .rcpt_hook(move |rcpt, _| {
+            // First try of each address: greylisted, as postgrey answers.
+            seen.lock()
+                .unwrap()
+                .insert(rcpt.to_string())
+                .then(|| "451 4.7.1 Greylisted, please try again later".to_string())
+        })
+        .start_on(at("127.0.0.2", port));
+    let job = Job::with_csv(
+        &mx_smtp(&dns, port, "retry_delay: 1s"),
+        &csv(&["ann@grey.test", "bob@grey.test"]),
+        "",
+    );
+    let out = job.run(&[]);
+    out.expect_code(0);
+    assert_eq!(received(&a), ["ann@grey.test", "bob@grey.test"]);
+    // The retry waited for retry_delay (1 s, less at most a quarter of jitter).
+    assert!(
+        out.elapsed >= Duration::from_millis(750),
+        "{:?}",
+        out.elapsed
+    );
+    let rows = by_email(&job.report());
+    assert!(
+        rows.values().all(|r| r.status == "sent" && r.attempts == 2),
+        "{rows:?}"
+    );
+}
+
+#[test]
+fn mx_run_asks_again_when_the_dns_cannot_answer() {
+    let dns = Zone::new().broken("broken.test").start();
+    let job = Job::with_csv(
+        &mx_smtp(&dns, 25, "retry_delay: 100ms, max_attempts: 2"),
+        &csv(&["ann@broken.test"]),
+        "",
+    );
+    let out = job.run(&[]);
+    out.expect_code(75);
+    let rows = by_email(&job.report());
+    let row = &rows["ann@broken.test"];
+    assert_eq!((row.status.as_str(), row.code.as_str()), ("failed", "451"));
+    assert!(row.reply.contains("cannot look up"), "{row:?}");
+    let asked = dns.log().matches("broken.test").count();
+    assert!(asked >= 2, "asked twice:\n{}", dns.log());
+}
+
+#[test]
+fn mx_run_delivers_to_an_idn_domain() {
+    let dns = Zone::new()
+        .mx("xn--bcher-kva.test", 10, "a.test")
+        .host("a.test", "127.0.0.2")
+        .start();
+    let port = mx_port(&["127.0.0.2"]);
+    let a = FaultServer::builder().start_on(at("127.0.0.2", port));
+    let job = Job::with_csv(&mx_smtp(&dns, port, ""), &csv(&["ann@bücher.test"]), "");
+    job.run(&[]).expect_code(0);
+    assert_eq!(a.messages().len(), 1);
+    assert!(dns.log().contains("xn--bcher-kva.test"), "{}", dns.log());
+}
+
+#[test]
+fn mx_run_uses_starttls_when_offered_and_verifies_only_when_asked() {
+    let dns = Zone::new()
+        .mx("tls.test", 10, "a.test")
+        .host("a.test", "127.0.0.2")
+        .start();
+    let port = mx_port(&["127.0.0.2"]);
+    // A certificate from a CA nobody trusts, for another name.
+    let a = FaultServer::builder()
+        .starttls(Some(generate_pki(&["elsewhere.test"])))
+        .start_on(at("127.0.0.2", port));
+    let job = Job::with_csv(&mx_smtp(&dns, port, ""), &csv(&["ann@tls.test"]), "");
+    job.run(&[]).expect_code(0);
+    let got = a.messages();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].tls, "sent inside TLS");
+
+    let strict = Job::with_csv(
+        &mx_smtp(&dns, port, "security: starttls, max_attempts: 1"),
+        &csv(&["bob@tls.test"]),
+        "",
+    );
+    let out = strict.run(&[]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        a.messages().len(),
+        1,
+        "nothing sent over an unverified session"
+    );
+    assert!(out.stderr.contains("tls.test"), "{}", out.stderr);
 }

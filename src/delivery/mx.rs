@@ -1,0 +1,316 @@
+//! Direct delivery to each recipient domain's MX hosts (`smtp.mx: true`):
+//! the rendered messages are split by recipient domain, and each domain
+//! gets its own sessions, its own rate limit and retries, through the same
+//! worker as a relay (so the journal's exactly-once rules hold unchanged).
+//! A domain's candidates (RFC 5321 §5.1, see `crate::dns`) are tried in
+//! order whenever a session opens, falling back to the next host when one
+//! cannot be reached or greets with 4xx. Null MX and NXDOMAIN reject the
+//! domain's recipients with the DNS's own answer as the reply, no
+//! connection made; a DNS that cannot answer now is asked again after
+//! `retry_delay` (doubling) up to `max_attempts`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::dispatch::{RunEnd, Work};
+use super::ledger::Ledger;
+use super::plan::Plan;
+use super::settle::{backoff, settle};
+use crate::dns::{Candidate, DnsFailure, MxResolver};
+use crate::error::{Error, Result};
+use crate::job::{MxTls, SmtpSettings};
+use crate::smtp::client::{TlsMode, TxOutcome, TxResult};
+use crate::smtp::net::session::Endpoint;
+use crate::smtp::net::{opportunistic, tls};
+use crate::smtp::reply::Reply;
+
+/// Domains being delivered to at once; the others wait their turn (each
+/// has `sessions` connections and a thread per connection).
+const DOMAINS_AT_ONCE: usize = 16;
+
+/// What every destination shares: the resolver and the TLS policy.
+pub struct MxPlan {
+    resolver: MxResolver,
+    tls: MxTls,
+    verified: Arc<rustls::ClientConfig>,
+}
+
+impl MxPlan {
+    /// The resolver (`smtp.resolver` or the system's) and TLS
+    /// configuration for `settings` of an `mx: true` section.
+    pub fn new(settings: &SmtpSettings, resolver: Option<SocketAddr>, mode: MxTls) -> Result<Self> {
+        let verified = match mode {
+            MxTls::Verified => tls::client_config(settings.ca_file.as_deref())?,
+            MxTls::Opportunistic => opportunistic::client_config()?,
+            MxTls::None => tls::plain_text_config()?,
+        };
+        Ok(MxPlan {
+            resolver: MxResolver::new(resolver, settings.port)?,
+            tls: mode,
+            verified,
+        })
+    }
+
+    fn tls_mode(&self) -> TlsMode {
+        match self.tls {
+            MxTls::Opportunistic => TlsMode::Opportunistic,
+            MxTls::Verified => TlsMode::StartTls,
+            MxTls::None => TlsMode::None,
+        }
+    }
+
+    /// The plan of one destination: `base`'s settings, these candidates.
+    fn destination(&self, base: &Plan, candidates: &[Candidate]) -> Plan {
+        let mut endpoints = candidates.iter().map(|c| Endpoint {
+            host: c.host.clone(),
+            address: Some(c.ip),
+            port: c.port,
+            implicit_tls: false,
+            tls: self.verified.clone(),
+            connect_timeout: base.endpoint.connect_timeout,
+        });
+        let endpoint = endpoints.next().expect("at least one candidate");
+        let mut core = base.core.clone();
+        core.tls = self.tls_mode();
+        Plan {
+            endpoint,
+            fallbacks: endpoints.collect(),
+            core,
+            sessions: base.sessions,
+            max_messages_per_session: base.max_messages_per_session,
+            rate: base.rate,
+            retry: base.retry,
+            trace: base.trace.clone(),
+            auth_advice: None,
+            capture: None,
+            capture_dir: None,
+            mx: None,
+        }
+    }
+}
+
+/// The recipient domain of an address (lower case), `None` without `@`.
+fn domain_of(address: &str) -> Option<String> {
+    let at = address.rfind('@')?;
+    let domain = address[at + 1..].trim_end_matches('>').to_lowercase();
+    (!domain.is_empty()).then_some(domain)
+}
+
+/// A counting gate: at most `DOMAINS_AT_ONCE` destinations deliver at once.
+struct Gate {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Gate {
+    fn enter(&self, stop: &AtomicBool) -> Option<GateGuard<'_>> {
+        let mut free = self.free.lock().unwrap();
+        while *free == 0 {
+            if stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            free = self
+                .freed
+                .wait_timeout(free, Duration::from_millis(100))
+                .unwrap()
+                .0;
+        }
+        *free -= 1;
+        Some(GateGuard(self))
+    }
+}
+
+struct GateGuard<'a>(&'a Gate);
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap() += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// Send everything `source` yields, each message to its recipient
+/// domain's MX hosts; returns when every destination is done.
+pub fn deliver(
+    base: &Plan,
+    mx: &MxPlan,
+    source: Receiver<Work>,
+    ledger: &dyn Ledger,
+    stop: Arc<AtomicBool>,
+) -> RunEnd {
+    let gate = Gate {
+        free: Mutex::new(DOMAINS_AT_ONCE),
+        freed: Condvar::new(),
+    };
+    let ends: Mutex<Vec<(String, RunEnd)>> = Mutex::new(Vec::new());
+    let mut mixed_fatal = None;
+    std::thread::scope(|s| {
+        let mut routes: HashMap<String, Sender<Work>> = HashMap::new();
+        for work in source {
+            let domains: Vec<String> = {
+                let mut d: Vec<String> = work.rcpts.iter().filter_map(|r| domain_of(r)).collect();
+                d.sort();
+                d.dedup();
+                d
+            };
+            let domain = match domains.as_slice() {
+                [one] => one.clone(),
+                _ => {
+                    let reply = Reply::new(
+                        451,
+                        format!(
+                            "not sent: with mx: true a message goes to one recipient domain, \
+                             and this one has recipients at {}",
+                            domains.join(", ")
+                        ),
+                    );
+                    if let Err(e) = give_up(work, reply, base, ledger) {
+                        mixed_fatal = Some(e);
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    continue;
+                }
+            };
+            let tx = routes.entry(domain.clone()).or_insert_with(|| {
+                let (tx, rx) = channel();
+                let (gate, ends, stop) = (&gate, &ends, stop.clone());
+                s.spawn(move || {
+                    let end = match gate.enter(&stop) {
+                        Some(_entered) => destination(base, mx, &domain, rx, ledger, stop),
+                        None => RunEnd {
+                            unsent: rx.try_iter().count(),
+                            interrupted: true,
+                            ..RunEnd::default()
+                        },
+                    };
+                    ends.lock().unwrap().push((domain, end));
+                });
+                tx
+            });
+            // A destination that has stopped has dropped its receiver; its
+            // messages stay unsent, counted below.
+            let _ = tx.send(work);
+        }
+    });
+    let mut merged = RunEnd {
+        interrupted: stop.load(Ordering::SeqCst),
+        fatal: mixed_fatal,
+        ..RunEnd::default()
+    };
+    let mut unreachable = Vec::new();
+    for (domain, end) in ends.into_inner().unwrap() {
+        merged.accepted += end.accepted;
+        merged.unsent += end.unsent;
+        merged.interrupted |= end.interrupted;
+        match end.fatal {
+            // One destination out of reach leaves its mail for a rerun.
+            Some(Error::Unavailable(why) | Error::TempFail(why) | Error::Auth(why)) => {
+                unreachable.push(format!("{domain}: {why}"))
+            }
+            Some(other) if merged.fatal.is_none() => merged.fatal = Some(other),
+            _ => {}
+        }
+    }
+    if merged.fatal.is_none() && !unreachable.is_empty() {
+        unreachable.sort();
+        merged.fatal = Some(Error::TempFail(format!(
+            "mail for {} domain(s) was not delivered: {}",
+            unreachable.len(),
+            unreachable.join("; ")
+        )));
+    }
+    merged
+}
+
+/// One destination: find its candidates, then send over its own sessions.
+fn destination(
+    base: &Plan,
+    mx: &MxPlan,
+    domain: &str,
+    rx: Receiver<Work>,
+    ledger: &dyn Ledger,
+    stop: Arc<AtomicBool>,
+) -> RunEnd {
+    let mut asked = 0;
+    let candidates = loop {
+        asked += 1;
+        match mx.resolver.candidates(domain) {
+            Ok(c) => break c,
+            Err(DnsFailure::Temporary(_)) if asked < base.retry.max_attempts.max(1) => {
+                let until = Instant::now() + backoff(base.retry.retry_delay, asked);
+                while Instant::now() < until {
+                    if stop.load(Ordering::SeqCst) {
+                        return RunEnd {
+                            unsent: rx.try_iter().count(),
+                            interrupted: true,
+                            ..RunEnd::default()
+                        };
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Err(failure) => return settle_all(rx, failure.reply().clone(), base, ledger),
+        }
+    };
+    let plan = mx.destination(base, &candidates);
+    super::worker::deliver(&plan, rx, ledger, stop)
+}
+
+/// Every message of a destination without candidates is decided by the
+/// DNS's answer: rejected (5xx) or failed (4xx, after the DNS was asked
+/// `max_attempts` times). Nothing was sent, so nothing can be duplicated.
+fn settle_all(rx: Receiver<Work>, reply: Reply, base: &Plan, ledger: &dyn Ledger) -> RunEnd {
+    let mut end = RunEnd::default();
+    for work in rx {
+        if let Err(e) = give_up(work, reply.clone(), base, ledger) {
+            end.fatal = Some(e);
+            break;
+        }
+    }
+    end
+}
+
+/// Decide `work` with `reply` for each of its remaining recipients, as if
+/// a server had answered so with its last attempt.
+fn give_up(mut work: Work, reply: Reply, base: &Plan, ledger: &dyn Ledger) -> Result<()> {
+    if reply.is_transient() {
+        // The DNS was asked as often as a server would have been.
+        work.attempts = work.attempts.max(base.retry.max_attempts);
+    }
+    let outcome = TxOutcome {
+        id: work.out.row,
+        mail: None,
+        rcpts: work
+            .rcpts
+            .iter()
+            .map(|r| (r.clone(), Some(reply.clone())))
+            .collect(),
+        result: TxResult::NoValidRecipients,
+    };
+    let decision = settle(work, outcome, &base.retry);
+    if let Some(record) = decision.record {
+        ledger
+            .settled_rcpts(std::slice::from_ref(&record))
+            .map_err(|e| Error::Software(format!("cannot write the journal: {e}")))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::domain_of;
+
+    #[test]
+    fn domains_are_lower_case() {
+        assert_eq!(
+            domain_of("Ann@Example.TEST").as_deref(),
+            Some("example.test")
+        );
+        assert_eq!(domain_of("\"a@b\"@c.test").as_deref(), Some("c.test"));
+        assert_eq!(domain_of("nobody"), None);
+    }
+}
