@@ -442,3 +442,59 @@ fn mx_run_uses_starttls_when_offered_and_verifies_only_when_asked() {
     );
     assert!(out.stderr.contains("tls.test"), "{}", out.stderr);
 }
+
+#[test]
+fn mx_run_leaves_an_unreachable_domain_for_a_rerun_and_sends_the_others() {
+    let dns = Zone::new()
+        .mx("ok.test", 10, "a.test")
+        .host("a.test", "127.0.0.2")
+        .mx("gone.test", 10, "dead.test")
+        .host("dead.test", "127.0.0.4")
+        .start();
+    let port = mx_port(&["127.0.0.2", "127.0.0.4"]);
+    let a = FaultServer::builder().start_on(at("127.0.0.2", port));
+    let job = Job::with_csv(
+        &mx_smtp(&dns, port, "retry_delay: 100ms, max_attempts: 2"),
+        &csv(&["ann@gone.test", "bob@ok.test"]),
+        "",
+    );
+    let out = job.run(&[]);
+    out.expect_code(75);
+    assert_eq!(received(&a), ["bob@ok.test"]);
+    assert!(out.stderr.contains("gone.test"), "{}", out.stderr);
+    let rows = by_email(&job.report());
+    assert_eq!(rows["bob@ok.test"].status, "sent");
+    assert_ne!(rows["ann@gone.test"].status, "sent");
+
+    // The rerun sends only what is left, once the host is back.
+    let back = FaultServer::builder().start_on(at("127.0.0.4", port));
+    job.run(&[]).expect_code(0);
+    assert_eq!(received(&back), ["ann@gone.test"]);
+    assert_eq!(received(&a), ["bob@ok.test"], "nothing sent twice");
+}
+
+#[test]
+fn mx_run_does_not_send_a_row_whose_recipients_span_domains() {
+    let dns = Zone::new()
+        .mx("one.test", 10, "a.test")
+        .mx("two.test", 10, "a.test")
+        .host("a.test", "127.0.0.2")
+        .start();
+    let port = mx_port(&["127.0.0.2"]);
+    let a = FaultServer::builder().start_on(at("127.0.0.2", port));
+    let job = Job::with_csv(
+        &mx_smtp(&dns, port, ""),
+        &csv(&["ann@one.test", "bob@one.test"]),
+        "cc: \"{% if row == 1 %}cy@two.test{% endif %}\"",
+    );
+    let out = job.run(&[]);
+    out.expect_code(75);
+    assert_eq!(received(&a), ["bob@one.test"]);
+    let rows = by_email(&job.report());
+    let mixed = &rows["ann@one.test"];
+    assert_eq!(
+        (mixed.status.as_str(), mixed.code.as_str()),
+        ("failed", "451")
+    );
+    assert!(mixed.reply.contains("one recipient domain"), "{mixed:?}");
+}
