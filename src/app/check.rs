@@ -4,10 +4,11 @@
 
 use crate::cli::CheckArgs;
 use crate::compose::prepare::prepare;
-use crate::delivery::plan::Plan;
+use crate::delivery::plan::{Plan, Route};
 use crate::error::{Error, ExitCode, Result};
 use crate::job::target::{self, Target};
 use crate::smtp::net::session::Session;
+use crate::smtp::net::trace::Trace;
 
 /// Jobs with more recipients than this and no List-Unsubscribe get a warning
 /// (Gmail and Yahoo require one-click unsubscribe from bulk senders).
@@ -57,18 +58,26 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-/// `check --connect`: open one session (TLS, AUTH) and QUIT.
+/// `check --connect`: open one session (TLS, AUTH) to each relay and QUIT.
 fn connect(target: &Target, trace: Option<&str>) -> Result<()> {
-    let p = Plan::open(target, super::open_trace(trace)?)?;
-    if p.mx.is_some() {
+    let plan = Plan::open(target, super::open_trace(trace)?)?;
+    if plan.mx.is_some() {
         return Err(Error::Usage(
             "check --connect opens one server's session; with smtp.mx each recipient \
              domain's MX hosts are looked up when `mailshot run` sends to it"
                 .into(),
         ));
     }
-    let mut session = Session::open(&p.endpoint, p.core.clone(), p.trace.clone(), 1)
-        .map_err(|f| p.open_error(&f))?;
+    for (i, p) in plan.routes.iter().enumerate() {
+        connect_route(p, plan.trace.clone(), i + 1)?;
+    }
+    Ok(())
+}
+
+/// Open one session to `p`'s first endpoint and QUIT.
+fn connect_route(p: &Route, trace: Option<Trace>, id: usize) -> Result<()> {
+    let mut session =
+        Session::open(&p.endpoints[0], p.core.clone(), trace, id).map_err(|f| p.open_error(&f))?;
     let secure = session.client().is_tls();
     let caps = session
         .client()

@@ -5,6 +5,7 @@
 //! exactly once in the durable [`journal`], the [`report`] and the
 //! [`progress`] display.
 
+pub mod daily;
 pub mod dispatch;
 pub mod feed;
 pub mod inputs;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::dispatch::{RunEnd, Work};
 use super::ledger::Ledger;
-use super::plan::Plan;
+use super::plan::{Plan, Route};
 use super::settle::{backoff, settle};
 use crate::dns::{Candidate, DnsFailure, MxResolver};
 use crate::error::{Error, Result};
@@ -63,29 +63,45 @@ impl MxPlan {
         }
     }
 
-    /// The plan of one destination: `base`'s settings, these candidates.
-    fn destination(&self, base: &Plan, candidates: &[Candidate]) -> Plan {
-        let mut endpoints = candidates.iter().map(|c| Endpoint {
-            host: c.host.clone(),
-            address: Some(c.ip),
-            port: c.port,
-            implicit_tls: false,
-            tls: self.verified.clone(),
-            connect_timeout: base.endpoint.connect_timeout,
-        });
-        let endpoint = endpoints.next().expect("at least one candidate");
-        let mut core = base.core.clone();
+    /// The plan of one destination: one route over these candidates, with
+    /// `base`'s sessions, rate, retries and `domains:` limits.
+    fn destination(&self, base: &Plan, domain: &str, candidates: &[Candidate]) -> Plan {
+        let template = base.first();
+        let connect_timeout = template.endpoints[0].connect_timeout;
+        let endpoints = candidates
+            .iter()
+            .map(|c| Endpoint {
+                host: c.host.clone(),
+                address: Some(c.ip),
+                port: c.port,
+                implicit_tls: false,
+                tls: self.verified.clone(),
+                connect_timeout,
+            })
+            .collect();
+        let mut core = template.core.clone();
         core.tls = self.tls_mode();
-        Plan {
-            endpoint,
-            fallbacks: endpoints.collect(),
+        let route = Route {
+            name: format!("mx:{domain}"),
+            endpoints,
             core,
-            sessions: base.sessions,
-            max_messages_per_session: base.max_messages_per_session,
+            sessions: template.sessions,
+            max_messages_per_session: template.max_messages_per_session,
+            rate: template.rate,
+            daily_limit: None,
+            domain: Some(domain.to_owned()),
+            auth_advice: None,
+        };
+        Plan {
+            routes: vec![route],
             rate: base.rate,
             retry: base.retry,
+            patience: base.patience,
+            domains: base.domains.clone(),
+            // Traces and events say which destination a session served.
+            named: true,
+            daily_state: None,
             trace: base.trace.clone(),
-            auth_advice: None,
             capture: None,
             capture_dir: None,
             mx: None,
@@ -256,7 +272,7 @@ fn destination(
             Err(failure) => return settle_all(rx, failure.reply().clone(), base, ledger),
         }
     };
-    let plan = mx.destination(base, &candidates);
+    let plan = mx.destination(base, domain, &candidates);
     super::worker::deliver(&plan, rx, ledger, stop)
 }
 

@@ -62,10 +62,10 @@ pub fn key_position(text: &str, path: &[&str]) -> (Option<u64>, Option<u64>) {
     found
 }
 
-/// The key and the sequence index of a path segment; only the first segment
-/// may carry an index (`attachments[1]`), since later ones are header names.
+/// The key and the sequence index of a path segment (`attachments[1]`,
+/// `smtp` → `relays[0]`); a header name below `headers` never carries one.
 fn split_index(segment: &str, depth: usize) -> (&str, Option<usize>) {
-    if depth == 0 {
+    if depth == 0 || segment.ends_with(']') {
         if let Some((key, rest)) = segment.split_once('[') {
             if let Ok(n) = rest.trim_end_matches(']').parse() {
                 return (key, Some(n));

@@ -19,11 +19,14 @@ pub enum Target {
 
 /// Where a run sends, as its journal records it: `capture:DIR` for the
 /// built-in capture server, `mx:PORT` for direct delivery to MX hosts,
-/// else the server's URL with the user (`smtps://me@smtp.example.com:465`;
-/// no secret).
+/// else the server's URL with the user
+/// (`smtps://me@smtp.example.com:465`; no secret). A relay pool is `relays`
+/// whatever its members, so that a rerun may add or drop a relay (another
+/// account when one is over its quota) and still resume.
 pub fn destination(target: &Target) -> String {
     match target {
         Target::Capture(dir) => format!("capture:{}", dir.display()),
+        Target::Smtp(s) if !s.relays.is_empty() => "relays".to_owned(),
         // Each recipient domain's MX hosts, on this port.
         Target::Smtp(s) if s.mx.is_some() => format!("mx:{}", s.port),
         Target::Smtp(s) => {
@@ -110,6 +113,9 @@ fn with_url(base: SmtpSettings, url: SmtpSettings) -> SmtpSettings {
         provider: if same_host { base.provider } else { None },
         // A URL names one server: no direct MX delivery.
         mx: None,
+        // The URL names one server: the pool and its names are left behind.
+        relays: Vec::new(),
+        name: None,
         ..base
     }
 }

@@ -22,6 +22,7 @@ mod progress;
 mod rate;
 mod recipes;
 mod rehearsal;
+mod relays;
 mod report;
 mod resume_inputs;
 mod retries;

@@ -17,6 +17,7 @@ mod bounces_section;
 #[cfg(test)]
 mod bounces_tests;
 mod mx_section;
+mod pool;
 mod problems;
 pub mod smtp_section;
 pub mod user_config;
@@ -207,6 +208,7 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
         .bounces
         .as_ref()
         .and_then(|b| build_bounces(b, &dir, &mut p));
+    let domains = pool::build_domains(raw.domains.as_ref(), &mut p);
 
     let mut job_vars = raw.vars.clone();
     if job_vars.keys().any(|k| !k.is_string()) {
@@ -244,6 +246,7 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
         suppress,
         return_path: raw.return_path,
         bounces,
+        domains,
     })
 }
 

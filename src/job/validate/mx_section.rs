@@ -108,6 +108,21 @@ pub(super) fn resolver_without_mx(raw: &RawSmtp, p: &mut Problems) {
     }
 }
 
+/// `mx` and `resolver` belong to a section without `relays` (direct
+/// delivery has no relays), and to no relay of a pool.
+pub(super) fn not_with_relays(raw: &RawSmtp, relays: &[RawSmtp], p: &mut Problems) {
+    let in_relay = relays
+        .iter()
+        .any(|r| r.mx.is_some() || r.resolver.is_some());
+    if raw.mx.is_some() || raw.resolver.is_some() || in_relay {
+        p.at(
+            &["smtp", "relays"],
+            "mx: true delivers to each recipient domain's MX hosts and relays send through \
+             servers you name: use one or the other (mx and resolver are not relay keys)",
+        );
+    }
+}
+
 fn parse_resolver(text: &str) -> Option<SocketAddr> {
     let text = text.trim();
     text.parse::<SocketAddr>()

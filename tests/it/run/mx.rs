@@ -81,6 +81,16 @@ fn mx_job_names_no_server_no_login_and_no_implicit_tls() {
         "job.yaml:3:3",
         "only used with mx: true",
     );
+    invalid_at(
+        &block(&[
+            "mx: true",
+            "helo_name: mail.example.test",
+            "relays:",
+            "  - { url: \"smtp+plain://127.0.0.1:2525\" }",
+        ]),
+        "job.yaml:4:3",
+        "use one or the other",
+    );
     check(&block(&[
         "mx: true",
         "helo_name: mail.example.test",
