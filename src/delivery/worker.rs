@@ -139,6 +139,8 @@ impl<'a> SessionWorker<'a> {
             match Session::open(endpoint, self.r().core.clone(), trace.clone(), self.id) {
                 Ok(s) => return Ok(s),
                 Err(f) if worth_retrying(&f) => last = Some(f),
+                // An MX host that fails in any way passes to the next one.
+                Err(f) if self.r().domain.is_some() => last = Some(f),
                 Err(f) => return Err(f),
             }
         }

@@ -508,3 +508,35 @@ fn mx_run_does_not_send_a_row_whose_recipients_span_domains() {
     );
     assert!(mixed.reply.contains("one recipient domain"), "{mixed:?}");
 }
+
+#[test]
+fn mx_run_with_verified_starttls_passes_an_unverifiable_host_to_the_next() {
+    let dns = Zone::new()
+        .mx("strict.test", 10, "a.test")
+        .mx("strict.test", 20, "b.test")
+        .host("a.test", "127.0.0.2")
+        .host("b.test", "127.0.0.3")
+        .start();
+    let port = mx_port(&["127.0.0.2", "127.0.0.3"]);
+    let trusted = generate_pki(&["b.test"]);
+    let a = FaultServer::builder()
+        .starttls(Some(generate_pki(&["a.test"])))
+        .start_on(at("127.0.0.2", port));
+    let b = FaultServer::builder()
+        .starttls(Some(trusted.clone()))
+        .start_on(at("127.0.0.3", port));
+    let job = Job::with_csv(
+        &mx_smtp(&dns, port, "security: starttls, ca_file: ca.pem"),
+        &csv(&["ann@strict.test"]),
+        "",
+    );
+    job.dir.write("ca.pem", &trusted.ca_pem);
+    job.run(&[]).expect_code(0);
+    assert!(
+        a.messages().is_empty(),
+        "nothing over an unverified session"
+    );
+    let got = b.messages();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].tls);
+}
