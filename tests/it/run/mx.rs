@@ -299,8 +299,23 @@ fn mx_run_follows_preference_and_falls_back_per_domain() {
         ]),
         "",
     );
-    job.run(&[]).expect_code(0);
+    let out = job.run(&["--json"]);
+    out.expect_code(0);
     assert_eq!(received(&a), ["ann@up.test", "dee@up.test"]);
+    // Events name the destination each message went to.
+    let relay_of = |email: &str| {
+        out.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["email"] == email)
+            .map(|e| e["relay"].clone())
+    };
+    assert_eq!(
+        relay_of("bob@down.test").unwrap(),
+        "mx:down.test",
+        "{}",
+        out.stdout
+    );
     assert_eq!(received(&b), ["bob@down.test", "cy@busy.test"]);
     assert!(busy.messages().is_empty());
     assert!(
