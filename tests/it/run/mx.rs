@@ -555,3 +555,25 @@ fn mx_run_with_verified_starttls_passes_an_unverifiable_host_to_the_next() {
     assert_eq!(got.len(), 1);
     assert!(got[0].tls);
 }
+
+#[test]
+fn mx_run_tries_the_next_host_after_a_4xx_to_the_message() {
+    let dns = Zone::new()
+        .mx("busy.test", 10, "a.test")
+        .mx("busy.test", 20, "b.test")
+        .host("a.test", "127.0.0.2")
+        .host("b.test", "127.0.0.3")
+        .start();
+    let port = mx_port(&["127.0.0.2", "127.0.0.3"]);
+    let a = FaultServer::builder()
+        .rcpt_hook(|_, _| Some("450 4.2.1 mailbox busy here, try later".into()))
+        .start_on(at("127.0.0.2", port));
+    let b = FaultServer::builder().start_on(at("127.0.0.3", port));
+    let job = Job::with_csv(&mx_smtp(&dns, port, ""), &csv(&["ann@busy.test"]), "");
+    job.run(&[]).expect_code(0);
+    assert!(a.messages().is_empty());
+    assert_eq!(a.connections(), 1, "the preferred host was tried once");
+    assert_eq!(received(&b), ["ann@busy.test"]);
+    let rows = by_email(&job.report());
+    assert_eq!(rows["ann@busy.test"].attempts, 2);
+}
