@@ -2,9 +2,12 @@
 //! the rendered messages are split by recipient domain, and each domain
 //! gets its own sessions, its own rate limit and retries, through the same
 //! worker as a relay (so the journal's exactly-once rules hold unchanged).
-//! A domain's candidates (RFC 5321 §5.1, see `crate::dns`) are tried in
-//! order whenever a session opens, falling back to the next host when one
-//! cannot be reached or greets with 4xx. Null MX and NXDOMAIN reject the
+//! Each domain is one route whose endpoints are its candidates (RFC 5321
+//! §5.1, see `crate::dns`), tried in order whenever a session opens: a host
+//! that cannot be reached, greets with 4xx or fails TLS passes to the next,
+//! and a 4xx to a message sends its retry to the next host (the worker's
+//! part). A row whose recipients span several domains is not sent (the
+//! journal settles a row as one message). Null MX and NXDOMAIN reject the
 //! domain's recipients with the DNS's own answer as the reply, no
 //! connection made; a DNS that cannot answer now is asked again after
 //! `retry_delay` (doubling) up to `max_attempts`.
@@ -163,6 +166,7 @@ pub fn deliver(
         freed: Condvar::new(),
     };
     let ends: Mutex<Vec<(String, RunEnd)>> = Mutex::new(Vec::new());
+    let active = Mutex::new(HashMap::new());
     let mut mixed_fatal = None;
     std::thread::scope(|s| {
         let mut routes: HashMap<String, Sender<Work>> = HashMap::new();
@@ -193,10 +197,15 @@ pub fn deliver(
             };
             let tx = routes.entry(domain.clone()).or_insert_with(|| {
                 let (tx, rx) = channel();
-                let (gate, ends, stop) = (&gate, &ends, stop.clone());
+                let (gate, ends, active, stop) = (&gate, &ends, &active, stop.clone());
                 s.spawn(move || {
+                    let ledger = DestinationLedger {
+                        inner: ledger,
+                        active,
+                        domain: &domain,
+                    };
                     let end = match gate.enter(&stop) {
-                        Some(_entered) => destination(base, mx, &domain, rx, ledger, stop),
+                        Some(_entered) => destination(base, mx, &domain, rx, &ledger, stop),
                         None => RunEnd {
                             unsent: rx.try_iter().count(),
                             interrupted: true,
@@ -240,6 +249,35 @@ pub fn deliver(
         )));
     }
     merged
+}
+
+/// The run's ledger as one destination sees it: everything passes through,
+/// except that the sessions it reports are added to the other
+/// destinations' for the progress display.
+struct DestinationLedger<'a> {
+    inner: &'a dyn Ledger,
+    active: &'a Mutex<HashMap<String, usize>>,
+    domain: &'a str,
+}
+
+impl Ledger for DestinationLedger<'_> {
+    fn inflight(&self, batch: &[(u64, &str, u32)]) -> std::io::Result<()> {
+        self.inner.inflight(batch)
+    }
+    fn committing(&self, rows: &[u64]) -> std::io::Result<()> {
+        self.inner.committing(rows)
+    }
+    fn settled(&self, batch: &[super::outcome::Outcome]) -> std::io::Result<()> {
+        self.inner.settled(batch)
+    }
+    fn settled_rcpts(&self, batch: &[super::ledger::Settled]) -> std::io::Result<()> {
+        self.inner.settled_rcpts(batch)
+    }
+    fn sessions_active(&self, n: usize) {
+        let mut active = self.active.lock().unwrap();
+        active.insert(self.domain.to_owned(), n);
+        self.inner.sessions_active(active.values().sum());
+    }
 }
 
 /// One destination: find its candidates, then send over its own sessions.
@@ -318,7 +356,42 @@ fn give_up(mut work: Work, reply: Reply, base: &Plan, ledger: &dyn Ledger) -> Re
 
 #[cfg(test)]
 mod tests {
-    use super::domain_of;
+    use super::*;
+
+    /// A ledger that only remembers the session counts it was told.
+    #[derive(Default)]
+    struct Sessions(Mutex<Vec<usize>>);
+
+    impl Ledger for Sessions {
+        fn inflight(&self, _: &[(u64, &str, u32)]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn settled(&self, _: &[super::super::outcome::Outcome]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn sessions_active(&self, n: usize) {
+            self.0.lock().unwrap().push(n);
+        }
+    }
+
+    #[test]
+    fn the_sessions_shown_are_every_destinations_together() {
+        let inner = Sessions::default();
+        let active = Mutex::new(HashMap::new());
+        let a = DestinationLedger {
+            inner: &inner,
+            active: &active,
+            domain: "a.test",
+        };
+        let b = DestinationLedger {
+            domain: "b.test",
+            ..a
+        };
+        a.sessions_active(2);
+        b.sessions_active(1);
+        a.sessions_active(0);
+        assert_eq!(*inner.0.lock().unwrap(), [2, 3, 1]);
+    }
 
     #[test]
     fn domains_are_lower_case() {
