@@ -168,6 +168,7 @@ pub fn deliver(
     let ends: Mutex<Vec<(String, RunEnd)>> = Mutex::new(Vec::new());
     let active = Mutex::new(HashMap::new());
     let mut mixed_fatal = None;
+    let mut refused = 0;
     std::thread::scope(|s| {
         let mut routes: HashMap<String, Sender<Work>> = HashMap::new();
         for work in source {
@@ -216,14 +217,17 @@ pub fn deliver(
                 });
                 tx
             });
-            // A destination that has stopped has dropped its receiver; its
-            // messages stay unsent, counted below.
-            let _ = tx.send(work);
+            // A destination that has stopped has dropped its receiver: the
+            // message stays unsent (a rerun sends it).
+            if tx.send(work).is_err() {
+                refused += 1;
+            }
         }
     });
     let mut merged = RunEnd {
         interrupted: stop.load(Ordering::SeqCst),
         fatal: mixed_fatal,
+        unsent: refused,
         ..RunEnd::default()
     };
     let mut unreachable = Vec::new();
