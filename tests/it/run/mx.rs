@@ -577,3 +577,13 @@ fn mx_run_tries_the_next_host_after_a_4xx_to_the_message() {
     let rows = by_email(&job.report());
     assert_eq!(rows["ann@busy.test"].attempts, 2);
 }
+
+#[test]
+fn mx_run_delivers_to_the_domain_itself_without_mx_records() {
+    let dns = Zone::new().host("plain.test", "127.0.0.2").start();
+    let port = mx_port(&["127.0.0.2"]);
+    let a = FaultServer::builder().start_on(at("127.0.0.2", port));
+    let job = Job::with_csv(&mx_smtp(&dns, port, ""), &csv(&["ann@plain.test"]), "");
+    job.run(&[]).expect_code(0);
+    assert_eq!(received(&a), ["ann@plain.test"]);
+}
