@@ -83,6 +83,15 @@ pub(crate) fn no_such_domain(domain: &str) -> DnsFailure {
     ))
 }
 
+/// The recipient's domain is not a domain name (bad IDN, address literal).
+pub(crate) fn not_a_domain(domain: &str) -> DnsFailure {
+    DnsFailure::Permanent(synthetic(
+        553,
+        (1, 3),
+        format!("{domain:?} is not a domain name whose mail servers can be looked up"),
+    ))
+}
+
 /// Neither an MX nor an address record, or no MX host has an address.
 pub(crate) fn no_address(domain: &str, what: &str) -> DnsFailure {
     DnsFailure::Permanent(synthetic(

@@ -17,7 +17,9 @@ use hickory_resolver::proto::rr::RData;
 use hickory_resolver::TokioResolver;
 
 use super::order::{self, Hosts, MxRecord};
-use super::{dns_unavailable, no_address, no_such_domain, null_mx, Candidate, DnsFailure};
+use super::{
+    dns_unavailable, no_address, no_such_domain, not_a_domain, null_mx, Candidate, DnsFailure,
+};
 use crate::error::{Error, Result};
 
 /// How long one DNS question may take before it counts as a temporary
@@ -97,9 +99,9 @@ impl MxResolver {
     /// (punycode) form.
     pub fn candidates(&self, domain: &str) -> std::result::Result<Vec<Candidate>, DnsFailure> {
         let ascii = idna::domain_to_ascii(domain.trim_end_matches('.'))
-            .map_err(|_| no_such_domain(domain))?;
-        if ascii.is_empty() {
-            return Err(no_such_domain(domain));
+            .map_err(|_| not_a_domain(domain))?;
+        if ascii.is_empty() || ascii.starts_with('[') || ascii.parse::<IpAddr>().is_ok() {
+            return Err(not_a_domain(domain));
         }
         let fqdn = format!("{ascii}.");
         let records = match self.mx(&fqdn, domain)? {

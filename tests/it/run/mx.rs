@@ -175,6 +175,12 @@ fn resolver_null_mx_and_nxdomain_are_permanent_with_clear_text() {
         }
         other => panic!("NXDOMAIN: {other:?}"),
     }
+    match resolver.candidates("[192.0.2.1]") {
+        Err(DnsFailure::Permanent(r)) => {
+            assert!(r.text().contains("is not a domain name"), "{}", r.text())
+        }
+        other => panic!("address literal: {other:?}"),
+    }
     match resolver.candidates("nohost.test") {
         Err(DnsFailure::Permanent(r)) => {
             assert!(r.text().contains("has an address"), "{}", r.text())
