@@ -13,6 +13,7 @@ pub mod capture;
 pub mod cli;
 pub mod compose;
 pub mod delivery;
+pub mod dns;
 pub mod error;
 pub mod job;
 pub mod mailbox;

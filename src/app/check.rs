@@ -6,7 +6,7 @@ use crate::cli::CheckArgs;
 use crate::compose::message::Draft;
 use crate::compose::prepare::prepare;
 use crate::delivery::plan::{Plan, Route};
-use crate::error::{ExitCode, Result};
+use crate::error::{Error, ExitCode, Result};
 use crate::job::target::{self, Target};
 use crate::job::validate::sender_rule::SenderCheck;
 use crate::smtp::net::session::Session;
@@ -80,6 +80,13 @@ pub(crate) fn see_senders(senders: &mut SenderCheck, draft: &Draft) {
 /// `check --connect`: open one session (TLS, AUTH) to each relay and QUIT.
 fn connect(target: &Target, trace: Option<&str>) -> Result<()> {
     let plan = Plan::open(target, super::open_trace(trace)?)?;
+    if plan.mx.is_some() {
+        return Err(Error::Usage(
+            "check --connect opens one server's session; with smtp.mx each recipient \
+             domain's MX hosts are looked up when `mailshot run` sends to it"
+                .into(),
+        ));
+    }
     for (i, p) in plan.routes.iter().enumerate() {
         connect_route(p, plan.trace.clone(), i + 1)?;
     }

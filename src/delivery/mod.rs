@@ -16,6 +16,7 @@ pub mod learn;
 pub mod ledger;
 pub mod limiter;
 pub mod merge;
+pub mod mx;
 pub mod outcome;
 pub mod page;
 pub mod plan;

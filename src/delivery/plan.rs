@@ -50,6 +50,9 @@ pub struct Plan {
     pub capture: Option<CaptureHandle>,
     /// Where captured messages go.
     pub capture_dir: Option<PathBuf>,
+    /// Direct delivery to each recipient domain's MX hosts: each domain
+    /// gets a plan of its own, with one route, from this one.
+    pub mx: Option<super::mx::MxPlan>,
 }
 
 /// A maker of routes at run time: given a recipient domain the plan's
@@ -121,7 +124,12 @@ impl Plan {
             .into_iter()
             .map(Route::open)
             .collect::<Result<Vec<_>>>()?;
+        let mx = match &settings.mx {
+            Some(m) => Some(super::mx::MxPlan::new(&settings, m.resolver, m.tls)?),
+            None => None,
+        };
         Ok(Plan {
+            mx,
             routes,
             rate: None,
             retry: Policy {
@@ -208,6 +216,7 @@ impl Route {
         };
         let endpoint = Endpoint {
             host: settings.host.clone(),
+            address: None,
             port: settings.port,
             implicit_tls: settings.security == Security::Tls,
             tls,

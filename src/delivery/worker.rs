@@ -36,6 +36,9 @@ pub fn deliver(
     ledger: &dyn Ledger,
     stop: Arc<AtomicBool>,
 ) -> RunEnd {
+    if let Some(mx) = &plan.mx {
+        return super::mx::deliver(plan, mx, source, ledger, stop);
+    }
     let daily = DailyCounts::load(plan.daily_state.as_deref());
     let dispatch = Dispatcher::new(source, plan, daily, stop);
     let live = AtomicUsize::new(0);
@@ -85,6 +88,12 @@ struct SessionWorker<'a> {
     ledger: &'a dyn Ledger,
     id: usize,
     failures: u32,
+    /// The endpoint the next session tries first, and the one the current
+    /// session is on: an MX destination whose host answered a message with
+    /// 4xx moves on to its next host.
+    from: usize,
+    at: usize,
+    move_on: bool,
 }
 
 /// What ending a session means for the worker.
@@ -137,6 +146,9 @@ impl<'a> SessionWorker<'a> {
             ledger,
             id,
             failures: 0,
+            from: 0,
+            at: 0,
+            move_on: false,
         }
     }
 
@@ -151,16 +163,25 @@ impl<'a> SessionWorker<'a> {
     }
 
     /// Open a session to the route's first endpoint that answers.
-    fn open(&self) -> Result<Session<'a>, SessionFailure> {
+    fn open(&mut self) -> Result<Session<'a>, SessionFailure> {
         let trace = self.plan.trace.clone().map(|t| match self.plan.named {
             true => t.labelled(&self.r().name),
             false => t,
         });
         let mut last = None;
-        for endpoint in &self.r().endpoints {
+        let endpoints = &self.r().endpoints;
+        let n = endpoints.len().max(1);
+        for i in (0..endpoints.len()).map(|k| (self.from + k) % n) {
+            let endpoint = &endpoints[i];
             match Session::open(endpoint, self.r().core.clone(), trace.clone(), self.id) {
-                Ok(s) => return Ok(s),
+                Ok(s) => {
+                    self.at = i;
+                    self.move_on = false;
+                    return Ok(s);
+                }
                 Err(f) if worth_retrying(&f) => last = Some(f),
+                // An MX host that fails in any way passes to the next one.
+                Err(f) if self.r().domain.is_some() => last = Some(f),
                 Err(f) => return Err(f),
             }
         }
@@ -350,7 +371,8 @@ impl<'a> SessionWorker<'a> {
                 break;
             }
             // A paused route takes nothing more; what it holds may finish.
-            if round.carry.is_none() && self.dispatch.paused(self.route) {
+            // Nor does a session leaving for the next MX host.
+            if round.carry.is_none() && (self.dispatch.paused(self.route) || self.move_on) {
                 break;
             }
             if session.client().in_flight() + batch.len() >= window {
@@ -443,6 +465,9 @@ impl<'a> SessionWorker<'a> {
     fn idle(&self, session: &mut Session<'_>, round: &mut Round) -> Option<Close> {
         if round.exhausted || self.dispatch.halted() {
             return Some(Close::Quit(SessionEnd::Finished));
+        }
+        if self.move_on {
+            return Some(Close::Quit(SessionEnd::Reconnect));
         }
         if round.submitted >= self.r().max_messages_per_session.max(1)
             || (round.carry.is_none() && self.dispatch.paused(self.route))
@@ -588,6 +613,12 @@ impl<'a> SessionWorker<'a> {
             if r.outcome.is_some() {
                 self.dispatch.done_one();
             }
+        }
+        let deferred = limit.is_some() || again.iter().any(|(_, d)| !d.is_zero());
+        if deferred && self.r().domain.is_some() && self.r().endpoints.len() > 1 {
+            // RFC 5321 §5.1: a 4xx from one MX host sends the retry to the next.
+            self.from = (self.at + 1) % self.r().endpoints.len();
+            self.move_on = true;
         }
         for (w, delay) in again {
             self.dispatch.requeue(w, jitter(delay));

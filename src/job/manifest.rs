@@ -197,6 +197,10 @@ pub struct RawSmtp {
     pub helo: Option<String>,
     /// Allow AUTH without TLS.
     pub allow_plaintext_auth: Option<bool>,
+    /// Deliver to each recipient domain's MX hosts instead of one server.
+    pub mx: Option<bool>,
+    /// The DNS server asked for MX records (`IP:PORT` or `IP`).
+    pub resolver: Option<String>,
     /// A relay's name in events, traces and messages (default `host:port`).
     pub name: Option<String>,
     /// Messages accepted per relay per local day, across runs.

@@ -114,6 +114,31 @@ pub struct SmtpSettings {
     pub patience: Duration,
     /// `smtp.relays`: the servers messages are spread over (empty: this one).
     pub relays: Vec<SmtpSettings>,
+    /// Direct delivery to each recipient domain's MX hosts (`smtp.mx: true`);
+    /// `host` is then unused and `port` is the port of every MX host.
+    pub mx: Option<MxSettings>,
+}
+
+/// How direct MX delivery finds hosts and protects sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxSettings {
+    /// The DNS server to ask (`smtp.resolver`); `None`: the system's.
+    pub resolver: Option<std::net::SocketAddr>,
+    /// Whether STARTTLS is used when offered without verifying the
+    /// certificate (`security` not given), required and verified
+    /// (`security: starttls`), or never used (`security: none`).
+    pub tls: MxTls,
+}
+
+/// TLS towards MX hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MxTls {
+    /// STARTTLS when offered, any certificate; plain text when not offered.
+    Opportunistic,
+    /// STARTTLS required, certificate verified.
+    Verified,
+    /// Plain text.
+    None,
 }
 
 impl SmtpSettings {
@@ -137,6 +162,7 @@ impl SmtpSettings {
             helo: None,
             allow_plaintext_auth: false,
             provider: None,
+            mx: None,
             name: None,
             daily_limit: None,
             patience: DEFAULT_PATIENCE,

@@ -58,6 +58,7 @@ pub fn visit(
 ) -> Result<Visit> {
     let endpoint = Endpoint {
         host: settings.host.clone(),
+        address: None,
         port: settings.port,
         implicit_tls: settings.security == Security::Tls,
         tls: match settings.security {

@@ -21,6 +21,7 @@ use crate::support::TestDir;
 fn endpoint(port: u16, implicit_tls: bool, ca: Option<&Path>) -> Endpoint {
     Endpoint {
         host: "127.0.0.1".into(),
+        address: None,
         port,
         implicit_tls,
         tls: tls::client_config(ca).expect("TLS config"),

@@ -17,6 +17,7 @@ mod files;
 mod flow;
 mod interrupts;
 mod journal;
+mod mx;
 mod page;
 mod parallel;
 mod progress;

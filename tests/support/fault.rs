@@ -369,7 +369,13 @@ impl FaultBuilder {
 
     /// Binds 127.0.0.1:0 and starts accepting in the background.
     pub fn start(self) -> FaultHandle {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault server");
+        self.start_on("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Starts listening on `addr` (another loopback address, as one MX
+    /// host among several on the same port).
+    pub fn start_on(self, addr: SocketAddr) -> FaultHandle {
+        let listener = TcpListener::bind(addr).expect("bind fault server");
         let addr = listener.local_addr().unwrap();
         let tls = self.opts.pki.as_ref().map(server_config);
         let state = Arc::new(State {

@@ -15,6 +15,7 @@ pub mod aiosmtpd;
 pub mod capture;
 pub mod chromium;
 pub mod cmd;
+pub mod dns;
 pub mod dovecot;
 pub mod exim;
 pub mod exim_relay;

@@ -16,6 +16,7 @@ use crate::error::{Error, Location, Result};
 mod bounces_section;
 #[cfg(test)]
 mod bounces_tests;
+mod mx_section;
 mod pool;
 #[cfg(test)]
 mod pool_tests;

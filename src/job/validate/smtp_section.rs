@@ -23,7 +23,10 @@ pub fn parse_smtp_url_settings(url: &str) -> Result<SmtpSettings> {
 /// fields), or the pool its `relays` list.
 pub(super) fn build_smtp(raw: &RawSmtp, dir: &Path, p: &mut Problems) -> Option<SmtpSettings> {
     match &raw.relays {
-        Some(relays) => super::pool::build_pool(raw, relays, dir, p),
+        Some(relays) => {
+            super::mx_section::not_with_relays(raw, relays, p);
+            super::pool::build_pool(raw, relays, dir, p)
+        }
         None => build_server(raw, dir, p),
     }
 }
@@ -32,6 +35,27 @@ pub(super) fn build_smtp(raw: &RawSmtp, dir: &Path, p: &mut Problems) -> Option<
 pub(super) fn build_server(raw: &RawSmtp, dir: &Path, p: &mut Problems) -> Option<SmtpSettings> {
     let before = p.diags.len();
     let mut settings: Option<SmtpSettings> = None;
+    super::mx_section::resolver_without_mx(raw, p);
+    // With mx: true there is no server to name; what names one is refused there.
+    let mx_raw;
+    let raw = if raw.mx == Some(true) {
+        settings = Some(super::mx_section::base(raw, p));
+        mx_raw = RawSmtp {
+            provider: None,
+            url: None,
+            host: None,
+            security: None,
+            username: None,
+            password_env: None,
+            password_file: None,
+            password_command: None,
+            auth: None,
+            ..raw.clone()
+        };
+        &mx_raw
+    } else {
+        raw
+    };
     let mut provider_name = None;
     if let Some(name) = &raw.provider {
         match provider::lookup(name) {

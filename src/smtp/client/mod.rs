@@ -44,6 +44,10 @@ pub enum TlsMode {
     Implicit,
     /// Upgrade with STARTTLS; refuse to continue in plain text.
     StartTls,
+    /// Upgrade with STARTTLS when the server offers it; go on in plain text
+    /// when it does not, or refuses it (RFC 3207 §4.1), as mail between MX
+    /// hosts does.
+    Opportunistic,
     /// Plain text.
     None,
 }
@@ -888,7 +892,13 @@ impl Client {
                 }
             }
             Expect::StartTls => {
-                if reply.code != 220 {
+                if reply.code != 220 && self.config.tls == TlsMode::Opportunistic {
+                    // Go on without it: forget the offer so it is not asked again.
+                    if let Some(caps) = self.caps.as_mut() {
+                        caps.starttls = false;
+                    }
+                    self.after_hello();
+                } else if reply.code != 220 {
                     self.fail_with_quit(SessionError::StartTlsRefused(reply));
                 } else if self.parser.buffered_len() > 0 {
                     self.abort(SessionError::StartTlsInjection);
@@ -994,7 +1004,12 @@ impl Client {
         let Some(caps) = self.caps.clone() else {
             return;
         };
-        if self.config.tls == TlsMode::StartTls && !self.tls {
+        let upgrade = match self.config.tls {
+            TlsMode::StartTls => true,
+            TlsMode::Opportunistic => caps.starttls,
+            TlsMode::Implicit | TlsMode::None => false,
+        };
+        if upgrade && !self.tls {
             if !caps.starttls {
                 self.fail_with_quit(SessionError::TlsRequired);
             } else {
@@ -1326,5 +1341,7 @@ fn precheck(caps: &Capabilities, tx: &Transaction) -> Option<TxResult> {
     None
 }
 
+#[cfg(test)]
+mod opportunistic_tests;
 #[cfg(test)]
 mod tests;

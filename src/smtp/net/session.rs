@@ -42,8 +42,11 @@ impl std::fmt::Display for SessionFailure {
 /// Where to connect and how.
 #[derive(Clone)]
 pub struct Endpoint {
-    /// Host name or IP literal.
+    /// Host name or IP literal (also the name a certificate is checked against).
     pub host: String,
+    /// Connect to this address instead of looking `host` up (an MX host's
+    /// address, already resolved).
+    pub address: Option<std::net::IpAddr>,
     /// TCP port.
     pub port: u16,
     /// Start TLS before the greeting (port 465).
@@ -81,8 +84,14 @@ impl<'h> Session<'h> {
         trace: Option<Trace>,
         id: usize,
     ) -> Result<Session<'h>, SessionFailure> {
-        let tcp = connect_tcp(&endpoint.host, endpoint.port, endpoint.connect_timeout)
-            .map_err(SessionFailure::Io)?;
+        let tcp = match endpoint.address {
+            Some(ip) => TcpStream::connect_timeout(
+                &std::net::SocketAddr::new(ip, endpoint.port),
+                endpoint.connect_timeout,
+            ),
+            None => connect_tcp(&endpoint.host, endpoint.port, endpoint.connect_timeout),
+        }
+        .map_err(SessionFailure::Io)?;
         let _ = tcp.set_nodelay(true);
         let duplex = Duplex::new(tcp).map_err(SessionFailure::Io)?;
         let transport = if endpoint.implicit_tls {

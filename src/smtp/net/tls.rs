@@ -4,7 +4,8 @@
 //! One backend only (rustls with the ring provider). Configs are built with an
 //! explicit provider so no process-wide default has to be installed. Certificate
 //! verification is always on (RFC 8314 section 5, RFC 3207 section 4.1): the only
-//! way to trust a private relay is to name its CA in `ca_file`.
+//! way to trust a private relay is to name its CA in `ca_file`. (Direct
+//! delivery to MX hosts may use `opportunistic` instead.)
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
