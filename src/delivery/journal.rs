@@ -50,6 +50,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::delivery::outcome::{one_line, Outcome, Status};
+use crate::delivery::rows::RowMap;
 use crate::delivery::seal::{self, Seal};
 use crate::error::{Error, Location, Result};
 
@@ -84,12 +85,12 @@ pub struct Done {
 pub struct Replay {
     /// The run id (kept across resumes so Message-IDs stay in one namespace).
     pub run_id: String,
-    /// Last outcome per row, when it is final.
-    pub done: HashMap<u64, Done>,
+    /// Last outcome per row, when it is final (16 bytes a row).
+    pub done: RowMap<Done>,
     /// Rows whose delivery is unknown, with the Message-ID that may have arrived.
     pub uncertain: HashMap<u64, String>,
-    /// Highest attempt number seen per row.
-    pub attempts: HashMap<u64, u32>,
+    /// Highest attempt number seen per row (8 bytes a row).
+    pub attempts: RowMap<u32>,
     /// Envelope recipients settled for good (accepted or refused) per row,
     /// for rows not in `done`: a rerun sends only to the others.
     pub rcpts: HashMap<u64, Vec<RcptOutcome>>,
@@ -359,6 +360,9 @@ enum Existing {
     Rehearsal { dest: String },
 }
 
+/// Rows with settled recipients kept before the first pruning of `rcpts`.
+const RCPT_PRUNE_MIN: usize = 4096;
+
 /// Where the built-in capture server's destinations start.
 const CAPTURE: &str = "capture:";
 
@@ -385,6 +389,7 @@ fn read_existing(
     // The last run walked every row (its `end` is the last thing it did).
     let mut ended = false;
     let mut changed = false;
+    let mut prune_at = RCPT_PRUNE_MIN;
     loop {
         line.clear();
         let n = reader
@@ -486,6 +491,15 @@ fn read_existing(
             (_, RecordIn::Dest { dest }) => current = Some(dest),
             (_, RecordIn::End) => ended = true,
             (_, RecordIn::Rcpt(r)) => {
+                // Rows settled for good need no per-recipient memory. Every
+                // row's `open` record follows its outcome in the same append,
+                // before any further `rcpt` record, so rows in `done` now stay
+                // done; dropping them as the map doubles keeps it as small as
+                // the rows in flight, not one entry per row of the list.
+                if replay.rcpts.len() >= prune_at {
+                    replay.rcpts.retain(|row, _| !replay.done.contains_key(row));
+                    prune_at = (replay.rcpts.len() * 2).max(RCPT_PRUNE_MIN);
+                }
                 let got = replay.rcpts.entry(r.row).or_default();
                 got.retain(|g| !g.rcpt.eq_ignore_ascii_case(&r.rcpt));
                 got.push(r);
@@ -595,9 +609,13 @@ fn read_existing(
     })
 }
 
-fn bump(attempts: &mut HashMap<u64, u32>, row: u64, attempt: u32) {
-    let slot = attempts.entry(row).or_insert(0);
-    *slot = (*slot).max(attempt);
+fn bump(attempts: &mut RowMap<u32>, row: u64, attempt: u32) {
+    match attempts.get_mut(&row) {
+        Some(slot) => *slot = (*slot).max(attempt),
+        None => {
+            attempts.insert(row, attempt);
+        }
+    }
 }
 
 /// Open (or create) the journal at `path` for a job with fingerprint `fp`.
@@ -939,6 +957,47 @@ mod tests {
     }
 
     #[test]
+    fn a_rerun_of_many_settled_rows_holds_little_per_row() {
+        // 100,000 rows sent, each with its in-flight record and outcome, as a
+        // finished run leaves them; reading them back for a rerun keeps one
+        // small slot a row, not hash-map entries (which took about 55 bytes).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        let rows = 100_000u64;
+        {
+            let (j, _) = open(&path, &fp("a"), false).unwrap();
+            for start in (1..=rows).step_by(1000) {
+                let ids: Vec<String> = (start..start + 1000)
+                    .map(|r| format!("<{r}@run>"))
+                    .collect();
+                let batch: Vec<(u64, &str, u32)> = (start..start + 1000)
+                    .zip(&ids)
+                    .map(|(r, id)| (r, id.as_str(), 1))
+                    .collect();
+                j.record_inflight(&batch).unwrap();
+                let rcpts: Vec<RcptOutcome> = (start..start + 1000)
+                    .map(|r| rcpt(r, &format!("u{r}@example.org"), 250))
+                    .collect();
+                let done: Vec<Outcome> = (start..start + 1000)
+                    .map(|r| outcome(r, Status::Sent, 1))
+                    .collect();
+                j.record_settled(&rcpts, &done, &[]).unwrap();
+            }
+        }
+        let (held, peak, (_, replay)) =
+            crate::test_alloc::cost(|| open(&path, &fp("a"), false).unwrap());
+        assert_eq!(replay.done.len() as u64, rows);
+        assert_eq!(replay.done[&rows].status, Status::Sent);
+        assert!(replay.rcpts.is_empty());
+        let per_row = held as f64 / rows as f64;
+        assert!(per_row <= 36.0, "{per_row:.1} bytes a settled row");
+        // Not every recipient's reply at once on the way (that was about 400
+        // bytes a row); a few thousand rows' replies at a time are.
+        let per_row = peak as f64 / rows as f64;
+        assert!(per_row <= 64.0, "{per_row:.1} bytes a row at the peak");
+    }
+
+    #[test]
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
@@ -972,7 +1031,7 @@ mod tests {
         }
         let (j, replay) = open(&path, &fp("a"), false).unwrap();
         assert_eq!(replay.run_id, run_id, "a resumed run keeps its run id");
-        let mut done: Vec<_> = replay.done.iter().map(|(r, d)| (*r, d.status)).collect();
+        let mut done: Vec<_> = replay.done.iter().map(|(r, d)| (r, d.status)).collect();
         done.sort();
         assert_eq!(done, [(1, Status::Sent), (2, Status::Rejected)]);
         assert_eq!(

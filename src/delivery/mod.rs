@@ -20,6 +20,7 @@ pub mod progress;
 pub mod report;
 pub mod resume;
 pub mod retry;
+pub mod rows;
 pub mod seal;
 pub mod settle;
 pub mod worker;
