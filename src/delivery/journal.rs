@@ -68,7 +68,8 @@ const OLDEST: u32 = 1;
 pub struct Done {
     /// The final status.
     pub status: Status,
-    /// How many times it was handed to a server.
+    /// How many times it was handed to a server (the highest count its
+    /// records show).
     pub attempts: u32,
     /// Where its outcome record is; [`Journal::outcome_at`] reads it back in
     /// full (kept out of memory so a million settled rows stay small).
@@ -89,8 +90,9 @@ pub struct Replay {
     pub done: RowMap<Done>,
     /// Rows whose delivery is unknown, with the Message-ID that may have arrived.
     pub uncertain: HashMap<u64, String>,
-    /// Highest attempt number seen per row (8 bytes a row).
-    pub attempts: RowMap<u32>,
+    /// Highest attempt number seen per row not in `done` (a settled row's
+    /// is in its [`Done`]), so this stays as small as the rows left open.
+    pub attempts: HashMap<u64, u32>,
     /// Envelope recipients settled for good (accepted or refused) per row,
     /// for rows not in `done`: a rerun sends only to the others.
     pub rcpts: HashMap<u64, Vec<RcptOutcome>>,
@@ -467,7 +469,7 @@ fn read_existing(
                 },
             ) => {
                 // The latest event for a row wins.
-                replay.done.remove(&row);
+                reopen(&mut replay, row);
                 replay.uncertain.remove(&row);
                 bump(&mut replay.attempts, row, attempt);
                 pending.insert(
@@ -506,19 +508,22 @@ fn read_existing(
             }
             (_, RecordIn::Open { row }) => {
                 // Settled, but with recipients still to retry.
-                replay.done.remove(&row);
+                reopen(&mut replay, row);
             }
             (_, RecordIn::Outcome(o)) => {
                 pending.remove(&o.row);
-                replay.done.remove(&o.row);
+                reopen(&mut replay, o.row);
                 replay.uncertain.remove(&o.row);
                 bump(&mut replay.attempts, o.row, o.attempts);
                 if o.status.is_final() {
+                    // A settled row's count lives in `done`, so that `attempts`
+                    // holds only the rows still open, not one entry per row.
+                    let attempts = replay.attempts.remove(&o.row).unwrap_or(o.attempts);
                     replay.done.insert(
                         o.row,
                         Done {
                             status: o.status,
-                            attempts: o.attempts,
+                            attempts,
                             offset,
                         },
                     );
@@ -591,6 +596,7 @@ fn read_existing(
     }
     // Rows settled for good need no per-recipient memory.
     replay.rcpts.retain(|row, _| !replay.done.contains_key(row));
+    replay.rcpts.shrink_to_fit();
     for (row, p) in pending {
         if p.committed || !p.same_boot {
             replay.uncertain.insert(row, p.message_id);
@@ -609,12 +615,15 @@ fn read_existing(
     })
 }
 
-fn bump(attempts: &mut RowMap<u32>, row: u64, attempt: u32) {
-    match attempts.get_mut(&row) {
-        Some(slot) => *slot = (*slot).max(attempt),
-        None => {
-            attempts.insert(row, attempt);
-        }
+fn bump(attempts: &mut HashMap<u64, u32>, row: u64, attempt: u32) {
+    let slot = attempts.entry(row).or_insert(0);
+    *slot = (*slot).max(attempt);
+}
+
+/// A settled row is open again: its attempt count moves back to `attempts`.
+fn reopen(replay: &mut Replay, row: u64) {
+    if let Some(done) = replay.done.remove(&row) {
+        bump(&mut replay.attempts, row, done.attempts);
     }
 }
 
@@ -990,7 +999,7 @@ mod tests {
         assert_eq!(replay.done[&rows].status, Status::Sent);
         assert!(replay.rcpts.is_empty());
         let per_row = held as f64 / rows as f64;
-        assert!(per_row <= 36.0, "{per_row:.1} bytes a settled row");
+        assert!(per_row <= 24.0, "{per_row:.1} bytes a settled row");
         // Not every recipient's reply at once on the way (that was about 400
         // bytes a row); a few thousand rows' replies at a time are.
         let per_row = peak as f64 / rows as f64;

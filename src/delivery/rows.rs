@@ -1,6 +1,6 @@
 //! A map keyed by row number kept as a vector indexed by row: the journal's
 //! replay of a million settled rows holds one slot a row (16 bytes for a
-//! [`super::journal::Done`], 8 for an attempt count) instead of a hash map's
+//! [`super::journal::Done`]) instead of a hash map's
 //! entry, control byte and spare buckets (40–80 bytes a row). A row far past
 //! the others (which only a damaged journal would name) goes to a small
 //! side map, so that one wild row number cannot make the vector huge.
