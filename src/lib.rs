@@ -21,3 +21,5 @@ pub mod outputs;
 pub mod queue;
 pub mod smtp;
 pub mod suppression;
+#[cfg(test)]
+mod test_alloc;

@@ -17,10 +17,12 @@
 mod attach;
 mod contenders;
 mod data;
+mod heap;
 mod lettre_sender;
 mod procs;
 mod proxy;
 mod results;
+mod rss;
 mod servers;
 mod slow;
 
@@ -33,6 +35,10 @@ use std::time::Duration;
 use contenders::{Contender, Env};
 use proxy::DelayProxy;
 use servers::Server;
+
+/// Counts allocations for the memory section (off elsewhere).
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 /// Command-line options (after `--` with cargo bench).
 struct Opts {
@@ -65,6 +71,8 @@ struct Opts {
     attach_n: usize,
     /// Only the 1 MB attachment section.
     attach_only: bool,
+    /// Only the memory section (`--rss-rows` recipients).
+    rss_only: bool,
 }
 
 impl Opts {
@@ -91,6 +99,7 @@ impl Opts {
                 render_only: false,
                 attach_n: 300,
                 attach_only: false,
+                rss_only: false,
             }
         } else {
             Opts {
@@ -112,6 +121,7 @@ impl Opts {
                 render_only: false,
                 attach_n: 3,
                 attach_only: false,
+                rss_only: false,
             }
         };
         let mut it = args.iter();
@@ -140,6 +150,7 @@ impl Opts {
                 "--render-only" => o.render_only = true,
                 "--attach-n" => o.attach_n = num(it.next(), "--attach-n"),
                 "--attach-only" => o.attach_only = true,
+                "--rss-only" => o.rss_only = true,
                 "--quick" => {
                     o.reps = 1;
                     o.secs = 1.5;
@@ -460,18 +471,17 @@ fn render_run(env: &Env, rows: usize, name: &str, engine: bool) -> Result<procs:
     Ok(m)
 }
 
-/// The rendering figures: the best rates of both jobs and the million-row
-/// peak RSS, with their Markdown section.
+/// The rendering figures: the best rates of both jobs, with their Markdown
+/// section.
 struct Rendering {
     plain: Option<f64>,
     engine: Option<f64>,
-    rss_1m_kb: Option<u64>,
     failed: bool,
     text: String,
 }
 
 /// Renders both jobs `opts.reps` times, alternating so that both see the
-/// same load, then the million rows.
+/// same load.
 fn render_section(opts: &Opts, env: &Env) -> Rendering {
     // CPU-bound and alone on the machine's cores only in theory: on a
     // shared machine other work can only slow a run down, so the best of
@@ -488,7 +498,6 @@ fn render_section(opts: &Opts, env: &Env) -> Rendering {
             }
         }
     }
-    let million = (opts.rss_rows > 0).then(|| render_run(env, opts.rss_rows, "million", false));
     let mut text = format!(
         "### Rendering alone (`mailshot check`; the best of {} runs counts)\n\n",
         opts.reps
@@ -520,28 +529,10 @@ fn render_section(opts: &Opts, env: &Env) -> Rendering {
             engine.map_or("-".into(), |r| format!("{r:.0}"))
         ),
     );
-    let rss_1m_kb = match &million {
-        Some(Ok(m)) => {
-            let _ = writeln!(
-                text,
-                "- {} rows: {:.1} s wall, peak RSS {}",
-                opts.rss_rows,
-                m.wall.as_secs_f64(),
-                mb(m.max_rss_kb)
-            );
-            Some(m.max_rss_kb)
-        }
-        Some(Err(e)) => {
-            let _ = writeln!(text, "- {} rows FAILED: {e}", opts.rss_rows);
-            None
-        }
-        None => None,
-    };
     Rendering {
         plain,
         engine,
-        rss_1m_kb,
-        failed: plain_runs.is_err() || engine_runs.is_err() || matches!(million, Some(Err(_))),
+        failed: plain_runs.is_err() || engine_runs.is_err(),
         text,
     }
 }
@@ -580,14 +571,13 @@ fn render_lines(
 
 /// The results file's records: every mailshot figure next to each
 /// contender measured in the same run, the parallel speed-up, rendering with
-/// engine work next to the engine-free fast path, and the million-row RSS
-/// next to its goal.
+/// engine work next to the engine-free fast path (the memory section makes
+/// its own).
 fn records(
     rows: &[Row],
     parallel: &[(usize, Result<f64, String>)],
     render: Option<f64>,
     render_engine: Option<f64>,
-    rss_1m: Option<u64>,
 ) -> Vec<results::Record> {
     let mut out = Vec::new();
     let trips = |r: &Row, m: f64| {
@@ -663,16 +653,6 @@ fn records(
             plain,
             "goal",
             50_000.0,
-        ));
-    }
-    if let Some(kb) = rss_1m {
-        out.push(results::Record::new(
-            "rss",
-            "mailshot check, 1,000,000 recipients, peak RSS",
-            "MB",
-            kb as f64 / 1024.0,
-            "goal (at most)",
-            64.0,
         ));
     }
     out
@@ -821,14 +801,17 @@ fn main() {
     if opts.render_only {
         let rendering = render_section(&opts, &env);
         println!("{}", rendering.text);
-        let recs = records(
-            &[],
-            &[],
-            rendering.plain,
-            rendering.engine,
-            rendering.rss_1m_kb,
-        );
+        let recs = records(&[], &[], rendering.plain, rendering.engine);
         if rendering.failed || !save_results(opts.full, &work, &recs) {
+            std::process::exit(1);
+        }
+        return;
+    }
+
+    if opts.rss_only {
+        let memory = rss::section(&env, opts.rss_rows.max(1));
+        println!("{}", memory.text);
+        if memory.failed || !save_results(opts.full, &work, &memory.records) {
             std::process::exit(1);
         }
         return;
@@ -932,6 +915,7 @@ fn main() {
     let parallel = parallel_sessions(&opts, &env);
 
     let rendering = render_section(&opts, &env);
+    let memory = (opts.rss_rows > 0).then(|| rss::section(&env, opts.rss_rows));
     let servers_up = started.len();
     drop(started);
     let capture_in_ram = capture_base.1;
@@ -967,7 +951,10 @@ fn main() {
     if !attached.is_empty() {
         let _ = writeln!(out, "\n{attach_text}");
     }
-    let (per_core, rss_1m) = (rendering.plain, rendering.rss_1m_kb);
+    if let Some(m) = &memory {
+        let _ = writeln!(out, "\n{}", m.text);
+    }
+    let per_core = rendering.plain;
     let _ = writeln!(out, "\n### Targets\n");
     for server in ["smtp-sink", "capture", "postfix", "exim", "haraka"] {
         let ms = find(&rows, server, 0, Contender::Mailshot(1));
@@ -1048,33 +1035,24 @@ fn main() {
             per_core.map_or("-".into(), |r| format!("{r:.0}"))
         ),
     );
-    target(
-        &mut out,
-        rss_1m.map(|kb| kb <= 64 * 1024),
-        format!(
-            "peak RSS for 1,000,000 recipients ≤ 64 MB: {}",
-            rss_1m.map_or("not measured".into(), mb)
-        ),
-    );
+    if let Some(m) = &memory {
+        out.push_str(&m.targets);
+    }
     for n in &notes {
         let _ = writeln!(out, "\nNote: {n}");
     }
     println!("{out}");
     let _ = fs::write(work.join("results.md"), &out);
-    let mut recs = records(
-        &rows,
-        &parallel,
-        rendering.plain,
-        rendering.engine,
-        rendering.rss_1m_kb,
-    );
+    let mut recs = records(&rows, &parallel, rendering.plain, rendering.engine);
     recs.extend(attach_records);
+    recs.extend(memory.iter().flat_map(|m| m.records.clone()));
 
     let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
     let mut failed = !failures.is_empty()
         || parallel.iter().any(|(_, r)| r.is_err())
         || rendering.failed
         || attach_failed
+        || memory.as_ref().is_some_and(|m| m.failed)
         || !save_results(opts.full, &work, &recs);
     if !opts.full && servers_up == 0 {
         failed = true;

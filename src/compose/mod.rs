@@ -10,4 +10,5 @@ pub mod mime;
 pub mod prepare;
 pub mod recipients;
 pub mod render;
+pub mod seen;
 pub mod submitted;

@@ -50,6 +50,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::delivery::outcome::{one_line, Outcome, Status};
+use crate::delivery::rows::RowMap;
 use crate::delivery::seal::{self, Seal};
 use crate::error::{Error, Location, Result};
 
@@ -67,7 +68,8 @@ const OLDEST: u32 = 1;
 pub struct Done {
     /// The final status.
     pub status: Status,
-    /// How many times it was handed to a server.
+    /// How many times it was handed to a server (the highest count its
+    /// records show).
     pub attempts: u32,
     /// Where its outcome record is; [`Journal::outcome_at`] reads it back in
     /// full (kept out of memory so a million settled rows stay small).
@@ -84,11 +86,12 @@ pub struct Done {
 pub struct Replay {
     /// The run id (kept across resumes so Message-IDs stay in one namespace).
     pub run_id: String,
-    /// Last outcome per row, when it is final.
-    pub done: HashMap<u64, Done>,
+    /// Last outcome per row, when it is final (16 bytes a row).
+    pub done: RowMap<Done>,
     /// Rows whose delivery is unknown, with the Message-ID that may have arrived.
     pub uncertain: HashMap<u64, String>,
-    /// Highest attempt number seen per row.
+    /// Highest attempt number seen per row not in `done` (a settled row's
+    /// is in its [`Done`]), so this stays as small as the rows left open.
     pub attempts: HashMap<u64, u32>,
     /// Envelope recipients settled for good (accepted or refused) per row,
     /// for rows not in `done`: a rerun sends only to the others.
@@ -359,6 +362,9 @@ enum Existing {
     Rehearsal { dest: String },
 }
 
+/// Rows with settled recipients kept before the first pruning of `rcpts`.
+const RCPT_PRUNE_MIN: usize = 4096;
+
 /// Where the built-in capture server's destinations start.
 const CAPTURE: &str = "capture:";
 
@@ -385,6 +391,7 @@ fn read_existing(
     // The last run walked every row (its `end` is the last thing it did).
     let mut ended = false;
     let mut changed = false;
+    let mut prune_at = RCPT_PRUNE_MIN;
     loop {
         line.clear();
         let n = reader
@@ -462,7 +469,7 @@ fn read_existing(
                 },
             ) => {
                 // The latest event for a row wins.
-                replay.done.remove(&row);
+                reopen(&mut replay, row);
                 replay.uncertain.remove(&row);
                 bump(&mut replay.attempts, row, attempt);
                 pending.insert(
@@ -486,25 +493,37 @@ fn read_existing(
             (_, RecordIn::Dest { dest }) => current = Some(dest),
             (_, RecordIn::End) => ended = true,
             (_, RecordIn::Rcpt(r)) => {
+                // Rows settled for good need no per-recipient memory. Every
+                // row's `open` record follows its outcome in the same append,
+                // before any further `rcpt` record, so rows in `done` now stay
+                // done; dropping them as the map doubles keeps it as small as
+                // the rows in flight, not one entry per row of the list.
+                if replay.rcpts.len() >= prune_at {
+                    replay.rcpts.retain(|row, _| !replay.done.contains_key(row));
+                    prune_at = (replay.rcpts.len() * 2).max(RCPT_PRUNE_MIN);
+                }
                 let got = replay.rcpts.entry(r.row).or_default();
                 got.retain(|g| !g.rcpt.eq_ignore_ascii_case(&r.rcpt));
                 got.push(r);
             }
             (_, RecordIn::Open { row }) => {
                 // Settled, but with recipients still to retry.
-                replay.done.remove(&row);
+                reopen(&mut replay, row);
             }
             (_, RecordIn::Outcome(o)) => {
                 pending.remove(&o.row);
-                replay.done.remove(&o.row);
+                reopen(&mut replay, o.row);
                 replay.uncertain.remove(&o.row);
                 bump(&mut replay.attempts, o.row, o.attempts);
                 if o.status.is_final() {
+                    // A settled row's count lives in `done`, so that `attempts`
+                    // holds only the rows still open, not one entry per row.
+                    let attempts = replay.attempts.remove(&o.row).unwrap_or(o.attempts);
                     replay.done.insert(
                         o.row,
                         Done {
                             status: o.status,
-                            attempts: o.attempts,
+                            attempts,
                             offset,
                         },
                     );
@@ -577,6 +596,7 @@ fn read_existing(
     }
     // Rows settled for good need no per-recipient memory.
     replay.rcpts.retain(|row, _| !replay.done.contains_key(row));
+    replay.rcpts.shrink_to_fit();
     for (row, p) in pending {
         if p.committed || !p.same_boot {
             replay.uncertain.insert(row, p.message_id);
@@ -598,6 +618,13 @@ fn read_existing(
 fn bump(attempts: &mut HashMap<u64, u32>, row: u64, attempt: u32) {
     let slot = attempts.entry(row).or_insert(0);
     *slot = (*slot).max(attempt);
+}
+
+/// A settled row is open again: its attempt count moves back to `attempts`.
+fn reopen(replay: &mut Replay, row: u64) {
+    if let Some(done) = replay.done.remove(&row) {
+        bump(&mut replay.attempts, row, done.attempts);
+    }
 }
 
 /// Open (or create) the journal at `path` for a job with fingerprint `fp`.
@@ -940,6 +967,47 @@ mod tests {
     }
 
     #[test]
+    fn a_rerun_of_many_settled_rows_holds_little_per_row() {
+        // 100,000 rows sent, each with its in-flight record and outcome, as a
+        // finished run leaves them; reading them back for a rerun keeps one
+        // small slot a row, not hash-map entries (which took about 55 bytes).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        let rows = 100_000u64;
+        {
+            let (j, _) = open(&path, &fp("a"), false).unwrap();
+            for start in (1..=rows).step_by(1000) {
+                let ids: Vec<String> = (start..start + 1000)
+                    .map(|r| format!("<{r}@run>"))
+                    .collect();
+                let batch: Vec<(u64, &str, u32)> = (start..start + 1000)
+                    .zip(&ids)
+                    .map(|(r, id)| (r, id.as_str(), 1))
+                    .collect();
+                j.record_inflight(&batch).unwrap();
+                let rcpts: Vec<RcptOutcome> = (start..start + 1000)
+                    .map(|r| rcpt(r, &format!("u{r}@example.org"), 250))
+                    .collect();
+                let done: Vec<Outcome> = (start..start + 1000)
+                    .map(|r| outcome(r, Status::Sent, 1))
+                    .collect();
+                j.record_settled(&rcpts, &done, &[]).unwrap();
+            }
+        }
+        let (held, peak, (_, replay)) =
+            crate::test_alloc::cost(|| open(&path, &fp("a"), false).unwrap());
+        assert_eq!(replay.done.len() as u64, rows);
+        assert_eq!(replay.done[&rows].status, Status::Sent);
+        assert!(replay.rcpts.is_empty());
+        let per_row = held as f64 / rows as f64;
+        assert!(per_row <= 24.0, "{per_row:.1} bytes a settled row");
+        // Not every recipient's reply at once on the way (that was about 400
+        // bytes a row); a few thousand rows' replies at a time are.
+        let per_row = peak as f64 / rows as f64;
+        assert!(per_row <= 64.0, "{per_row:.1} bytes a row at the peak");
+    }
+
+    #[test]
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
@@ -973,7 +1041,7 @@ mod tests {
         }
         let (j, replay) = open(&path, &fp("a"), false).unwrap();
         assert_eq!(replay.run_id, run_id, "a resumed run keeps its run id");
-        let mut done: Vec<_> = replay.done.iter().map(|(r, d)| (*r, d.status)).collect();
+        let mut done: Vec<_> = replay.done.iter().map(|(r, d)| (r, d.status)).collect();
         done.sort();
         assert_eq!(done, [(1, Status::Sent), (2, Status::Rejected)]);
         assert_eq!(

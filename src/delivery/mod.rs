@@ -24,6 +24,7 @@ pub mod progress;
 pub mod report;
 pub mod resume;
 pub mod retry;
+pub mod rows;
 pub mod seal;
 pub mod settle;
 #[cfg(test)]

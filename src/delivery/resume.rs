@@ -113,8 +113,8 @@ fn refuse_changed(
         Ok((_, replay)) => (
             replay
                 .done
-                .keys()
-                .filter(|row| limit.is_none_or(|l| **row <= l))
+                .iter()
+                .filter(|(row, _)| limit.is_none_or(|l| *row <= l))
                 .count() as u64,
             replay.finished,
         ),
