@@ -170,6 +170,7 @@ fn structures(env: &Env, rows: usize, journal_path: &Path) -> Structures {
                 reply: "2.0.0 Ok: queued as 4XyZ1234".into(),
                 message_id: Some(format!("<{i}.bench@bench.example>")),
                 attempts: 1,
+                relay: None,
             })?;
         }
         Ok(r)
