@@ -5,11 +5,12 @@
 use crate::cli::CheckArgs;
 use crate::compose::message::Draft;
 use crate::compose::prepare::prepare;
-use crate::delivery::plan::Plan;
+use crate::delivery::plan::{Plan, Route};
 use crate::error::{ExitCode, Result};
 use crate::job::target::{self, Target};
 use crate::job::validate::sender_rule::SenderCheck;
 use crate::smtp::net::session::Session;
+use crate::smtp::net::trace::Trace;
 
 /// Jobs with more recipients than this and no List-Unsubscribe get a warning
 /// (Gmail and Yahoo require one-click unsubscribe from bulk senders).
@@ -76,11 +77,19 @@ pub(crate) fn see_senders(senders: &mut SenderCheck, draft: &Draft) {
     );
 }
 
-/// `check --connect`: open one session (TLS, AUTH) and QUIT.
+/// `check --connect`: open one session (TLS, AUTH) to each relay and QUIT.
 fn connect(target: &Target, trace: Option<&str>) -> Result<()> {
-    let p = Plan::open(target, super::open_trace(trace)?)?;
-    let mut session = Session::open(&p.endpoint, p.core.clone(), p.trace.clone(), 1)
-        .map_err(|f| p.open_error(&f))?;
+    let plan = Plan::open(target, super::open_trace(trace)?)?;
+    for (i, p) in plan.routes.iter().enumerate() {
+        connect_route(p, plan.trace.clone(), i + 1)?;
+    }
+    Ok(())
+}
+
+/// Open one session to `p`'s first endpoint and QUIT.
+fn connect_route(p: &Route, trace: Option<Trace>, id: usize) -> Result<()> {
+    let mut session =
+        Session::open(&p.endpoints[0], p.core.clone(), trace, id).map_err(|f| p.open_error(&f))?;
     let secure = session.client().is_tls();
     let caps = session
         .client()

@@ -98,10 +98,14 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
 
     let mut plan = Plan::open(&target, super::open_trace(args.trace.as_deref())?)?;
     // The command line wins over the job and the user config.
-    plan.sessions = sessions;
-    if rate.is_some() {
-        plan.rate = rate;
+    if let Some(n) = args.sessions {
+        plan.set_sessions(n);
     }
+    if let Some(rate) = rate {
+        plan.set_rate(rate);
+    }
+    plan.domains.clone_from(&job.domains);
+    plan.daily_state = Some(crate::outputs::beside(&job.path, &name("relays.json")));
 
     let stop = Arc::new(AtomicBool::new(false));
     // A closed terminal (SIGHUP) stops the run like Ctrl-C and SIGTERM do.

@@ -172,7 +172,7 @@ pub fn send(args: &SendArgs) -> Result<ExitCode> {
     }
     let target = target.expect("resolved above");
     let mut plan = Plan::open(&target, super::open_trace(args.trace.as_deref())?)?;
-    plan.sessions = 1;
+    plan.set_sessions(1);
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     tx.send(Work::new(out, 0)).expect("receiver alive");
     drop(tx);

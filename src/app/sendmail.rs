@@ -89,7 +89,7 @@ pub fn sendmail(raw: &[OsString]) -> Result<ExitCode> {
         return through_queue(&queue, &args, sender, out, trace);
     }
     let mut plan = Plan::open(&target, trace)?;
-    plan.sessions = 1;
+    plan.set_sessions(1);
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     tx.send(Work::new(out, 0)).expect("receiver alive");
     drop(tx);

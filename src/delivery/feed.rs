@@ -130,6 +130,7 @@ impl Feed<'_> {
                                 .into(),
                             message_id: Some(id.clone()),
                             attempts: replay.attempts.get(&m.row).copied().unwrap_or(1),
+                            relay: None,
                         };
                         ledger
                             .report_io(ledger.report.record_previous(&o))
@@ -161,6 +162,7 @@ impl Feed<'_> {
                         reply: "not sent: the run stopped first; rerun to resume".into(),
                         message_id: Some(m.message_id.clone()),
                         attempts,
+                        relay: None,
                     });
                     ledger.report_io(placeholder).map_err(io)?;
                     if !stopped && tx.send(work).is_err() {
@@ -177,6 +179,7 @@ impl Feed<'_> {
                         reply: format!("duplicate of row {first}"),
                         message_id: None,
                         attempts: 0,
+                        relay: None,
                     };
                     ledger.settled(&[o]).map_err(io)?;
                 }
@@ -190,6 +193,7 @@ impl Feed<'_> {
                         reply: "in a suppression file; not sent".into(),
                         message_id: None,
                         attempts: 0,
+                        relay: None,
                     };
                     ledger.report_io(ledger.report.record(&o)).map_err(io)?;
                     ledger.progress.outcome(&o);
@@ -212,6 +216,7 @@ impl Feed<'_> {
                             .join("; "),
                         message_id: None,
                         attempts: 0,
+                        relay: None,
                     };
                     ledger.settled(&[o]).map_err(io)?;
                 }

@@ -935,6 +935,7 @@ mod tests {
             reply: "2.0.0 Ok: queued".into(),
             message_id: Some(format!("<{row}@run>")),
             attempts,
+            relay: None,
         }
     }
 

@@ -5,7 +5,10 @@
 //! exactly once in the durable [`journal`], the [`report`] and the
 //! [`progress`] display.
 
+pub mod daily;
 pub mod dispatch;
+#[cfg(test)]
+mod dispatch_tests;
 pub mod feed;
 pub mod inputs;
 pub mod journal;
@@ -22,4 +25,6 @@ pub mod resume;
 pub mod retry;
 pub mod seal;
 pub mod settle;
+#[cfg(test)]
+mod settle_limits;
 pub mod worker;

@@ -93,6 +93,9 @@ pub struct Outcome {
     pub message_id: Option<String>,
     /// How many times the message was handed to a server.
     pub attempts: u32,
+    /// The relay that gave the deciding reply (a run over `smtp.relays`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
 }
 
 /// `text` on one line: every run of CR, LF and other control characters

@@ -1,5 +1,6 @@
 //! The session plan: where and how a run's sessions connect, built from a
-//! resolved [`Target`]: the endpoint and its TLS roots (RFC 8314 implicit
+//! resolved [`Target`]: one [`Route`] per relay (one for a single server),
+//! each with its endpoints and their TLS roots (RFC 8314 implicit
 //! TLS or RFC 3207 STARTTLS), the protocol core's settings with the
 //! credentials (the password source is read only here), the parallel
 //! sessions, the rate limit, the retry policy, and the in-process capture
@@ -13,7 +14,7 @@ use super::settle::Policy;
 use crate::capture::{CaptureHandle, CaptureServer};
 use crate::error::{Error, Result};
 use crate::job::target::Target;
-use crate::job::{self, Rate, Security, SmtpSettings};
+use crate::job::{self, DomainLimit, Rate, Security, SmtpSettings};
 use crate::smtp::client::{CloseReason, Credentials, SessionConfig, SessionError, TlsMode};
 use crate::smtp::net::session::{Endpoint, SessionFailure};
 use crate::smtp::net::tls;
@@ -26,40 +27,77 @@ const WINDOW: usize = 1024;
 
 /// How a run's sessions connect and send.
 pub struct Plan {
-    /// Where to connect.
-    pub endpoint: Endpoint,
-    /// Protocol core settings for every session (credentials included).
-    pub core: SessionConfig,
-    /// Parallel sessions.
-    pub sessions: usize,
-    /// QUIT and reconnect after this many messages.
-    pub max_messages_per_session: usize,
-    /// Rate limit across sessions.
+    /// Where messages can go: one route per relay (one for a single server).
+    pub routes: Vec<Route>,
+    /// Rate limit across every route (`--rate`).
     pub rate: Option<Rate>,
     /// How transient failures are retried.
     pub retry: Policy,
+    /// How long the run waits while every route is paused before it ends.
+    pub patience: Duration,
+    /// Limits per recipient domain (`domains:`), by lowercase domain or `"*"`.
+    pub domains: Vec<(String, DomainLimit)>,
+    /// Events and traces name the route each message took (a relay pool).
+    pub named: bool,
+    /// Where the relays' daily counts are kept across runs (`JOB.relays.json`).
+    pub daily_state: Option<PathBuf>,
+    /// Makes a route for a recipient domain no route serves (a destination
+    /// added at run time); `None`: every message takes the routes above.
+    pub make_route: Option<RouteMaker>,
     /// SMTP trace sink.
     pub trace: Option<Trace>,
-    /// Advice appended to an authentication failure (provider specific).
-    pub auth_advice: Option<String>,
     /// The in-process capture server (stopped when dropped).
     pub capture: Option<CaptureHandle>,
     /// Where captured messages go.
     pub capture_dir: Option<PathBuf>,
 }
 
+/// A maker of routes at run time: given a recipient domain the plan's
+/// routes do not serve, the route that delivers to it (its endpoints in
+/// order), or why there is none.
+pub type RouteMaker =
+    std::sync::Arc<dyn Fn(&str) -> std::result::Result<Route, String> + Send + Sync>;
+
+/// One way out: a configured relay (or the single server), with its own
+/// sessions, rate and daily limit; a destination added at run time would be
+/// one too, with `domain` set and its candidate endpoints in order.
+#[derive(Clone)]
+pub struct Route {
+    /// The name events and traces use (`name`, else `host:port`).
+    pub name: String,
+    /// Where to connect, tried in order until one opens.
+    pub endpoints: Vec<Endpoint>,
+    /// Protocol core settings for every session (credentials included).
+    pub core: SessionConfig,
+    /// Parallel sessions.
+    pub sessions: usize,
+    /// QUIT and reconnect after this many messages.
+    pub max_messages_per_session: usize,
+    /// Rate limit across this route's sessions.
+    pub rate: Option<Rate>,
+    /// Messages this route may have accepted per local day, across runs.
+    pub daily_limit: Option<u32>,
+    /// Only mail for this recipient domain takes this route (`None`: any).
+    pub domain: Option<String>,
+    /// Advice appended to an authentication failure (provider specific).
+    pub auth_advice: Option<String>,
+}
+
 impl Plan {
-    /// The sessions a run to `target` uses: `cli` (`--sessions`) when given,
-    /// else the settings' (one to the built-in capture server).
+    /// The sessions a run to `target` uses in all: `cli` (`--sessions`, per
+    /// relay) when given, else the settings' (one to the built-in capture server).
     pub fn sessions_for(target: &Target, cli: Option<usize>) -> usize {
-        let configured = match target {
-            Target::Smtp(s) => s.sessions,
-            Target::Capture(_) => 1,
-        };
-        cli.unwrap_or(configured).max(1)
+        match target {
+            Target::Smtp(s) => s
+                .pool()
+                .iter()
+                .map(|r| cli.unwrap_or(r.sessions).max(1))
+                .sum(),
+            Target::Capture(_) => cli.unwrap_or(1).max(1),
+        }
     }
 
-    /// Build the plan for `target`; resolves the password (runs
+    /// Build the plan for `target`; resolves the passwords (runs
     /// `password_command`) only here, when a session is about to be needed,
     /// and starts the capture server when the target is the outbox.
     pub fn open(target: &Target, trace: Option<Trace>) -> Result<Plan> {
@@ -78,6 +116,59 @@ impl Plan {
                 (s, Some(handle), Some(dir.clone()))
             }
         };
+        let routes = settings
+            .pool()
+            .into_iter()
+            .map(Route::open)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Plan {
+            routes,
+            rate: None,
+            retry: Policy {
+                max_attempts: settings.max_attempts.max(1),
+                retry_delay: settings.retry_delay,
+            },
+            patience: settings.patience,
+            domains: Vec::new(),
+            named: !settings.relays.is_empty(),
+            daily_state: None,
+            make_route: None,
+            trace,
+            capture,
+            capture_dir,
+        })
+    }
+
+    /// Every route opens `n` parallel sessions (`--sessions`).
+    pub fn set_sessions(&mut self, n: usize) {
+        for r in &mut self.routes {
+            r.sessions = n.max(1);
+        }
+    }
+
+    /// At most `rate` messages across every route (`--rate`, which wins over
+    /// the configured rates).
+    pub fn set_rate(&mut self, rate: Rate) {
+        self.rate = Some(rate);
+        for r in &mut self.routes {
+            r.rate = None;
+        }
+    }
+
+    /// The first route (the single server of a plan without relays).
+    pub fn first(&self) -> &Route {
+        &self.routes[0]
+    }
+
+    /// Parallel sessions over every route.
+    pub fn sessions(&self) -> usize {
+        self.routes.iter().map(|r| r.sessions.max(1)).sum()
+    }
+}
+
+impl Route {
+    /// The route for one configured server.
+    pub fn open(settings: &SmtpSettings) -> Result<Route> {
         let tls = match settings.security {
             Security::None => tls::plain_text_config()?,
             Security::Tls | Security::StartTls => tls::client_config(settings.ca_file.as_deref())?,
@@ -122,26 +213,23 @@ impl Plan {
             tls,
             connect_timeout: settings.timeout.min(Duration::from_secs(30)),
         };
-        Ok(Plan {
-            endpoint,
+        Ok(Route {
+            name: settings.relay_name(),
+            endpoints: vec![endpoint],
             core,
             sessions: settings.sessions.max(1),
             max_messages_per_session: settings.max_messages_per_session.max(1),
             rate: settings.rate,
-            retry: Policy {
-                max_attempts: settings.max_attempts.max(1),
-                retry_delay: settings.retry_delay,
-            },
-            trace,
+            daily_limit: settings.daily_limit,
+            domain: None,
             auth_advice: job::provider::auth_advice(settings.provider.as_deref()),
-            capture,
-            capture_dir,
         })
     }
 
-    /// `host:port`, as messages name the server.
+    /// `host:port` of the first endpoint, as messages name the server.
     pub fn server(&self) -> String {
-        format!("{}:{}", self.endpoint.host, self.endpoint.port)
+        let e = &self.endpoints[0];
+        format!("{}:{}", e.host, e.port)
     }
 
     /// The error the user sees for a session that could not be opened: an
@@ -198,12 +286,13 @@ mod tests {
     use super::*;
     use crate::smtp::reply::Reply;
 
-    fn plan(advice: Option<&str>) -> Plan {
+    fn plan(advice: Option<&str>) -> Route {
         let mut s = SmtpSettings::new("smtp.example.com", 465, Security::Tls);
         s.provider = None;
         let mut p = Plan::open(&Target::Smtp(Box::new(s)), None).expect("no secrets needed");
-        p.auth_advice = advice.map(str::to_owned);
-        p
+        let mut r = p.routes.remove(0);
+        r.auth_advice = advice.map(str::to_owned);
+        r
     }
 
     #[test]

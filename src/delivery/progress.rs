@@ -216,6 +216,10 @@ impl Progress {
                     "message_id": event.message_id,
                     "attempts": event.attempts,
                 });
+                let mut line = line;
+                if let Some(relay) = &event.relay {
+                    line["relay"] = relay.as_str().into();
+                }
                 state.write_line(&line.to_string());
             }
             Mode::Plain => self.plain_tick(&mut state, false),
@@ -395,6 +399,7 @@ mod tests {
             reply: format!("reply {row}"),
             message_id: Some(format!("<{row}@run>")),
             attempts: 2,
+            relay: None,
         }
     }
 

@@ -464,6 +464,7 @@ mod tests {
             reply: reply.into(),
             message_id: Some(format!("<r{row}@test>")),
             attempts: 1,
+            relay: None,
         }
     }
 

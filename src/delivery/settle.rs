@@ -4,7 +4,10 @@
 //! recipients still open go again after a backoff. Recipients refused with
 //! 4xx (452 among them, RFC 5321 4.5.3.1.10) go again in a new transaction;
 //! a row is `sent` only when every envelope recipient accepted
-//! ([`row_outcome`]). Nothing here does I/O, sleeps or draws random numbers.
+//! ([`row_outcome`]). A limit reply (the account or connection is over a
+//! quota or rate, `smtp::known_replies`) never settles a recipient: they go
+//! back to the queue and the decision names the reply, so the relay is
+//! paused. Nothing here does I/O, sleeps or draws random numbers.
 
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use super::dispatch::Work;
 use super::ledger::Settled;
 use super::outcome::{one_line, Outcome, Status};
 use crate::smtp::client::{TxOutcome, TxResult};
+use crate::smtp::known_replies::is_limit;
 use crate::smtp::reply::Reply;
 
 /// How transient failures are retried.
@@ -25,8 +29,26 @@ pub struct Policy {
 
 /// Decide one transaction: a final row outcome, or the work to send
 /// again, and the recipients it settled for good either way.
-pub fn settle(mut work: Work, o: TxOutcome, policy: &Policy) -> Decision {
+pub fn settle(work: Work, o: TxOutcome, policy: &Policy) -> Decision {
     let before = work.settled_rcpts.len();
+    match limit_in(&o) {
+        // A quota for the day (5xx) never costs an attempt; a 4xx limit
+        // costs one, so that a server answering nothing else still ends.
+        Some(limit) if limit.is_permanent() || work.attempts < policy.max_attempts => {
+            limited(work, before, o, limit)
+        }
+        Some(limit) => {
+            let mut d = decide(work, before, o, policy);
+            d.limit = Some(limit);
+            d
+        }
+        None => decide(work, before, o, policy),
+    }
+}
+
+/// What a transaction without a limit reply (or whose attempts are used
+/// up) decides.
+fn decide(mut work: Work, before: usize, o: TxOutcome, policy: &Policy) -> Decision {
     match o.result {
         TxResult::Accepted(final_reply) => {
             let mut deferred = Vec::new();
@@ -108,6 +130,55 @@ pub fn settle(mut work: Work, o: TxOutcome, policy: &Policy) -> Decision {
     }
 }
 
+/// The limit reply (over a quota or rate) in what the server answered, if any.
+fn limit_in(o: &TxOutcome) -> Option<Reply> {
+    match &o.result {
+        TxResult::Failed(r) if is_limit(r) => Some(r.clone()),
+        TxResult::Accepted(_) | TxResult::NoValidRecipients => o
+            .rcpts
+            .iter()
+            .filter_map(|(_, r)| r.as_ref())
+            .find(|r| is_limit(r))
+            .cloned(),
+        TxResult::NotSent => o.mail.as_ref().filter(|r| is_limit(r)).cloned(),
+        _ => None,
+    }
+}
+
+/// A limit reply: the recipients it (or anything short of an answer for
+/// good) left open go back to the queue at once, for another relay or for
+/// later (a daily quota's attempt does not count); the relay is paused by
+/// the caller. Recipients that accepted, or refused for good, are settled
+/// as usual; a 5xx limit reply never refuses one.
+fn limited(mut work: Work, before: usize, o: TxOutcome, limit: Reply) -> Decision {
+    let whole = matches!(o.result, TxResult::Failed(_) | TxResult::NotSent);
+    if !whole {
+        let accept = match &o.result {
+            TxResult::Accepted(r) => Some(r.clone()),
+            _ => None,
+        };
+        let mut open = Vec::new();
+        for (rcpt, reply) in o.rcpts {
+            match (reply, &accept) {
+                (Some(r), Some(fin)) if r.is_positive() => {
+                    work.settled_rcpts.push((rcpt, fin.clone()))
+                }
+                (Some(r), _) if r.is_permanent() && !is_limit(&r) => {
+                    work.settled_rcpts.push((rcpt, r))
+                }
+                _ => open.push(rcpt),
+            }
+        }
+        work.rcpts = open;
+    }
+    if limit.is_permanent() {
+        work.attempts = work.attempts.saturating_sub(1);
+    }
+    let mut d = Decision::again(work, before, Duration::ZERO);
+    d.limit = Some(limit);
+    d
+}
+
 fn retry_or_fail(work: Work, before: usize, reply: Option<Reply>, policy: &Policy) -> Decision {
     if work.attempts < policy.max_attempts {
         let delay = backoff(policy.retry_delay, work.attempts);
@@ -183,6 +254,9 @@ pub struct Decision {
     /// The work to send again, and after how long (the nominal backoff,
     /// before the jitter the dispatcher adds; zero: right away).
     pub again: Option<(Work, Duration)>,
+    /// A reply saying the account or connection is over a limit: the relay
+    /// that gave it is to be paused.
+    pub limit: Option<Reply>,
 }
 
 impl Decision {
@@ -207,6 +281,7 @@ impl Decision {
                 open: open && row_status_is_final(&work.settled_rcpts),
             }),
             again: None,
+            limit: None,
         }
     }
 
@@ -221,6 +296,7 @@ impl Decision {
                 open: false,
             }),
             again: Some((work, delay)),
+            limit: None,
         }
     }
 }
@@ -289,6 +365,7 @@ fn outcome(work: &Work, status: Status, reply: Option<&Reply>, text: Option<Stri
         reply: one_line(&text.unwrap_or_else(|| reply.map(|r| r.text()).unwrap_or_default())),
         message_id: Some(work.out.message_id.clone()),
         attempts: work.attempts,
+        relay: None,
     }
 }
 

@@ -1,39 +1,74 @@
-//! The sessions' workers: [`deliver`] runs one thread per session. Each
-//! connects when there is work, keeps the protocol core's pipeline window
+//! The sessions' workers: [`deliver`] runs one thread per session of each
+//! route (a relay, or the single server). Each connects when there is work
+//! (to the route's endpoints, in order), keeps the protocol core's pipeline window
 //! full (RFC 2920 pipelining, RFC 3030 BDAT), records every batch in flight
 //! before handing it over, settles what the server answers through
 //! [`settle`](super::settle), and reconnects after
 //! `max_messages_per_session`, a 421 or a dropped connection, with
-//! exponential backoff and jitter.
+//! exponential backoff and jitter. A limit reply pauses the route (its
+//! sessions leave, the message goes back to the queue for another route); a
+//! route that cannot be opened is retired while the others carry on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::daily::DailyCounts;
+use super::dispatch::SessionKey;
 use super::dispatch::{Dispatcher, Next, RunEnd, Work};
 use super::ledger::Ledger;
-use super::plan::{worth_retrying, Plan};
+use super::plan::{worth_retrying, Plan, Route};
 use super::settle::{backoff, settle};
 use crate::error::Error;
-use crate::smtp::client::{Event, Transaction, TxOutcome, TxResult};
-use crate::smtp::net::session::Session;
+use crate::smtp::client::{CloseReason, Event, SessionError, Transaction, TxOutcome, TxResult};
+use crate::smtp::known_replies::is_limit;
+use crate::smtp::net::session::{Session, SessionFailure};
+use crate::smtp::reply::Reply;
 
-/// Send everything `source` yields over `plan.sessions` parallel sessions;
-/// returns when it is exhausted and every message is settled, or when the
-/// run is stopped (`stop`) or fails.
+/// Send everything `source` yields over the parallel sessions of every
+/// route of `plan`; returns when it is exhausted and every message is
+/// settled, or when the run is stopped (`stop`) or fails.
 pub fn deliver(
     plan: &Plan,
     source: Receiver<Work>,
     ledger: &dyn Ledger,
     stop: Arc<AtomicBool>,
 ) -> RunEnd {
-    let dispatch = Dispatcher::new(source, plan.sessions, plan.rate, stop);
+    let daily = DailyCounts::load(plan.daily_state.as_deref());
+    let dispatch = Dispatcher::new(source, plan, daily, stop);
+    let live = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for id in 1..=plan.sessions.max(1) {
-            let dispatch = &dispatch;
-            s.spawn(move || SessionWorker::new(plan, dispatch, ledger, id).work());
+        // Sessions are numbered across routes: the trace tells them apart.
+        let mut id = 0;
+        let mut staff = |route: usize| {
+            for _ in 0..dispatch.route_plan(route).sessions.max(1) {
+                id += 1;
+                let (dispatch, live, id) = (&dispatch, &live, id);
+                live.fetch_add(1, Ordering::SeqCst);
+                s.spawn(move || {
+                    SessionWorker::new(plan, route, dispatch, ledger, id).work();
+                    live.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        };
+        for route in 0..plan.routes.len() {
+            staff(route);
+        }
+        if plan.make_route.is_some() {
+            // Routes made at run time get their sessions here.
+            loop {
+                let new = dispatch.unstaffed();
+                let none = new.is_empty();
+                for route in new {
+                    staff(route);
+                }
+                if none && live.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     });
     dispatch.end()
@@ -42,6 +77,10 @@ pub fn deliver(
 /// A worker driving one session at a time.
 struct SessionWorker<'a> {
     plan: &'a Plan,
+    /// The route's number in the dispatcher.
+    route: usize,
+    /// How the route's sessions connect.
+    rp: Arc<Route>,
     dispatch: &'a Dispatcher,
     ledger: &'a dyn Ledger,
     id: usize,
@@ -82,10 +121,18 @@ struct Round {
 }
 
 impl<'a> SessionWorker<'a> {
-    /// Worker number `id` (it names the session in the trace).
-    fn new(plan: &'a Plan, dispatch: &'a Dispatcher, ledger: &'a dyn Ledger, id: usize) -> Self {
+    /// Worker number `id` (it names the session in the trace) on `route`.
+    fn new(
+        plan: &'a Plan,
+        route: usize,
+        dispatch: &'a Dispatcher,
+        ledger: &'a dyn Ledger,
+        id: usize,
+    ) -> Self {
         SessionWorker {
             plan,
+            route,
+            rp: dispatch.route_plan(route),
             dispatch,
             ledger,
             id,
@@ -93,30 +140,67 @@ impl<'a> SessionWorker<'a> {
         }
     }
 
+    /// This worker's route.
+    fn r(&self) -> &Route {
+        &self.rp
+    }
+
+    /// This worker's session, as the dispatcher knows it.
+    fn key(&self) -> SessionKey {
+        (self.route, self.id)
+    }
+
+    /// Open a session to the route's first endpoint that answers.
+    fn open(&self) -> Result<Session<'a>, SessionFailure> {
+        let trace = self.plan.trace.clone().map(|t| match self.plan.named {
+            true => t.labelled(&self.r().name),
+            false => t,
+        });
+        let mut last = None;
+        for endpoint in &self.r().endpoints {
+            match Session::open(endpoint, self.r().core.clone(), trace.clone(), self.id) {
+                Ok(s) => return Ok(s),
+                Err(f) if worth_retrying(&f) => last = Some(f),
+                Err(f) => return Err(f),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            SessionFailure::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the route has no endpoint",
+            ))
+        }))
+    }
+
     /// Open sessions and send on them until the dispatcher has no more work
-    /// or the run stops.
+    /// for this route or the run stops.
     fn work(mut self) {
         loop {
             // Connect only when there is something to send.
             let first = loop {
-                match self.dispatch.next(0) {
+                match self.dispatch.next(self.key(), 0) {
                     Next::Work(w) => break *w,
                     Next::Wait(d) => std::thread::sleep(d),
                     Next::Done => return,
                 }
             };
-            let mut session = match Session::open(
-                &self.plan.endpoint,
-                self.plan.core.clone(),
-                self.plan.trace.clone(),
-                self.id,
-            ) {
+            let mut session = match self.open() {
                 Ok(s) => s,
                 Err(failure) => {
                     // Nothing of `first` left: give it back untouched.
                     self.dispatch.requeue(first, Duration::ZERO);
+                    if let Some(reply) = limit_of_failure(&failure) {
+                        // "Too many connections" and the like: pause the route
+                        // (its attempts still count, below).
+                        self.dispatch.pause_for_limit(
+                            self.route,
+                            &reply,
+                            self.plan.retry.retry_delay,
+                        );
+                    }
                     if !worth_retrying(&failure) {
-                        self.dispatch.set_fatal(self.plan.open_error(&failure));
+                        self.dispatch
+                            .retire(self.route, self.r().open_error(&failure));
                         return;
                     }
                     if !self.backoff(&failure.to_string()) {
@@ -146,15 +230,17 @@ impl<'a> SessionWorker<'a> {
         }
     }
 
-    /// Sleep before reconnecting; false when the attempts are used up (the run
-    /// then stops with what is left unsent).
+    /// Sleep before reconnecting (what this session held went back to the
+    /// queue, for the other sessions and routes); false when the attempts
+    /// are used up (the route is then retired; the run stops with what is
+    /// left unsent if it was the last).
     fn backoff(&mut self, why: &str) -> bool {
         self.failures += 1;
         if self.failures >= self.plan.retry.max_attempts.max(1) {
             let err = if self.dispatch.accepted.load(Ordering::SeqCst) == 0 {
                 Error::Unavailable(format!(
                     "could not use {} after {} attempts: {why}",
-                    self.plan.server(),
+                    self.r().server(),
                     self.failures
                 ))
             } else {
@@ -162,7 +248,7 @@ impl<'a> SessionWorker<'a> {
                     "the server became unavailable ({why}); rerun to resume"
                 ))
             };
-            self.dispatch.set_fatal(err);
+            self.dispatch.retire(self.route, err);
             return false;
         }
         let delay = retry_delay(self.plan.retry.retry_delay, self.failures);
@@ -221,8 +307,8 @@ impl<'a> SessionWorker<'a> {
     /// once it is half empty, so that one durable reservation (a disk sync)
     /// covers many messages.
     fn fill(&self, session: &mut Session<'_>, round: &mut Round) -> Vec<Work> {
-        let window = self.plan.core.window.max(1);
-        let max = self.plan.max_messages_per_session.max(1);
+        let window = self.r().core.window.max(1);
+        let max = self.r().max_messages_per_session.max(1);
         let mut batch: Vec<Work> = Vec::new();
         if round.inflight.len() * 2 > window {
             return batch;
@@ -233,7 +319,13 @@ impl<'a> SessionWorker<'a> {
             }
             // Under a rate limit, one message at a time keeps arrival
             // times as even as the send times.
-            if self.plan.rate.is_some() && (!round.inflight.is_empty() || !batch.is_empty()) {
+            if (self.plan.rate.is_some() || self.r().rate.is_some())
+                && (!round.inflight.is_empty() || !batch.is_empty())
+            {
+                break;
+            }
+            // A paused route takes nothing more; what it holds may finish.
+            if round.carry.is_none() && self.dispatch.paused(self.route) {
                 break;
             }
             if session.client().in_flight() + batch.len() >= window {
@@ -241,7 +333,10 @@ impl<'a> SessionWorker<'a> {
             }
             let w = match round.carry.take() {
                 Some(w) => w,
-                None => match self.dispatch.next(round.inflight.len() + batch.len()) {
+                None => match self
+                    .dispatch
+                    .next(self.key(), round.inflight.len() + batch.len())
+                {
                     Next::Work(w) => *w,
                     Next::Wait(d) => {
                         if round.inflight.is_empty() && batch.is_empty() {
@@ -284,7 +379,7 @@ impl<'a> SessionWorker<'a> {
         }
         let mut batch = batch.into_iter();
         while let Some(mut w) = batch.next() {
-            if !self.dispatch.rate_slot() {
+            if !self.dispatch.rate_slot(self.route) {
                 // Stopping: these were reserved but never sent.
                 self.dispatch.requeue(w, Duration::ZERO);
                 for w in batch.by_ref() {
@@ -324,7 +419,10 @@ impl<'a> SessionWorker<'a> {
         if round.exhausted || self.dispatch.halted() {
             return Some(Close::Quit(SessionEnd::Finished));
         }
-        if round.submitted >= self.plan.max_messages_per_session.max(1) {
+        if round.submitted >= self.r().max_messages_per_session.max(1)
+            || (round.carry.is_none() && self.dispatch.paused(self.route))
+        {
+            // A paused route's session leaves; the worker waits for the pause to end.
             return Some(Close::Quit(SessionEnd::Reconnect));
         }
         if !session.client().can_submit() && session.client().in_flight() == 0 {
@@ -380,6 +478,15 @@ impl<'a> SessionWorker<'a> {
                 let lost = session.lost();
                 self.settle_all(lost, inflight);
                 self.requeue_all(inflight);
+                if let CloseReason::ServiceClosing(reply) = &reason {
+                    if is_limit(reply) {
+                        self.dispatch.pause_for_limit(
+                            self.route,
+                            reply,
+                            self.plan.retry.retry_delay,
+                        );
+                    }
+                }
                 Some(Close::Abandon(SessionEnd::Broken(reason.to_string())))
             }
             Ok(Event::Ready) | Ok(Event::StartTls) => None,
@@ -422,16 +529,33 @@ impl<'a> SessionWorker<'a> {
     fn settle_all(&mut self, outcomes: Vec<TxOutcome>, inflight: &mut HashMap<u64, Work>) -> bool {
         let mut records = Vec::new();
         let mut again = Vec::new();
+        let mut accepted = 0;
+        let mut limit: Option<Reply> = None;
         for o in outcomes {
-            let Some(work) = inflight.remove(&o.id) else {
+            let Some(mut work) = inflight.remove(&o.id) else {
                 continue;
             };
+            self.dispatch.release(&mut work);
             if matches!(o.result, TxResult::Accepted(_)) {
-                self.dispatch.accepted.fetch_add(1, Ordering::SeqCst);
+                accepted += 1;
             }
             let decision = settle(work, o, &self.plan.retry);
-            records.extend(decision.record);
+            let mut record = decision.record;
+            if let (Some(rec), true) = (record.as_mut(), self.plan.named) {
+                if let Some(o) = rec.outcome.as_mut() {
+                    o.relay = Some(self.dispatch.route_name(self.route));
+                }
+            }
+            records.extend(record);
             again.extend(decision.again);
+            if decision.limit.is_some() {
+                limit = decision.limit;
+            }
+        }
+        self.dispatch.accepted_on(self.route, accepted);
+        if let Some(reply) = &limit {
+            self.dispatch
+                .pause_for_limit(self.route, reply, self.plan.retry.retry_delay);
         }
         if !records.is_empty() {
             if let Err(e) = self.ledger.settled_rcpts(&records) {
@@ -449,6 +573,17 @@ impl<'a> SessionWorker<'a> {
             self.dispatch.requeue(w, jitter(delay));
         }
         true
+    }
+}
+
+/// The limit reply that refused a session, if that is why it could not
+/// be opened (a greeting or a 421 saying the connections are over a limit).
+fn limit_of_failure(failure: &SessionFailure) -> Option<Reply> {
+    match failure {
+        SessionFailure::Closed(
+            CloseReason::ServiceClosing(r) | CloseReason::Error(SessionError::Greeting(r)),
+        ) if is_limit(r) => Some(r.clone()),
+        _ => None,
     }
 }
 

@@ -64,6 +64,8 @@ pub struct RawJob {
     pub return_path: Option<String>,
     /// The mailbox of bounces, complaints and unsubscribe requests.
     pub bounces: Option<RawBounces>,
+    /// Limits per recipient domain (`"*"`: every other domain).
+    pub domains: Option<indexmap::IndexMap<String, RawDomain>>,
 }
 
 /// The `bounces:` section.
@@ -195,6 +197,26 @@ pub struct RawSmtp {
     pub helo: Option<String>,
     /// Allow AUTH without TLS.
     pub allow_plaintext_auth: Option<bool>,
+    /// A relay's name in events, traces and messages (default `host:port`).
+    pub name: Option<String>,
+    /// Messages accepted per relay per local day, across runs.
+    pub daily_limit: Option<u32>,
+    /// How long a run waits while every relay is paused before it ends (exit 75).
+    #[serde(default, deserialize_with = "de_duration")]
+    pub patience: Option<Duration>,
+    /// Several servers to spread the messages over (each item: these keys).
+    pub relays: Option<Vec<RawSmtp>>,
+}
+
+/// One `domains:` entry: limits for one recipient domain (or `"*"`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDomain {
+    /// `30/min`, `5/s`: messages for this domain.
+    #[serde(default, deserialize_with = "de_rate")]
+    pub rate: Option<Rate>,
+    /// Sessions that may carry this domain's mail at once.
+    pub sessions: Option<usize>,
 }
 
 /// `security:` values.

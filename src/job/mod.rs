@@ -106,6 +106,14 @@ pub struct SmtpSettings {
     pub allow_plaintext_auth: bool,
     /// The provider preset used, if any (for provider-specific advice on errors).
     pub provider: Option<String>,
+    /// The relay's name in events and traces (`None`: `host:port`).
+    pub name: Option<String>,
+    /// Messages this server may accept per local day, across runs.
+    pub daily_limit: Option<u32>,
+    /// How long a run waits while every relay is paused (default 10 minutes).
+    pub patience: Duration,
+    /// `smtp.relays`: the servers messages are spread over (empty: this one).
+    pub relays: Vec<SmtpSettings>,
 }
 
 impl SmtpSettings {
@@ -129,8 +137,40 @@ impl SmtpSettings {
             helo: None,
             allow_plaintext_auth: false,
             provider: None,
+            name: None,
+            daily_limit: None,
+            patience: DEFAULT_PATIENCE,
+            relays: Vec::new(),
         }
     }
+
+    /// The name that events and traces give this server: `name`, else `host:port`.
+    pub fn relay_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", self.host, self.port))
+    }
+
+    /// The servers a run spreads its messages over: the relays, or this one.
+    pub fn pool(&self) -> Vec<&SmtpSettings> {
+        if self.relays.is_empty() {
+            vec![self]
+        } else {
+            self.relays.iter().collect()
+        }
+    }
+}
+
+/// How long a run waits, by default, while every relay is paused.
+pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Limits for one recipient domain (`domains:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DomainLimit {
+    /// Messages for the domain, across every session.
+    pub rate: Option<Rate>,
+    /// Sessions that may carry the domain's mail at once.
+    pub sessions: Option<usize>,
 }
 
 /// One attachment entry; both fields are templates.
@@ -217,4 +257,6 @@ pub struct Job {
     pub return_path: Option<String>,
     /// The mailbox `mailshot bounces` reads.
     pub bounces: Option<bounces::BounceSettings>,
+    /// `domains:` limits, by lowercase recipient domain or `"*"`, in file order.
+    pub domains: Vec<(String, DomainLimit)>,
 }

@@ -18,7 +18,8 @@ pub fn key_position(text: &str, path: &[&str]) -> (Option<u64>, Option<u64>) {
     let mut item: Option<usize> = None;
     let mut item_indent: Option<usize> = None;
     for (i, line) in text.lines().enumerate() {
-        if depth == path.len() {
+        // A path ending in an item (`relays[1]`) goes on to that item's line.
+        if depth == path.len() && want_item.is_none() {
             break;
         }
         let content = line.trim_start();
@@ -46,6 +47,14 @@ pub fn key_position(text: &str, path: &[&str]) -> (Option<u64>, Option<u64>) {
         if want_item.is_some() && item != want_item {
             continue;
         }
+        if depth == path.len() {
+            let rest = content.trim_start_matches('-').trim_start();
+            found = (
+                Some(i as u64 + 1),
+                Some((indent + content.len() - rest.len() + 1) as u64),
+            );
+            break;
+        }
         let key_text = match (depth, dash) {
             (0, _) | (_, false) => content,
             _ => content.trim_start_matches('-').trim_start(),
@@ -62,10 +71,10 @@ pub fn key_position(text: &str, path: &[&str]) -> (Option<u64>, Option<u64>) {
     found
 }
 
-/// The key and the sequence index of a path segment; only the first segment
-/// may carry an index (`attachments[1]`), since later ones are header names.
+/// The key and the sequence index of a path segment (`attachments[1]`,
+/// `smtp` → `relays[0]`); a header name below `headers` never carries one.
 fn split_index(segment: &str, depth: usize) -> (&str, Option<usize>) {
-    if depth == 0 {
+    if depth == 0 || segment.ends_with(']') {
         if let Some((key, rest)) = segment.split_once('[') {
             if let Ok(n) = rest.trim_end_matches(']').parse() {
                 return (key, Some(n));

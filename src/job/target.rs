@@ -19,10 +19,13 @@ pub enum Target {
 
 /// Where a run sends, as its journal records it: `capture:DIR` for the
 /// built-in capture server, else the server's URL with the user
-/// (`smtps://me@smtp.example.com:465`; no secret).
+/// (`smtps://me@smtp.example.com:465`; no secret). A relay pool is `relays`
+/// whatever its members, so that a rerun may add or drop a relay (another
+/// account when one is over its quota) and still resume.
 pub fn destination(target: &Target) -> String {
     match target {
         Target::Capture(dir) => format!("capture:{}", dir.display()),
+        Target::Smtp(s) if !s.relays.is_empty() => "relays".to_owned(),
         Target::Smtp(s) => {
             let scheme = match s.security {
                 Security::Tls => "smtps",
@@ -105,6 +108,9 @@ fn with_url(base: SmtpSettings, url: SmtpSettings) -> SmtpSettings {
         auth: url.auth.or(base.auth),
         allow_plaintext_auth: same_host && base.allow_plaintext_auth,
         provider: if same_host { base.provider } else { None },
+        // The URL names one server: the pool and its names are left behind.
+        relays: Vec::new(),
+        name: None,
         ..base
     }
 }

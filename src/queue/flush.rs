@@ -85,7 +85,7 @@ pub fn deliver_entry(queue: &Queue, id: &str, trace: Option<Trace>) -> Result<Fa
         smtputf8: meta.smtputf8,
     };
     let mut plan = Plan::open(&target, trace)?;
-    plan.sessions = 1;
+    plan.set_sessions(1);
     // The queue is the retry: one try now, the next one after the backoff.
     plan.retry.max_attempts = 1;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);

@@ -8,6 +8,7 @@
 mod helpers;
 
 mod attempts;
+mod domains;
 mod envelope;
 mod exit;
 mod explained;
@@ -22,6 +23,7 @@ mod progress;
 mod rate;
 mod recipes;
 mod rehearsal;
+mod relays;
 mod report;
 mod resume_inputs;
 mod retries;

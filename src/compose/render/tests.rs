@@ -55,6 +55,7 @@ impl Fixture {
             suppress: vec![],
             return_path: None,
             bounces: None,
+            domains: vec![],
         }
     }
 }

@@ -16,6 +16,9 @@ use crate::error::{Error, Location, Result};
 mod bounces_section;
 #[cfg(test)]
 mod bounces_tests;
+mod pool;
+#[cfg(test)]
+mod pool_tests;
 mod problems;
 pub mod sender_rule;
 pub mod smtp_section;
@@ -207,6 +210,7 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
         .bounces
         .as_ref()
         .and_then(|b| build_bounces(b, &dir, &mut p));
+    let domains = pool::build_domains(raw.domains.as_ref(), &mut p);
 
     let mut job_vars = raw.vars.clone();
     if job_vars.keys().any(|k| !k.is_string()) {
@@ -244,6 +248,7 @@ pub fn parse_job(text: &str, path: &Path, vars: &[(String, String)]) -> Result<J
         suppress,
         return_path: raw.return_path,
         bounces,
+        domains,
     })
 }
 

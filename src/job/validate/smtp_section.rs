@@ -19,8 +19,17 @@ pub fn parse_smtp_url_settings(url: &str) -> Result<SmtpSettings> {
     Ok(s)
 }
 
-/// Apply a `smtp:` section: preset, then URL, then explicit fields.
+/// Apply a `smtp:` section: one server (preset, then URL, then explicit
+/// fields), or the pool its `relays` list.
 pub(super) fn build_smtp(raw: &RawSmtp, dir: &Path, p: &mut Problems) -> Option<SmtpSettings> {
+    match &raw.relays {
+        Some(relays) => super::pool::build_pool(raw, relays, dir, p),
+        None => build_server(raw, dir, p),
+    }
+}
+
+/// One server's settings from a section without `relays`.
+pub(super) fn build_server(raw: &RawSmtp, dir: &Path, p: &mut Problems) -> Option<SmtpSettings> {
     let before = p.diags.len();
     let mut settings: Option<SmtpSettings> = None;
     let mut provider_name = None;
@@ -198,6 +207,19 @@ pub(super) fn build_smtp(raw: &RawSmtp, dir: &Path, p: &mut Problems) -> Option<
             );
         }
         s.helo = Some(helo.clone());
+    }
+    if let Some(name) = &raw.name {
+        if name.trim().is_empty() || name.chars().any(char::is_control) {
+            p.at(&["smtp", "name"], "name must be a non-empty line of text");
+        }
+        s.name = Some(name.trim().to_string());
+    }
+    if raw.daily_limit == Some(0) {
+        p.at(&["smtp", "daily_limit"], "daily_limit must be at least 1");
+    }
+    s.daily_limit = raw.daily_limit;
+    if let Some(t) = raw.patience {
+        s.patience = t;
     }
     Some(s)
 }

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone)]
 pub struct Trace {
     sink: Arc<Mutex<Box<dyn Write + Send>>>,
+    /// The relay the session goes to, named beside its number (`[2 backup]`).
+    label: Option<Arc<str>>,
 }
 
 impl Trace {
@@ -16,6 +18,15 @@ impl Trace {
     pub fn new(sink: Box<dyn Write + Send>) -> Self {
         Trace {
             sink: Arc::new(Mutex::new(sink)),
+            label: None,
+        }
+    }
+
+    /// The same sink, with each line naming `relay` after the session number.
+    pub fn labelled(&self, relay: &str) -> Self {
+        Trace {
+            sink: self.sink.clone(),
+            label: Some(relay.into()),
         }
     }
 
@@ -26,7 +37,10 @@ impl Trace {
         }
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         for line in lines {
-            let _ = writeln!(sink, "[{session}] {line}");
+            let _ = match &self.label {
+                Some(relay) => writeln!(sink, "[{session} {relay}] {line}"),
+                None => writeln!(sink, "[{session}] {line}"),
+            };
         }
         let _ = sink.flush();
     }
