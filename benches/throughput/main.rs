@@ -22,6 +22,7 @@ mod procs;
 mod proxy;
 mod results;
 mod servers;
+mod shaping;
 mod slow;
 
 use std::fmt::Write as _;
@@ -65,6 +66,8 @@ struct Opts {
     attach_n: usize,
     /// Only the 1 MB attachment section.
     attach_only: bool,
+    /// Only the traffic-shaping section (per-domain queues, relay failover).
+    shaping_only: bool,
 }
 
 impl Opts {
@@ -91,6 +94,7 @@ impl Opts {
                 render_only: false,
                 attach_n: 300,
                 attach_only: false,
+                shaping_only: false,
             }
         } else {
             Opts {
@@ -112,6 +116,7 @@ impl Opts {
                 render_only: false,
                 attach_n: 3,
                 attach_only: false,
+                shaping_only: false,
             }
         };
         let mut it = args.iter();
@@ -140,6 +145,7 @@ impl Opts {
                 "--render-only" => o.render_only = true,
                 "--attach-n" => o.attach_n = num(it.next(), "--attach-n"),
                 "--attach-only" => o.attach_only = true,
+                "--shaping-only" => o.shaping_only = true,
                 "--quick" => {
                     o.reps = 1;
                     o.secs = 1.5;
@@ -818,6 +824,16 @@ fn main() {
         return;
     }
 
+    if opts.shaping_only {
+        let mut out = String::new();
+        let recs = shaping::run(&opts, &env, &mut out);
+        println!("{out}");
+        if recs.len() < shaping::RECORDS || !save_results(opts.full, &work, &recs) {
+            std::process::exit(1);
+        }
+        return;
+    }
+
     if opts.render_only {
         let rendering = render_section(&opts, &env);
         println!("{}", rendering.text);
@@ -932,6 +948,12 @@ fn main() {
     let parallel = parallel_sessions(&opts, &env);
 
     let rendering = render_section(&opts, &env);
+    let mut shaping_text = String::new();
+    let shaping_records = if opts.full {
+        shaping::run(&opts, &env, &mut shaping_text)
+    } else {
+        Vec::new()
+    };
     let servers_up = started.len();
     drop(started);
     let capture_in_ram = capture_base.1;
@@ -967,6 +989,7 @@ fn main() {
     if !attached.is_empty() {
         let _ = writeln!(out, "\n{attach_text}");
     }
+    out.push_str(&shaping_text);
     let (per_core, rss_1m) = (rendering.plain, rendering.rss_1m_kb);
     let _ = writeln!(out, "\n### Targets\n");
     for server in ["smtp-sink", "capture", "postfix", "exim", "haraka"] {
@@ -1069,12 +1092,15 @@ fn main() {
         rendering.rss_1m_kb,
     );
     recs.extend(attach_records);
+    let shaping_failed = opts.full && shaping_records.len() < shaping::RECORDS;
+    recs.extend(shaping_records);
 
     let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
     let mut failed = !failures.is_empty()
         || parallel.iter().any(|(_, r)| r.is_err())
         || rendering.failed
         || attach_failed
+        || shaping_failed
         || !save_results(opts.full, &work, &recs);
     if !opts.full && servers_up == 0 {
         failed = true;
