@@ -24,6 +24,7 @@ mod proxy;
 mod results;
 mod rss;
 mod servers;
+mod shaping;
 mod slow;
 
 use std::fmt::Write as _;
@@ -73,6 +74,8 @@ struct Opts {
     attach_only: bool,
     /// Only the memory section (`--rss-rows` recipients).
     rss_only: bool,
+    /// Only the traffic-shaping section (per-domain queues, relay failover).
+    shaping_only: bool,
 }
 
 impl Opts {
@@ -100,6 +103,7 @@ impl Opts {
                 attach_n: 300,
                 attach_only: false,
                 rss_only: false,
+                shaping_only: false,
             }
         } else {
             Opts {
@@ -122,6 +126,7 @@ impl Opts {
                 attach_n: 3,
                 attach_only: false,
                 rss_only: false,
+                shaping_only: false,
             }
         };
         let mut it = args.iter();
@@ -151,6 +156,7 @@ impl Opts {
                 "--attach-n" => o.attach_n = num(it.next(), "--attach-n"),
                 "--attach-only" => o.attach_only = true,
                 "--rss-only" => o.rss_only = true,
+                "--shaping-only" => o.shaping_only = true,
                 "--quick" => {
                     o.reps = 1;
                     o.secs = 1.5;
@@ -798,6 +804,16 @@ fn main() {
         return;
     }
 
+    if opts.shaping_only {
+        let mut out = String::new();
+        let recs = shaping::run(&opts, &env, &mut out);
+        println!("{out}");
+        if recs.len() < shaping::RECORDS || !save_results(opts.full, &work, &recs) {
+            std::process::exit(1);
+        }
+        return;
+    }
+
     if opts.render_only {
         let rendering = render_section(&opts, &env);
         println!("{}", rendering.text);
@@ -916,6 +932,12 @@ fn main() {
 
     let rendering = render_section(&opts, &env);
     let memory = (opts.rss_rows > 0).then(|| rss::section(&env, opts.rss_rows));
+    let mut shaping_text = String::new();
+    let shaping_records = if opts.full {
+        shaping::run(&opts, &env, &mut shaping_text)
+    } else {
+        Vec::new()
+    };
     let servers_up = started.len();
     drop(started);
     let capture_in_ram = capture_base.1;
@@ -954,6 +976,7 @@ fn main() {
     if let Some(m) = &memory {
         let _ = writeln!(out, "\n{}", m.text);
     }
+    out.push_str(&shaping_text);
     let per_core = rendering.plain;
     let _ = writeln!(out, "\n### Targets\n");
     for server in ["smtp-sink", "capture", "postfix", "exim", "haraka"] {
@@ -1046,6 +1069,8 @@ fn main() {
     let mut recs = records(&rows, &parallel, rendering.plain, rendering.engine);
     recs.extend(attach_records);
     recs.extend(memory.iter().flat_map(|m| m.records.clone()));
+    let shaping_failed = opts.full && shaping_records.len() < shaping::RECORDS;
+    recs.extend(shaping_records);
 
     let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
     let mut failed = !failures.is_empty()
@@ -1053,6 +1078,7 @@ fn main() {
         || rendering.failed
         || attach_failed
         || memory.as_ref().is_some_and(|m| m.failed)
+        || shaping_failed
         || !save_results(opts.full, &work, &recs);
     if !opts.full && servers_up == 0 {
         failed = true;
