@@ -15,7 +15,8 @@ const BULK_WARNING: u64 = 300;
 
 /// `mailshot check JOB [--connect]`.
 pub fn check(args: &CheckArgs) -> Result<ExitCode> {
-    let prepared = prepare(&args.job.job, &args.job.vars)?;
+    let mut prepared = prepare(&args.job.job, &args.job.vars)?;
+    prepared.limit_threads(args.threads);
     let tally = prepared.validate(None, true)?;
     let (messages, dups) = (tally.messages, tally.duplicates);
     eprintln!(

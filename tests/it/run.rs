@@ -30,3 +30,4 @@ mod shard;
 mod signals;
 mod slurm;
 mod suppress;
+mod threads;
