@@ -16,6 +16,7 @@
 
 mod attach;
 mod contenders;
+mod cores;
 mod data;
 mod lettre_sender;
 mod procs;
@@ -65,6 +66,10 @@ struct Opts {
     attach_n: usize,
     /// Only the 1 MB attachment section.
     attach_only: bool,
+    /// Rows of the both-cores `check` comparison (0 skips that section).
+    cores_rows: usize,
+    /// Only the both-cores section.
+    cores_only: bool,
 }
 
 impl Opts {
@@ -91,6 +96,8 @@ impl Opts {
                 render_only: false,
                 attach_n: 300,
                 attach_only: false,
+                cores_rows: 1_000_000,
+                cores_only: false,
             }
         } else {
             Opts {
@@ -112,6 +119,8 @@ impl Opts {
                 render_only: false,
                 attach_n: 3,
                 attach_only: false,
+                cores_rows: 200,
+                cores_only: false,
             }
         };
         let mut it = args.iter();
@@ -140,6 +149,8 @@ impl Opts {
                 "--render-only" => o.render_only = true,
                 "--attach-n" => o.attach_n = num(it.next(), "--attach-n"),
                 "--attach-only" => o.attach_only = true,
+                "--cores-rows" => o.cores_rows = num(it.next(), "--cores-rows"),
+                "--cores-only" => o.cores_only = true,
                 "--quick" => {
                     o.reps = 1;
                     o.secs = 1.5;
@@ -834,6 +845,25 @@ fn main() {
         return;
     }
 
+    if opts.cores_only {
+        let sink = servers::start_sink(&work, false);
+        if let Err(e) = &sink {
+            notes.push(format!("smtp-sink not started, run not measured: {e}"));
+        }
+        let sink = sink.ok();
+        let n = opts.n_max;
+        let measured = cores::measure(&env, opts.cores_rows.max(1), n, opts.reps, sink.as_ref());
+        let (text, recs, failed) = cores::report(&measured);
+        println!("{text}");
+        for n in &notes {
+            println!("Note: {n}");
+        }
+        if failed || !save_results(opts.full, &work, &recs) {
+            std::process::exit(1);
+        }
+        return;
+    }
+
     let mut started: Vec<Server> = Vec::new();
     let named = |name: &str| {
         opts.only
@@ -932,6 +962,16 @@ fn main() {
     let parallel = parallel_sessions(&opts, &env);
 
     let rendering = render_section(&opts, &env);
+    let both_cores = (opts.cores_rows > 0).then(|| {
+        let sink = started.iter().find(|s| s.name() == "smtp-sink");
+        cores::report(&cores::measure(
+            &env,
+            opts.cores_rows,
+            opts.n_max,
+            opts.reps,
+            sink,
+        ))
+    });
     let servers_up = started.len();
     drop(started);
     let capture_in_ram = capture_base.1;
@@ -964,6 +1004,9 @@ fn main() {
     );
     let speedup = parallel_lines(&parallel, &mut out);
     let _ = writeln!(out, "\n{}", rendering.text);
+    if let Some((text, _, _)) = &both_cores {
+        let _ = writeln!(out, "\n{text}");
+    }
     if !attached.is_empty() {
         let _ = writeln!(out, "\n{attach_text}");
     }
@@ -1069,12 +1112,15 @@ fn main() {
         rendering.rss_1m_kb,
     );
     recs.extend(attach_records);
+    let cores_failed = both_cores.as_ref().is_some_and(|(_, _, f)| *f);
+    recs.extend(both_cores.into_iter().flat_map(|(_, r, _)| r));
 
     let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
     let mut failed = !failures.is_empty()
         || parallel.iter().any(|(_, r)| r.is_err())
         || rendering.failed
         || attach_failed
+        || cores_failed
         || !save_results(opts.full, &work, &recs);
     if !opts.full && servers_up == 0 {
         failed = true;
