@@ -87,8 +87,9 @@ impl<I, W, G> Work<I, W, G> {
                 s.spawn(move || self.worker(job_rx, done_tx));
             }
             drop(done_tx);
-            // One item a chunk until a result tells what an item weighs.
-            let (mut sent, mut emitted, mut chunk) = (0u64, 0u64, 1);
+            // One item a chunk until a result tells what an item weighs;
+            // then as many as the heaviest items so far fit the budget.
+            let (mut sent, mut emitted, mut chunk, mut heaviest) = (0u64, 0u64, 1, 1);
             let mut waiting: BTreeMap<u64, Vec<O>> = BTreeMap::new();
             loop {
                 while sent - emitted < window {
@@ -105,8 +106,8 @@ impl<I, W, G> Work<I, W, G> {
                 match done.recv().expect("workers answer every chunk") {
                     Done::Panicked(p) => panic::resume_unwind(p),
                     Done::Chunk(seq, results, bytes) => {
-                        let per_item = bytes / results.len().max(1);
-                        chunk = (CHUNK_BYTES / per_item.max(1)).clamp(1, MAX_CHUNK);
+                        heaviest = heaviest.max(bytes / results.len().max(1));
+                        chunk = (CHUNK_BYTES / heaviest).clamp(1, MAX_CHUNK);
                         waiting.insert(seq, results);
                     }
                 }
