@@ -5,7 +5,7 @@
 //!
 //! Memory stays bounded however long the stream: at most a few chunks per
 //! thread are in flight, and a chunk holds fewer items when the results
-//! weigh more (a chunk's results aim at [`CHUNK_BYTES`]).
+//! weigh more (a chunk's results aim at the caller's `chunk_bytes`).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -16,8 +16,8 @@ use std::sync::Mutex;
 /// Most items in one chunk.
 const MAX_CHUNK: usize = 128;
 
-/// What one chunk's results should weigh at most, in bytes (by the caller's
-/// `weigh`); a chunk has at least one item.
+/// What one chunk's results should weigh at most by default, in bytes (by
+/// the caller's `weigh`); a chunk has at least one item.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
 /// Every core this process may use (`available_parallelism`: CPU affinity
@@ -38,6 +38,8 @@ pub struct Work<I, W, G> {
     pub work: W,
     /// Roughly how many bytes a result holds while it waits for the sink.
     pub weigh: G,
+    /// What one chunk's results should weigh at most (e.g. [`CHUNK_BYTES`]).
+    pub chunk_bytes: usize,
 }
 
 /// What a worker hands back for one chunk.
@@ -107,7 +109,7 @@ impl<I, W, G> Work<I, W, G> {
                     Done::Panicked(p) => panic::resume_unwind(p),
                     Done::Chunk(seq, results, bytes) => {
                         heaviest = heaviest.max(bytes / results.len().max(1));
-                        chunk = (CHUNK_BYTES / heaviest).clamp(1, MAX_CHUNK);
+                        chunk = (self.chunk_bytes / heaviest).clamp(1, MAX_CHUNK);
                         waiting.insert(seq, results);
                     }
                 }

@@ -6,12 +6,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::compose::message::{Draft, Outgoing};
 use crate::compose::mime::{self, MimeOptions};
-use crate::compose::parallel::Work;
+use crate::compose::parallel::{Work, CHUNK_BYTES};
 use crate::compose::recipients::{Recipient, RecipientReader};
 use crate::compose::render::{Renderer, RowsRenderer};
 use crate::error::{Diagnostic, Location, Problems, Result};
 use crate::job::Job;
 use crate::suppression::Suppression;
+
+/// What one chunk of built messages may weigh while it waits for the
+/// feed: less than a validation pass's chunk, because the feed's own queue
+/// already holds hundreds of messages ahead of the sessions.
+const FEED_CHUNK_BYTES: usize = 64 * 1024;
 
 /// A job whose templates compiled.
 pub struct Prepared {
@@ -283,10 +288,11 @@ impl Prepared {
     /// the rendering thread), and handed to `sink` in row order: the same
     /// rows in the same order whatever the thread count. `weigh` tells what
     /// a kept message holds in memory, so that fewer are in flight when
-    /// they are big.
+    /// they are big: a chunk of rows aims at `chunk_bytes`.
     pub fn each_row<M: Send>(
         &self,
         limit: Option<u64>,
+        chunk_bytes: usize,
         finish: impl Fn(Draft) -> M + Sync,
         weigh: impl Fn(&M) -> usize + Sync,
         sink: impl FnMut(Row<M>) -> Result<()>,
@@ -301,6 +307,7 @@ impl Prepared {
                 Row::Message(m) => weigh(m),
                 _ => 0,
             },
+            chunk_bytes,
         };
         work.run(self.recipients(limit)?, sink)
     }
@@ -317,8 +324,9 @@ impl Prepared {
         let dkim = self.dkim.as_ref();
         self.each_row(
             limit,
+            FEED_CHUNK_BYTES,
             |draft| self.build(draft, run_id, date, dkim),
-            |m| m.data.len(),
+            |m| m.data.capacity(),
             sink,
         )
     }
@@ -341,6 +349,7 @@ impl Prepared {
         };
         self.each_row(
             limit,
+            CHUNK_BYTES,
             finish,
             |_| 0,
             |row| {
@@ -363,6 +372,7 @@ impl Prepared {
         let mut problems = Problems::default();
         self.each_row(
             limit,
+            CHUNK_BYTES,
             |draft| draft,
             draft_weight,
             |row| {

@@ -20,6 +20,7 @@ fn collect(
         init: || (),
         work: |_: &mut (), x: u32| f(x),
         weigh: |_: &u64| weight,
+        chunk_bytes: CHUNK_BYTES,
     };
     work.run(items.iter().copied(), |r| {
         seen.push(r);
@@ -110,6 +111,7 @@ fn most_in_flight(threads: usize, weight: usize) -> usize {
         init: || (),
         work: |_: &mut (), x: u32| x,
         weigh: |_: &u32| weight,
+        chunk_bytes: CHUNK_BYTES,
     };
     work.run(items, |_| {
         sunk += 1;
@@ -139,6 +141,7 @@ fn the_first_sink_error_ends_the_pass() {
         init: || (),
         work: |_: &mut (), x: u32| x,
         weigh: |_: &u32| 0,
+        chunk_bytes: CHUNK_BYTES,
     };
     let out = work.run(0..100_000u32, |x| {
         seen += 1;
