@@ -159,6 +159,24 @@ fn lines(out: &mut String, runs: &Runs, what: &str, rate: impl Fn(&Measured) -> 
     }
 }
 
+/// The median over the alternating pairs of all-threads wall ÷ one-thread
+/// wall: each pair saw about the same load.
+fn pairs_median(sides: &[Runs; 2]) -> Option<f64> {
+    let (Ok(all), Ok(one)) = (&sides[0], &sides[1]) else {
+        return None;
+    };
+    let mut r: Vec<f64> = all
+        .iter()
+        .zip(one)
+        .map(|(a, o)| a.wall.as_secs_f64() / o.wall.as_secs_f64().max(1e-9))
+        .collect();
+    if r.is_empty() {
+        return None;
+    }
+    r.sort_by(f64::total_cmp);
+    Some(r[r.len() / 2])
+}
+
 /// The section's Markdown, its records, and whether anything failed.
 pub fn report(c: &Cores) -> (String, Vec<Record>, bool) {
     let mut out = format!(
@@ -179,6 +197,12 @@ pub fn report(c: &Cores) -> (String, Vec<Record>, bool) {
                 "- side by side: {a:.2} s with {all_name}, {o:.2} s with one thread: {:.2}×",
                 a / o
             );
+            if let Some(m) = pairs_median(&c.check) {
+                let _ = writeln!(
+                    out,
+                    "- run by run (each all-threads run over the one-thread run after it), median: {m:.2}×"
+                );
+            }
             let rec = Record::new(
                 "cores",
                 format!("mailshot check, {} rows, {all_name}, wall time", c.rows),
