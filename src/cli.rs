@@ -199,6 +199,9 @@ pub struct RunArgs {
     /// SMTP server URL, overriding the job and the user config.
     #[arg(long, value_name = "URL")]
     pub smtp: Option<String>,
+    /// Render on N threads (default: every core this process may use).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// `mailshot check`.
@@ -216,6 +219,9 @@ pub struct CheckArgs {
     /// Write the SMTP conversation of --connect to FILE or `-`.
     #[arg(long, value_name = "FILE|-")]
     pub trace: Option<String>,
+    /// Render on N threads (default: every core this process may use).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// `mailshot preview`.

@@ -16,6 +16,7 @@
 
 mod attach;
 mod contenders;
+mod cores;
 mod data;
 mod heap;
 mod lettre_sender;
@@ -76,6 +77,10 @@ struct Opts {
     rss_only: bool,
     /// Only the traffic-shaping section (per-domain queues, relay failover).
     shaping_only: bool,
+    /// Rows of the both-cores `check` comparison (0 skips that section).
+    cores_rows: usize,
+    /// Only the both-cores section.
+    cores_only: bool,
 }
 
 impl Opts {
@@ -104,6 +109,8 @@ impl Opts {
                 attach_only: false,
                 rss_only: false,
                 shaping_only: false,
+                cores_rows: 1_000_000,
+                cores_only: false,
             }
         } else {
             Opts {
@@ -127,6 +134,8 @@ impl Opts {
                 attach_only: false,
                 rss_only: false,
                 shaping_only: false,
+                cores_rows: 200,
+                cores_only: false,
             }
         };
         let mut it = args.iter();
@@ -157,6 +166,8 @@ impl Opts {
                 "--attach-only" => o.attach_only = true,
                 "--rss-only" => o.rss_only = true,
                 "--shaping-only" => o.shaping_only = true,
+                "--cores-rows" => o.cores_rows = num(it.next(), "--cores-rows"),
+                "--cores-only" => o.cores_only = true,
                 "--quick" => {
                     o.reps = 1;
                     o.secs = 1.5;
@@ -833,6 +844,25 @@ fn main() {
         return;
     }
 
+    if opts.cores_only {
+        let sink = servers::start_sink(&work, false);
+        if let Err(e) = &sink {
+            notes.push(format!("smtp-sink not started, run not measured: {e}"));
+        }
+        let sink = sink.ok();
+        let n = opts.n_max;
+        let measured = cores::measure(&env, opts.cores_rows.max(1), n, opts.reps, sink.as_ref());
+        let (text, recs, failed) = cores::report(&measured);
+        println!("{text}");
+        for n in &notes {
+            println!("Note: {n}");
+        }
+        if failed || !save_results(opts.full, &work, &recs) {
+            std::process::exit(1);
+        }
+        return;
+    }
+
     let mut started: Vec<Server> = Vec::new();
     let named = |name: &str| {
         opts.only
@@ -938,6 +968,16 @@ fn main() {
     } else {
         Vec::new()
     };
+    let both_cores = (opts.cores_rows > 0).then(|| {
+        let sink = started.iter().find(|s| s.name() == "smtp-sink");
+        cores::report(&cores::measure(
+            &env,
+            opts.cores_rows,
+            opts.n_max,
+            opts.reps,
+            sink,
+        ))
+    });
     let servers_up = started.len();
     drop(started);
     let capture_in_ram = capture_base.1;
@@ -970,6 +1010,9 @@ fn main() {
     );
     let speedup = parallel_lines(&parallel, &mut out);
     let _ = writeln!(out, "\n{}", rendering.text);
+    if let Some((text, _, _)) = &both_cores {
+        let _ = writeln!(out, "\n{text}");
+    }
     if !attached.is_empty() {
         let _ = writeln!(out, "\n{attach_text}");
     }
@@ -1071,6 +1114,8 @@ fn main() {
     recs.extend(memory.iter().flat_map(|m| m.records.clone()));
     let shaping_failed = opts.full && shaping_records.len() < shaping::RECORDS;
     recs.extend(shaping_records);
+    let cores_failed = both_cores.as_ref().is_some_and(|(_, _, f)| *f);
+    recs.extend(both_cores.into_iter().flat_map(|(_, r, _)| r));
 
     let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
     let mut failed = !failures.is_empty()
@@ -1079,6 +1124,7 @@ fn main() {
         || attach_failed
         || memory.as_ref().is_some_and(|m| m.failed)
         || shaping_failed
+        || cores_failed
         || !save_results(opts.full, &work, &recs);
     if !opts.full && servers_up == 0 {
         failed = true;

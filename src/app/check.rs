@@ -18,7 +18,8 @@ const BULK_WARNING: u64 = 300;
 
 /// `mailshot check JOB [--connect]`.
 pub fn check(args: &CheckArgs) -> Result<ExitCode> {
-    let prepared = prepare(&args.job.job, &args.job.vars)?;
+    let mut prepared = prepare(&args.job.job, &args.job.vars)?;
+    prepared.limit_threads(args.threads);
     let tally = prepared.validate(None, true)?;
     // QQ, 163 and 126 send only as the login: every row's senders, before a run.
     if let Ok(target) = target::resolve(Some(&prepared.job), args.smtp.as_deref()) {

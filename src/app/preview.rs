@@ -56,6 +56,7 @@ pub fn dry_run(args: &RunArgs) -> Result<ExitCode> {
     };
     let mut prepared = prepare(&args.job.job, &args.job.vars)?;
     prepared.shard = super::run::shard_arg(args)?;
+    prepared.limit_threads(args.threads);
     // Every row must render before a single file is written.
     prepared.validate(args.limit, false)?;
     std::fs::create_dir_all(out).map_err(|e| crate::outputs::error("folder", out, &e))?;

@@ -1,5 +1,6 @@
-//! `mailshot run`: validate every row, then render ahead on a thread of its
-//! own behind a bounded queue while the delivery sessions send; every
+//! `mailshot run`: validate every row, then render ahead (on every thread
+//! `--threads` allows, in row order) behind a bounded queue while the
+//! delivery sessions send; every
 //! outcome goes to the journal (durably, first), the report and the progress
 //! display. Ctrl-C (SIGINT), SIGTERM and SIGHUP stop taking new messages and
 //! let the ones in flight finish; so does a journal or report that cannot be
@@ -44,6 +45,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let shard = shard_arg(args)?;
     let mut prepared = prepare(&args.job.job, &args.job.vars)?;
     prepared.shard = shard;
+    prepared.limit_threads(args.threads);
     let name = |what: &str| crate::job::shard::suffix(shard.as_ref(), what);
     let journal_path = crate::outputs::beside(&prepared.job.path, &name("journal"));
     let earlier = (!args.restart)

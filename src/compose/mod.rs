@@ -7,6 +7,7 @@
 pub mod dkim;
 pub mod message;
 pub mod mime;
+pub mod parallel;
 pub mod prepare;
 pub mod recipients;
 pub mod render;

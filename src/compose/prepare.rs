@@ -6,11 +6,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::compose::message::{Draft, Outgoing};
 use crate::compose::mime::{self, MimeOptions};
-use crate::compose::recipients::RecipientReader;
-use crate::compose::render::Renderer;
+use crate::compose::parallel::{Work, CHUNK_BYTES};
+use crate::compose::recipients::{Recipient, RecipientReader};
+use crate::compose::render::{Renderer, RowsRenderer};
 use crate::error::{Diagnostic, Location, Problems, Result};
 use crate::job::Job;
 use crate::suppression::Suppression;
+
+/// What one chunk of built messages may weigh while it waits for the
+/// feed: less than a validation pass's chunk, because the feed's own queue
+/// already holds hundreds of messages ahead of the sessions.
+const FEED_CHUNK_BYTES: usize = 64 * 1024;
 
 /// A job whose templates compiled.
 pub struct Prepared {
@@ -25,6 +31,9 @@ pub struct Prepared {
     /// Only the rows of this shard (`--shard I/N`); invalid rows stay in
     /// every shard, so every shard refuses a job with one.
     pub shard: Option<crate::job::shard::Shard>,
+    /// Threads that render the rows of a pass (at least one; every core
+    /// unless limited, e.g. by `--threads`).
+    pub threads: usize,
 }
 
 /// What a validation pass counted.
@@ -111,6 +120,7 @@ pub fn prepare(path: &std::path::Path, vars: &[String]) -> Result<Prepared> {
         dkim,
         suppression,
         shard: None,
+        threads: crate::compose::parallel::available_threads(),
     })
 }
 
@@ -130,6 +140,13 @@ pub fn date_now() -> i64 {
 }
 
 impl Prepared {
+    /// Render on `threads` threads when given (`--threads`), else keep the default.
+    pub fn limit_threads(&mut self, threads: Option<u16>) {
+        if let Some(n) = threads {
+            self.threads = usize::from(n).max(1);
+        }
+    }
+
     /// Stream the rows (the first `limit` only, if given), DKIM-signed when
     /// the job asks for it.
     pub fn rows<'a>(
@@ -148,96 +165,170 @@ impl Prepared {
         date: i64,
         dkim: Option<&'a crate::compose::dkim::Signer>,
     ) -> Result<impl Iterator<Item = Row> + 'a> {
-        Ok(self.drafts(limit)?.map(move |row| {
-            row.map_message(|draft| {
-                let from = draft.from.as_ref().expect("drafts have a From");
-                let opts = MimeOptions {
-                    date,
-                    message_id: mime::message_id(run_id, draft.row, from),
-                };
-                let message = mime::compose(&draft, &opts);
-                // Signed last: the signature covers the final bytes.
-                Box::new(match dkim {
-                    Some(signer) => signer.sign(&message, date),
-                    None => message,
-                })
-            })
-        }))
+        Ok(self
+            .drafts(limit)?
+            .map(move |row| row.map_message(|draft| self.build(draft, run_id, date, dkim))))
+    }
+
+    /// Build one draft into the message sent, DKIM-signed by `dkim`.
+    fn build(
+        &self,
+        draft: Draft,
+        run_id: &str,
+        date: i64,
+        dkim: Option<&crate::compose::dkim::Signer>,
+    ) -> Box<Outgoing> {
+        let from = draft.from.as_ref().expect("drafts have a From");
+        let opts = MimeOptions {
+            date,
+            message_id: mime::message_id(run_id, draft.row, from),
+        };
+        let message = mime::compose(&draft, &opts);
+        // Signed last: the signature covers the final bytes.
+        Box::new(match dkim {
+            Some(signer) => signer.sign(&message, date),
+            None => message,
+        })
     }
 
     /// The rows rendered into drafts (every draft has a From): all that can
     /// go wrong with a row shows here, as building the message cannot fail.
     fn drafts(&self, limit: Option<u64>) -> Result<impl Iterator<Item = Row<Draft>> + '_> {
-        let reader = RecipientReader::open(&self.job.recipients)?;
-        let allow_dups = self.job.recipients.allow_duplicates;
-        let file = self.job.recipients.file.clone();
         let renderer = self.renderer.rows();
-        let suppression = &self.suppression;
+        Ok(self
+            .recipients(limit)?
+            .map(move |item| self.draft(&renderer, item)))
+    }
+
+    /// The CSV's rows in order (the first `limit`, this shard's only), as
+    /// read: the part of a pass that cannot be shared between threads.
+    fn recipients(
+        &self,
+        limit: Option<u64>,
+    ) -> Result<impl Iterator<Item = std::result::Result<Recipient, Diagnostic>> + '_> {
+        let reader = RecipientReader::open(&self.job.recipients)?;
         let shard = self.shard;
         Ok(reader
             .take(limit.map(|l| l as usize).unwrap_or(usize::MAX))
             .filter(move |item| match (item, &shard) {
                 (Ok(r), Some(shard)) => shard.contains(&r.email),
                 _ => true,
-            })
-            .map(move |item| match item {
-                Err(d) => Row::Invalid {
+            }))
+    }
+
+    /// One row as read, rendered into its draft (or skipped, or refused).
+    fn draft(
+        &self,
+        renderer: &RowsRenderer<'_>,
+        item: std::result::Result<Recipient, Diagnostic>,
+    ) -> Row<Draft> {
+        let suppression = &self.suppression;
+        let r = match item {
+            Err(d) => {
+                return Row::Invalid {
                     row: d.location.row.unwrap_or(0),
                     email: String::new(),
                     problems: vec![d],
-                },
-                Ok(r) => {
-                    if suppression.contains(&r.email) {
+                }
+            }
+            Ok(r) => r,
+        };
+        if suppression.contains(&r.email) {
+            return Row::Suppressed {
+                row: r.row,
+                email: r.email,
+            };
+        }
+        if let (Some(first), false) = (r.duplicate_of, self.job.recipients.allow_duplicates) {
+            return Row::Duplicate {
+                row: r.row,
+                email: r.email,
+                first,
+            };
+        }
+        match renderer.render(&r) {
+            Err(problems) => Row::Invalid {
+                row: r.row,
+                email: r.email,
+                problems,
+            },
+            Ok(draft) if draft.from.is_none() => Row::Invalid {
+                row: r.row,
+                email: r.email,
+                problems: vec![Diagnostic::new(
+                    Location {
+                        row: Some(r.row),
+                        ..Location::file(&self.job.recipients.file)
+                    },
+                    "no From address",
+                )],
+            },
+            Ok(mut draft) => {
+                // A suppressed Cc or Bcc (or extra To) is left
+                // out of the message; the row goes to the rest.
+                if !suppression.is_empty() {
+                    let keep = |m: &crate::address::Mailbox| !suppression.contains(&m.addr);
+                    draft.to.retain(keep);
+                    draft.cc.retain(keep);
+                    draft.bcc.retain(keep);
+                    if draft.envelope_recipients().is_empty() {
                         return Row::Suppressed {
-                            row: r.row,
-                            email: r.email,
+                            row: draft.row,
+                            email: draft.email,
                         };
-                    }
-                    if let (Some(first), false) = (r.duplicate_of, allow_dups) {
-                        return Row::Duplicate {
-                            row: r.row,
-                            email: r.email,
-                            first,
-                        };
-                    }
-                    match renderer.render(&r) {
-                        Err(problems) => Row::Invalid {
-                            row: r.row,
-                            email: r.email,
-                            problems,
-                        },
-                        Ok(draft) if draft.from.is_none() => Row::Invalid {
-                            row: r.row,
-                            email: r.email,
-                            problems: vec![Diagnostic::new(
-                                Location {
-                                    row: Some(r.row),
-                                    ..Location::file(&file)
-                                },
-                                "no From address",
-                            )],
-                        },
-                        Ok(mut draft) => {
-                            // A suppressed Cc or Bcc (or extra To) is left
-                            // out of the message; the row goes to the rest.
-                            if !suppression.is_empty() {
-                                let keep =
-                                    |m: &crate::address::Mailbox| !suppression.contains(&m.addr);
-                                draft.to.retain(keep);
-                                draft.cc.retain(keep);
-                                draft.bcc.retain(keep);
-                                if draft.envelope_recipients().is_empty() {
-                                    return Row::Suppressed {
-                                        row: draft.row,
-                                        email: draft.email,
-                                    };
-                                }
-                            }
-                            Row::Message(draft)
-                        }
                     }
                 }
-            }))
+                Row::Message(draft)
+            }
+        }
+    }
+
+    /// Every row (the first `limit`) rendered on [`Prepared::threads`]
+    /// threads, `finish` turning each draft into what the caller keeps (on
+    /// the rendering thread), and handed to `sink` in row order: the same
+    /// rows in the same order whatever the thread count. `weigh` tells what
+    /// a kept message holds in memory, so that fewer are in flight when
+    /// they are big: a chunk of rows aims at `chunk_bytes`.
+    pub fn each_row<M: Send>(
+        &self,
+        limit: Option<u64>,
+        chunk_bytes: usize,
+        finish: impl Fn(Draft) -> M + Sync,
+        weigh: impl Fn(&M) -> usize + Sync,
+        sink: impl FnMut(Row<M>) -> Result<()>,
+    ) -> Result<()> {
+        let work = Work {
+            threads: self.threads,
+            init: || self.renderer.rows(),
+            work: |renderer: &mut RowsRenderer<'_>, item| {
+                self.draft(renderer, item).map_message(&finish)
+            },
+            weigh: |row: &Row<M>| match row {
+                Row::Message(m) => weigh(m),
+                _ => 0,
+            },
+            chunk_bytes,
+        };
+        work.run(self.recipients(limit)?, sink)
+    }
+
+    /// [`Prepared::each_row`] with every message built (and DKIM-signed when
+    /// the job asks for it), as `run` sends them.
+    pub fn each_message(
+        &self,
+        limit: Option<u64>,
+        run_id: &str,
+        date: i64,
+        sink: impl FnMut(Row) -> Result<()>,
+    ) -> Result<()> {
+        let dkim = self.dkim.as_ref();
+        self.each_row(
+            limit,
+            FEED_CHUNK_BYTES,
+            |draft| self.build(draft, run_id, date, dkim),
+            |m| m.data.capacity(),
+            sink,
+        )
     }
 
     /// Render every row (the first `limit`) and report every problem; nothing
@@ -247,42 +338,83 @@ impl Prepared {
     /// does; `run` skips that here, since building cannot fail and it builds
     /// each message again as it sends.
     pub fn validate(&self, limit: Option<u64>, encode: bool) -> Result<Tally> {
+        let mut tally = Tally::default();
+        let mut problems = Problems::default();
         // Unsigned: the key loaded in `prepare`, and signing every row of a
         // big list just to count them would cost seconds for nothing.
-        if encode {
-            self.tally(self.rows_with(limit, "check", 0, None)?)
-        } else {
-            self.tally(self.drafts(limit)?)
-        }
+        let finish = |draft: Draft| {
+            if encode {
+                drop(self.build(draft, "check", 0, None));
+            }
+        };
+        self.each_row(
+            limit,
+            CHUNK_BYTES,
+            finish,
+            |_| 0,
+            |row| {
+                tally.count(row, &mut problems);
+                Ok(())
+            },
+        )?;
+        tally.or(problems)
     }
 
     /// [`Prepared::validate`] without building messages, showing `see`
-    /// every rendered draft (the run fingerprints attachments this way).
+    /// every rendered draft in row order (the run fingerprints attachments
+    /// this way).
     pub fn validate_drafts(
         &self,
         limit: Option<u64>,
         mut see: impl FnMut(&Draft),
     ) -> Result<Tally> {
-        self.tally(self.drafts(limit)?.inspect(|row| {
-            if let Row::Message(draft) = row {
-                see(draft);
-            }
-        }))
+        let mut tally = Tally::default();
+        let mut problems = Problems::default();
+        self.each_row(
+            limit,
+            CHUNK_BYTES,
+            |draft| draft,
+            draft_weight,
+            |row| {
+                if let Row::Message(draft) = &row {
+                    see(draft);
+                }
+                tally.count(row, &mut problems);
+                Ok(())
+            },
+        )?;
+        tally.or(problems)
+    }
+}
+
+/// Roughly what a draft holds in memory: its bodies, and its share of the
+/// files it attaches (a file every row shares costs one row little).
+fn draft_weight(draft: &Draft) -> usize {
+    let bodies =
+        draft.text.as_ref().map_or(0, String::len) + draft.html.as_ref().map_or(0, String::len);
+    let files: usize = draft
+        .attachments
+        .iter()
+        .map(|a| a.data.as_bytes().len() / std::sync::Arc::strong_count(&a.data))
+        .sum();
+    bodies + files
+}
+
+impl Tally {
+    /// Count one row of a validation pass, keeping its problems.
+    fn count<M>(&mut self, row: Row<M>, problems: &mut Problems) {
+        match row {
+            Row::Message(_) => self.messages += 1,
+            Row::Duplicate { .. } => self.duplicates += 1,
+            Row::Suppressed { .. } => self.suppressed += 1,
+            Row::Invalid { problems: p, .. } => problems.extend(p),
+        }
     }
 
-    fn tally<M>(&self, rows: impl Iterator<Item = Row<M>>) -> Result<Tally> {
-        let mut problems = Problems::default();
-        let mut tally = Tally::default();
-        for row in rows {
-            match row {
-                Row::Message(_) => tally.messages += 1,
-                Row::Duplicate { .. } => tally.duplicates += 1,
-                Row::Suppressed { .. } => tally.suppressed += 1,
-                Row::Invalid { problems: p, .. } => problems.extend(p),
-            }
-        }
+    /// This tally, or the error listing the problems when there are any.
+    fn or(self, problems: Problems) -> Result<Tally> {
         if problems.is_empty() {
-            return Ok(tally);
+            return Ok(self);
         }
         Err(problems.into_error())
     }

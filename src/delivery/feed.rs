@@ -1,4 +1,5 @@
-//! The feed: rows rendered ahead on a thread of their own, behind a bounded
+//! The feed: rows rendered ahead (on every thread the run may use, handed
+//! over in row order to a thread of the feed's own), behind a bounded
 //! queue, while the dispatcher's sessions send. Rows an earlier run settled
 //! are reported from the journal, duplicates and invalid rows are skipped,
 //! suppressed addresses are reported `suppressed` (and not journaled, so the
@@ -97,7 +98,8 @@ impl Feed<'_> {
         // recorded as not sent, never queued. Rendering them again costs no more
         // than the validation pass the run began with.
         let mut stopped = false;
-        for row in prepared.rows(self.limit, &replay.run_id, self.date)? {
+        // Rendered on every thread the job may use, handed over in row order.
+        prepared.each_message(self.limit, &replay.run_id, self.date, |row| {
             stopped = stopped || stop.load(Ordering::SeqCst);
             let row_no = match &row {
                 Row::Message(m) => m.row,
@@ -113,7 +115,7 @@ impl Feed<'_> {
                     .report_io(ledger.report.record_previous(&previous))
                     .map_err(io)?;
                 ledger.progress.outcome(&previous);
-                continue;
+                return Ok(());
             }
             match row {
                 Row::Message(m) => {
@@ -136,7 +138,7 @@ impl Feed<'_> {
                             .report_io(ledger.report.record_previous(&o))
                             .map_err(io)?;
                         ledger.progress.outcome(&o);
-                        continue;
+                        return Ok(());
                     }
                     let attempts = replay.attempts.get(&m.row).copied().unwrap_or(0);
                     let settled: Vec<(String, Reply)> = replay
@@ -149,7 +151,7 @@ impl Feed<'_> {
                         // Every recipient answered for good in an earlier run.
                         let o = row_outcome(&work, None);
                         ledger.settled(&[o]).map_err(io)?;
-                        continue;
+                        return Ok(());
                     }
                     let m = &work.out;
                     // Shown only if the run stops before this message's outcome.
@@ -221,8 +223,8 @@ impl Feed<'_> {
                     ledger.settled(&[o]).map_err(io)?;
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 

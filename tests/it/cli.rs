@@ -18,6 +18,7 @@ mod recipients;
 mod samples;
 mod settings;
 mod templates;
+mod threads;
 mod wire;
 
 use crate::support::cmd::{mailshot, Output};

@@ -35,3 +35,4 @@ mod shard;
 mod signals;
 mod slurm;
 mod suppress;
+mod threads;
