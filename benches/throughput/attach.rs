@@ -188,6 +188,7 @@ fn with_job(env: &Env, job: &Path) -> Env {
         mailmerge: env.mailmerge.clone(),
         timeout: env.timeout,
         body_len: env.body_len,
+        ca_file: env.ca_file.clone(),
     }
 }
 
