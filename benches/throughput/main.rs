@@ -177,8 +177,8 @@ fn tls_n(opts: &Opts) -> usize {
     opts.n_max
 }
 
-/// Runs of each kind in the TLS section (at least 5 in the full run: the
-/// figure is a ratio of two noisy rates).
+/// Runs of each kind in the TLS and attachment sections (at least 5 in the
+/// full run: each figure is a ratio of two noisy rates).
 fn tls_reps(opts: &Opts) -> usize {
     if opts.full {
         opts.reps.max(5)
@@ -822,7 +822,7 @@ fn main() {
         };
         let capture = started.iter().find(|s| s.kind == servers::Kind::Capture);
         if opts.attach_only {
-            let figs = attach::measure(&env, &started, opts.attach_n.max(1), opts.reps);
+            let figs = attach::measure(&env, &started, opts.attach_n.max(1), tls_reps(&opts));
             add(attach::report(&figs));
         }
         if opts.parallel_only {
@@ -887,7 +887,12 @@ fn main() {
     }
 
     let attached = if opts.attach_n > 0 {
-        attach::measure(&env, &started, opts.attach_n.min(opts.n_max), opts.reps)
+        attach::measure(
+            &env,
+            &started,
+            opts.attach_n.min(opts.n_max),
+            tls_reps(&opts),
+        )
     } else {
         Vec::new()
     };
