@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::attach::median;
+use crate::attach::{median, paired_median};
 use crate::contenders::{self, Contender, Env};
 use crate::results::Record;
 use crate::servers::Server;
@@ -115,6 +115,12 @@ pub fn report(f: &Figures) -> (String, Vec<Record>, bool) {
     let _ = writeln!(text, "- STARTTLS: {}", line(&f.tls));
     let mut records = Vec::new();
     if let (Ok(p), Ok(t)) = (&f.plain, &f.tls) {
+        if let Some(r) = paired_median(t, p) {
+            let _ = writeln!(
+                text,
+                "- STARTTLS ÷ plain text, run by run (median): {r:.2}×"
+            );
+        }
         let (p, t) = (median(p), median(t));
         let mut rec = Record::new(
             "tls",
