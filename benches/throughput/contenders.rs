@@ -74,6 +74,9 @@ pub struct Env {
     pub timeout: Duration,
     /// The body length smtp-source sends (`-l`).
     pub body_len: usize,
+    /// When set, mailshot requires STARTTLS and trusts this CA (the capture
+    /// server's); otherwise it talks plain text.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The result of one run.
@@ -104,10 +107,17 @@ pub fn run(c: Contender, env: &Env, port: u16, n: usize) -> io::Result<Outcome> 
             // trips each time).
             let job = env.work.join("send-run.yaml");
             let base = fs::read_to_string(&env.job)?;
+            let security = match &env.ca_file {
+                Some(ca) => format!(
+                    "  url: \"smtp://127.0.0.1:{port}\"\n  ca_file: \"{}\"\n",
+                    ca.display()
+                ),
+                None => format!("  url: \"smtp+plain://127.0.0.1:{port}\"\n"),
+            };
             fs::write(
                 &job,
                 format!(
-                    "{base}smtp:\n  url: \"smtp+plain://127.0.0.1:{port}\"\n  max_messages_per_session: {}\n",
+                    "{base}smtp:\n{security}  max_messages_per_session: {}\n",
                     n.max(1)
                 ),
             )?;

@@ -24,9 +24,12 @@ mod procs;
 mod proxy;
 mod results;
 mod rss;
+mod scaling;
+mod send;
 mod servers;
 mod shaping;
 mod slow;
+mod tls;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -81,6 +84,12 @@ struct Opts {
     cores_rows: usize,
     /// Only the both-cores section.
     cores_only: bool,
+    /// Only plain text against STARTTLS (capture server).
+    tls_only: bool,
+    /// Only `mailshot send` against msmtp.
+    send_only: bool,
+    /// Runs of each one-message sender.
+    send_reps: usize,
 }
 
 impl Opts {
@@ -111,6 +120,9 @@ impl Opts {
                 shaping_only: false,
                 cores_rows: 1_000_000,
                 cores_only: false,
+                tls_only: false,
+                send_only: false,
+                send_reps: 10,
             }
         } else {
             Opts {
@@ -136,6 +148,9 @@ impl Opts {
                 shaping_only: false,
                 cores_rows: 200,
                 cores_only: false,
+                tls_only: false,
+                send_only: false,
+                send_reps: 1,
             }
         };
         let mut it = args.iter();
@@ -168,6 +183,9 @@ impl Opts {
                 "--shaping-only" => o.shaping_only = true,
                 "--cores-rows" => o.cores_rows = num(it.next(), "--cores-rows"),
                 "--cores-only" => o.cores_only = true,
+                "--tls-only" => o.tls_only = true,
+                "--send-only" => o.send_only = true,
+                "--send-reps" => o.send_reps = num(it.next(), "--send-reps").max(1),
                 "--quick" => {
                     o.reps = 1;
                     o.secs = 1.5;
@@ -182,69 +200,19 @@ impl Opts {
     }
 }
 
-/// How long the slow-commit server holds each end-of-data reply.
-const SLOW_HOLD: Duration = Duration::from_millis(100);
-
-/// mailshot with 1 and then 4 sessions against the slow-commit server, side
-/// by side in one run: (sessions, messages per second or why not).
-fn parallel_sessions(opts: &Opts, env: &Env) -> Vec<(usize, Result<f64, String>)> {
-    // 1 session needs n × 100 ms: 12 s in the full run, under a second in the smoke run.
-    let n = if opts.full { 120 } else { 8 }.min(opts.n_max);
-    let server = match slow::SlowServer::start(SLOW_HOLD) {
-        Ok(s) => s,
-        Err(e) => return vec![(1, Err(format!("slow server not started: {e}")))],
-    };
-    [1, 4]
-        .into_iter()
-        .map(|s| {
-            let before = server.received();
-            let got = contenders::run(Contender::Mailshot(s), env, server.addr.port(), n)
-                .map_err(|e| e.to_string())
-                .and_then(|o| {
-                    let received = server.received() - before;
-                    if !o.all_sent {
-                        Err(o.detail)
-                    } else if received != n as u64 {
-                        Err(format!("server received {received} of {n}"))
-                    } else {
-                        Ok(n as f64 / o.m.wall.as_secs_f64())
-                    }
-                });
-            eprintln!(
-                "  slow      hold {} ms mailshot x{s}  n={n:<6} {}",
-                SLOW_HOLD.as_millis(),
-                match &got {
-                    Ok(r) => format!("{r:.1} msg/s"),
-                    Err(e) => format!("FAILED: {e}"),
-                }
-            );
-            (s, got)
-        })
-        .collect()
+/// Messages a run in the TLS section: about a second of plain text.
+fn tls_n(opts: &Opts) -> usize {
+    opts.n_max
 }
 
-/// The parallel-sessions lines; the speed-up of 4 sessions over 1.
-fn parallel_lines(rows: &[(usize, Result<f64, String>)], out: &mut String) -> Option<f64> {
-    for (s, r) in rows {
-        match r {
-            Ok(rate) => {
-                let _ = writeln!(out, "- mailshot, {s} session(s): {rate:.1} msg/s");
-            }
-            Err(e) => {
-                let _ = writeln!(out, "- mailshot, {s} session(s): FAILED: {e}");
-            }
-        }
+/// Runs of each kind in the TLS and attachment sections (at least 5 in the
+/// full run: each figure is a ratio of two noisy rates).
+fn tls_reps(opts: &Opts) -> usize {
+    if opts.full {
+        opts.reps.max(5)
+    } else {
+        opts.reps
     }
-    let rate = |want: usize| {
-        rows.iter()
-            .find(|(s, _)| *s == want)
-            .and_then(|(_, r)| r.as_ref().ok().copied())
-    };
-    let speedup = rate(4).zip(rate(1)).map(|(four, one)| four / one);
-    if let Some(x) = speedup {
-        let _ = writeln!(out, "- speed-up of 4 sessions over 1: {x:.2}×");
-    }
-    speedup
 }
 
 /// One measured configuration.
@@ -587,15 +555,10 @@ fn render_lines(
 }
 
 /// The results file's records: every mailshot figure next to each
-/// contender measured in the same run, the parallel speed-up, rendering with
+/// contender measured in the same run, rendering with
 /// engine work next to the engine-free fast path (the memory section makes
 /// its own).
-fn records(
-    rows: &[Row],
-    parallel: &[(usize, Result<f64, String>)],
-    render: Option<f64>,
-    render_engine: Option<f64>,
-) -> Vec<results::Record> {
+fn records(rows: &[Row], render: Option<f64>, render_engine: Option<f64>) -> Vec<results::Record> {
     let mut out = Vec::new();
     let trips = |r: &Row, m: f64| {
         let lo = find(rows, r.server, 0, r.c)?;
@@ -629,27 +592,6 @@ fn records(
         if r.rtt_ms > 0 {
             rec.round_trips = trips(ms, ms.median()).zip(trips(r, r.median()));
         }
-        out.push(rec);
-    }
-    let rate = |want: usize| {
-        parallel
-            .iter()
-            .find(|(s, _)| *s == want)
-            .and_then(|(_, r)| r.as_ref().ok().copied())
-    };
-    if let (Some(four), Some(one)) = (rate(4), rate(1)) {
-        let mut rec = results::Record::new(
-            "parallel",
-            format!(
-                "mailshot, 4 sessions, slow-commit server ({} ms)",
-                SLOW_HOLD.as_millis()
-            ),
-            "msg/s",
-            four,
-            "mailshot, 1 session",
-            one,
-        );
-        rec.sessions = 4;
         out.push(rec);
     }
     if let (Some(engine), Some(plain)) = (render_engine, render) {
@@ -791,25 +733,14 @@ fn main() {
         mailmerge,
         timeout: Duration::from_secs(if opts.full { 300 } else { 60 }),
         body_len: 2048,
+        ca_file: None,
     };
 
-    if opts.parallel_only {
-        let parallel = parallel_sessions(&opts, &env);
-        let mut out = format!(
-            "### Parallel sessions (a server that holds each end-of-data reply {} ms)\n\n",
-            SLOW_HOLD.as_millis()
-        );
-        let speedup = parallel_lines(&parallel, &mut out);
-        target(
-            &mut out,
-            speedup.map(|x| x >= 3.5),
-            format!(
-                "slow-commit server: 4 mailshot sessions ≥ 3.5 × 1 session: {}",
-                speedup.map_or("-".into(), |x| format!("{x:.2}×"))
-            ),
-        );
-        println!("{out}");
-        if parallel.iter().any(|(_, r)| r.is_err()) {
+    if opts.render_only {
+        let rendering = render_section(&opts, &env);
+        println!("{}", rendering.text);
+        let recs = records(&[], rendering.plain, rendering.engine);
+        if rendering.failed || !save_results(opts.full, &work, &recs) {
             std::process::exit(1);
         }
         return;
@@ -820,16 +751,6 @@ fn main() {
         let recs = shaping::run(&opts, &env, &mut out);
         println!("{out}");
         if recs.len() < shaping::RECORDS || !save_results(opts.full, &work, &recs) {
-            std::process::exit(1);
-        }
-        return;
-    }
-
-    if opts.render_only {
-        let rendering = render_section(&opts, &env);
-        println!("{}", rendering.text);
-        let recs = records(&[], &[], rendering.plain, rendering.engine);
-        if rendering.failed || !save_results(opts.full, &work, &recs) {
             std::process::exit(1);
         }
         return;
@@ -869,7 +790,21 @@ fn main() {
             .as_deref()
             .is_some_and(|o| o.split(',').any(|x| x == name))
     };
-    let want = |name: &str| opts.only.is_none() || named(name);
+    // The `--…-only` sections start only the servers they race against.
+    let section_only = opts.attach_only || opts.parallel_only || opts.tls_only || opts.send_only;
+    let section_wants = |name: &str| match name {
+        "smtp-sink" => opts.attach_only,
+        "capture" => opts.attach_only || opts.tls_only || opts.send_only,
+        "postfix" => opts.parallel_only && opts.postfix,
+        _ => false,
+    };
+    let want = |name: &str| {
+        if section_only {
+            section_wants(name) && (opts.only.is_none() || named(name))
+        } else {
+            opts.only.is_none() || named(name)
+        }
+    };
     if want("smtp-sink") {
         match servers::start_sink(&work, !opts.full) {
             Ok(s) => started.push(s),
@@ -887,33 +822,64 @@ fn main() {
             Err(e) => notes.push(format!("capture server not started: {e}")),
         }
     }
-    if opts.postfix && !opts.attach_only && want("postfix") {
+    if (opts.postfix || section_only) && want("postfix") {
         match servers::start_postfix(&work) {
             Ok(s) => started.push(s),
             Err(e) => notes.push(format!("postfix smtpd not started: {e}")),
         }
     }
-    if (opts.exim || named("exim")) && !opts.attach_only && want("exim") {
+    if (opts.exim || named("exim")) && want("exim") {
         match servers::start_exim(&work) {
             Ok(s) => started.push(s),
             Err(e) => notes.push(format!("exim not started: {e}")),
         }
     }
-    if (opts.haraka || named("haraka")) && !opts.attach_only && want("haraka") {
+    if (opts.haraka || named("haraka")) && want("haraka") {
         match servers::start_haraka(&work) {
             Ok(s) => started.push(s),
             Err(e) => notes.push(format!("haraka not started: {e}")),
         }
     }
 
-    if opts.attach_only {
-        let figs = attach::measure(&env, &started, opts.attach_n.max(1), opts.reps);
-        let (text, recs, failed) = attach::report(&figs);
+    if section_only {
+        let mut text = String::new();
+        let mut recs = Vec::new();
+        let mut failed = started.is_empty() && !opts.parallel_only;
+        let mut add = |(t, r, f): (String, Vec<results::Record>, bool)| {
+            text.push_str(&t);
+            text.push('\n');
+            recs.extend(r);
+            failed |= f;
+        };
+        let capture = started.iter().find(|s| s.kind == servers::Kind::Capture);
+        if opts.attach_only {
+            let figs = attach::measure(&env, &started, opts.attach_n.max(1), tls_reps(&opts));
+            add(attach::report(&figs));
+        }
+        if opts.parallel_only {
+            add(scaling::report(&scaling::measure(&opts, &env, &started)));
+        }
+        if let (true, Some(c)) = (opts.tls_only, capture) {
+            add(tls::report(&tls::measure(
+                &env,
+                c,
+                tls_n(&opts),
+                tls_reps(&opts),
+            )));
+        }
+        if let (true, Some(c)) = (opts.send_only, capture) {
+            add(send::report(
+                &send::measure(&env, c, opts.send_reps),
+                opts.send_reps,
+            ));
+        }
+        drop(started);
+        drop(capture_base);
         println!("{text}");
         for n in &notes {
             println!("Note: {n}");
         }
-        if failed || started.is_empty() || !save_results(opts.full, &work, &recs) {
+        if failed || !save_results(opts.full, &work, &recs) {
             std::process::exit(1);
         }
         return;
@@ -952,13 +918,28 @@ fn main() {
     }
 
     let attached = if opts.attach_n > 0 {
-        attach::measure(&env, &started, opts.attach_n.min(opts.n_max), opts.reps)
+        attach::measure(
+            &env,
+            &started,
+            opts.attach_n.min(opts.n_max),
+            tls_reps(&opts),
+        )
     } else {
         Vec::new()
     };
     let (attach_text, attach_records, attach_failed) = attach::report(&attached);
 
-    let parallel = parallel_sessions(&opts, &env);
+    let scaled = scaling::measure(&opts, &env, &started);
+    let (scaling_text, scaling_records, scaling_failed) = scaling::report(&scaled);
+    let capture = started.iter().find(|s| s.kind == servers::Kind::Capture);
+    let (tls_text, tls_records, tls_failed) = match capture {
+        Some(c) => tls::report(&tls::measure(&env, c, tls_n(&opts), tls_reps(&opts))),
+        None => (String::new(), Vec::new(), false),
+    };
+    let (send_text, send_records, send_failed) = match capture {
+        Some(c) => send::report(&send::measure(&env, c, opts.send_reps), opts.send_reps),
+        None => (String::new(), Vec::new(), false),
+    };
 
     let rendering = render_section(&opts, &env);
     let memory = (opts.rss_rows > 0).then(|| rss::section(&env, opts.rss_rows));
@@ -1003,12 +984,9 @@ fn main() {
     loopback_table(&rows, &mut out);
     let _ = writeln!(out, "\n### Added round-trip time (delaying proxy)\n");
     latency_table(&rows, &mut out);
-    let _ = writeln!(
-        out,
-        "\n### Parallel sessions (a server that holds each end-of-data reply {} ms)\n",
-        SLOW_HOLD.as_millis()
-    );
-    let speedup = parallel_lines(&parallel, &mut out);
+    let _ = writeln!(out, "\n{scaling_text}");
+    let _ = writeln!(out, "{tls_text}");
+    let _ = writeln!(out, "{send_text}");
     let _ = writeln!(out, "\n{}", rendering.text);
     if let Some((text, _, _)) = &both_cores {
         let _ = writeln!(out, "\n{text}");
@@ -1087,14 +1065,6 @@ fn main() {
     }
     target(
         &mut out,
-        speedup.map(|x| x >= 3.5),
-        format!(
-            "slow-commit server: 4 mailshot sessions ≥ 3.5 × 1 session: {}",
-            speedup.map_or("-".into(), |x| format!("{x:.2}×"))
-        ),
-    );
-    target(
-        &mut out,
         per_core.map(|r| r >= 50_000.0),
         format!(
             "rendering ≥ 50,000 msgs/s per core: {}",
@@ -1109,8 +1079,11 @@ fn main() {
     }
     println!("{out}");
     let _ = fs::write(work.join("results.md"), &out);
-    let mut recs = records(&rows, &parallel, rendering.plain, rendering.engine);
+    let mut recs = records(&rows, rendering.plain, rendering.engine);
     recs.extend(attach_records);
+    recs.extend(scaling_records);
+    recs.extend(tls_records);
+    recs.extend(send_records);
     recs.extend(memory.iter().flat_map(|m| m.records.clone()));
     let shaping_failed = opts.full && shaping_records.len() < shaping::RECORDS;
     recs.extend(shaping_records);
@@ -1119,7 +1092,9 @@ fn main() {
 
     let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
     let mut failed = !failures.is_empty()
-        || parallel.iter().any(|(_, r)| r.is_err())
+        || scaling_failed
+        || tls_failed
+        || send_failed
         || rendering.failed
         || attach_failed
         || memory.as_ref().is_some_and(|m| m.failed)

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::procs::Guard;
 
+/// The file the capture server writes its throwaway CA certificate to.
+const CAPTURE_CA: &str = "capture-ca.pem";
+
 /// Which server it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -106,15 +109,26 @@ impl Server {
             .map(|m| m.len())
     }
 
-    /// Forgets what was received so far (empties the capture folder), so
-    /// the disk does not fill over many runs.
+    /// Forgets what was received so far (empties the capture folder but
+    /// for the CA certificate), so the disk does not fill over many runs.
     pub fn clear(&self) {
         if let (Kind::Capture, Some(dir)) = (self.kind, &self.evidence) {
             if let Ok(rd) = fs::read_dir(dir) {
                 for e in rd.flatten() {
-                    let _ = fs::remove_file(e.path());
+                    if e.file_name() != CAPTURE_CA {
+                        let _ = fs::remove_file(e.path());
+                    }
                 }
             }
+        }
+    }
+
+    /// The capture server's CA certificate (it signs the STARTTLS
+    /// certificate), for a client to trust.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        match (self.kind, &self.evidence) {
+            (Kind::Capture, Some(dir)) => Some(dir.join(CAPTURE_CA)).filter(|p| p.is_file()),
+            _ => None,
         }
     }
 }

@@ -74,7 +74,18 @@ pub fn message_id(run_id: &str, row: u64, from: &Mailbox) -> String {
 
 /// Build the message bytes (CRLF, 7-bit-safe bodies, lines ≤ 998 octets).
 pub fn build(draft: &Draft, opts: &MimeOptions) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4096 + draft.text.as_ref().map_or(0, |t| t.len() * 2));
+    // Sized for the whole message up front: growing a megabyte buffer by
+    // doubling copies it again and again.
+    let files: usize = draft
+        .attachments
+        .iter()
+        .map(|a| a.data.len() / 3 * 4 + a.data.len() / 38 + 512)
+        .sum();
+    let mut out = Vec::with_capacity(
+        4096 + draft.text.as_ref().map_or(0, |t| t.len() * 2)
+            + draft.html.as_ref().map_or(0, |h| h.len() * 2)
+            + files,
+    );
     write_headers(draft, opts, &mut out);
     body::write(draft, &boundary_seed(&opts.message_id), &mut out);
     // A body without a final line break still ends the message with CRLF,

@@ -365,7 +365,9 @@ enum Step {
 struct Tx {
     tx: Transaction,
     /// CRLF-normalised message; the BDAT size and the SIZE parameter.
-    wire: Vec<u8>,
+    /// The caller's bytes themselves when they need no change (a composed
+    /// message always), so a big message is not copied once more per send.
+    wire: Arc<Vec<u8>>,
     mail: Option<Reply>,
     rcpts: Vec<Option<Reply>>,
     /// The reply that decides the outcome once MAIL and a RCPT succeeded:
@@ -615,6 +617,17 @@ impl Client {
         (std::mem::take(&mut self.out), ids)
     }
 
+    /// Gives back a buffer that [`take_output`](Self::take_output) handed
+    /// out, once written, so the next output reuses its memory instead of
+    /// growing a fresh one (a fresh megabyte buffer is hundreds of page
+    /// faults).
+    pub fn recycle_output(&mut self, mut buf: Vec<u8>) {
+        if self.out.is_empty() && buf.capacity() > self.out.capacity() {
+            buf.clear();
+            self.out = buf;
+        }
+    }
+
     /// Only the first `written` bytes of the last [`take_output`](Self::take_output)
     /// reached the socket (the write failed): a message whose end never left
     /// was not sent, so losing the connection now makes it `NotSent`, not
@@ -673,8 +686,15 @@ impl Client {
             }));
             return;
         }
-        let mut wire = Vec::new();
-        data::normalize_crlf(&tx.data, &mut wire);
+        // Normalising only ever adds bytes, so an unchanged length means
+        // the message is already normalised.
+        let wire = if data::normalized_len(&tx.data) == tx.data.len() {
+            tx.data.clone()
+        } else {
+            let mut wire = Vec::new();
+            data::normalize_crlf(&tx.data, &mut wire);
+            Arc::new(wire)
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         let n = tx.rcpt_to.len();
@@ -814,6 +834,11 @@ impl Client {
 
     fn send_data(&mut self, seq: u64, bytes: &[u8], octets: usize) {
         self.out.extend_from_slice(bytes);
+        self.data_written(seq, octets);
+    }
+
+    /// The end of `seq`'s data is the end of the output so far.
+    fn data_written(&mut self, seq: u64, octets: usize) {
         self.finals_in_out.push((seq, self.out.len()));
         self.push_trace(format!("C: <message data, {octets} octets>"));
     }
@@ -951,11 +976,13 @@ impl Client {
                 }
                 tx.outstanding += 1;
                 self.expects.push_back(Expect::DataEnd(seq));
-                let mut bytes = Vec::with_capacity(tx.wire.len() + 16);
-                data::dot_stuff(&tx.wire, &mut bytes);
-                tx.wire = Vec::new();
-                let n = bytes.len();
-                self.send_data(seq, &bytes, n);
+                // Stuffed straight into the output: no copy of the message
+                // of its own.
+                let wire = std::mem::take(&mut tx.wire);
+                let start = self.out.len();
+                data::dot_stuff(&wire, &mut self.out);
+                let n = self.out.len() - start;
+                self.data_written(seq, n);
                 if self.dot_barrier() {
                     self.awaiting_end = Some(seq);
                 }

@@ -1310,3 +1310,47 @@ fn round_trips_lock_step_several_per_message() {
     // MAIL, RCPT, DATA, end of data per message + greeting, EHLO, QUIT.
     assert!((4 * 50..=5 * 50 + 3).contains(&waits), "{waits}");
 }
+
+#[test]
+fn a_normalised_message_is_sent_from_the_callers_bytes_not_a_copy() {
+    let mut c = ready(EHLO_PIPE);
+    let t = tx(1, &["b@b.test"], "one\r\n.two\r\n");
+    let data = t.data.clone();
+    c.submit(t);
+    // Held by the test, the transaction and the bytes waiting for 354.
+    assert_eq!(Arc::strong_count(&data), 3, "the message was copied");
+    assert_eq!(
+        out(&mut c),
+        "MAIL FROM:<from@a.test> SIZE=11\r\nRCPT TO:<b@b.test>\r\nDATA\r\n"
+    );
+    assert_eq!(
+        feed(&mut c, "250 ok\r\n250 ok\r\n354 go\r\n"),
+        "one\r\n..two\r\n.\r\n"
+    );
+    assert_eq!(
+        Arc::strong_count(&data),
+        2,
+        "the bytes are let go once written"
+    );
+    // A message that needs normalising is still normalised.
+    c.submit(tx(2, &["b@b.test"], "a\nb"));
+    feed(&mut c, "250 q\r\n");
+    assert_eq!(
+        feed(&mut c, "250 ok\r\n250 ok\r\n354 go\r\n"),
+        "a\r\nb\r\n.\r\n"
+    );
+}
+
+#[test]
+fn a_written_output_buffer_is_reused() {
+    let mut c = ready(EHLO_FULL);
+    c.recycle_output(Vec::with_capacity(1 << 20));
+    c.submit(tx(1, &["b@b.test"], "x\r\n"));
+    let bytes = c.take_output();
+    assert!(bytes.starts_with(b"MAIL FROM:"));
+    assert!(bytes.capacity() >= 1 << 20, "a fresh buffer was grown");
+    // Output still waiting to be taken is never replaced.
+    c.submit(tx(2, &["c@c.test"], "y\r\n"));
+    c.recycle_output(Vec::with_capacity(1 << 21));
+    assert!(c.take_output().starts_with(b"MAIL FROM:"));
+}

@@ -249,6 +249,7 @@ impl<'h> Session<'h> {
         if result.is_err() {
             self.client.output_partly_written(written);
         }
+        self.client.recycle_output(out);
         result.map_err(SessionFailure::Io)
     }
 
