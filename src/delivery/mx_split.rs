@@ -383,6 +383,148 @@ mod tests {
         assert_eq!(domain_of("nobody"), None);
     }
 
+    /// What the journal would be told, in order.
+    #[derive(Default)]
+    struct Journal(Mutex<Vec<String>>);
+
+    impl Ledger for Journal {
+        fn inflight(&self, batch: &[(u64, &str, u32)]) -> io::Result<()> {
+            let mut j = self.0.lock().unwrap();
+            j.extend(batch.iter().map(|(row, _, _)| format!("inflight {row}")));
+            Ok(())
+        }
+        fn committing(&self, rows: &[u64]) -> io::Result<()> {
+            let mut j = self.0.lock().unwrap();
+            j.extend(rows.iter().map(|row| format!("commit {row}")));
+            Ok(())
+        }
+        fn settled(&self, _: &[Outcome]) -> io::Result<()> {
+            Ok(())
+        }
+        fn settled_rcpts(&self, batch: &[Settled]) -> io::Result<()> {
+            let mut j = self.0.lock().unwrap();
+            for s in batch {
+                for (a, r) in &s.rcpts {
+                    j.push(format!("rcpt {} {a} {}", s.row, r.code));
+                }
+                if let Some(o) = &s.outcome {
+                    j.push(format!("outcome {} {:?} {}", s.row, o.status, o.reply));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn spanning() -> Work {
+        let out = Outgoing {
+            row: 7,
+            email: "ann@one.test".into(),
+            message_id: "<7@run>".into(),
+            envelope: crate::compose::message::Envelope {
+                mail_from: "me@x.test".into(),
+                rcpt_to: vec!["ann@one.test".into(), "cy@two.test".into()],
+            },
+            data: std::sync::Arc::new(
+                b"To: ann@one.test\r\nCc: cy@two.test\r\n\r\nhi\r\n".to_vec(),
+            ),
+            eight_bit: false,
+            smtputf8: false,
+        };
+        Work::new(out, 0)
+    }
+
+    fn decided(row: u64, rcpt: &str, reply: Reply, status: Status) -> Settled {
+        Settled {
+            row,
+            rcpts: vec![(rcpt.into(), reply.clone())],
+            outcome: Some(Outcome {
+                row,
+                email: rcpt.into(),
+                status,
+                code: Some(reply.code),
+                enhanced: None,
+                reply: reply.text(),
+                message_id: None,
+                attempts: 1,
+                relay: None,
+            }),
+            open: false,
+        }
+    }
+
+    #[test]
+    fn a_split_row_keeps_its_message_and_has_one_outcome_from_every_part() {
+        let joins = Joins::default();
+        let journal = Journal::default();
+        let parts = joins.split(spanning());
+        let domains: Vec<&str> = parts.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(domains, ["one.test", "two.test"]);
+        for (d, w) in &parts {
+            assert_eq!(w.rcpts.len(), 1);
+            assert!(w.rcpts[0].ends_with(d.as_str()));
+            assert_eq!(w.out.data, parts[0].1.out.data, "the same message");
+        }
+        let ok = Reply::new(250, "queued");
+        joins
+            .settled(
+                "one.test",
+                &journal,
+                &[decided(7, "ann@one.test", ok, Status::Sent)],
+            )
+            .unwrap();
+        let no = Reply::new(550, "no such user");
+        joins
+            .settled(
+                "two.test",
+                &journal,
+                &[decided(7, "cy@two.test", no, Status::Rejected)],
+            )
+            .unwrap();
+        let got = journal.0.into_inner().unwrap();
+        let outcomes: Vec<&String> = got.iter().filter(|l| l.starts_with("outcome")).collect();
+        assert_eq!(
+            outcomes,
+            ["outcome 7 Rejected cy@two.test: 550 no such user; accepted by ann@one.test"]
+        );
+    }
+
+    #[test]
+    fn a_row_stays_committed_while_any_parts_dot_may_be_on_its_way() {
+        let joins = Joins::default();
+        let journal = Journal::default();
+        joins.split(spanning());
+        joins
+            .inflight("one.test", &journal, &[(7, "<7@run>", 1)])
+            .unwrap();
+        joins.committing("one.test", &journal, &[7]).unwrap();
+        // two.test's part starts while one.test's dot awaits its reply: a
+        // crash now must leave the row uncertain, not unsent.
+        joins
+            .inflight("two.test", &journal, &[(7, "<7@run>", 1)])
+            .unwrap();
+        let ok = Reply::new(250, "queued");
+        joins
+            .settled(
+                "one.test",
+                &journal,
+                &[decided(7, "ann@one.test", ok, Status::Sent)],
+            )
+            .unwrap();
+        let got = journal.0.into_inner().unwrap();
+        assert_eq!(
+            got,
+            [
+                "inflight 7",
+                "commit 7",
+                "inflight 7",
+                "commit 7",
+                "rcpt 7 ann@one.test 250",
+                // Nothing is on its way any more: the rest goes on a rerun.
+                "inflight 7",
+            ]
+        );
+    }
+
     #[test]
     fn recipients_group_by_domain_in_first_appearance() {
         let rcpts: Vec<String> = ["a@one.test", "b@Two.test", "c@one.test", "d"]

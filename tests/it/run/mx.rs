@@ -5,13 +5,14 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mailshot::dns::{Candidate, DnsFailure, MxResolver};
 use mailshot::smtp::net::tls::generate_pki;
 
-use super::helpers::{by_email, Job};
+use super::helpers::{by_email, finish, signal, Job};
 use crate::support::cmd::Output;
 use crate::support::dns::{Dns, Zone};
 use crate::support::fault::{FaultHandle, FaultServer};
@@ -623,6 +624,54 @@ fn mx_run_leaves_an_unreachable_domains_part_of_a_row_for_the_rerun() {
     let back = FaultServer::builder().start_on(at("127.0.0.4", port));
     job.run(&[]).expect_code(0);
     assert_eq!(received(&back), ["cy@two.test"]);
+    assert_eq!(
+        received(&a),
+        ["ann@one.test", "bo@one.test", "dee@one.test"],
+        "nothing sent twice"
+    );
+    let rows = by_email(&job.report());
+    assert_eq!(rows["ann@one.test"].status, "sent", "{rows:?}");
+}
+
+#[test]
+fn mx_run_killed_between_two_domains_sends_only_the_rest_on_the_rerun() {
+    let dns = two_domains("127.0.0.3");
+    let port = mx_port(&["127.0.0.2", "127.0.0.3"]);
+    let a = FaultServer::builder().start_on(at("127.0.0.2", port));
+    // two.test's host holds its first RCPT until released, so mailshot is
+    // killed after one.test accepted and before two.test answered.
+    let held = Arc::new(AtomicBool::new(true));
+    let first = Arc::new(AtomicBool::new(true));
+    let (h, f) = (held.clone(), first.clone());
+    let b = FaultServer::builder()
+        .rcpt_hook(move |_, _| {
+            if f.swap(false, Ordering::SeqCst) {
+                for _ in 0..300 {
+                    if !h.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            None
+        })
+        .start_on(at("127.0.0.3", port));
+    let job = Job::with_csv(
+        &mx_smtp(&dns, port, "timeout: 30s"),
+        &csv(&["ann@one.test", "dee@one.test"]),
+        SPANNING,
+    );
+    let child = job.spawn(&[]);
+    a.wait_for_messages(2, Duration::from_secs(20));
+    // Time to record what one.test answered (it waits for no fsync).
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(b.messages().is_empty() && !first.load(Ordering::SeqCst));
+    signal(&child, "KILL");
+    assert_eq!(finish(child, Duration::from_secs(20)).code, -1, "killed");
+    held.store(false, Ordering::SeqCst);
+
+    job.run(&[]).expect_code(0);
+    assert_eq!(received(&b), ["cy@two.test"]);
     assert_eq!(
         received(&a),
         ["ann@one.test", "bo@one.test", "dee@one.test"],
