@@ -489,6 +489,37 @@ mod tests {
     }
 
     #[test]
+    fn a_part_refused_with_4xx_to_the_end_fails_the_row_and_names_its_recipient() {
+        let joins = Joins::default();
+        let journal = Journal::default();
+        joins.split(spanning());
+        let ok = Reply::new(250, "queued");
+        joins
+            .settled(
+                "one.test",
+                &journal,
+                &[decided(7, "ann@one.test", ok, Status::Sent)],
+            )
+            .unwrap();
+        // What settle hands over when the attempts are used up: no
+        // recipient settled for good (a rerun tries it), the row failed.
+        let mut later = decided(
+            7,
+            "cy@two.test",
+            Reply::new(451, "try later"),
+            Status::Failed,
+        );
+        later.rcpts.clear();
+        joins.settled("two.test", &journal, &[later]).unwrap();
+        let got = journal.0.into_inner().unwrap();
+        assert_eq!(
+            got.last().map(String::as_str),
+            Some("outcome 7 Failed cy@two.test: 451 try later; accepted by ann@one.test")
+        );
+        assert!(!got.iter().any(|l| l.starts_with("rcpt 7 cy@")), "{got:?}");
+    }
+
+    #[test]
     fn a_row_stays_committed_while_any_parts_dot_may_be_on_its_way() {
         let joins = Joins::default();
         let journal = Journal::default();
