@@ -170,6 +170,10 @@ impl Joins {
         batch: &[(u64, &str, u32)],
     ) -> io::Result<()> {
         let rows = self.rows.lock().unwrap();
+        if !batch.iter().any(|b| rows.contains_key(&b.0)) {
+            drop(rows);
+            return inner.inflight(batch);
+        }
         inner.inflight(batch)?;
         // Another part's dot may still be on its way: the row stays committed.
         let busy: Vec<u64> = batch
@@ -198,6 +202,10 @@ impl Joins {
         rows: &[u64],
     ) -> io::Result<()> {
         let mut joins = self.rows.lock().unwrap();
+        if !rows.iter().any(|r| joins.contains_key(r)) {
+            drop(joins);
+            return inner.committing(rows);
+        }
         for row in rows {
             if let Some(p) = joins.get_mut(row).and_then(|j| j.parts.get_mut(domain)) {
                 p.committed = true;
