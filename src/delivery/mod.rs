@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod limiter;
 pub mod merge;
 pub mod mx;
+mod mx_split;
 pub mod outcome;
 pub mod page;
 pub mod plan;

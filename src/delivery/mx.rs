@@ -6,8 +6,9 @@
 //! §5.1, see `crate::dns`), tried in order whenever a session opens: a host
 //! that cannot be reached, greets with 4xx or fails TLS passes to the next,
 //! and a 4xx to a message sends its retry to the next host (the worker's
-//! part). A row whose recipients span several domains is not sent (the
-//! journal settles a row as one message). Null MX and NXDOMAIN reject the
+//! part). A row whose recipients span several domains goes to each of
+//! them, one part per domain, joined back into one row (`mx_split`). Null
+//! MX and NXDOMAIN reject the
 //! domain's recipients with the DNS's own answer as the reply, no
 //! connection made; a DNS that cannot answer now is asked again after
 //! `retry_delay` (doubling) up to `max_attempts`.
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::dispatch::{RunEnd, Work};
 use super::ledger::Ledger;
+use super::mx_split::Joins;
 use super::plan::{Plan, Route};
 use super::settle::{backoff, settle};
 use crate::dns::{Candidate, DnsFailure, MxResolver};
@@ -113,13 +115,6 @@ impl MxPlan {
     }
 }
 
-/// The recipient domain of an address (lower case), `None` without `@`.
-fn domain_of(address: &str) -> Option<String> {
-    let at = address.rfind('@')?;
-    let domain = address[at + 1..].trim_end_matches('>').to_lowercase();
-    (!domain.is_empty()).then_some(domain)
-}
-
 /// A counting gate: at most `DOMAINS_AT_ONCE` destinations deliver at once.
 struct Gate {
     free: Mutex<usize>,
@@ -168,66 +163,45 @@ pub fn deliver(
     };
     let ends: Mutex<Vec<(String, RunEnd)>> = Mutex::new(Vec::new());
     let active = Mutex::new(HashMap::new());
-    let mut mixed_fatal = None;
+    let joins = Joins::default();
     let mut refused = 0;
     std::thread::scope(|s| {
         let mut routes: HashMap<String, Sender<Work>> = HashMap::new();
         for work in source {
-            let domains: Vec<String> = {
-                let mut d: Vec<String> = work.rcpts.iter().filter_map(|r| domain_of(r)).collect();
-                d.sort();
-                d.dedup();
-                d
-            };
-            let domain = match domains.as_slice() {
-                [one] => one.clone(),
-                _ => {
-                    let reply = Reply::new(
-                        451,
-                        format!(
-                            "not sent: with mx: true a message goes to one recipient domain, \
-                             and this one has recipients at {}",
-                            domains.join(", ")
-                        ),
-                    );
-                    if let Err(e) = give_up(work, reply, base, ledger) {
-                        mixed_fatal = Some(e);
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                    continue;
-                }
-            };
-            let tx = routes.entry(domain.clone()).or_insert_with(|| {
-                let (tx, rx) = channel();
-                let (gate, ends, active, stop) = (&gate, &ends, &active, stop.clone());
-                s.spawn(move || {
-                    let ledger = DestinationLedger {
-                        inner: ledger,
-                        active,
-                        domain: &domain,
-                    };
-                    let end = match gate.enter(&stop) {
-                        Some(_entered) => destination(base, mx, &domain, rx, &ledger, stop),
-                        None => RunEnd {
-                            unsent: rx.try_iter().count(),
-                            interrupted: true,
-                            ..RunEnd::default()
-                        },
-                    };
-                    ends.lock().unwrap().push((domain, end));
+            for (domain, work) in joins.split(work) {
+                let tx = routes.entry(domain.clone()).or_insert_with(|| {
+                    let (tx, rx) = channel();
+                    let (gate, ends, active, joins) = (&gate, &ends, &active, &joins);
+                    let stop = stop.clone();
+                    s.spawn(move || {
+                        let ledger = DestinationLedger {
+                            inner: ledger,
+                            active,
+                            joins,
+                            domain: &domain,
+                        };
+                        let end = match gate.enter(&stop) {
+                            Some(_entered) => destination(base, mx, &domain, rx, &ledger, stop),
+                            None => RunEnd {
+                                unsent: rx.try_iter().count(),
+                                interrupted: true,
+                                ..RunEnd::default()
+                            },
+                        };
+                        ends.lock().unwrap().push((domain, end));
+                    });
+                    tx
                 });
-                tx
-            });
-            // A destination that has stopped has dropped its receiver: the
-            // message stays unsent (a rerun sends it).
-            if tx.send(work).is_err() {
-                refused += 1;
+                // A destination that has stopped has dropped its receiver: the
+                // message stays unsent (a rerun sends it).
+                if tx.send(work).is_err() {
+                    refused += 1;
+                }
             }
         }
     });
     let mut merged = RunEnd {
         interrupted: stop.load(Ordering::SeqCst),
-        fatal: mixed_fatal,
         unsent: refused,
         ..RunEnd::default()
     };
@@ -262,21 +236,22 @@ pub fn deliver(
 struct DestinationLedger<'a> {
     inner: &'a dyn Ledger,
     active: &'a Mutex<HashMap<String, usize>>,
+    joins: &'a Joins,
     domain: &'a str,
 }
 
 impl Ledger for DestinationLedger<'_> {
     fn inflight(&self, batch: &[(u64, &str, u32)]) -> std::io::Result<()> {
-        self.inner.inflight(batch)
+        self.joins.inflight(self.domain, self.inner, batch)
     }
     fn committing(&self, rows: &[u64]) -> std::io::Result<()> {
-        self.inner.committing(rows)
+        self.joins.committing(self.domain, self.inner, rows)
     }
     fn settled(&self, batch: &[super::outcome::Outcome]) -> std::io::Result<()> {
         self.inner.settled(batch)
     }
     fn settled_rcpts(&self, batch: &[super::ledger::Settled]) -> std::io::Result<()> {
-        self.inner.settled_rcpts(batch)
+        self.joins.settled(self.domain, self.inner, batch)
     }
     fn sessions_active(&self, n: usize) {
         let mut active = self.active.lock().unwrap();
@@ -383,9 +358,11 @@ mod tests {
     fn the_sessions_shown_are_every_destinations_together() {
         let inner = Sessions::default();
         let active = Mutex::new(HashMap::new());
+        let joins = Joins::default();
         let a = DestinationLedger {
             inner: &inner,
             active: &active,
+            joins: &joins,
             domain: "a.test",
         };
         let b = DestinationLedger {
@@ -396,15 +373,5 @@ mod tests {
         b.sessions_active(1);
         a.sessions_active(0);
         assert_eq!(*inner.0.lock().unwrap(), [2, 3, 1]);
-    }
-
-    #[test]
-    fn domains_are_lower_case() {
-        assert_eq!(
-            domain_of("Ann@Example.TEST").as_deref(),
-            Some("example.test")
-        );
-        assert_eq!(domain_of("\"a@b\"@c.test").as_deref(), Some("c.test"));
-        assert_eq!(domain_of("nobody"), None);
     }
 }

@@ -5,13 +5,14 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mailshot::dns::{Candidate, DnsFailure, MxResolver};
 use mailshot::smtp::net::tls::generate_pki;
 
-use super::helpers::{by_email, Job};
+use super::helpers::{by_email, finish, signal, Job};
 use crate::support::cmd::Output;
 use crate::support::dns::{Dns, Zone};
 use crate::support::fault::{FaultHandle, FaultServer};
@@ -504,30 +505,180 @@ fn mx_run_leaves_an_unreachable_domain_for_a_rerun_and_sends_the_others() {
     assert_eq!(received(&a), ["bob@ok.test"], "nothing sent twice");
 }
 
-#[test]
-fn mx_run_does_not_send_a_row_whose_recipients_span_domains() {
-    let dns = Zone::new()
+/// A zone with one.test on 127.0.0.2 and two.test on `two_host`.
+fn two_domains(two_host: &str) -> Dns {
+    Zone::new()
         .mx("one.test", 10, "a.test")
-        .mx("two.test", 10, "a.test")
+        .mx("two.test", 10, "b.test")
         .host("a.test", "127.0.0.2")
-        .start();
-    let port = mx_port(&["127.0.0.2"]);
+        .host("b.test", two_host)
+        .start()
+}
+
+/// Row 1 goes to ann@one.test with a Cc to cy@two.test and a Bcc to
+/// bo@one.test; row 2 to dee@one.test alone.
+const SPANNING: &str = "cc: \"{% if row == 1 %}cy@two.test{% endif %}\"\n\
+                        bcc: \"{% if row == 1 %}bo@one.test{% endif %}\"";
+
+#[test]
+fn mx_run_sends_a_row_spanning_domains_to_each_domains_hosts() {
+    let dns = two_domains("127.0.0.3");
+    let port = mx_port(&["127.0.0.2", "127.0.0.3"]);
     let a = FaultServer::builder().start_on(at("127.0.0.2", port));
+    let b = FaultServer::builder().start_on(at("127.0.0.3", port));
     let job = Job::with_csv(
         &mx_smtp(&dns, port, ""),
-        &csv(&["ann@one.test", "bob@one.test"]),
-        "cc: \"{% if row == 1 %}cy@two.test{% endif %}\"",
+        &csv(&["ann@one.test", "dee@one.test"]),
+        SPANNING,
+    );
+    job.run(&[]).expect_code(0);
+    // Each domain's hosts got exactly that domain's recipients.
+    let mut to_a: Vec<Vec<String>> = a.messages().into_iter().map(|m| m.rcpts).collect();
+    to_a.sort();
+    assert_eq!(
+        to_a,
+        [vec!["ann@one.test", "bo@one.test"], vec!["dee@one.test"]]
+    );
+    let to_b = b.messages();
+    assert_eq!(to_b.len(), 1);
+    assert_eq!(to_b[0].rcpts, ["cy@two.test"]);
+    // The same message: the headers show To and Cc as written, no Bcc.
+    let text = String::from_utf8_lossy(&to_b[0].data).to_string();
+    assert!(
+        text.contains("ann@one.test>") && text.contains("Cc: cy@two.test"),
+        "{text}"
+    );
+    assert!(!text.contains("bo@one.test"), "{text}");
+    let first = a
+        .messages()
+        .into_iter()
+        .find(|m| m.rcpts.len() == 2)
+        .unwrap();
+    assert_eq!(first.data, to_b[0].data, "one message, two envelopes");
+    let rows = by_email(&job.report());
+    assert_eq!(rows["ann@one.test"].status, "sent", "{rows:?}");
+    assert_eq!(rows["dee@one.test"].status, "sent", "{rows:?}");
+}
+
+#[test]
+fn mx_run_rejects_a_spanning_row_when_another_domain_refuses_its_recipient() {
+    let dns = two_domains("127.0.0.3");
+    let port = mx_port(&["127.0.0.2", "127.0.0.3"]);
+    let a = FaultServer::builder().start_on(at("127.0.0.2", port));
+    let b = FaultServer::builder()
+        .rcpt_hook(|_, _| Some("550 5.1.1 no such user here".into()))
+        .start_on(at("127.0.0.3", port));
+    let job = Job::with_csv(
+        &mx_smtp(&dns, port, ""),
+        &csv(&["ann@one.test", "dee@one.test"]),
+        SPANNING,
+    );
+    job.run(&[]);
+    assert_eq!(
+        received(&a),
+        ["ann@one.test", "bo@one.test", "dee@one.test"],
+        "each one.test recipient got the message once"
+    );
+    assert!(b.messages().is_empty());
+    let rows = by_email(&job.report());
+    let row = &rows["ann@one.test"];
+    assert_eq!(
+        (row.status.as_str(), row.code.as_str()),
+        ("rejected", "550")
+    );
+    assert!(
+        row.reply.contains("cy@two.test") && row.reply.contains("no such user here"),
+        "{row:?}"
+    );
+    assert_eq!(rows["dee@one.test"].status, "sent");
+
+    // A rerun sends nothing again: the row is decided.
+    job.run(&[]);
+    assert_eq!(
+        received(&a),
+        ["ann@one.test", "bo@one.test", "dee@one.test"]
+    );
+}
+
+#[test]
+fn mx_run_leaves_an_unreachable_domains_part_of_a_row_for_the_rerun() {
+    let dns = two_domains("127.0.0.4");
+    let port = mx_port(&["127.0.0.2", "127.0.0.4"]);
+    let a = FaultServer::builder().start_on(at("127.0.0.2", port));
+    let job = Job::with_csv(
+        &mx_smtp(&dns, port, "retry_delay: 100ms, max_attempts: 2"),
+        &csv(&["ann@one.test", "dee@one.test"]),
+        SPANNING,
     );
     let out = job.run(&[]);
     out.expect_code(75);
-    assert_eq!(received(&a), ["bob@one.test"]);
-    let rows = by_email(&job.report());
-    let mixed = &rows["ann@one.test"];
+    assert!(out.stderr.contains("two.test"), "{}", out.stderr);
     assert_eq!(
-        (mixed.status.as_str(), mixed.code.as_str()),
-        ("failed", "451")
+        received(&a),
+        ["ann@one.test", "bo@one.test", "dee@one.test"]
     );
-    assert!(mixed.reply.contains("one recipient domain"), "{mixed:?}");
+    let rows = by_email(&job.report());
+    assert_ne!(rows["ann@one.test"].status, "sent", "{rows:?}");
+
+    // Once two.test's host is back, the rerun sends only to its recipient.
+    let back = FaultServer::builder().start_on(at("127.0.0.4", port));
+    job.run(&[]).expect_code(0);
+    assert_eq!(received(&back), ["cy@two.test"]);
+    assert_eq!(
+        received(&a),
+        ["ann@one.test", "bo@one.test", "dee@one.test"],
+        "nothing sent twice"
+    );
+    let rows = by_email(&job.report());
+    assert_eq!(rows["ann@one.test"].status, "sent", "{rows:?}");
+}
+
+#[test]
+fn mx_run_killed_between_two_domains_sends_only_the_rest_on_the_rerun() {
+    let dns = two_domains("127.0.0.3");
+    let port = mx_port(&["127.0.0.2", "127.0.0.3"]);
+    let a = FaultServer::builder().start_on(at("127.0.0.2", port));
+    // two.test's host holds its first RCPT until released, so mailshot is
+    // killed after one.test accepted and before two.test answered.
+    let held = Arc::new(AtomicBool::new(true));
+    let first = Arc::new(AtomicBool::new(true));
+    let (h, f) = (held.clone(), first.clone());
+    let b = FaultServer::builder()
+        .rcpt_hook(move |_, _| {
+            if f.swap(false, Ordering::SeqCst) {
+                for _ in 0..300 {
+                    if !h.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            None
+        })
+        .start_on(at("127.0.0.3", port));
+    let job = Job::with_csv(
+        &mx_smtp(&dns, port, "timeout: 30s"),
+        &csv(&["ann@one.test", "dee@one.test"]),
+        SPANNING,
+    );
+    let child = job.spawn(&[]);
+    a.wait_for_messages(2, Duration::from_secs(20));
+    // Time to record what one.test answered (it waits for no fsync).
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(b.messages().is_empty() && !first.load(Ordering::SeqCst));
+    signal(&child, "KILL");
+    assert_eq!(finish(child, Duration::from_secs(20)).code, -1, "killed");
+    held.store(false, Ordering::SeqCst);
+
+    job.run(&[]).expect_code(0);
+    assert_eq!(received(&b), ["cy@two.test"]);
+    assert_eq!(
+        received(&a),
+        ["ann@one.test", "bo@one.test", "dee@one.test"],
+        "nothing sent twice"
+    );
+    let rows = by_email(&job.report());
+    assert_eq!(rows["ann@one.test"].status, "sent", "{rows:?}");
 }
 
 #[test]
