@@ -152,6 +152,9 @@ struct Queues {
     held: usize,
     held_bytes: usize,
     retry: Vec<(Instant, Work)>,
+    /// The capped domain (its index in `domains`) each session carries
+    /// while it holds mail of it in flight.
+    bound: HashMap<SessionKey, usize>,
     /// Domains queued for the first time, not yet offered to the route maker.
     seen: Vec<String>,
 }
@@ -295,6 +298,7 @@ impl Dispatcher {
                 held: 0,
                 held_bytes: 0,
                 retry: Vec::new(),
+                bound: HashMap::new(),
                 seen: Vec::new(),
             }),
             routes: RwLock::new(routes),
@@ -614,6 +618,12 @@ impl Dispatcher {
     /// outstanding (`held` counts what it has in flight), so that one session
     /// never fills its window with everything while the others idle. The
     /// domains take turns; one whose rate or sessions are used up is passed over.
+    ///
+    /// A session that holds mail of a domain with a `sessions` cap in flight
+    /// takes only that domain's mail until all of it is answered, as Postfix
+    /// gives each destination connections of its own: SMTP answers in order,
+    /// so other mail pipelined behind a slow domain's message would wait for
+    /// its answer. Mail of domains without a cap is mixed freely.
     fn take(&self, key: SessionKey, now: Instant, held: usize) -> Next {
         let route = self.route(key.0);
         let mut q = self.queues.lock().unwrap();
@@ -650,10 +660,21 @@ impl Dispatcher {
             }
         }
         let mut soonest: Option<Duration> = q.retry.iter().map(|(t, _)| *t - now).min();
+        let bound = match q.bound.get(&key) {
+            Some(&at) if q.domains[at].carriers.contains_key(&key) => Some(at),
+            Some(_) => {
+                q.bound.remove(&key);
+                None
+            }
+            None => None,
+        };
         loop {
             let n = q.domains.len();
-            let start = q.cursor;
-            for step in 0..n {
+            let (start, steps) = match bound {
+                Some(at) => (at, 1),
+                None => (q.cursor, n),
+            };
+            for step in 0..steps {
                 let at = (start + step) % n;
                 let (name, dq) = q.domains.get_index_mut(at).expect("in range");
                 if dq.ready.is_empty() || route.domain.as_ref().is_some_and(|d| d != name) {
@@ -670,10 +691,16 @@ impl Dispatcher {
                         continue;
                     }
                 }
+                let capped = dq.sessions.is_some();
                 let mut w = dq.ready.pop_front().expect("not empty");
                 *dq.carriers.entry(key).or_default() += 1;
                 w.carrier = Some(key);
-                q.cursor = (at + 1) % n;
+                if capped {
+                    q.bound.insert(key, at);
+                }
+                if bound.is_none() {
+                    q.cursor = (at + 1) % n;
+                }
                 q.held -= 1;
                 q.held_bytes -= w.out.data.len();
                 route.held.fetch_add(1, Ordering::SeqCst);
