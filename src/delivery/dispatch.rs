@@ -170,6 +170,13 @@ struct RouteStatus {
     pauses: u32,
     /// Given up for this run, with the error that says why.
     retired: Option<Error>,
+    /// Tries to log in (TLS, AUTH, the greeting) refused since the last
+    /// one that succeeded.
+    logins_refused: u32,
+    /// A session is trying to log in while no other may.
+    probing: bool,
+    /// A session logged in (and no login was refused since).
+    logged_in: bool,
 }
 
 /// A route's share of the dispatcher.
@@ -479,6 +486,64 @@ impl Dispatcher {
         };
         self.pause(route, delay, format!("it answered {reply}"))
             .then_some(delay)
+    }
+
+    /// Whether a session of `route` may try to open it now. Until a login
+    /// succeeds (at first, and after a refusal) only one session tries at a
+    /// time, so that each refused try is one of the route's attempts; it
+    /// reports with [`Dispatcher::login_tried`].
+    pub(crate) fn may_try_login(&self, route: usize) -> bool {
+        let r = self.route(route);
+        let mut st = r.status.lock().unwrap();
+        if st.logged_in {
+            return true;
+        }
+        !std::mem::replace(&mut st.probing, true)
+    }
+
+    /// A session's try to open `route` is over: `ok` when it logged in (the
+    /// count of refusals starts over).
+    pub(crate) fn login_tried(&self, route: usize, ok: bool) {
+        let r = self.route(route);
+        let mut st = r.status.lock().unwrap();
+        st.probing = false;
+        if ok {
+            st.logins_refused = 0;
+            st.logged_in = true;
+        }
+    }
+
+    /// `route` refused a login (its TLS, AUTH or greeting failed): it is
+    /// paused for a backoff that doubles from `base`, and the pause is
+    /// returned with the number of refusals, or `None` once `max` tries were
+    /// refused (the route is then to be left for the run: retrying a refused
+    /// password without end can lock the account).
+    pub(crate) fn login_refused(
+        &self,
+        route: usize,
+        max: u32,
+        base: Duration,
+        why: String,
+    ) -> Option<(Duration, u32)> {
+        let r = self.route(route);
+        let mut st = r.status.lock().unwrap();
+        st.logged_in = false;
+        st.logins_refused += 1;
+        let n = st.logins_refused;
+        if n >= max.max(1) {
+            // No other session tries while the route is being left.
+            st.probing = true;
+            return None;
+        }
+        // Paused before another session may try.
+        let delay = super::settle::backoff(base, n);
+        let until = Instant::now() + delay;
+        if st.paused_until.is_none_or(|u| u < until) {
+            st.paused_until = Some(until);
+            st.why = why;
+        }
+        st.probing = false;
+        Some((delay, n))
     }
 
     /// A route delivered again: its limit-reply backoff starts over.
