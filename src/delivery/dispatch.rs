@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::daily::{self, DailyCounts};
 use super::limiter::Limiter;
-use super::plan::{Plan, Route, RouteMaker};
+use super::plan::{Plan, Route};
 use crate::compose::message::Outgoing;
 use crate::error::Error;
 use crate::job::DomainLimit;
@@ -155,8 +155,6 @@ struct Queues {
     /// The capped domain (its index in `domains`) each session carries
     /// while it holds mail of it in flight.
     bound: HashMap<SessionKey, usize>,
-    /// Domains queued for the first time, not yet offered to the route maker.
-    seen: Vec<String>,
 }
 
 /// Whether a route may be used now.
@@ -196,11 +194,8 @@ struct RouteState {
 /// The work shared between a run's sessions.
 pub(crate) struct Dispatcher {
     queues: Mutex<Queues>,
-    /// The plan's routes, then those made at run time.
+    /// The plan's routes.
     routes: RwLock<Vec<Arc<RouteState>>>,
-    make_route: Option<RouteMaker>,
-    /// Routes made at run time that have no sessions yet.
-    unstaffed: Mutex<Vec<usize>>,
     /// Limits per domain (`"*"`: every other domain).
     limits: Vec<(String, DomainLimit)>,
     /// Items taken from the source and not yet settled.
@@ -250,43 +245,6 @@ impl Dispatcher {
         self.route(i).plan.clone()
     }
 
-    /// Add a route at run time (a destination for a recipient domain); its
-    /// sessions are started by [`deliver`](super::worker::deliver), which
-    /// asks [`Dispatcher::unstaffed`]. Returns its number.
-    pub(crate) fn add_route(&self, route: Route) -> usize {
-        let mut routes = self.routes.write().unwrap();
-        routes.push(RouteState::new(route));
-        let i = routes.len() - 1;
-        self.unstaffed.lock().unwrap().push(i);
-        i
-    }
-
-    /// Routes added since the last call, to start sessions for.
-    pub(crate) fn unstaffed(&self) -> Vec<usize> {
-        std::mem::take(&mut *self.unstaffed.lock().unwrap())
-    }
-
-    /// A domain seen for the first time: when the plan makes routes at run
-    /// time and no route serves it, make one (outside every lock: making it
-    /// may take a while). A domain no route can be made for keeps its mail
-    /// in the queue for the routes that take any domain.
-    fn new_domains(&self, domains: Vec<String>) {
-        let Some(make) = &self.make_route else {
-            return;
-        };
-        for d in domains {
-            let served = self
-                .all()
-                .iter()
-                .any(|r| r.domain.as_deref() == Some(d.as_str()));
-            if !served {
-                if let Ok(route) = make(&d) {
-                    self.add_route(route);
-                }
-            }
-        }
-    }
-
     /// A dispatcher over the renderer's queue `source`, for the routes,
     /// rates, domain limits and patience of `plan`; daily counts are kept in
     /// `daily` (the state file beside the journal) when given.
@@ -306,11 +264,8 @@ impl Dispatcher {
                 held_bytes: 0,
                 retry: Vec::new(),
                 bound: HashMap::new(),
-                seen: Vec::new(),
             }),
             routes: RwLock::new(routes),
-            make_route: plan.make_route.clone(),
-            unstaffed: Mutex::new(Vec::new()),
             limits: plan.domains.clone(),
             pending: AtomicUsize::new(0),
             limiter: plan.rate.map(|r| Mutex::new(Limiter::new(r))),
@@ -345,17 +300,10 @@ impl Dispatcher {
             return Next::Done;
         }
         let now = Instant::now();
-        let next = match self.route_blocked(key.0, now) {
+        match self.route_blocked(key.0, now) {
             Some(next) => next,
             None => self.take(key, now, held),
-        };
-        if self.make_route.is_some() {
-            let seen = std::mem::take(&mut self.queues.lock().unwrap().seen);
-            if !seen.is_empty() {
-                self.new_domains(seen);
-            }
         }
-        next
     }
 
     /// `Some` when route `route` may not take work now: retired (done),
@@ -642,7 +590,6 @@ impl Dispatcher {
     /// Put `w` in its domain's queue (at the front: it was there before).
     fn enqueue(&self, q: &mut Queues, w: Work, front: bool) {
         if !q.domains.contains_key(&w.domain) {
-            q.seen.push(w.domain.clone());
             let limit = self.limit_for(&w.domain);
             q.domains.insert(
                 w.domain.clone(),

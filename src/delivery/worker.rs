@@ -12,7 +12,7 @@
 //! with backoff, up to `max_attempts` times.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,36 +43,14 @@ pub fn deliver(
     }
     let daily = DailyCounts::load(plan.daily_state.as_deref());
     let dispatch = Dispatcher::new(source, plan, daily, stop);
-    let live = AtomicUsize::new(0);
     std::thread::scope(|s| {
         // Sessions are numbered across routes: the trace tells them apart.
         let mut id = 0;
-        let mut staff = |route: usize| {
+        for route in 0..plan.routes.len() {
             for _ in 0..dispatch.route_plan(route).sessions.max(1) {
                 id += 1;
-                let (dispatch, live, id) = (&dispatch, &live, id);
-                live.fetch_add(1, Ordering::SeqCst);
-                s.spawn(move || {
-                    SessionWorker::new(plan, route, dispatch, ledger, id).work();
-                    live.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        };
-        for route in 0..plan.routes.len() {
-            staff(route);
-        }
-        if plan.make_route.is_some() {
-            // Routes made at run time get their sessions here.
-            loop {
-                let new = dispatch.unstaffed();
-                let none = new.is_empty();
-                for route in new {
-                    staff(route);
-                }
-                if none && live.load(Ordering::SeqCst) == 0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+                let (dispatch, id) = (&dispatch, id);
+                s.spawn(move || SessionWorker::new(plan, route, dispatch, ledger, id).work());
             }
         }
     });
