@@ -635,7 +635,9 @@ impl Dispatcher {
     /// takes only that domain's mail until all of it is answered, as Postfix
     /// gives each destination connections of its own: SMTP answers in order,
     /// so other mail pipelined behind a slow domain's message would wait for
-    /// its answer. Mail of domains without a cap is mixed freely.
+    /// its answer. Mail of domains without a cap is mixed freely. A session
+    /// holds at most its share (over the domain's `sessions`) of such a
+    /// domain's mail at hand, so that the domain's other sessions carry some.
     fn take(&self, key: SessionKey, now: Instant, held: usize) -> Next {
         let route = self.route(key.0);
         let mut q = self.queues.lock().unwrap();
@@ -693,7 +695,14 @@ impl Dispatcher {
                     continue;
                 }
                 if let Some(cap) = dq.sessions {
-                    if !dq.carriers.contains_key(&key) && dq.carriers.len() >= cap {
+                    let mine = dq.carriers.get(&key).copied().unwrap_or(0);
+                    if mine == 0 && dq.carriers.len() >= cap {
+                        continue;
+                    }
+                    // Its share of the domain's mail at hand, so that the
+                    // domain's other sessions have some to carry too.
+                    let carried: usize = dq.carriers.values().sum();
+                    if mine > 0 && mine >= (dq.ready.len() + carried).div_ceil(cap) {
                         continue;
                     }
                 }

@@ -116,6 +116,31 @@ fn a_domain_with_one_session_is_carried_by_one_session_at_a_time() {
 }
 
 #[test]
+fn a_session_takes_no_more_than_its_share_of_a_capped_domain() {
+    // One session could hold the whole run's share; the domain's two
+    // sessions must still split its mail, or the second has none to carry.
+    let mut p = plan(1);
+    p.domains = vec![(
+        "two.test".into(),
+        DomainLimit {
+            rate: None,
+            sessions: Some(2),
+        },
+    )];
+    let works = (1..=10)
+        .map(|i| work(i, &format!("u{i}@two.test")))
+        .collect();
+    let d = dispatcher(&p, works);
+    let mut held = 0;
+    while next_domain(&d, (0, 1), held).is_some() {
+        held += 1;
+        assert!(held <= 10);
+    }
+    assert_eq!(held, 5, "the first session took {held} of 10");
+    assert_eq!(next_domain(&d, (0, 2), 0).as_deref(), Some("two.test"));
+}
+
+#[test]
 fn a_route_refused_each_time_it_wakes_ends_the_run_after_the_patience() {
     let mut p = plan(1);
     p.patience = Duration::from_millis(300);
