@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::daily::{self, DailyCounts};
 use super::limiter::Limiter;
-use super::plan::{Plan, Route, RouteMaker};
+use super::plan::{Plan, Route};
 use crate::compose::message::Outgoing;
 use crate::error::Error;
 use crate::job::DomainLimit;
@@ -152,8 +152,9 @@ struct Queues {
     held: usize,
     held_bytes: usize,
     retry: Vec<(Instant, Work)>,
-    /// Domains queued for the first time, not yet offered to the route maker.
-    seen: Vec<String>,
+    /// The capped domain (its index in `domains`) each session carries
+    /// while it holds mail of it in flight.
+    bound: HashMap<SessionKey, usize>,
 }
 
 /// Whether a route may be used now.
@@ -167,6 +168,13 @@ struct RouteStatus {
     pauses: u32,
     /// Given up for this run, with the error that says why.
     retired: Option<Error>,
+    /// Tries to log in (TLS, AUTH, the greeting) refused since the last
+    /// one that succeeded.
+    logins_refused: u32,
+    /// A session is trying to log in while no other may.
+    probing: bool,
+    /// A session logged in (and no login was refused since).
+    logged_in: bool,
 }
 
 /// A route's share of the dispatcher.
@@ -186,11 +194,8 @@ struct RouteState {
 /// The work shared between a run's sessions.
 pub(crate) struct Dispatcher {
     queues: Mutex<Queues>,
-    /// The plan's routes, then those made at run time.
+    /// The plan's routes.
     routes: RwLock<Vec<Arc<RouteState>>>,
-    make_route: Option<RouteMaker>,
-    /// Routes made at run time that have no sessions yet.
-    unstaffed: Mutex<Vec<usize>>,
     /// Limits per domain (`"*"`: every other domain).
     limits: Vec<(String, DomainLimit)>,
     /// Items taken from the source and not yet settled.
@@ -240,43 +245,6 @@ impl Dispatcher {
         self.route(i).plan.clone()
     }
 
-    /// Add a route at run time (a destination for a recipient domain); its
-    /// sessions are started by [`deliver`](super::worker::deliver), which
-    /// asks [`Dispatcher::unstaffed`]. Returns its number.
-    pub(crate) fn add_route(&self, route: Route) -> usize {
-        let mut routes = self.routes.write().unwrap();
-        routes.push(RouteState::new(route));
-        let i = routes.len() - 1;
-        self.unstaffed.lock().unwrap().push(i);
-        i
-    }
-
-    /// Routes added since the last call, to start sessions for.
-    pub(crate) fn unstaffed(&self) -> Vec<usize> {
-        std::mem::take(&mut *self.unstaffed.lock().unwrap())
-    }
-
-    /// A domain seen for the first time: when the plan makes routes at run
-    /// time and no route serves it, make one (outside every lock: making it
-    /// may take a while). A domain no route can be made for keeps its mail
-    /// in the queue for the routes that take any domain.
-    fn new_domains(&self, domains: Vec<String>) {
-        let Some(make) = &self.make_route else {
-            return;
-        };
-        for d in domains {
-            let served = self
-                .all()
-                .iter()
-                .any(|r| r.domain.as_deref() == Some(d.as_str()));
-            if !served {
-                if let Ok(route) = make(&d) {
-                    self.add_route(route);
-                }
-            }
-        }
-    }
-
     /// A dispatcher over the renderer's queue `source`, for the routes,
     /// rates, domain limits and patience of `plan`; daily counts are kept in
     /// `daily` (the state file beside the journal) when given.
@@ -295,11 +263,9 @@ impl Dispatcher {
                 held: 0,
                 held_bytes: 0,
                 retry: Vec::new(),
-                seen: Vec::new(),
+                bound: HashMap::new(),
             }),
             routes: RwLock::new(routes),
-            make_route: plan.make_route.clone(),
-            unstaffed: Mutex::new(Vec::new()),
             limits: plan.domains.clone(),
             pending: AtomicUsize::new(0),
             limiter: plan.rate.map(|r| Mutex::new(Limiter::new(r))),
@@ -334,17 +300,10 @@ impl Dispatcher {
             return Next::Done;
         }
         let now = Instant::now();
-        let next = match self.route_blocked(key.0, now) {
+        match self.route_blocked(key.0, now) {
             Some(next) => next,
             None => self.take(key, now, held),
-        };
-        if self.make_route.is_some() {
-            let seen = std::mem::take(&mut self.queues.lock().unwrap().seen);
-            if !seen.is_empty() {
-                self.new_domains(seen);
-            }
         }
-        next
     }
 
     /// `Some` when route `route` may not take work now: retired (done),
@@ -477,6 +436,64 @@ impl Dispatcher {
             .then_some(delay)
     }
 
+    /// Whether a session of `route` may try to open it now. Until a login
+    /// succeeds (at first, and after a refusal) only one session tries at a
+    /// time, so that each refused try is one of the route's attempts; it
+    /// reports with [`Dispatcher::login_tried`].
+    pub(crate) fn may_try_login(&self, route: usize) -> bool {
+        let r = self.route(route);
+        let mut st = r.status.lock().unwrap();
+        if st.logged_in {
+            return true;
+        }
+        !std::mem::replace(&mut st.probing, true)
+    }
+
+    /// A session's try to open `route` is over: `ok` when it logged in (the
+    /// count of refusals starts over).
+    pub(crate) fn login_tried(&self, route: usize, ok: bool) {
+        let r = self.route(route);
+        let mut st = r.status.lock().unwrap();
+        st.probing = false;
+        if ok {
+            st.logins_refused = 0;
+            st.logged_in = true;
+        }
+    }
+
+    /// `route` refused a login (its TLS, AUTH or greeting failed): it is
+    /// paused for a backoff that doubles from `base`, and the pause is
+    /// returned with the number of refusals, or `None` once `max` tries were
+    /// refused (the route is then to be left for the run: retrying a refused
+    /// password without end can lock the account).
+    pub(crate) fn login_refused(
+        &self,
+        route: usize,
+        max: u32,
+        base: Duration,
+        why: String,
+    ) -> Option<(Duration, u32)> {
+        let r = self.route(route);
+        let mut st = r.status.lock().unwrap();
+        st.logged_in = false;
+        st.logins_refused += 1;
+        let n = st.logins_refused;
+        if n >= max.max(1) {
+            // No other session tries while the route is being left.
+            st.probing = true;
+            return None;
+        }
+        // Paused before another session may try.
+        let delay = super::settle::backoff(base, n);
+        let until = Instant::now() + delay;
+        if st.paused_until.is_none_or(|u| u < until) {
+            st.paused_until = Some(until);
+            st.why = why;
+        }
+        st.probing = false;
+        Some((delay, n))
+    }
+
     /// A route delivered again: its limit-reply backoff starts over.
     fn relieved(&self, route: usize) {
         self.route(route).status.lock().unwrap().pauses = 0;
@@ -573,7 +590,6 @@ impl Dispatcher {
     /// Put `w` in its domain's queue (at the front: it was there before).
     fn enqueue(&self, q: &mut Queues, w: Work, front: bool) {
         if !q.domains.contains_key(&w.domain) {
-            q.seen.push(w.domain.clone());
             let limit = self.limit_for(&w.domain);
             q.domains.insert(
                 w.domain.clone(),
@@ -614,6 +630,14 @@ impl Dispatcher {
     /// outstanding (`held` counts what it has in flight), so that one session
     /// never fills its window with everything while the others idle. The
     /// domains take turns; one whose rate or sessions are used up is passed over.
+    ///
+    /// A session that holds mail of a domain with a `sessions` cap in flight
+    /// takes only that domain's mail until all of it is answered, as Postfix
+    /// gives each destination connections of its own: SMTP answers in order,
+    /// so other mail pipelined behind a slow domain's message would wait for
+    /// its answer. Mail of domains without a cap is mixed freely. A session
+    /// holds at most its share (over the domain's `sessions`) of such a
+    /// domain's mail at hand, so that the domain's other sessions carry some.
     fn take(&self, key: SessionKey, now: Instant, held: usize) -> Next {
         let route = self.route(key.0);
         let mut q = self.queues.lock().unwrap();
@@ -650,17 +674,35 @@ impl Dispatcher {
             }
         }
         let mut soonest: Option<Duration> = q.retry.iter().map(|(t, _)| *t - now).min();
+        let bound = match q.bound.get(&key) {
+            Some(&at) if q.domains[at].carriers.contains_key(&key) => Some(at),
+            Some(_) => {
+                q.bound.remove(&key);
+                None
+            }
+            None => None,
+        };
         loop {
             let n = q.domains.len();
-            let start = q.cursor;
-            for step in 0..n {
+            let (start, steps) = match bound {
+                Some(at) => (at, 1),
+                None => (q.cursor, n),
+            };
+            for step in 0..steps {
                 let at = (start + step) % n;
                 let (name, dq) = q.domains.get_index_mut(at).expect("in range");
                 if dq.ready.is_empty() || route.domain.as_ref().is_some_and(|d| d != name) {
                     continue;
                 }
                 if let Some(cap) = dq.sessions {
-                    if !dq.carriers.contains_key(&key) && dq.carriers.len() >= cap {
+                    let mine = dq.carriers.get(&key).copied().unwrap_or(0);
+                    if mine == 0 && dq.carriers.len() >= cap {
+                        continue;
+                    }
+                    // Its share of the domain's mail at hand, so that the
+                    // domain's other sessions have some to carry too.
+                    let carried: usize = dq.carriers.values().sum();
+                    if mine > 0 && mine >= (dq.ready.len() + carried).div_ceil(cap) {
                         continue;
                     }
                 }
@@ -670,10 +712,16 @@ impl Dispatcher {
                         continue;
                     }
                 }
+                let capped = dq.sessions.is_some();
                 let mut w = dq.ready.pop_front().expect("not empty");
                 *dq.carriers.entry(key).or_default() += 1;
                 w.carrier = Some(key);
-                q.cursor = (at + 1) % n;
+                if capped {
+                    q.bound.insert(key, at);
+                }
+                if bound.is_none() {
+                    q.cursor = (at + 1) % n;
+                }
                 q.held -= 1;
                 q.held_bytes -= w.out.data.len();
                 route.held.fetch_add(1, Ordering::SeqCst);

@@ -110,7 +110,6 @@ impl MxPlan {
             capture: None,
             capture_dir: None,
             mx: None,
-            make_route: None,
         }
     }
 }

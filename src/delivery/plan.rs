@@ -41,9 +41,6 @@ pub struct Plan {
     pub named: bool,
     /// Where the relays' daily counts are kept across runs (`JOB.relays.json`).
     pub daily_state: Option<PathBuf>,
-    /// Makes a route for a recipient domain no route serves (a destination
-    /// added at run time); `None`: every message takes the routes above.
-    pub make_route: Option<RouteMaker>,
     /// SMTP trace sink.
     pub trace: Option<Trace>,
     /// The in-process capture server (stopped when dropped).
@@ -55,15 +52,9 @@ pub struct Plan {
     pub mx: Option<super::mx::MxPlan>,
 }
 
-/// A maker of routes at run time: given a recipient domain the plan's
-/// routes do not serve, the route that delivers to it (its endpoints in
-/// order), or why there is none.
-pub type RouteMaker =
-    std::sync::Arc<dyn Fn(&str) -> std::result::Result<Route, String> + Send + Sync>;
-
 /// One way out: a configured relay (or the single server), with its own
-/// sessions, rate and daily limit; a destination added at run time would be
-/// one too, with `domain` set and its candidate endpoints in order.
+/// sessions, rate and daily limit; or an MX destination, with `domain` set
+/// and its candidate endpoints in order.
 #[derive(Clone)]
 pub struct Route {
     /// The name events and traces use (`name`, else `host:port`).
@@ -140,7 +131,6 @@ impl Plan {
             domains: Vec::new(),
             named: !settings.relays.is_empty(),
             daily_state: None,
-            make_route: None,
             trace,
             capture,
             capture_dir,

@@ -7,10 +7,12 @@
 //! `max_messages_per_session`, a 421 or a dropped connection, with
 //! exponential backoff and jitter. A limit reply pauses the route (its
 //! sessions leave, the message goes back to the queue for another route); a
-//! route that cannot be opened is retired while the others carry on.
+//! route that cannot be opened is retired while the others carry on, except
+//! that a pool's relay whose TLS or login fails is paused and tried again,
+//! with backoff, up to `max_attempts` times.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,36 +43,14 @@ pub fn deliver(
     }
     let daily = DailyCounts::load(plan.daily_state.as_deref());
     let dispatch = Dispatcher::new(source, plan, daily, stop);
-    let live = AtomicUsize::new(0);
     std::thread::scope(|s| {
         // Sessions are numbered across routes: the trace tells them apart.
         let mut id = 0;
-        let mut staff = |route: usize| {
+        for route in 0..plan.routes.len() {
             for _ in 0..dispatch.route_plan(route).sessions.max(1) {
                 id += 1;
-                let (dispatch, live, id) = (&dispatch, &live, id);
-                live.fetch_add(1, Ordering::SeqCst);
-                s.spawn(move || {
-                    SessionWorker::new(plan, route, dispatch, ledger, id).work();
-                    live.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        };
-        for route in 0..plan.routes.len() {
-            staff(route);
-        }
-        if plan.make_route.is_some() {
-            // Routes made at run time get their sessions here.
-            loop {
-                let new = dispatch.unstaffed();
-                let none = new.is_empty();
-                for route in new {
-                    staff(route);
-                }
-                if none && live.load(Ordering::SeqCst) == 0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+                let (dispatch, id) = (&dispatch, id);
+                s.spawn(move || SessionWorker::new(plan, route, dispatch, ledger, id).work());
             }
         }
     });
@@ -212,6 +192,56 @@ impl<'a> SessionWorker<'a> {
         }
     }
 
+    /// Whether this route is a relay of a pool (not the only server, nor an
+    /// MX destination).
+    fn in_pool(&self) -> bool {
+        self.plan.named && self.r().domain.is_none()
+    }
+
+    /// Wait (holding this session's first message) while another session of
+    /// the route tries to log in; true when this one may try now, false when
+    /// the route was paused or left meanwhile.
+    fn wait_for_login(&self) -> bool {
+        loop {
+            if self.dispatch.may_try_login(self.route) {
+                return true;
+            }
+            if self.dispatch.paused(self.route) || self.dispatch.halted() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// In a pool, a relay whose TLS, login or greeting failed is paused and
+    /// tried again with backoff while the others carry on, at most
+    /// `max_attempts` times in the run (a refused password tried without
+    /// end can lock the account). True when it is paused (the user is told);
+    /// false when it is to be left: the last try was refused, or it is the
+    /// only server (which fails at once, as a wrong password should).
+    fn login_paused(&self, err: &Error) -> bool {
+        if !self.in_pool() {
+            return false;
+        }
+        let max = self.plan.retry.max_attempts;
+        match self.dispatch.login_refused(
+            self.route,
+            max,
+            self.plan.retry.retry_delay,
+            err.to_string(),
+        ) {
+            Some((d, n)) => {
+                let name = &self.r().name;
+                self.ledger.note(&format!(
+                    "relay {name} paused for {:.1}s (try {n} of {max} refused): {err}",
+                    d.as_secs_f64()
+                ));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Leave the route for this run, telling the user when others go on.
     fn retire(&self, err: Error) {
         let text = err.to_string();
@@ -234,7 +264,16 @@ impl<'a> SessionWorker<'a> {
                     Next::Done => return,
                 }
             };
-            let mut session = match self.open() {
+            if self.in_pool() && !self.wait_for_login() {
+                // Another session's login was refused: the route is paused.
+                self.dispatch.requeue(first, Duration::ZERO);
+                continue;
+            }
+            let opened = self.open();
+            if self.in_pool() {
+                self.dispatch.login_tried(self.route, opened.is_ok());
+            }
+            let mut session = match opened {
                 Ok(s) => s,
                 Err(failure) => {
                     // Nothing of `first` left: give it back untouched.
@@ -245,7 +284,11 @@ impl<'a> SessionWorker<'a> {
                         self.paused_by(&reply);
                     }
                     if !worth_retrying(&failure) {
-                        self.retire(self.r().open_error(&failure));
+                        let err = self.r().open_error(&failure);
+                        if self.login_paused(&err) {
+                            continue;
+                        }
+                        self.retire(err);
                         return;
                     }
                     if !self.backoff(&failure.to_string()) {

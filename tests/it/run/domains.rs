@@ -117,3 +117,47 @@ fn sessions_cap_the_connections_carrying_one_domain() {
         );
     }
 }
+
+#[test]
+fn a_slow_domain_does_not_hold_up_others_sharing_its_sessions() {
+    // slow.test's messages are answered 100 ms after their final dot (the
+    // server reads nothing more on that connection meanwhile); the four
+    // fast domains' at once. slow.test is held to one session of the two:
+    // a session that pipelines other mail behind a slow.test message makes
+    // it wait for that message's answer.
+    let server = FaultServer::builder()
+        .message_hook(|m| {
+            if m.rcpts[0].ends_with("@slow.test") {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            None
+        })
+        .start();
+    let mut csv = String::from("email,name\n");
+    for i in 1..=15 {
+        csv.push_str(&format!("s{i}@slow.test,S{i}\n"));
+        for d in ["a", "b", "c", "d"] {
+            for j in 1..=4 {
+                csv.push_str(&format!("f{i}-{j}@{d}.fast.test,F{i}\n"));
+            }
+        }
+    }
+    let job = Job::with_csv(
+        &smtp_plain(server.port(), "sessions: 2"),
+        &csv,
+        "domains: { slow.test: { sessions: 1 }, \"*\": { sessions: 2 } }",
+    );
+    let out = job.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let slow = arrivals(&server, "@slow.test");
+    let fast = arrivals(&server, ".fast.test");
+    assert_eq!((slow.len(), fast.len()), (15, 240));
+    // slow.test alone needs about 1.5 s (15 answers of 100 ms on one
+    // session); the others, on sessions of their own, a small part of that.
+    let (slow_end, fast_end) = (*slow.last().unwrap(), *fast.last().unwrap());
+    assert!(
+        slow_end > fast_end + Duration::from_millis(800),
+        "the fast domains ended only {:?} before slow.test",
+        slow_end.saturating_duration_since(fast_end)
+    );
+}

@@ -453,3 +453,86 @@ fn check_names_the_line_and_column_of_a_bad_relay_key() {
         out.stderr
     );
 }
+
+/// A pool relay item that logs in as `user` over plain text.
+fn login_relay(name: &str, port: u16, user: &str, extra: &str) -> String {
+    format!(
+        "{{ name: {name}, url: \"smtp+plain://{user}@127.0.0.1:{port}\", \
+         password_env: MAILSHOT_TEST_PW, allow_plaintext_auth: true{extra} }}"
+    )
+}
+
+/// The AUTH commands `server` received.
+fn logins(server: &FaultHandle) -> usize {
+    server
+        .commands()
+        .iter()
+        .filter(|c| c.to_ascii_uppercase().starts_with("AUTH"))
+        .count()
+}
+
+#[test]
+fn a_relay_that_refuses_the_login_once_is_tried_again_and_carries_mail() {
+    // The first server on the port refuses every login; once it has refused
+    // one, a server that accepts it takes its place on the same port.
+    let refusing = FaultServer::builder().credentials("me", "right").start();
+    let addr = refusing.addr();
+    let steady = FaultServer::start();
+    let smtp = pool(
+        &[
+            login_relay("flaky", addr.port(), "me", ", sessions: 1"),
+            relay("steady", steady.port(), "rate: 4/s"),
+        ],
+        "retry_delay: 400ms, max_attempts: 4",
+    );
+    let job = Job::new(&smtp, 16);
+    let run = job.command(&[]).env("MAILSHOT_TEST_PW", "wrong").spawn();
+    let t0 = std::time::Instant::now();
+    while logins(&refusing) == 0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(logins(&refusing), 1, "the first login was not tried");
+    drop(refusing);
+    let accepting = FaultServer::builder().auth(true).start_on(addr);
+    let out = run.finish();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !accepting.messages().is_empty(),
+        "the relay was not tried again: {}",
+        out.stderr
+    );
+    assert_each_once_over(&[&accepting, &steady], 16);
+    assert!(job.report().iter().all(|r| r.status == "sent"));
+    assert!(
+        out.stderr.contains("relay flaky paused for"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_relay_that_always_refuses_the_login_is_tried_max_attempts_times_then_left() {
+    let refusing = FaultServer::builder().credentials("me", "right").start();
+    let steady = FaultServer::start();
+    let smtp = pool(
+        &[
+            login_relay("locked", refusing.port(), "someone", ", sessions: 3"),
+            relay("steady", steady.port(), "rate: 5/s"),
+        ],
+        "retry_delay: 50ms, max_attempts: 3",
+    );
+    // About two seconds at 5/s: time for many more tries than three, and
+    // three sessions that would each try at once.
+    let job = Job::new(&smtp, 10);
+    let out = job.command(&[]).env("MAILSHOT_TEST_PW", "right").run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_each_once(&steady, 10);
+    assert!(refusing.messages().is_empty());
+    let tries = logins(&refusing);
+    assert!((2..=3).contains(&tries), "{tries} logins tried");
+    assert!(
+        out.stderr.contains("relay locked is left for this run"),
+        "{}",
+        out.stderr
+    );
+}
