@@ -16,13 +16,22 @@ pub const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// The `smtp:` section for a plain-text fault server on `port`, with short
 /// timeouts and retry delays; `extra` adds `key: value` pairs.
 pub fn smtp_plain(port: u16, extra: &str) -> String {
-    let mut s = format!("{{ url: \"smtp+plain://127.0.0.1:{port}\"");
-    // Defaults unless `extra` sets them.
-    for (key, value) in [
-        ("timeout", "2s"),
-        ("retry_delay", "50ms"),
-        ("max_attempts", "3"),
-    ] {
+    smtp_section(
+        &format!("url: \"smtp+plain://127.0.0.1:{port}\""),
+        &[
+            ("timeout", "2s"),
+            ("retry_delay", "50ms"),
+            ("max_attempts", "3"),
+        ],
+        extra,
+    )
+}
+
+/// An `smtp:` section in flow style: `head`, then each of `defaults` that
+/// `extra` does not set, then `extra`'s own `key: value` pairs.
+pub fn smtp_section(head: &str, defaults: &[(&str, &str)], extra: &str) -> String {
+    let mut s = format!("{{ {head}");
+    for (key, value) in defaults {
         if !extra.contains(key) {
             s.push_str(&format!(", {key}: {value}"));
         }

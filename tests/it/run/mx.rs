@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mailshot::dns::{Candidate, DnsFailure, MxResolver};
 use mailshot::smtp::net::tls::generate_pki;
 
-use super::helpers::{by_email, finish, signal, Job};
+use super::helpers::{by_email, finish, signal, smtp_section, Job};
 use crate::support::cmd::Output;
 use crate::support::dns::{Dns, Zone};
 use crate::support::fault::{FaultHandle, FaultServer};
@@ -234,25 +234,18 @@ fn at(host: &str, port: u16) -> SocketAddr {
 
 /// The `smtp:` section of an mx job asking `dns`, MX hosts on `port`.
 fn mx_smtp(dns: &Dns, port: u16, extra: &str) -> String {
-    let mut s = format!(
-        "{{ mx: true, helo_name: mail.sender.test, port: {port}, resolver: \"{}\"",
-        dns.addr()
-    );
-    for (key, value) in [
-        ("timeout", "5s"),
-        ("retry_delay", "200ms"),
-        ("max_attempts", "3"),
-    ] {
-        if !extra.contains(key) {
-            s.push_str(&format!(", {key}: {value}"));
-        }
-    }
-    if !extra.is_empty() {
-        s.push_str(", ");
-        s.push_str(extra);
-    }
-    s.push_str(" }");
-    s
+    smtp_section(
+        &format!(
+            "mx: true, helo_name: mail.sender.test, port: {port}, resolver: \"{}\"",
+            dns.addr()
+        ),
+        &[
+            ("timeout", "5s"),
+            ("retry_delay", "200ms"),
+            ("max_attempts", "3"),
+        ],
+        extra,
+    )
 }
 
 fn csv(addresses: &[&str]) -> String {

@@ -27,22 +27,15 @@ fn relay(name: &str, port: u16, extra: &str) -> String {
 /// The `smtp:` section for a pool of `relays`, with short timeouts; `extra`
 /// adds keys of the enclosing section.
 fn pool(relays: &[String], extra: &str) -> String {
-    let mut s = format!("{{ relays: [{}]", relays.join(", "));
-    for (key, value) in [
-        ("timeout", "2s"),
-        ("retry_delay", "50ms"),
-        ("max_attempts", "3"),
-    ] {
-        if !extra.contains(key) {
-            s.push_str(&format!(", {key}: {value}"));
-        }
-    }
-    if !extra.is_empty() {
-        s.push_str(", ");
-        s.push_str(extra);
-    }
-    s.push_str(" }");
-    s
+    smtp_section(
+        &format!("relays: [{}]", relays.join(", ")),
+        &[
+            ("timeout", "2s"),
+            ("retry_delay", "50ms"),
+            ("max_attempts", "3"),
+        ],
+        extra,
+    )
 }
 
 /// A loopback port nothing listens on.
