@@ -18,6 +18,9 @@ use super::trace::Trace;
 use super::transport::Transport;
 use crate::smtp::client::{Client, CloseReason, Event, SessionConfig, TxOutcome};
 
+/// How long a broken session still waits for replies already on their way.
+const DRAIN: Duration = Duration::from_millis(100);
+
 /// Why a session could not be used.
 #[derive(Debug)]
 pub enum SessionFailure {
@@ -196,10 +199,41 @@ impl<'h> Session<'h> {
     }
 
     /// The connection broke: outcomes for every unfinished transaction.
+    /// Replies that arrived before it broke still count first: a server
+    /// that accepted one message and then dropped the connection while the
+    /// next was being written has still accepted the first (its reply must
+    /// not be lost to the failed write, which would make it `uncertain`).
     pub fn lost(&mut self) -> Vec<TxOutcome> {
-        let out = self.client.connection_lost();
+        let mut out = self.arrived_outcomes();
+        out.extend(self.client.connection_lost());
         self.trace_out();
         out
+    }
+
+    /// Feed the core what the server sent before the connection broke
+    /// (waiting at most [`DRAIN`] for the rest of it), and take the outcomes
+    /// that decides. Nothing is written.
+    fn arrived_outcomes(&mut self) -> Vec<TxOutcome> {
+        if let Some(d) = self.transport.sock_mut() {
+            d.set_read_timeout(None);
+            d.set_read_deadline(Some(Instant::now() + DRAIN));
+        }
+        // Bounded: the read buffer is 64 KiB, replies are short.
+        for _ in 0..64 {
+            match self.transport.read(&mut self.buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.client.feed(&self.buf[..n]),
+            }
+        }
+        let mut outcomes = Vec::new();
+        while let Some(ev) = self.client.poll_event() {
+            match ev {
+                Event::Outcome(o) => outcomes.push(o),
+                Event::Closed(_) => break,
+                Event::Ready | Event::StartTls => {}
+            }
+        }
+        outcomes
     }
 
     /// Send QUIT and wait (bounded by the command timeout) for the session to close.
