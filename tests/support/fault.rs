@@ -859,6 +859,14 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// The server dies in the middle of a message: what it had already
+    /// answered (the messages before, pipelined ahead of this one) is on the
+    /// wire, as it would be from a real server; nothing more is.
+    fn die_mid_message(&mut self) -> End {
+        self.send_and_wait(Vec::new());
+        End::Abort
+    }
+
     /// Queues `bytes` and waits until the writer has put them on the wire.
     fn send_and_wait(&mut self, bytes: Vec<u8>) -> bool {
         let (ack, done) = mpsc::channel();
@@ -1260,7 +1268,7 @@ impl<'a> Connection<'a> {
             };
             first = false;
             if self.opts.drop_during_data == Some(attempt) {
-                return Ok(Some(End::Abort));
+                return Ok(Some(self.die_mid_message()));
             }
             match unstuffer.line(&line) {
                 DataLine::End => break,
@@ -1345,7 +1353,7 @@ impl<'a> Connection<'a> {
             if self.inbuf.is_empty() {
                 let _ = self.read_more(false);
             }
-            return Ok(Some(End::Abort));
+            return Ok(Some(self.die_mid_message()));
         }
         let mut reader = Chunk::new(size, true);
         while !reader.is_complete() {
