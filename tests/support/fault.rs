@@ -664,6 +664,24 @@ struct Outgoing {
     sent: Option<mpsc::Sender<()>>,
 }
 
+/// Fixes the socket's receive buffer at a small size (which also turns off
+/// the kernel's autotuning of it).
+fn small_receive_buffer(sock: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: a valid socket descriptor and a pointer to a c_int of the
+    // length given.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 fn writer_loop(
     sock: TcpStream,
     tls: TlsSlot,
@@ -763,6 +781,12 @@ struct Connection<'a> {
 impl<'a> Connection<'a> {
     fn run(id: usize, sock: TcpStream, state: &'a State) {
         let _ = sock.set_nodelay(true);
+        if state.opts.drop_during_data.is_some() {
+            // A server that dies mid-message must be able to stop a big
+            // message mid-write: without this, loopback's receive buffer
+            // (autotuned up to tens of megabytes) would swallow it whole.
+            small_receive_buffer(&sock);
+        }
         let _ = sock.set_read_timeout(Some(IDLE_LIMIT));
         let tls: TlsSlot = Arc::new(Mutex::new(None));
         let abort = Arc::new(AtomicBool::new(false));
