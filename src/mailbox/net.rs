@@ -6,13 +6,13 @@
 //! Everything protocol-shaped lives in the cores; this module only moves bytes.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, StreamOwned};
 
 use super::{imap, pop3};
-use crate::smtp::net::session::Endpoint;
+use crate::smtp::net::session::{connect_tcp, Endpoint};
 use crate::smtp::net::tls;
 use crate::smtp::net::trace::Trace;
 use crate::smtp::net::transport::Transport;
@@ -269,18 +269,6 @@ fn timed_out(timeout: Duration) -> NetFailure {
             timeout.as_secs_f64().round()
         ),
     ))
-}
-
-fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
-    let mut last = None;
-    for addr in (host, port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last
-        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))))
 }
 
 fn handshake(

@@ -354,7 +354,10 @@ impl<'h> Session<'h> {
     }
 }
 
-fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+/// A TCP connection to the first of `host`'s addresses that answers within
+/// `timeout` (each tried in turn); the SMTP session and the mailbox clients
+/// connect the same way.
+pub(crate) fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
     let mut last = None;
     for addr in (host, port).to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, timeout) {
