@@ -22,7 +22,7 @@ pub fn preview(args: &PreviewArgs) -> Result<ExitCode> {
         }
         return match row {
             Row::Message(m) => {
-                write_stdout(&m.data)?;
+                write_stdout(&m.data.contiguous())?;
                 Ok(ExitCode::Ok)
             }
             Row::Invalid { problems, .. } => Err(Error::Invalid(problems)),
@@ -70,7 +70,7 @@ pub fn dry_run(args: &RunArgs) -> Result<ExitCode> {
                 crate::outputs::create(&path)
                     .map_err(|e| crate::outputs::cannot_create("message", &path, &e))
                     .and_then(|mut f| {
-                        std::io::Write::write_all(&mut f, &m.data)
+                        std::io::Write::write_all(&mut f, &m.data.contiguous())
                             .map_err(|e| crate::outputs::write_failed("message", &path, &e))
                     })?;
                 written += 1;

@@ -167,7 +167,7 @@ pub fn send(args: &SendArgs) -> Result<ExitCode> {
         None => out,
     };
     if args.dry_run {
-        super::preview::write_stdout(&out.data)?;
+        super::preview::write_stdout(&out.data.contiguous())?;
         return Ok(ExitCode::Ok);
     }
     let target = target.expect("resolved above");

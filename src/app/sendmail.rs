@@ -151,7 +151,7 @@ fn through_queue(
         last_error: String::new(),
     };
     let id = queue
-        .enqueue(&out.data, &meta)
+        .enqueue(&out.data.contiguous(), &meta)
         .map_err(|e| crate::outputs::error("queue", queue.dir(), &e))?;
     match deliver_entry(queue, &id, trace) {
         Ok(Fate::Rejected(refused)) => {

@@ -196,12 +196,9 @@ impl Signer {
 
     /// The message with its `DKIM-Signature` prepended (same envelope).
     pub fn sign(&self, message: &Outgoing, timestamp: i64) -> Outgoing {
-        let header = self.signature_header(&message.data, timestamp);
-        let mut data = Vec::with_capacity(header.len() + message.data.len());
-        data.extend_from_slice(&header);
-        data.extend_from_slice(&message.data);
+        let header = self.signature_header(&message.data.contiguous(), timestamp);
         Outgoing {
-            data: Arc::new(data),
+            data: Arc::new(message.data.with_head(&header)),
             ..message.clone()
         }
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use crate::address::Mailbox;
+use crate::smtp::bytes::{MessageBytes, SharedBlock};
 
 /// A file to attach (or to embed inline when `content_id` is set).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +50,7 @@ impl Attachment {
 #[derive(Debug, Default)]
 pub struct FileBytes {
     bytes: Vec<u8>,
-    encoded: OnceLock<Vec<u8>>,
+    encoded: OnceLock<Arc<SharedBlock>>,
 }
 
 impl FileBytes {
@@ -59,9 +60,10 @@ impl FileBytes {
     }
 
     /// The encoded form: made by `encode` the first time it is asked for,
-    /// then shared.
-    pub fn encoded(&self, encode: impl FnOnce(&[u8]) -> Vec<u8>) -> &[u8] {
-        self.encoded.get_or_init(|| encode(&self.bytes))
+    /// then shared by every message that carries the file.
+    pub fn encoded(&self, encode: impl FnOnce(&[u8]) -> Vec<u8>) -> &Arc<SharedBlock> {
+        self.encoded
+            .get_or_init(|| Arc::new(SharedBlock::new(encode(&self.bytes))))
     }
 }
 
@@ -160,8 +162,9 @@ pub struct Outgoing {
     pub message_id: String,
     /// Envelope.
     pub envelope: Envelope,
-    /// RFC 5322 bytes, CRLF line endings, not dot-stuffed.
-    pub data: Arc<Vec<u8>>,
+    /// RFC 5322 bytes, CRLF line endings, not dot-stuffed; an attachment's
+    /// encoding shared with the other messages that carry the file.
+    pub data: Arc<MessageBytes>,
     /// The body has 8-bit octets (needs BODY=8BITMIME).
     pub eight_bit: bool,
     /// Addresses or headers need SMTPUTF8.
@@ -182,7 +185,7 @@ mod tests {
                 calls += 1;
                 b.to_ascii_uppercase()
             });
-            assert_eq!(out, b"HELLO");
+            assert_eq!(out.as_bytes(), b"HELLO");
         }
         assert_eq!(calls, 1);
         assert_eq!(&file[..], b"hello");

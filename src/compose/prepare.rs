@@ -326,7 +326,7 @@ impl Prepared {
             limit,
             FEED_CHUNK_BYTES,
             |draft| self.build(draft, run_id, date, dkim),
-            |m| m.data.capacity(),
+            |m| m.data.own_capacity(),
             sink,
         )
     }

@@ -175,7 +175,7 @@ pub fn submit(data: &[u8], sub: &Submission) -> Result<Outgoing> {
             mail_from: sender,
             rcpt_to: rcpts,
         },
-        data: Arc::new(out),
+        data: Arc::new(crate::smtp::bytes::MessageBytes::from(out)),
         eight_bit,
         smtputf8,
     })

@@ -602,7 +602,7 @@ impl Dispatcher {
             );
         }
         q.held += 1;
-        q.held_bytes += w.out.data.len();
+        q.held_bytes += w.out.data.own_capacity();
         let dq = q.domains.get_mut(&w.domain).expect("inserted");
         if front {
             dq.ready.push_front(w);
@@ -723,7 +723,7 @@ impl Dispatcher {
                     q.cursor = (at + 1) % n;
                 }
                 q.held -= 1;
-                q.held_bytes -= w.out.data.len();
+                q.held_bytes -= w.out.data.own_capacity();
                 route.held.fetch_add(1, Ordering::SeqCst);
                 return Next::Work(Box::new(w));
             }

@@ -23,7 +23,7 @@ fn work(row: u64, to: &str) -> Work {
                 mail_from: "me@x.test".into(),
                 rcpt_to: vec![to.to_owned()],
             },
-            data: Arc::new(Vec::new()),
+            data: Arc::default(),
             eight_bit: false,
             smtputf8: false,
         },

@@ -433,7 +433,9 @@ mod tests {
                 rcpt_to: vec!["ann@one.test".into(), "cy@two.test".into()],
             },
             data: std::sync::Arc::new(
-                b"To: ann@one.test\r\nCc: cy@two.test\r\n\r\nhi\r\n".to_vec(),
+                b"To: ann@one.test\r\nCc: cy@two.test\r\n\r\nhi\r\n"
+                    .to_vec()
+                    .into(),
             ),
             eight_bit: false,
             smtputf8: false,

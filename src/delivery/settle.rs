@@ -391,7 +391,7 @@ mod tests {
                 mail_from: "me@x".into(),
                 rcpt_to: rcpts.iter().map(|r| r.to_string()).collect(),
             },
-            data: Arc::new(Vec::new()),
+            data: Arc::default(),
             eight_bit: false,
             smtputf8: false,
         };

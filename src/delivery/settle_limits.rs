@@ -25,7 +25,7 @@ fn work(rcpts: &[&str], attempts: u32) -> Work {
             mail_from: "me@x".into(),
             rcpt_to: rcpts.iter().map(|r| r.to_string()).collect(),
         },
-        data: Arc::new(Vec::new()),
+        data: Arc::default(),
         eight_bit: false,
         smtputf8: false,
     };

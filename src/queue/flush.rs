@@ -80,7 +80,7 @@ pub fn deliver_entry(queue: &Queue, id: &str, trace: Option<Trace>) -> Result<Fa
             mail_from: meta.mail_from.clone(),
             rcpt_to: meta.rcpts.clone(),
         },
-        data: Arc::new(data),
+        data: Arc::new(data.into()),
         eight_bit: meta.eight_bit,
         smtputf8: meta.smtputf8,
     };

@@ -22,6 +22,13 @@ pub fn dot_stuff(input: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b".\r\n");
 }
 
+/// Dot-stuffs `input` into `out` like [`dot_stuff`], without the
+/// terminator: for a message written piece by piece, each piece starting a
+/// line.
+pub fn stuff_lines(input: &[u8], out: &mut Vec<u8>) {
+    transform(input, out, true);
+}
+
 /// Length of [`normalize_crlf`]'s output, without building it.
 pub fn normalized_len(input: &[u8]) -> usize {
     let mut n = 0;

@@ -15,6 +15,7 @@ use mail_builder::mime::{BodyPart, MimePart};
 use super::BOUNDARY_PREFIX;
 use super::{ascii_fallback_name, normalize_into, rfc2231_params, sanitize_mime_type};
 use crate::compose::message::{Attachment, Draft};
+use crate::smtp::bytes::MessageWriter;
 
 /// One node of the tree.
 enum Part<'a> {
@@ -32,7 +33,7 @@ enum Part<'a> {
 
 /// Write the body of `draft` (its MIME headers and content) to `out`;
 /// boundaries are `seed` and a counter.
-pub(super) fn write(draft: &Draft, seed: &str, out: &mut Vec<u8>) {
+pub(super) fn write(draft: &Draft, seed: &str, out: &mut MessageWriter) {
     let tree = tree(draft);
     write_part(&tree, seed, out);
 }
@@ -88,7 +89,7 @@ fn tree(draft: &Draft) -> Part<'_> {
     }
 }
 
-fn write_part(part: &Part<'_>, seed: &str, out: &mut Vec<u8>) {
+fn write_part(part: &Part<'_>, seed: &str, out: &mut MessageWriter) {
     match part {
         Part::Text { kind, body } => write_text(kind, body, out),
         Part::File { file, inline } => write_file(file, *inline, out),
@@ -152,7 +153,7 @@ fn write_text(kind: &str, body: &str, out: &mut Vec<u8>) {
 /// RFC 2231 `filename*` first (mail-parser and modern clients take the first
 /// `filename`), then an ASCII `filename=` fallback for clients that ignore
 /// RFC 2231.
-fn write_file(a: &Attachment, inline: bool, out: &mut Vec<u8>) {
+fn write_file(a: &Attachment, inline: bool, out: &mut MessageWriter) {
     let fallback = ascii_fallback_name(&a.name);
     let mut head = format!(
         "Content-Type: {};\r\n name=\"{}\"\r\n",
@@ -179,8 +180,9 @@ fn write_file(a: &Attachment, inline: bool, out: &mut Vec<u8>) {
     }
     head.push_str("Content-Transfer-Encoding: base64\r\n\r\n");
     out.extend_from_slice(head.as_bytes());
-    // Encoded once per file and run, however many messages carry it.
-    out.extend_from_slice(a.data.encoded(|bytes| {
+    // Encoded once per file and run, and shared, not copied, by every
+    // message that carries it.
+    out.push_shared(a.data.encoded(|bytes| {
         let mut encoded = Vec::with_capacity(bytes.len() / 3 * 4 + bytes.len() / 38 + 8);
         base64_encode_mime(bytes, &mut encoded, false).expect("Vec write");
         encoded

@@ -24,6 +24,7 @@ use mail_builder::headers::Header;
 
 use crate::address::Mailbox;
 use crate::compose::message::{Draft, Envelope, Outgoing};
+use crate::smtp::bytes::{MessageBytes, MessageWriter};
 
 mod body;
 
@@ -73,27 +74,22 @@ pub fn message_id(run_id: &str, row: u64, from: &Mailbox) -> String {
 }
 
 /// Build the message bytes (CRLF, 7-bit-safe bodies, lines ≤ 998 octets).
-pub fn build(draft: &Draft, opts: &MimeOptions) -> Vec<u8> {
-    // Sized for the whole message up front: growing a megabyte buffer by
-    // doubling copies it again and again.
-    let files: usize = draft
-        .attachments
-        .iter()
-        .map(|a| a.data.len() / 3 * 4 + a.data.len() / 38 + 512)
-        .sum();
-    let mut out = Vec::with_capacity(
+pub fn build(draft: &Draft, opts: &MimeOptions) -> MessageBytes {
+    // Sized for the message's own bytes up front (attached files are
+    // shared, not copied in): growing a buffer by doubling copies it again
+    // and again.
+    let mut out = MessageWriter::with_buffer(Vec::with_capacity(
         4096 + draft.text.as_ref().map_or(0, |t| t.len() * 2)
-            + draft.html.as_ref().map_or(0, |h| h.len() * 2)
-            + files,
-    );
+            + draft.html.as_ref().map_or(0, |h| h.len() * 2),
+    ));
     write_headers(draft, opts, &mut out);
     body::write(draft, &boundary_seed(&opts.message_id), &mut out);
     // A body without a final line break still ends the message with CRLF,
     // as SMTP DATA would make it anyway (BDAT sends the bytes as they are).
-    if !out.ends_with(b"\r\n") {
+    if !out.ends_with_crlf() {
         out.extend_from_slice(b"\r\n");
     }
-    out
+    out.finish()
 }
 
 /// Build the [`Outgoing`] message: envelope from the draft, bytes from [`build`].
@@ -529,8 +525,13 @@ fn rfc2231_params(param: &str, value: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compose::message::Attachment;
+    use crate::compose::message::{Attachment, FileBytes};
     use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+    /// The message's bytes in one vector.
+    fn build(draft: &Draft, opts: &MimeOptions) -> Vec<u8> {
+        super::build(draft, opts).to_vec()
+    }
 
     fn mb(name: Option<&str>, addr: &str) -> Mailbox {
         Mailbox {
@@ -673,6 +674,47 @@ mod tests {
         let head = header_block(&build(&d, &opts()));
         assert!(head.contains("List-Unsubscribe: <mailto:unsub@example.com>\r\n"));
         assert!(!head.contains("List-Unsubscribe-Post"));
+    }
+
+    #[test]
+    fn a_file_attached_to_many_messages_is_held_once_not_copied_into_each() {
+        let pdf: Arc<FileBytes> =
+            Arc::new((0..=255u8).cycle().take(100_000).collect::<Vec<_>>().into());
+        let messages: Vec<MessageBytes> = (1..=3)
+            .map(|row| {
+                let mut d = base_draft();
+                d.row = row;
+                d.attachments = vec![Attachment {
+                    name: "report.pdf".into(),
+                    content_type: "application/pdf".into(),
+                    data: Arc::clone(&pdf),
+                    content_id: None,
+                }];
+                super::build(&d, &opts())
+            })
+            .collect();
+        let shared = |m: &MessageBytes| {
+            m.pieces()
+                .find_map(|p| match p {
+                    crate::smtp::bytes::Piece::Shared(s) => Some(Arc::clone(s)),
+                    crate::smtp::bytes::Piece::Own(_) => None,
+                })
+                .expect("the file's encoding is a shared piece")
+        };
+        let first = shared(&messages[0]);
+        for m in &messages {
+            assert!(Arc::ptr_eq(&first, &shared(m)));
+            assert!(
+                m.own_capacity() < 20_000,
+                "{} bytes of its own",
+                m.own_capacity()
+            );
+            let parsed = MessageParser::new()
+                .parse(&m.to_vec())
+                .unwrap()
+                .into_owned();
+            assert_eq!(parsed.attachment(0).unwrap().contents(), &pdf[..]);
+        }
     }
 
     #[test]

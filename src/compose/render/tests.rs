@@ -1056,7 +1056,7 @@ fn parse_back(d: &Draft) -> Vec<u8> {
         date: 1_793_611_800,
         message_id: crate::compose::mime::message_id("sample", d.row, d.from.as_ref().unwrap()),
     };
-    crate::compose::mime::build(d, &opts)
+    crate::compose::mime::build(d, &opts).to_vec()
 }
 
 #[test]

@@ -69,7 +69,8 @@ fn date_message_id_and_from_are_added_only_when_missing() {
     s.envelope_from = Some("cron@host.example".into());
     s.full_name = Some("Cron Daemon".into());
     let o = submit(&data, &s).unwrap();
-    let msg = MessageParser::new().parse(o.data.as_slice()).unwrap();
+    let bytes = o.data.to_vec();
+    let msg = MessageParser::new().parse(&bytes).unwrap();
     let from = msg.from().unwrap().first().unwrap();
     assert_eq!(from.address(), Some("cron@host.example"));
     assert_eq!(from.name(), Some("Cron Daemon"));

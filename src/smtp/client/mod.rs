@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::auth::{self, SaslClient};
+use super::bytes::{MessageBytes, MessageWriter, Piece};
 use super::capabilities::Capabilities;
 use super::command::Command;
 use super::data;
@@ -130,7 +131,7 @@ pub struct Transaction {
     /// Forward paths.
     pub rcpt_to: Vec<String>,
     /// The message, CRLF line ends, not dot-stuffed.
-    pub data: Arc<Vec<u8>>,
+    pub data: Arc<MessageBytes>,
     /// Needs `BODY=8BITMIME`.
     pub eight_bit: bool,
     /// Needs `SMTPUTF8`.
@@ -367,7 +368,7 @@ struct Tx {
     /// CRLF-normalised message; the BDAT size and the SIZE parameter.
     /// The caller's bytes themselves when they need no change (a composed
     /// message always), so a big message is not copied once more per send.
-    wire: Arc<Vec<u8>>,
+    wire: Arc<MessageBytes>,
     mail: Option<Reply>,
     rcpts: Vec<Option<Reply>>,
     /// The reply that decides the outcome once MAIL and a RCPT succeeded:
@@ -477,7 +478,7 @@ pub struct Client {
     parser: ReplyParser,
     phase: Phase,
     expects: VecDeque<Expect>,
-    out: Vec<u8>,
+    out: MessageWriter,
     events: VecDeque<Event>,
     trace: Vec<String>,
     tracing: bool,
@@ -525,7 +526,7 @@ impl Client {
             parser: ReplyParser::new(),
             phase: Phase::Greeting,
             expects: VecDeque::from([Expect::Greeting]),
-            out: Vec::new(),
+            out: MessageWriter::default(),
             events: VecDeque::new(),
             trace: Vec::new(),
             tracing: true,
@@ -597,15 +598,18 @@ impl Client {
         self.pump();
     }
 
-    /// Bytes to write now (drained); may be empty.
+    /// Bytes to write now (drained), in one vector; may be empty.
     pub fn take_output(&mut self) -> Vec<u8> {
-        self.take_output_with_finals().0
+        self.take_output_with_finals().0.to_vec()
     }
 
     /// Like [`Client::take_output`], also naming (by [`Transaction::id`]) the
     /// transactions whose end of data — final dot or `BDAT LAST` chunk — is in
     /// these bytes: once written, their outcome is uncertain until answered.
-    pub fn take_output_with_finals(&mut self) -> (Vec<u8>, Vec<u64>) {
+    /// The bytes come in pieces: a block a message shares with others (an
+    /// attachment's encoding) is referenced, not copied, to be written with
+    /// the rest in one vectored write.
+    pub fn take_output_with_finals(&mut self) -> (MessageBytes, Vec<u64>) {
         let mut ids = Vec::new();
         self.finals_taken = std::mem::take(&mut self.finals_in_out);
         for (seq, _) in &self.finals_taken {
@@ -614,17 +618,21 @@ impl Client {
                 ids.push(tx.tx.id);
             }
         }
-        (std::mem::take(&mut self.out), ids)
+        (self.out.take(), ids)
     }
 
     /// Gives back a buffer that [`take_output`](Self::take_output) handed
     /// out, once written, so the next output reuses its memory instead of
     /// growing a fresh one (a fresh megabyte buffer is hundreds of page
     /// faults).
-    pub fn recycle_output(&mut self, mut buf: Vec<u8>) {
-        if self.out.is_empty() && buf.capacity() > self.out.capacity() {
-            buf.clear();
-            self.out = buf;
+    pub fn recycle_output(&mut self, written: MessageBytes) {
+        if !self.out.is_empty() {
+            return;
+        }
+        if let Some(buf) = written.into_first_buffer() {
+            if buf.capacity() > self.out.buffer_capacity() {
+                self.out = MessageWriter::with_buffer(buf);
+            }
         }
     }
 
@@ -688,13 +696,7 @@ impl Client {
         }
         // Normalising only ever adds bytes, so an unchanged length means
         // the message is already normalised.
-        let wire = if data::normalized_len(&tx.data) == tx.data.len() {
-            tx.data.clone()
-        } else {
-            let mut wire = Vec::new();
-            data::normalize_crlf(&tx.data, &mut wire);
-            Arc::new(wire)
-        };
+        let wire = tx.data.normalized();
         let seq = self.next_seq;
         self.next_seq += 1;
         let n = tx.rcpt_to.len();
@@ -832,8 +834,13 @@ impl Client {
         }
     }
 
-    fn send_data(&mut self, seq: u64, bytes: &[u8], octets: usize) {
-        self.out.extend_from_slice(bytes);
+    fn send_data(&mut self, seq: u64, bytes: &MessageBytes, octets: usize) {
+        for piece in bytes.pieces() {
+            match piece {
+                Piece::Own(b) => self.out.extend_from_slice(b),
+                Piece::Shared(s) => self.out.push_shared(s),
+            }
+        }
         self.data_written(seq, octets);
     }
 
@@ -980,7 +987,15 @@ impl Client {
                 // of its own.
                 let wire = std::mem::take(&mut tx.wire);
                 let start = self.out.len();
-                data::dot_stuff(&wire, &mut self.out);
+                for piece in wire.pieces() {
+                    match piece {
+                        Piece::Own(b) => data::stuff_lines(b, &mut self.out),
+                        Piece::Shared(s) => self.out.push_shared(s),
+                    }
+                }
+                // Every piece ends its last line (the last one is given a
+                // CRLF by the stuffing when it lacks one).
+                self.out.extend_from_slice(b".\r\n");
                 let n = self.out.len() - start;
                 self.data_written(seq, n);
                 if self.dot_barrier() {
@@ -1360,7 +1375,7 @@ fn precheck(caps: &Capabilities, tx: &Transaction) -> Option<TxResult> {
         ));
     }
     if let Some(limit) = caps.size {
-        let size = data::normalized_len(&tx.data) as u64;
+        let size = tx.data.normalized_len() as u64;
         if size > limit {
             return Some(TxResult::TooLarge { size, limit });
         }
@@ -1370,5 +1385,7 @@ fn precheck(caps: &Capabilities, tx: &Transaction) -> Option<TxResult> {
 
 #[cfg(test)]
 mod opportunistic_tests;
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;

@@ -170,6 +170,9 @@ impl Write for Duplex {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.tcp.write(buf)
     }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.tcp.write_vectored(bufs)
+    }
     fn flush(&mut self) -> io::Result<()> {
         self.tcp.flush()
     }

@@ -266,16 +266,22 @@ impl<'h> Session<'h> {
         if let Some(d) = self.transport.sock_mut() {
             let _ = d.tcp().set_write_timeout(Some(timeout));
         }
-        // Count what was written, so a message whose final dot never left is
-        // retried rather than reported uncertain.
+        // One vectored write for the pieces (a shared attachment is written
+        // from where it lies). Count what was written, so a message whose
+        // final dot never left is retried rather than reported uncertain.
+        let mut slices = out.io_slices();
+        let mut rest = &mut slices[..];
         let mut written = 0;
         let result = loop {
-            if written == out.len() {
+            if rest.is_empty() {
                 break self.transport.flush();
             }
-            match self.transport.write(&out[written..]) {
+            match self.transport.write_vectored(rest) {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
+                Ok(n) => {
+                    written += n;
+                    io::IoSlice::advance_slices(&mut rest, n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
             }

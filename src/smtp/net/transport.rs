@@ -2,7 +2,7 @@
 //! (STARTTLS, RFC 3207; STLS, RFC 2595): one type for the SMTP session and
 //! the mailbox clients, over whatever socket each reads from.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 
 use rustls::{ClientConnection, StreamOwned};
 
@@ -55,6 +55,14 @@ impl<S: Read + Write> Write for Transport<S> {
         match self {
             Transport::Plain(s) => s.write(buf),
             Transport::Tls(s) => s.write(buf),
+            Transport::Moving => Err(moving()),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write_vectored(bufs),
+            Transport::Tls(s) => s.write_vectored(bufs),
             Transport::Moving => Err(moving()),
         }
     }
