@@ -61,9 +61,8 @@ impl FileBytes {
 
     /// The encoded form: made by `encode` the first time it is asked for,
     /// then shared by every message that carries the file.
-    pub fn encoded(&self, encode: impl FnOnce(&[u8]) -> Vec<u8>) -> &Arc<SharedBlock> {
-        self.encoded
-            .get_or_init(|| Arc::new(SharedBlock::new(encode(&self.bytes))))
+    pub fn encoded(&self, encode: impl FnOnce(&[u8]) -> SharedBlock) -> &Arc<SharedBlock> {
+        self.encoded.get_or_init(|| Arc::new(encode(&self.bytes)))
     }
 }
 
@@ -183,7 +182,7 @@ mod tests {
             let shared = Arc::clone(&file);
             let out = shared.encoded(|b| {
                 calls += 1;
-                b.to_ascii_uppercase()
+                SharedBlock::new(b.to_ascii_uppercase())
             });
             assert_eq!(out.as_bytes(), b"HELLO");
         }

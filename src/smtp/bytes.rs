@@ -38,6 +38,19 @@ impl SharedBlock {
         }
     }
 
+    /// A block of base64 lines, each ending with CRLF, as the composer
+    /// writes a file's encoding: wire-ready and ASCII by construction, so
+    /// not examined again (a debug build checks).
+    pub fn base64_lines(bytes: Vec<u8>) -> SharedBlock {
+        let block = SharedBlock {
+            bytes,
+            wire_ready: true,
+            ascii: true,
+        };
+        debug_assert_eq!(SharedBlock::new(block.bytes.clone()), block);
+        block
+    }
+
     /// The bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes

@@ -15,7 +15,7 @@ use mail_builder::mime::{BodyPart, MimePart};
 use super::BOUNDARY_PREFIX;
 use super::{ascii_fallback_name, normalize_into, rfc2231_params, sanitize_mime_type};
 use crate::compose::message::{Attachment, Draft};
-use crate::smtp::bytes::MessageWriter;
+use crate::smtp::bytes::{MessageWriter, SharedBlock};
 
 /// One node of the tree.
 enum Part<'a> {
@@ -182,7 +182,10 @@ fn write_file(a: &Attachment, inline: bool, out: &mut MessageWriter) {
     out.extend_from_slice(head.as_bytes());
     // Encoded once per file and run, and shared, not copied, by every
     // message that carries it.
-    out.push_shared(a.data.encoded(base64_lines));
+    out.push_shared(
+        a.data
+            .encoded(|bytes| SharedBlock::base64_lines(base64_lines(bytes))),
+    );
 }
 
 /// Input octets of one base64 line: 76 characters (RFC 2045 §6.8).
