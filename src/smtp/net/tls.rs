@@ -101,6 +101,7 @@ struct Anchors {
     all: OnceLock<std::result::Result<Arc<WebPkiServerVerifier>, String>>,
 }
 
+/// rustls's own verifier (webpki, no revocation lists) over `roots`.
 fn webpki_verifier(roots: RootCertStore) -> std::result::Result<Arc<WebPkiServerVerifier>, String> {
     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
