@@ -4,7 +4,7 @@
 //! parsed by `smtp::server`, and the stored message.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -210,9 +210,8 @@ impl<'a> Connection<'a> {
             }
             tcp.set_read_timeout(Some(wait))?;
         }
-        let mut buf = [0u8; 16384];
         let n = loop {
-            match self.conn.read(&mut buf) {
+            match self.read_into_inbuf() {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A client that vanished is an end of input, not a server error.
@@ -220,8 +219,24 @@ impl<'a> Connection<'a> {
                 Err(e) => return Err(e),
             }
         };
-        self.inbuf.extend(&buf[..n]);
         Ok(n > 0)
+    }
+
+    /// One read from the socket onto the end of `inbuf`. Under TLS the
+    /// decrypted record is taken straight from rustls's buffer, without a
+    /// copy through a buffer of our own.
+    fn read_into_inbuf(&mut self) -> io::Result<usize> {
+        if let Socket::Tls(s) = &mut self.conn {
+            let plain = s.fill_buf()?;
+            let n = plain.len();
+            self.inbuf.extend(plain);
+            s.consume(n);
+            return Ok(n);
+        }
+        let mut buf = [0u8; 16384];
+        let n = self.conn.read(&mut buf)?;
+        self.inbuf.extend(&buf[..n]);
+        Ok(n)
     }
 
     /// The next LF-terminated line (terminator included). A line longer than

@@ -170,6 +170,8 @@ impl Write for Duplex {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.tcp.write(buf)
     }
+    /// One `writev` for many pieces: rustls hands its TLS records over this
+    /// way, and without it every record would be a system call of its own.
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         self.tcp.write_vectored(bufs)
     }

@@ -10,9 +10,11 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::error::{Error, Location, Result};
 
@@ -54,11 +56,15 @@ pub fn load_ca_file(ca_file: &Path) -> Result<Vec<CertificateDer<'static>>> {
 
 /// The client TLS configuration: webpki roots, the system roots and every
 /// certificate in `ca_file`, with verification always on.
+///
+/// A certificate is accepted when it chains to any of these anchors. The
+/// system's anchors (a few hundred PEM certificates, read and parsed in a few
+/// milliseconds) are only loaded when a certificate does not verify against
+/// the webpki roots and `ca_file` alone: a relay with a public certificate
+/// or one issued by `ca_file`'s CA never needs them.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    // Malformed system certificates are skipped rather than failing the run.
-    let _ = roots.add_parsable_certificates(native_roots().iter().cloned());
     if let Some(path) = ca_file {
         for cert in load_ca_file(path)? {
             roots.add(cert).map_err(|e| {
@@ -69,12 +75,107 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
             })?;
         }
     }
+    verifying_config(Anchors::new(roots, native_roots)?)
+}
+
+/// A client configuration that verifies servers with `anchors`.
+fn verifying_config(anchors: Anchors) -> Result<Arc<ClientConfig>> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Software(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(anchors))
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// Certificate verification against `first` plus the anchors `more` returns,
+/// which are only fetched when `first` alone does not vouch for a server.
+/// A chain that verifies against `first` verifies against the union too, so
+/// the outcome is that of verifying against the union every time.
+#[derive(Debug)]
+struct Anchors {
+    first: Arc<WebPkiServerVerifier>,
+    roots: RootCertStore,
+    more: fn() -> &'static [CertificateDer<'static>],
+    all: OnceLock<std::result::Result<Arc<WebPkiServerVerifier>, String>>,
+}
+
+/// rustls's own verifier (webpki, no revocation lists) over `roots`.
+fn webpki_verifier(roots: RootCertStore) -> std::result::Result<Arc<WebPkiServerVerifier>, String> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| format!("TLS setup: {e}"))
+}
+
+impl Anchors {
+    fn new(roots: RootCertStore, more: fn() -> &'static [CertificateDer<'static>]) -> Result<Self> {
+        let first = webpki_verifier(roots.clone()).map_err(Error::Software)?;
+        Ok(Anchors {
+            first,
+            roots,
+            more,
+            all: OnceLock::new(),
+        })
+    }
+
+    /// The verifier for every anchor, built on first use.
+    fn all(&self) -> std::result::Result<&Arc<WebPkiServerVerifier>, rustls::Error> {
+        self.all
+            .get_or_init(|| {
+                let mut roots = self.roots.clone();
+                // Malformed system certificates are skipped rather than failing the run.
+                let _ = roots.add_parsable_certificates((self.more)().iter().cloned());
+                webpki_verifier(roots)
+            })
+            .as_ref()
+            .map_err(|e| rustls::Error::General(e.clone()))
+    }
+}
+
+impl ServerCertVerifier for Anchors {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        self.first
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .or_else(|_| {
+                self.all()?.verify_server_cert(
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp_response,
+                    now,
+                )
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.first.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.first.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.first.supported_verify_schemes()
+    }
 }
 
 /// A client configuration that trusts nothing, for plain-text sessions that
@@ -271,6 +372,52 @@ mod tests {
         let leaf_only = write_temp(&pki.cert_pem);
         let client = client_config(Some(leaf_only.path())).unwrap();
         assert!(handshake(client, server_config(&pki), "localhost").is_err());
+    }
+
+    /// The anchors `more` hands out in the tests below, and how often it did.
+    static MORE: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    static MORE_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static MORE_PKI: OnceLock<TestPki> = OnceLock::new();
+
+    fn more() -> &'static [CertificateDer<'static>] {
+        MORE_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        MORE.get_or_init(|| {
+            let pki = MORE_PKI.get_or_init(|| generate_pki(&[]));
+            CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes())
+                .collect::<std::result::Result<_, _>>()
+                .unwrap()
+        })
+    }
+
+    fn webpki_only() -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        roots
+    }
+
+    #[test]
+    fn anchors_loaded_late_still_vouch_for_a_server_and_the_rest_are_checked_first() {
+        // A server whose CA is only among the late anchors (as a private CA
+        // installed in the system store would be) is trusted...
+        let late = MORE_PKI.get_or_init(|| generate_pki(&[])).clone();
+        let config = verifying_config(Anchors::new(webpki_only(), more).unwrap()).unwrap();
+        handshake(config.clone(), server_config(&late), "localhost").unwrap();
+        assert_eq!(MORE_CALLS.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // ...with the right name only, and a CA in neither set is not.
+        assert!(handshake(config.clone(), server_config(&late), "example.org").is_err());
+        let stranger = generate_pki(&[]);
+        assert!(handshake(config, server_config(&stranger), "localhost").is_err());
+        // A server the first set vouches for never loads the late ones.
+        let own = generate_pki(&[]);
+        let mut roots = webpki_only();
+        for cert in CertificateDer::pem_slice_iter(own.ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let anchors = Anchors::new(roots, more).unwrap();
+        let before = MORE_CALLS.load(std::sync::atomic::Ordering::SeqCst);
+        let config = verifying_config(anchors).unwrap();
+        handshake(config, server_config(&own), "localhost").unwrap();
+        assert_eq!(MORE_CALLS.load(std::sync::atomic::Ordering::SeqCst), before);
     }
 
     #[test]
