@@ -288,8 +288,10 @@ impl<'h> Session<'h> {
         };
         if result.is_err() {
             self.client.output_partly_written(written);
-        } else if let Some(d) = self.transport.sock() {
-            ack_promptly(d.tcp());
+        } else if self.client.awaits_go_ahead() {
+            if let Some(d) = self.transport.sock() {
+                ack_promptly(d.tcp());
+            }
         }
         self.client.recycle_output(out);
         result.map_err(SessionFailure::Io)
@@ -367,13 +369,14 @@ impl<'h> Session<'h> {
 ///
 /// A server that writes the reply to each pipelined command on its own,
 /// with Nagle's algorithm on (Haraka does), sends the first reply of a
-/// group at once and holds the rest until that one is acknowledged. The
-/// client, waiting for those very replies, has nothing to send that would
-/// carry the acknowledgement, so the kernel's delayed-ACK timer decides:
-/// without this, every pipelined group would wait for it, on loopback
-/// about 40 ms a message. Linux re-enters delayed-ACK mode by itself when
-/// it sends data right after receiving some, hence once per write. Where
-/// the option does not exist this does nothing.
+/// group at once and holds the rest until that one is acknowledged. A
+/// client waiting for the 354 to DATA has nothing to send that would carry
+/// the acknowledgement, so the kernel's delayed-ACK timer decides: without
+/// this, every message would wait for it, on loopback about 40 ms. Linux
+/// re-enters delayed-ACK mode by itself when it sends data right after
+/// receiving some, hence once per such write (with BDAT nothing waits for
+/// a 354, and the system call is spared). Where the option does not exist
+/// this does nothing.
 fn ack_promptly(tcp: &TcpStream) {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
     {
