@@ -110,6 +110,23 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
                 let _ = to.shutdown(Shutdown::Both);
                 break;
             }
+            ack_promptly(&to);
         }
     });
+}
+
+/// The proxy's own sockets acknowledge what they receive at once: the
+/// delay above is the only one the link adds. Otherwise the kernel's
+/// delayed acknowledgement (about 40 ms) on the proxy's side would hold the
+/// replies a server with Nagle's algorithm on (Haraka) writes one by one
+/// after the first of a pipelined group, a wait that belongs to neither the
+/// client nor the link. Linux re-enters delayed-ACK mode when it sends data
+/// right after receiving some, hence after every write.
+fn ack_promptly(sock: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    {
+        let _ = socket2::SockRef::from(sock).set_tcp_quickack(true);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+    let _ = sock;
 }

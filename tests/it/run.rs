@@ -18,6 +18,7 @@ mod flow;
 mod interrupts;
 mod journal;
 mod mx;
+mod nagle;
 mod page;
 mod parallel;
 mod progress;

@@ -103,6 +103,7 @@ impl FaultServer {
                 skip_first_rcpt_reply: false,
                 endless_ehlo_reply: false,
                 forget_mail_after_dot: false,
+                nagle: false,
             },
         }
     }
@@ -148,6 +149,7 @@ struct Options {
     skip_first_rcpt_reply: bool,
     endless_ehlo_reply: bool,
     forget_mail_after_dot: bool,
+    nagle: bool,
 }
 
 /// Chooses what the fault server offers and which faults it injects.
@@ -357,6 +359,14 @@ impl FaultBuilder {
     /// RCPT and DATA behind it get 503 (counted as refusals).
     pub fn forget_mail_after_dot(mut self) -> Self {
         self.opts.forget_mail_after_dot = true;
+        self
+    }
+    /// Like Haraka's sockets: Nagle's algorithm stays on (no `TCP_NODELAY`),
+    /// so of the replies to a pipelined group, each written on its own, only
+    /// the first leaves at once; the rest wait until the client acknowledges
+    /// it.
+    pub fn nagle(mut self) -> Self {
+        self.opts.nagle = true;
         self
     }
     /// Answer EHLO with a multi-line reply that never ends (`250-` lines of
@@ -780,7 +790,7 @@ struct Connection<'a> {
 
 impl<'a> Connection<'a> {
     fn run(id: usize, sock: TcpStream, state: &'a State) {
-        let _ = sock.set_nodelay(true);
+        let _ = sock.set_nodelay(!state.opts.nagle);
         if state.opts.drop_during_data.is_some() {
             // A server that dies mid-message must be able to stop a big
             // message mid-write: without this, loopback's receive buffer

@@ -782,6 +782,18 @@ impl Client {
         !matches!(self.phase, Phase::Closed | Phase::TlsHandshake) && !self.expects.is_empty()
     }
 
+    /// Waiting for the 354 that lets a message's content follow DATA: until
+    /// it arrives the client has nothing to send, and it comes after the
+    /// replies to the MAIL and RCPT commands written with it, which a
+    /// server may hold back until the client has acknowledged the first of
+    /// them (Nagle's algorithm).
+    pub fn awaits_go_ahead(&self) -> bool {
+        self.expects
+            .iter()
+            .rev()
+            .any(|e| matches!(e, Expect::Data(_)))
+    }
+
     /// How long to wait for the next reply: the data timeout for an
     /// end-of-data reply, the command timeout otherwise.
     pub fn read_timeout(&self) -> Duration {

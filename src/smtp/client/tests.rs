@@ -692,6 +692,30 @@ fn pipelined_bdat_writes_everything_without_waiting() {
 }
 
 #[test]
+fn only_a_pending_354_counts_as_awaiting_the_go_ahead() {
+    let mut c = ready(EHLO_PIPE);
+    assert!(!c.awaits_go_ahead());
+    c.submit(tx(1, &["b@b.test"], "one\r\n"));
+    assert_eq!(
+        out(&mut c),
+        "MAIL FROM:<from@a.test> SIZE=5\r\nRCPT TO:<b@b.test>\r\nDATA\r\n"
+    );
+    assert!(c.awaits_go_ahead(), "DATA written, its 354 not yet read");
+    feed(&mut c, "250 ok\r\n");
+    assert!(c.awaits_go_ahead(), "the 354 follows the RCPT reply");
+    assert_eq!(feed(&mut c, "250 ok\r\n354 go\r\n"), "one\r\n.\r\n");
+    assert!(
+        !c.awaits_go_ahead(),
+        "only the end-of-data reply is awaited"
+    );
+
+    let mut c = ready(EHLO_FULL);
+    c.submit(tx(1, &["b@b.test"], "one\r\n"));
+    assert!(out(&mut c).contains("BDAT 5 LAST"));
+    assert!(!c.awaits_go_ahead(), "BDAT waits for no 354");
+}
+
+#[test]
 fn chunking_without_pipelining_is_lock_step_bdat() {
     let mut c = ready("250-mx\r\n250 CHUNKING\r\n");
     c.submit(tx(1, &["b@b.test"], "x\r\n"));

@@ -288,6 +288,10 @@ impl<'h> Session<'h> {
         };
         if result.is_err() {
             self.client.output_partly_written(written);
+        } else if self.client.awaits_go_ahead() {
+            if let Some(d) = self.transport.sock() {
+                ack_promptly(d.tcp());
+            }
         }
         self.client.recycle_output(out);
         result.map_err(SessionFailure::Io)
@@ -358,6 +362,29 @@ impl<'h> Session<'h> {
             t.write(self.id, &lines);
         }
     }
+}
+
+/// Leave delayed-acknowledgement mode after a write, so each reply that
+/// arrives is acknowledged at once rather than up to about 40 ms later.
+///
+/// A server that writes the reply to each pipelined command on its own,
+/// with Nagle's algorithm on (Haraka does), sends the first reply of a
+/// group at once and holds the rest until that one is acknowledged. A
+/// client waiting for the 354 to DATA has nothing to send that would carry
+/// the acknowledgement, so the kernel's delayed-ACK timer decides: without
+/// this, every message would wait for it, on loopback about 40 ms. Linux
+/// re-enters delayed-ACK mode by itself when it sends data right after
+/// receiving some, hence once per such write (with BDAT nothing waits for
+/// a 354, and the system call is spared). Where the option does not exist
+/// this does nothing.
+fn ack_promptly(tcp: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    {
+        // Only a lost speed-up if it fails; the session goes on either way.
+        let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+    let _ = tcp;
 }
 
 /// A TCP connection to the first of `host`'s addresses that answers within
