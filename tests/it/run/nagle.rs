@@ -14,8 +14,9 @@ use crate::support::fault::FaultServer;
 /// Messages in the run.
 const MESSAGES: usize = 60;
 /// The median time between two messages' arrivals must stay below this:
-/// a delayed acknowledgement per message makes each gap 40 ms or more.
-const MEDIAN_GAP: Duration = Duration::from_millis(15);
+/// a delayed acknowledgement per message makes each gap 40 ms or more
+/// (48 ms measured), without one it is about 5 ms.
+const MEDIAN_GAP: Duration = Duration::from_millis(25);
 
 #[test]
 fn replies_held_by_nagle_on_the_server_cost_no_delayed_ack_per_message() {
