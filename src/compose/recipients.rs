@@ -32,8 +32,10 @@ pub struct Recipient {
     pub email: String,
     /// Column names, shared by all rows.
     pub headers: Arc<Vec<String>>,
-    /// The row's values, one per header.
-    pub values: Vec<String>,
+    /// The row's values, one per header: the record as read, checked to be
+    /// UTF-8, not copied value by value (the reading thread is the one that
+    /// cannot be shared, so it does as little as it can).
+    pub values: csv::StringRecord,
     /// When this address already appeared (case-insensitively), the first row with it.
     pub duplicate_of: Option<u64>,
 }
@@ -42,7 +44,7 @@ impl Recipient {
     /// The value of column `name`, if the header has it.
     pub fn get(&self, name: &str) -> Option<&str> {
         let i = self.headers.iter().position(|h| h == name)?;
-        self.values.get(i).map(String::as_str)
+        self.values.get(i)
     }
 }
 
@@ -229,29 +231,35 @@ impl RecipientReader {
                 ),
             ));
         }
-        let mut values = Vec::with_capacity(self.record.len());
-        for (i, field) in self.record.iter().enumerate() {
-            match std::str::from_utf8(field) {
-                Ok(v) if self.transcoded.is_some() && v.contains('\u{FFFD}') => {
-                    let enc = self.transcoded.map_or("", |e| e.name());
-                    return Err(self.diag(
-                        line,
-                        Some(&self.headers[i]),
-                        format!("bytes that are not valid {enc}; check recipients.encoding"),
-                    ));
-                }
-                Ok(v) => values.push(v.to_string()),
-                Err(e) => {
-                    return Err(self.diag(
-                        line,
-                        Some(&self.headers[i]),
-                        format!(
-                            "invalid UTF-8 at byte {} of the value; if the file is not UTF-8 \
-                             set recipients.encoding (e.g. gbk)",
-                            e.valid_up_to() + 1
-                        ),
-                    ))
-                }
+        // The record itself becomes the row's values; the next row is read
+        // into a fresh one of the same size.
+        let fresh = csv::ByteRecord::with_capacity(self.record.as_slice().len(), self.record.len());
+        let record = std::mem::replace(&mut self.record, fresh);
+        let values = match csv::StringRecord::from_byte_record(record) {
+            Ok(values) => values,
+            Err(e) => {
+                let bad = e.utf8_error();
+                return Err(self.diag(
+                    line,
+                    Some(&self.headers[bad.field()]),
+                    format!(
+                        "invalid UTF-8 at byte {} of the value; if the file is not UTF-8 \
+                         set recipients.encoding (e.g. gbk)",
+                        bad.valid_up_to() + 1
+                    ),
+                ));
+            }
+        };
+        if let Some(enc) = self.transcoded {
+            if let Some(i) = values.iter().position(|v| v.contains('\u{FFFD}')) {
+                return Err(self.diag(
+                    line,
+                    Some(&self.headers[i]),
+                    format!(
+                        "bytes that are not valid {}; check recipients.encoding",
+                        enc.name()
+                    ),
+                ));
             }
         }
         let email = values[self.email_index].trim().to_string();
@@ -414,6 +422,12 @@ impl<R> QuoteWatch<R> {
                     None => return,
                     Some(p) => i += p,
                 }
+            } else if self.state == QuoteState::Unquoted {
+                // Likewise: only the end of the field (or line) matters.
+                match memchr::memchr3(self.delimiter, b'\n', b'\r', &bytes[i..]) {
+                    None => return,
+                    Some(p) => i += p,
+                }
             }
             let b = bytes[i];
             if b == b'\n' {
@@ -467,6 +481,27 @@ mod tests {
         RecipientReader::open(spec).unwrap().collect()
     }
 
+    #[test]
+    fn invalid_utf8_names_its_row_column_and_byte_and_the_rows_around_it_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(
+            &dir,
+            b"email,name,city\na@x.org,Ann,Oslo\nb@x.org,Bo\xffb,Rome\nc@x.org,Cy,Lima\n",
+        );
+        let items = read_all(&s);
+        assert_eq!(items.len(), 3);
+        let d = items[1].as_ref().unwrap_err();
+        assert_eq!(d.location.row, Some(2));
+        assert_eq!(d.location.field.as_deref(), Some("name"));
+        assert!(
+            d.message.contains("at byte 3 of the value"),
+            "{}",
+            d.message
+        );
+        assert_eq!(&items[0].as_ref().unwrap().values[2], "Oslo");
+        assert_eq!(&items[2].as_ref().unwrap().values[1], "Cy");
+    }
+
     fn ok(items: Vec<std::result::Result<Recipient, Diagnostic>>) -> Vec<Recipient> {
         items
             .into_iter()
@@ -482,7 +517,10 @@ mod tests {
         assert_eq!(**reader.headers(), vec!["email", "name"]);
         let first = reader.next().unwrap().unwrap();
         assert_eq!(first.email, "a@x.org");
-        assert_eq!(first.values, vec![" a@x.org ", "Ann"]);
+        assert_eq!(
+            first.values,
+            csv::StringRecord::from(vec![" a@x.org ", "Ann"])
+        );
         assert_eq!((first.row, first.line), (1, 2));
         assert_eq!(first.get("name"), Some("Ann"));
         let second = reader.next().unwrap().unwrap();
@@ -499,7 +537,7 @@ mod tests {
         let s = spec(&dir, "\u{FEFF}email,name\na@x.org,Zoë\n".as_bytes());
         let rows = ok(read_all(&s));
         assert_eq!(rows[0].headers[0], "email");
-        assert_eq!(rows[0].values[1], "Zoë");
+        assert_eq!(&rows[0].values[1], "Zoë");
     }
 
     #[test]
@@ -513,7 +551,7 @@ mod tests {
         s.delimiter = b'\t';
         let rows = ok(read_all(&s));
         assert_eq!(rows[0].email, "li@example.com");
-        assert_eq!(rows[0].values[1], "李四");
+        assert_eq!(&rows[0].values[1], "李四");
     }
 
     #[test]
@@ -539,7 +577,7 @@ mod tests {
         let mut s = spec(&dir, &bytes);
         s.encoding = encoding_rs::GB18030;
         let rows = ok(read_all(&s));
-        assert_eq!(rows[0].values[1], "𠮷野家");
+        assert_eq!(&rows[0].values[1], "𠮷野家");
     }
 
     #[test]
@@ -554,7 +592,7 @@ mod tests {
         s.encoding = encoding_rs::GBK;
         let rows = ok(read_all(&s));
         assert_eq!(rows.len(), 20_000);
-        assert_eq!(rows[12_345].values[1], "用户12345号");
+        assert_eq!(&rows[12_345].values[1], "用户12345号");
         assert_eq!(rows[19_999].line, 20_001);
     }
 
@@ -575,12 +613,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = spec(&dir, b"email;name\na@x.org;Ann, Jr.\n");
         s.delimiter = b';';
-        assert_eq!(ok(read_all(&s))[0].values[1], "Ann, Jr.");
+        assert_eq!(&ok(read_all(&s))[0].values[1], "Ann, Jr.");
         let mut s = spec(&dir, b"name\temail\nAnn;Bo\ta@x.org\n");
         s.delimiter = b'\t';
         let rows = ok(read_all(&s));
         assert_eq!(rows[0].email, "a@x.org");
-        assert_eq!(rows[0].values[0], "Ann;Bo");
+        assert_eq!(&rows[0].values[0], "Ann;Bo");
     }
 
     #[test]
@@ -591,7 +629,7 @@ mod tests {
             b"email,note\na@x.org,\"one, two\nthree \"\"q\"\"\"\nb@x.org,plain\n",
         );
         let rows = ok(read_all(&s));
-        assert_eq!(rows[0].values[1], "one, two\nthree \"q\"");
+        assert_eq!(&rows[0].values[1], "one, two\nthree \"q\"");
         // The second row starts on physical line 4 because of the embedded newline.
         assert_eq!((rows[1].row, rows[1].line), (2, 4));
     }
@@ -742,7 +780,7 @@ mod tests {
         );
         let items = read_all(&s);
         assert_eq!(items.len(), 2, "{items:?}");
-        assert_eq!(items[0].as_ref().unwrap().values[1], "Ann \"A\"");
+        assert_eq!(&items[0].as_ref().unwrap().values[1], "Ann \"A\"");
         let d = items[1].as_ref().unwrap_err();
         assert_eq!(d.location.file, s.file);
         assert_eq!((d.location.line, d.location.row), (Some(3), Some(2)));
@@ -762,7 +800,7 @@ mod tests {
         );
         let items = read_all(&s);
         // A quote inside an unquoted value is text, as csv reads it.
-        assert_eq!(items[1].as_ref().unwrap().values[1], "x\"y");
+        assert_eq!(&items[1].as_ref().unwrap().values[1], "x\"y");
         let d = items[2].as_ref().unwrap_err();
         assert_eq!(d.location.line, Some(5), "{d}");
         assert!(d.message.contains("lines 5-8"), "{d}");

@@ -51,7 +51,7 @@ struct Columns(Arc<RowVars>);
 pub(super) fn row_context(rec: &Recipient, job: &Value) -> Value {
     let vars = RowVars {
         headers: Arc::clone(&rec.headers),
-        values: rec.values.iter().map(|v| Value::from(v.as_str())).collect(),
+        values: rec.values.iter().map(Value::from).collect(),
         row: rec.row,
         job: job.clone(),
     };

@@ -197,7 +197,7 @@ mod tests {
             .headers
             .iter()
             .zip(&rec.values)
-            .map(|(h, v)| (h.as_str(), Value::from(v.as_str())))
+            .map(|(h, v)| (h.as_str(), Value::from(v)))
             .collect();
         env.get_template(name).ok()?.render(ctx).ok()
     }

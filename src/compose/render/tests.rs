@@ -73,7 +73,7 @@ fn recipient(row: u64, pairs: &[(&str, &str)]) -> Recipient {
         line: row + 1,
         email,
         headers: Arc::new(headers),
-        values,
+        values: values.into(),
         duplicate_of: None,
     }
 }
