@@ -20,6 +20,15 @@ const MAX_CHUNK: usize = 128;
 /// the caller's `weigh`); a chunk has at least one item.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
+/// Chunks read but not yet through the sink, at most, for `threads`
+/// threads. Results leave in order, so chunks done behind a slower one wait
+/// in this window: with only a couple a thread, the reader stopped for them
+/// and a worker soon had nothing to do (a core idled an eighth of a
+/// 1,000,000-row check).
+pub fn window(threads: usize) -> u64 {
+    8 * threads as u64 + 1
+}
+
 /// Every core this process may use (`available_parallelism`: CPU affinity
 /// and cgroup quotas included), or one when that cannot be told.
 pub fn available_threads() -> usize {
@@ -74,9 +83,7 @@ impl<I, W, G> Work<I, W, G> {
             return Ok(());
         }
         let mut items = items.fuse();
-        // Chunks read but not yet through the sink: enough for every thread
-        // to have one in hand and one waiting.
-        let window = 2 * self.threads as u64 + 1;
+        let window = window(self.threads);
         let (jobs, job_rx) = mpsc::channel::<(u64, Vec<T>)>();
         let job_rx = Mutex::new(job_rx);
         std::thread::scope(|s| {

@@ -125,7 +125,7 @@ fn most_in_flight(threads: usize, weight: usize) -> usize {
 
 #[test]
 fn items_in_flight_stay_bounded_by_count_and_by_weight() {
-    let window = 2 * 3 + 1;
+    let window = super::window(3) as usize;
     let light = most_in_flight(3, 0);
     assert!(light <= window * MAX_CHUNK, "{light} light items in flight");
     // Results as heavy as a whole chunk travel one a chunk.
