@@ -191,12 +191,7 @@ impl MessageBytes {
             return Arc::clone(self);
         }
         let mut out = MessageWriter::default();
-        for p in self.pieces() {
-            match p {
-                Piece::Own(b) => data::normalize_crlf(b, &mut out),
-                Piece::Shared(s) => out.push_shared(s),
-            }
-        }
+        out.append_with(self, data::normalize_crlf);
         Arc::new(out.finish())
     }
 
@@ -270,6 +265,18 @@ impl MessageWriter {
     /// Nothing written yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Appends `bytes`: each of its own pieces passed through `own` (e.g.
+    /// dot-stuffing), each shared block as [`push_shared`](Self::push_shared)
+    /// does.
+    pub fn append_with(&mut self, bytes: &MessageBytes, mut own: impl FnMut(&[u8], &mut Vec<u8>)) {
+        for piece in bytes.pieces() {
+            match piece {
+                Piece::Own(b) => own(b, &mut self.cur),
+                Piece::Shared(s) => self.push_shared(s),
+            }
+        }
     }
 
     /// Whether what was written so far ends with CRLF.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::auth::{self, SaslClient};
-use super::bytes::{MessageBytes, MessageWriter, Piece};
+use super::bytes::{MessageBytes, MessageWriter};
 use super::capabilities::Capabilities;
 use super::command::Command;
 use super::data;
@@ -847,12 +847,8 @@ impl Client {
     }
 
     fn send_data(&mut self, seq: u64, bytes: &MessageBytes, octets: usize) {
-        for piece in bytes.pieces() {
-            match piece {
-                Piece::Own(b) => self.out.extend_from_slice(b),
-                Piece::Shared(s) => self.out.push_shared(s),
-            }
-        }
+        self.out
+            .append_with(bytes, |b, out| out.extend_from_slice(b));
         self.data_written(seq, octets);
     }
 
@@ -999,12 +995,7 @@ impl Client {
                 // of its own.
                 let wire = std::mem::take(&mut tx.wire);
                 let start = self.out.len();
-                for piece in wire.pieces() {
-                    match piece {
-                        Piece::Own(b) => data::stuff_lines(b, &mut self.out),
-                        Piece::Shared(s) => self.out.push_shared(s),
-                    }
-                }
+                self.out.append_with(&wire, data::stuff_lines);
                 // Every piece ends its last line (the last one is given a
                 // CRLF by the stuffing when it lacks one).
                 self.out.extend_from_slice(b".\r\n");

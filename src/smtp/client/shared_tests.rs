@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::smtp::bytes::SharedBlock;
+use crate::smtp::bytes::{Piece, SharedBlock};
 
 const EHLO_DATA: &str = "250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n";
 const EHLO_BDAT: &str = "250-mx.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n";
