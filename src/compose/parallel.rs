@@ -7,11 +7,11 @@
 //! thread are in flight, and a chunk holds fewer items when the results
 //! weigh more (a chunk's results aim at the caller's `chunk_bytes`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 /// Most items in one chunk.
 const MAX_CHUNK: usize = 128;
@@ -62,7 +62,14 @@ enum Done<O> {
 impl<I, W, G> Work<I, W, G> {
     /// Feed every item of `items` through the work, and every result, in
     /// the order of `items`, to `sink`; stops at the first error of `sink`
-    /// (items already handed to workers are still worked on, then dropped).
+    /// (items already handed to workers may still be worked on, then
+    /// dropped).
+    ///
+    /// With `threads` threads, `threads − 1` are spawned and the calling
+    /// thread is the last: between reading chunks and handing results to
+    /// the sink it works on the oldest chunk nobody has taken. No more
+    /// threads are busy than were asked for, so on a machine with as many
+    /// cores none of them waits for the reading while the others run.
     pub fn run<T, S, O, E>(
         &self,
         items: impl Iterator<Item = T>,
@@ -84,71 +91,92 @@ impl<I, W, G> Work<I, W, G> {
         }
         let mut items = items.fuse();
         let window = window(self.threads);
-        let (jobs, job_rx) = mpsc::channel::<(u64, Vec<T>)>();
-        let job_rx = Mutex::new(job_rx);
+        // Chunks read and not yet taken that the reading keeps ahead of
+        // the workers before the calling thread takes one itself.
+        let ahead = 4 * self.threads;
+        let queue = Jobs::new();
         std::thread::scope(|s| {
-            // Owned here: when this pass ends, early or not, the workers
-            // see the jobs end and stop.
-            let jobs = jobs;
+            // Closes the jobs however this pass ends (done, a sink error, a
+            // panic), so that the workers stop.
+            let jobs = Closing(&queue);
             let (done_tx, done) = mpsc::channel::<Done<O>>();
-            for _ in 0..self.threads {
-                let (job_rx, done_tx) = (&job_rx, done_tx.clone());
-                s.spawn(move || self.worker(job_rx, done_tx));
+            for _ in 1..self.threads {
+                let (jobs, done_tx) = (&queue, done_tx.clone());
+                s.spawn(move || self.worker(jobs, done_tx));
             }
             drop(done_tx);
-            // One item a chunk until a result tells what an item weighs;
-            // then as many as the heaviest items so far fit the budget.
-            let (mut sent, mut emitted, mut chunk, mut heaviest) = (0u64, 0u64, 1, 1);
-            let mut waiting: BTreeMap<u64, Vec<O>> = BTreeMap::new();
+            let mut state = None;
+            let mut results = InOrder::new(self.chunk_bytes);
+            let (mut sent, mut emitted, mut read_all) = (0u64, 0u64, false);
             loop {
-                while sent - emitted < window {
-                    let next: Vec<T> = items.by_ref().take(chunk).collect();
+                while !read_all && sent - emitted < window && jobs.queued() < ahead {
+                    let next: Vec<T> = items.by_ref().take(results.chunk).collect();
                     if next.is_empty() {
+                        read_all = true;
                         break;
                     }
-                    jobs.send((sent, next)).expect("workers outlive the jobs");
+                    jobs.push(sent, next);
                     sent += 1;
                 }
-                if emitted == sent {
-                    return Ok(());
-                }
-                match done.recv().expect("workers answer every chunk") {
-                    Done::Panicked(p) => panic::resume_unwind(p),
-                    Done::Chunk(seq, results, bytes) => {
-                        heaviest = heaviest.max(bytes / results.len().max(1));
-                        chunk = (self.chunk_bytes / heaviest).clamp(1, MAX_CHUNK);
-                        waiting.insert(seq, results);
+                loop {
+                    match done.try_recv() {
+                        Ok(Done::Chunk(seq, chunk, bytes)) => results.file(seq, chunk, bytes),
+                        Ok(Done::Panicked(p)) => panic::resume_unwind(p),
+                        Err(_) => break,
                     }
                 }
-                while let Some(results) = waiting.remove(&emitted) {
+                let mut emptied = false;
+                while let Some(chunk) = results.waiting.remove(&emitted) {
                     emitted += 1;
-                    for r in results {
+                    emptied = true;
+                    for r in chunk {
                         sink(r)?;
                     }
+                }
+                if read_all && emitted == sent {
+                    return Ok(());
+                }
+                if emptied {
+                    // The window moved: read on before working.
+                    continue;
+                }
+                if let Some((seq, chunk_items)) = jobs.take() {
+                    let state = state.get_or_insert_with(&self.init);
+                    let (chunk, bytes) = self.work_on(state, chunk_items);
+                    results.file(seq, chunk, bytes);
+                    continue;
+                }
+                match done.recv().expect("workers answer every chunk they take") {
+                    Done::Panicked(p) => panic::resume_unwind(p),
+                    Done::Chunk(seq, chunk, bytes) => results.file(seq, chunk, bytes),
                 }
             }
         })
     }
 
-    /// One worker: chunks in, results out, until the jobs end.
-    fn worker<T, S, O>(
-        &self,
-        jobs: &Mutex<mpsc::Receiver<(u64, Vec<T>)>>,
-        done: mpsc::Sender<Done<O>>,
-    ) where
+    /// One chunk's results, in order, and their weight.
+    fn work_on<T, S, O>(&self, state: &mut S, chunk: Vec<T>) -> (Vec<O>, usize)
+    where
+        W: Fn(&mut S, T) -> O,
+        G: Fn(&O) -> usize,
+    {
+        let results: Vec<O> = chunk.into_iter().map(|t| (self.work)(state, t)).collect();
+        let bytes = results.iter().map(&self.weigh).sum();
+        (results, bytes)
+    }
+
+    /// One worker: chunks in, results out, until the jobs close.
+    fn worker<T, S, O>(&self, jobs: &Jobs<T>, done: mpsc::Sender<Done<O>>)
+    where
         I: Fn() -> S,
         W: Fn(&mut S, T) -> O,
         G: Fn(&O) -> usize,
     {
         let mut state = None;
-        loop {
-            let job = jobs.lock().map(|rx| rx.recv());
-            let Ok(Ok((seq, chunk))) = job else { return };
+        while let Some((seq, chunk)) = jobs.wait() {
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
                 let state = state.get_or_insert_with(&self.init);
-                let results: Vec<O> = chunk.into_iter().map(|t| (self.work)(state, t)).collect();
-                let bytes = results.iter().map(&self.weigh).sum();
-                (results, bytes)
+                self.work_on(state, chunk)
             }));
             let message = match outcome {
                 Ok((results, bytes)) => Done::Chunk(seq, results, bytes),
@@ -159,6 +187,121 @@ impl<I, W, G> Work<I, W, G> {
                 return;
             }
         }
+    }
+}
+
+/// Chunks worked on, waiting for those before them; and how many items
+/// the next chunk read should hold.
+struct InOrder<O> {
+    /// Results by chunk number.
+    waiting: BTreeMap<u64, Vec<O>>,
+    /// Items in the next chunk: one until a result tells what an item
+    /// weighs, then as many as the heaviest items so far fit the budget.
+    chunk: usize,
+    /// The most an item has weighed so far.
+    heaviest: usize,
+    /// What one chunk's results should weigh at most.
+    budget: usize,
+}
+
+impl<O> InOrder<O> {
+    fn new(budget: usize) -> Self {
+        InOrder {
+            waiting: BTreeMap::new(),
+            chunk: 1,
+            heaviest: 1,
+            budget,
+        }
+    }
+
+    /// Keep chunk `seq`'s results (weighing `bytes`) until their turn.
+    fn file(&mut self, seq: u64, results: Vec<O>, bytes: usize) {
+        self.heaviest = self.heaviest.max(bytes / results.len().max(1));
+        self.chunk = (self.budget / self.heaviest).clamp(1, MAX_CHUNK);
+        self.waiting.insert(seq, results);
+    }
+}
+
+/// The chunks read and not yet taken, oldest first, shared by the threads.
+struct Jobs<T> {
+    state: Mutex<Queue<T>>,
+    ready: Condvar,
+}
+
+struct Queue<T> {
+    chunks: VecDeque<(u64, Vec<T>)>,
+    closed: bool,
+}
+
+impl<T> Jobs<T> {
+    fn new() -> Self {
+        Jobs {
+            state: Mutex::new(Queue {
+                chunks: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue<T>> {
+        // A thread that panicked holding the lock left the queue whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Chunks waiting to be taken.
+    fn queued(&self) -> usize {
+        self.lock().chunks.len()
+    }
+
+    /// Queue chunk `seq`, waking a worker.
+    fn push(&self, seq: u64, chunk: Vec<T>) {
+        self.lock().chunks.push_back((seq, chunk));
+        self.ready.notify_one();
+    }
+
+    /// The oldest chunk waiting, if any.
+    fn take(&self) -> Option<(u64, Vec<T>)> {
+        self.lock().chunks.pop_front()
+    }
+
+    /// The oldest chunk, waiting for one; `None` once closed.
+    fn wait(&self) -> Option<(u64, Vec<T>)> {
+        let mut queue = self.lock();
+        loop {
+            if queue.closed {
+                return None;
+            }
+            if let Some(job) = queue.chunks.pop_front() {
+                return Some(job);
+            }
+            queue = self.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// No more chunks: the workers stop, and what was left is dropped.
+    fn close(&self) {
+        let mut queue = self.lock();
+        queue.closed = true;
+        queue.chunks.clear();
+        drop(queue);
+        self.ready.notify_all();
+    }
+}
+
+/// Closes its jobs when dropped.
+struct Closing<'a, T>(&'a Jobs<T>);
+
+impl<T> std::ops::Deref for Closing<'_, T> {
+    type Target = Jobs<T>;
+    fn deref(&self) -> &Jobs<T> {
+        self.0
+    }
+}
+
+impl<T> Drop for Closing<'_, T> {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 

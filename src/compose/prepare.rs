@@ -7,8 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::compose::message::{Draft, Outgoing};
 use crate::compose::mime::{self, MimeOptions};
 use crate::compose::parallel::{Work, CHUNK_BYTES};
-use crate::compose::recipients::{Recipient, RecipientReader};
+use crate::compose::recipients::{Checked, RawRow, Recipient, RecipientReader, RowCheck};
 use crate::compose::render::{Renderer, RowsRenderer};
+use crate::compose::seen::FirstSeen;
 use crate::error::{Diagnostic, Location, Problems, Result};
 use crate::job::Job;
 use crate::suppression::Suppression;
@@ -222,18 +223,11 @@ impl Prepared {
         renderer: &RowsRenderer<'_>,
         item: std::result::Result<Recipient, Diagnostic>,
     ) -> Row<Draft> {
-        let suppression = &self.suppression;
         let r = match item {
-            Err(d) => {
-                return Row::Invalid {
-                    row: d.location.row.unwrap_or(0),
-                    email: String::new(),
-                    problems: vec![d],
-                }
-            }
+            Err(d) => return invalid(d),
             Ok(r) => r,
         };
-        if suppression.contains(&r.email) {
+        if self.suppression.contains(&r.email) {
             return Row::Suppressed {
                 row: r.row,
                 email: r.email,
@@ -246,18 +240,29 @@ impl Prepared {
                 first,
             };
         }
-        match renderer.render(&r) {
+        self.render(renderer, r).0
+    }
+
+    /// A row that is neither suppressed by its address nor a duplicate,
+    /// rendered into its draft (or refused); and its values, done with.
+    fn render(&self, renderer: &RowsRenderer<'_>, r: Recipient) -> (Row<Draft>, csv::StringRecord) {
+        let suppression = &self.suppression;
+        let rendered = renderer.render(&r);
+        let Recipient {
+            row, email, values, ..
+        } = r;
+        let out = match rendered {
             Err(problems) => Row::Invalid {
-                row: r.row,
-                email: r.email,
+                row,
+                email,
                 problems,
             },
             Ok(draft) if draft.from.is_none() => Row::Invalid {
-                row: r.row,
-                email: r.email,
+                row,
+                email,
                 problems: vec![Diagnostic::new(
                     Location {
-                        row: Some(r.row),
+                        row: Some(row),
                         ..Location::file(&self.job.recipients.file)
                     },
                     "no From address",
@@ -272,14 +277,73 @@ impl Prepared {
                     draft.cc.retain(keep);
                     draft.bcc.retain(keep);
                     if draft.envelope_recipients().is_empty() {
-                        return Row::Suppressed {
-                            row: draft.row,
-                            email: draft.email,
-                        };
+                        return (
+                            Row::Suppressed {
+                                row: draft.row,
+                                email: draft.email,
+                            },
+                            values,
+                        );
                     }
                 }
                 Row::Message(draft)
             }
+        };
+        (out, values)
+    }
+
+    /// One row as read, checked and rendered on a rendering thread; whether
+    /// it repeats an earlier row is told later, in row order
+    /// ([`Staged::told`]).
+    fn stage<M>(
+        &self,
+        check: &RowCheck,
+        renderer: &RowsRenderer<'_>,
+        item: std::result::Result<RawRow, Diagnostic>,
+        finish: impl Fn(Draft) -> M,
+    ) -> Staged<M> {
+        let Checked {
+            recipient: r,
+            fingerprint,
+        } = match item.and_then(|raw| check.check(raw)) {
+            Ok(checked) => checked,
+            Err(d) => {
+                return Staged {
+                    number: d.location.row.unwrap_or(0),
+                    row: Some(invalid(d)),
+                    fingerprint: None,
+                    suppressed: false,
+                    values: None,
+                }
+            }
+        };
+        let number = r.row;
+        if self.shard.is_some_and(|shard| !shard.contains(&r.email)) {
+            return Staged {
+                number,
+                row: None,
+                fingerprint: Some(fingerprint),
+                suppressed: false,
+                values: Some(r.values),
+            };
+        }
+        if self.suppression.contains(&r.email) {
+            let Recipient { email, values, .. } = r;
+            return Staged {
+                number,
+                row: Some(Row::Suppressed { row: number, email }),
+                fingerprint: Some(fingerprint),
+                suppressed: true,
+                values: Some(values),
+            };
+        }
+        let (row, values) = self.render(renderer, r);
+        Staged {
+            number,
+            row: Some(row.map_message(finish)),
+            fingerprint: Some(fingerprint),
+            suppressed: false,
+            values: Some(values),
         }
     }
 
@@ -295,21 +359,30 @@ impl Prepared {
         chunk_bytes: usize,
         finish: impl Fn(Draft) -> M + Sync,
         weigh: impl Fn(&M) -> usize + Sync,
-        sink: impl FnMut(Row<M>) -> Result<()>,
+        mut sink: impl FnMut(Row<M>) -> Result<()>,
     ) -> Result<()> {
+        let (check, rows) = RecipientReader::open(&self.job.recipients)?.split();
         let work = Work {
             threads: self.threads,
             init: || self.renderer.rows(),
             work: |renderer: &mut RowsRenderer<'_>, item| {
-                self.draft(renderer, item).map_message(&finish)
+                self.stage(&check, renderer, item, &finish)
             },
-            weigh: |row: &Row<M>| match row {
-                Row::Message(m) => weigh(m),
+            weigh: |staged: &Staged<M>| match &staged.row {
+                Some(Row::Message(m)) => weigh(m),
                 _ => 0,
             },
             chunk_bytes,
         };
-        work.run(self.recipients(limit)?, sink)
+        let mut seen = FirstSeen::new();
+        let allow_duplicates = self.job.recipients.allow_duplicates;
+        let rows = rows.take(limit.map_or(usize::MAX, |l| l as usize));
+        work.run(rows, |staged| {
+            match staged.told(&mut seen, allow_duplicates, &check) {
+                Some(row) => sink(row),
+                None => Ok(()),
+            }
+        })
     }
 
     /// [`Prepared::each_row`] with every message built (and DKIM-signed when
@@ -387,6 +460,60 @@ impl Prepared {
     }
 }
 
+/// A row as a rendering thread left it, before duplicates are told.
+struct Staged<M> {
+    /// The row's number.
+    number: u64,
+    /// What became of the row, as if its address were new; `None` when the
+    /// row is not in this shard.
+    row: Option<Row<M>>,
+    /// The fingerprint of the row's address, when it is a valid one: every
+    /// such row counts in telling duplicates, in this shard or not.
+    fingerprint: Option<u64>,
+    /// Suppressed by its own address: stays so, even when it repeats an
+    /// earlier row.
+    suppressed: bool,
+    /// The row's values, done with: they go back to the thread that read
+    /// them, which frees them where it allocated them (glibc's arenas slow
+    /// to a crawl when two threads keep freeing each other's blocks).
+    values: Option<csv::StringRecord>,
+}
+
+impl<M> Staged<M> {
+    /// The row as the pass hands it on, now that `seen` has every earlier
+    /// row: a duplicate unless duplicates are allowed; `None` when the row
+    /// is not in this shard.
+    fn told(
+        self,
+        seen: &mut FirstSeen,
+        allow_duplicates: bool,
+        check: &RowCheck,
+    ) -> Option<Row<M>> {
+        let first = self.fingerprint.and_then(|fp| seen.check(fp, self.number));
+        let row = self.row?;
+        match first {
+            Some(first) if !allow_duplicates && !self.suppressed => Some(Row::Duplicate {
+                row: self.number,
+                email: self
+                    .values
+                    .as_ref()
+                    .map_or_else(String::new, |v| check.email_of(v).to_string()),
+                first,
+            }),
+            _ => Some(row),
+        }
+    }
+}
+
+/// A row that cannot be read or checked.
+fn invalid<M>(d: Diagnostic) -> Row<M> {
+    Row::Invalid {
+        row: d.location.row.unwrap_or(0),
+        email: String::new(),
+        problems: vec![d],
+    }
+}
+
 /// Roughly what a draft holds in memory: its bodies, and its share of the
 /// files it attaches (a file every row shares costs one row little).
 fn draft_weight(draft: &Draft) -> usize {
@@ -419,3 +546,6 @@ impl Tally {
         Err(problems.into_error())
     }
 }
+
+#[cfg(test)]
+mod tests;

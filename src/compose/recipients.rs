@@ -36,7 +36,10 @@ pub struct Recipient {
     /// UTF-8, not copied value by value (the reading thread is the one that
     /// cannot be shared, so it does as little as it can).
     pub values: csv::StringRecord,
-    /// When this address already appeared (case-insensitively), the first row with it.
+    /// When this address already appeared (case-insensitively), the first
+    /// row with it: told by [`RecipientReader`] as it reads; a pass that
+    /// checks rows on several threads ([`RowCheck`]) tells it afterwards, in
+    /// row order, from the row's fingerprint.
     pub duplicate_of: Option<u64>,
 }
 
@@ -55,18 +58,56 @@ impl Recipient {
 /// Rows whose fields are all blank (spreadsheets leave them at the end) are
 /// skipped silently; they still count in the row numbering so that row N is
 /// always the N-th line of data in the file.
+///
+/// Reading splits in two ([`RecipientReader::split`]): [`RawRows`], the
+/// part that must go row after row (the CSV parser), and [`RowCheck`], which
+/// turns any raw row into a recipient on any thread.
 pub struct RecipientReader {
-    file: PathBuf,
-    reader: csv::Reader<QuoteWatch<Box<dyn Read + Send>>>,
-    headers: Arc<Vec<String>>,
-    email_index: usize,
-    record: csv::ByteRecord,
-    row: u64,
+    rows: RawRows,
+    check: RowCheck,
     /// Address fingerprint → first row with it.
     seen: FirstSeen,
+}
+
+/// The data rows of a recipients file as the CSV parser reads them, in
+/// order: rows not yet checked, or the reading errors that end the file.
+pub struct RawRows {
+    file: PathBuf,
+    reader: csv::Reader<QuoteWatch<Box<dyn Read + Send>>>,
+    record: csv::ByteRecord,
+    row: u64,
+    done: bool,
+}
+
+/// One data row as read, not yet checked.
+#[derive(Debug)]
+pub struct RawRow {
+    /// 1-based data row.
+    pub row: u64,
+    /// 1-based physical line where the row starts.
+    pub line: u64,
+    record: csv::ByteRecord,
+}
+
+/// Turns raw rows into recipients: the checks of a row that need no other
+/// row (field count, encoding, address), shareable between threads.
+#[derive(Debug, Clone)]
+pub struct RowCheck {
+    file: PathBuf,
+    headers: Arc<Vec<String>>,
+    email_index: usize,
     /// The source is not UTF-8, so U+FFFD in a value means undecodable bytes.
     transcoded: Option<&'static encoding_rs::Encoding>,
-    done: bool,
+}
+
+/// A row that passed its checks.
+#[derive(Debug)]
+pub struct Checked {
+    /// The recipient (`duplicate_of` not told yet).
+    pub recipient: Recipient,
+    /// The 64-bit fingerprint of its lowercased address, by which
+    /// [`FirstSeen`] tells duplicates.
+    pub fingerprint: u64,
 }
 
 impl RecipientReader {
@@ -183,64 +224,93 @@ impl RecipientReader {
             return Err(Error::Invalid(problems));
         }
         Ok(RecipientReader {
-            file: spec.file.clone(),
-            reader,
-            headers: Arc::new(headers),
-            email_index: email_index.expect("checked above"),
-            record: csv::ByteRecord::new(),
-            row: 0,
+            rows: RawRows {
+                file: spec.file.clone(),
+                reader,
+                record: csv::ByteRecord::new(),
+                row: 0,
+                done: false,
+            },
+            check: RowCheck {
+                file: spec.file.clone(),
+                headers: Arc::new(headers),
+                email_index: email_index.expect("checked above"),
+                transcoded,
+            },
             seen: FirstSeen::new(),
-            transcoded,
-            done: false,
         })
     }
 
     /// The column names.
     pub fn headers(&self) -> &Arc<Vec<String>> {
-        &self.headers
+        &self.check.headers
     }
 
+    /// The email column's name as it appears in the header.
+    pub fn email_column(&self) -> &str {
+        self.check.email_column()
+    }
+
+    /// The two halves of reading, for a pass that checks rows on several
+    /// threads: it tells duplicates itself, in row order, with a
+    /// [`FirstSeen`] fed every checked row's fingerprint.
+    pub fn split(self) -> (RowCheck, RawRows) {
+        (self.check, self.rows)
+    }
+}
+
+/// A problem with row `row` of `file`, starting on line `line`.
+fn diag(
+    file: &std::path::Path,
+    row: u64,
+    line: u64,
+    field: Option<&str>,
+    message: String,
+) -> Diagnostic {
+    Diagnostic::new(
+        Location {
+            file: file.to_path_buf(),
+            line: Some(line),
+            row: Some(row),
+            field: field.map(str::to_string),
+            ..Default::default()
+        },
+        message,
+    )
+}
+
+impl RowCheck {
     /// The email column's name as it appears in the header.
     pub fn email_column(&self) -> &str {
         &self.headers[self.email_index]
     }
 
-    fn diag(&self, line: u64, field: Option<&str>, message: String) -> Diagnostic {
-        Diagnostic::new(
-            Location {
-                file: self.file.clone(),
-                line: Some(line),
-                row: Some(self.row),
-                field: field.map(str::to_string),
-                ..Default::default()
-            },
-            message,
-        )
+    /// The email column's value (trimmed) in a row's values.
+    pub fn email_of<'a>(&self, values: &'a csv::StringRecord) -> &'a str {
+        values.get(self.email_index).unwrap_or_default().trim()
     }
 
-    /// Check the current record and turn it into a recipient.
-    fn build(&mut self, line: u64) -> std::result::Result<Recipient, Diagnostic> {
-        if self.record.len() != self.headers.len() {
-            return Err(self.diag(
-                line,
+    /// Check a row and turn it into a recipient, with its address's fingerprint.
+    pub fn check(&self, raw: RawRow) -> std::result::Result<Checked, Diagnostic> {
+        let RawRow { row, line, record } = raw;
+        let problem =
+            |field: Option<&str>, message: String| diag(&self.file, row, line, field, message);
+        if record.len() != self.headers.len() {
+            return Err(problem(
                 None,
                 format!(
                     "expected {} fields (as in the header), found {}",
                     self.headers.len(),
-                    self.record.len()
+                    record.len()
                 ),
             ));
         }
-        // The record itself becomes the row's values; the next row is read
-        // into a fresh one of the same size.
-        let fresh = csv::ByteRecord::with_capacity(self.record.as_slice().len(), self.record.len());
-        let record = std::mem::replace(&mut self.record, fresh);
+        // The record itself becomes the row's values, not copied value by value.
         let values = match csv::StringRecord::from_byte_record(record) {
             Ok(values) => values,
             Err(e) => {
                 let bad = e.utf8_error();
-                return Err(self.diag(
-                    line,
+                return Err(problem(
                     Some(&self.headers[bad.field()]),
                     format!(
                         "invalid UTF-8 at byte {} of the value; if the file is not UTF-8 \
@@ -252,8 +322,7 @@ impl RecipientReader {
         };
         if let Some(enc) = self.transcoded {
             if let Some(i) = values.iter().position(|v| v.contains('\u{FFFD}')) {
-                return Err(self.diag(
-                    line,
+                return Err(problem(
                     Some(&self.headers[i]),
                     format!(
                         "bytes that are not valid {}; check recipients.encoding",
@@ -262,35 +331,43 @@ impl RecipientReader {
                 ));
             }
         }
-        let email = values[self.email_index].trim().to_string();
-        let column = self.email_column();
+        let email = self.email_of(&values).to_string();
+        let column = Some(self.email_column());
         if email.is_empty() {
-            return Err(self.diag(line, Some(column), "the address is empty".into()));
+            return Err(problem(column, "the address is empty".into()));
         }
         if let Err(e) = address::check_addr_spec(&email) {
-            return Err(self.diag(line, Some(column), format!("invalid address: {e}")));
+            return Err(problem(column, format!("invalid address: {e}")));
         }
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        let mut buf = [0u8; 256];
-        if email.is_ascii() && email.len() <= buf.len() {
-            // The lowercase copy on the stack (addresses are at most 254 octets).
-            let lower = &mut buf[..email.len()];
-            lower.copy_from_slice(email.as_bytes());
-            lower.make_ascii_lowercase();
-            hasher.write(lower);
-        } else {
-            hasher.write(email.to_lowercase().as_bytes());
-        }
-        let duplicate_of = self.seen.check(hasher.finish(), self.row);
-        Ok(Recipient {
-            row: self.row,
-            line,
-            email,
-            headers: Arc::clone(&self.headers),
-            values,
-            duplicate_of,
+        let fingerprint = fingerprint(&email);
+        Ok(Checked {
+            recipient: Recipient {
+                row,
+                line,
+                email,
+                headers: Arc::clone(&self.headers),
+                values,
+                duplicate_of: None,
+            },
+            fingerprint,
         })
     }
+}
+
+/// The 64-bit fingerprint of an address, lowercased.
+fn fingerprint(email: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut buf = [0u8; 256];
+    if email.is_ascii() && email.len() <= buf.len() {
+        // The lowercase copy on the stack (addresses are at most 254 octets).
+        let lower = &mut buf[..email.len()];
+        lower.copy_from_slice(email.as_bytes());
+        lower.make_ascii_lowercase();
+        hasher.write(lower);
+    } else {
+        hasher.write(email.to_lowercase().as_bytes());
+    }
+    hasher.finish()
 }
 
 /// Exact match first; else a unique case-insensitive match (`Email` for `email`).
@@ -311,6 +388,22 @@ fn find_column(headers: &[String], name: &str) -> Option<usize> {
 impl Iterator for RecipientReader {
     type Item = std::result::Result<Recipient, Diagnostic>;
     fn next(&mut self) -> Option<Self::Item> {
+        let checked = self.rows.next()?.and_then(|raw| self.check.check(raw));
+        Some(checked.map(
+            |Checked {
+                 mut recipient,
+                 fingerprint,
+             }| {
+                recipient.duplicate_of = self.seen.check(fingerprint, recipient.row);
+                recipient
+            },
+        ))
+    }
+}
+
+impl Iterator for RawRows {
+    type Item = std::result::Result<RawRow, Diagnostic>;
+    fn next(&mut self) -> Option<Self::Item> {
         loop {
             if self.done {
                 return None;
@@ -326,7 +419,8 @@ impl Iterator for RecipientReader {
                     self.done = true;
                     let line = e.position().map_or(0, |p| p.line());
                     self.row += 1;
-                    return Some(Err(self.diag(line, None, format!("cannot read: {e}"))));
+                    let message = format!("cannot read: {e}");
+                    return Some(Err(diag(&self.file, self.row, line, None, message)));
                 }
             }
             self.row += 1;
@@ -335,7 +429,8 @@ impl Iterator for RecipientReader {
                 // The quote swallowed the rest of the file into this row;
                 // nothing after it was read as rows.
                 self.done = true;
-                return Some(Err(self.diag(open.line, None, open.message())));
+                let message = open.message();
+                return Some(Err(diag(&self.file, self.row, open.line, None, message)));
             }
             if self
                 .record
@@ -344,7 +439,15 @@ impl Iterator for RecipientReader {
             {
                 continue;
             }
-            return Some(self.build(line));
+            // The record leaves with the row; the next row is read into a
+            // fresh one of the same size.
+            let fresh =
+                csv::ByteRecord::with_capacity(self.record.as_slice().len(), self.record.len());
+            return Some(Ok(RawRow {
+                row: self.row,
+                line,
+                record: std::mem::replace(&mut self.record, fresh),
+            }));
         }
     }
 }

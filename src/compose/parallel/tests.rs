@@ -163,3 +163,19 @@ fn a_panic_in_the_work_reaches_the_caller() {
         u64::from(x)
     });
 }
+
+#[test]
+fn no_more_threads_work_than_asked_and_the_calling_thread_is_one() {
+    // Slow items: with only the spawned threads working, the calling
+    // thread would read and wait; here it takes its share.
+    let me = std::thread::current().id();
+    let ids = Mutex::new(std::collections::HashSet::new());
+    collect(2, &(0..400).collect::<Vec<_>>(), 0, |x| {
+        ids.lock().unwrap().insert(std::thread::current().id());
+        std::thread::sleep(Duration::from_micros(200));
+        u64::from(x)
+    });
+    let ids = ids.into_inner().unwrap();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&me), "the calling thread worked too");
+}

@@ -1,0 +1,113 @@
+//! A pass on several threads tells each row what reading the list row
+//! after row tells it: the same messages, duplicates (of the same first
+//! row), suppressed and refused rows, in any shard and with duplicates
+//! allowed or not.
+
+use proptest::prelude::*;
+
+use super::{prepare, Row};
+use crate::job::shard::Shard;
+
+/// Addresses the rows pick from: two spellings of one address, suppressed
+/// ones, and ones that cannot be used.
+const ADDRESSES: &[&str] = &[
+    "ann@example.com",
+    "ANN@Example.com",
+    "bob@example.com",
+    "cy@example.com",
+    "dee@example.com",
+    "eve@example.org",
+    "not an address",
+    "",
+];
+
+/// What goes in a row's Cc: nothing, a good address, a suppressed one, or
+/// one that refuses the row when it renders.
+const CCS: &[&str] = &["", "carbon@example.com", "dee@example.com", "bad@@cc"];
+
+/// A row as a pass handed it on: what became of it, its row, its email,
+/// and the first row it repeats.
+type Told = (&'static str, u64, String, u64);
+
+fn told<M>(row: &Row<M>, message: impl Fn(&M) -> (u64, String)) -> Told {
+    match row {
+        Row::Message(m) => {
+            let (row, email) = message(m);
+            ("message", row, email, 0)
+        }
+        Row::Duplicate { row, email, first } => ("duplicate", *row, email.clone(), *first),
+        Row::Suppressed { row, email } => ("suppressed", *row, email.clone(), 0),
+        Row::Invalid { row, email, .. } => ("invalid", *row, email.clone(), 0),
+    }
+}
+
+/// A job over `rows` (address and Cc picks); `dee` and `cy` suppressed.
+fn job(
+    dir: &std::path::Path,
+    rows: &[(usize, usize)],
+    allow_duplicates: bool,
+) -> std::path::PathBuf {
+    let mut csv = String::from("email,cc\n");
+    for &(a, c) in rows {
+        csv.push_str(&format!("\"{}\",{}\n", ADDRESSES[a], CCS[c]));
+    }
+    std::fs::write(dir.join("list.csv"), csv).unwrap();
+    std::fs::write(dir.join("body.txt"), "Hi {{ email | lower }}\n").unwrap();
+    std::fs::write(
+        dir.join("suppressed.csv"),
+        "email\ndee@example.com\nCY@example.com\n",
+    )
+    .unwrap();
+    let path = dir.join("job.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "from: \"News <news@example.com>\"\n\
+             cc: \"{{{{ cc }}}}\"\n\
+             subject: \"Hello\"\n\
+             text: body.txt\n\
+             suppress: suppressed.csv\n\
+             recipients:\n  file: list.csv\n  allow_duplicates: {allow_duplicates}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn rows_told_on_several_threads_are_rows_told_one_after_another(
+        rows in proptest::collection::vec((0..ADDRESSES.len(), 0..CCS.len()), 0..300),
+        allow_duplicates in any::<bool>(),
+        shard in prop_oneof![Just(None), Just(Some("0/2")), Just(Some("1/2"))],
+        threads in 2usize..5,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = job(dir.path(), &rows, allow_duplicates);
+        let mut prepared = prepare(&path, &[]).unwrap();
+        prepared.shard = shard.map(|s| Shard::parse(s).unwrap());
+        let expected: Vec<Told> = prepared
+            .drafts(None)
+            .unwrap()
+            .map(|row| told(&row, |d| (d.row, d.email.clone())))
+            .collect();
+        prepared.threads = threads;
+        let mut got = Vec::new();
+        prepared
+            .each_row(
+                None,
+                // Small chunks, so that many travel between the threads.
+                512,
+                |draft| (draft.row, draft.email),
+                |_| 100,
+                |row| {
+                    got.push(told(&row, |m| m.clone()));
+                    Ok(())
+                },
+            )
+            .unwrap();
+        prop_assert_eq!(got, expected);
+    }
+}
