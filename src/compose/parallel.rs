@@ -49,6 +49,13 @@ pub struct Work<I, W, G> {
     pub weigh: G,
     /// What one chunk's results should weigh at most (e.g. [`CHUNK_BYTES`]).
     pub chunk_bytes: usize,
+    /// Whether the calling thread is one of the `threads` (it works on
+    /// chunks between reading them and handing results on), or reads and
+    /// hands on only, beside `threads` spawned ones. Working keeps the
+    /// machine's cores busy without one more thread than cores; reading
+    /// only keeps the results' memory off the calling thread's heap, where
+    /// long-lived structures grow.
+    pub reader_works: bool,
 }
 
 /// What a worker hands back for one chunk.
@@ -65,11 +72,12 @@ impl<I, W, G> Work<I, W, G> {
     /// (items already handed to workers may still be worked on, then
     /// dropped).
     ///
-    /// With `threads` threads, `threads − 1` are spawned and the calling
-    /// thread is the last: between reading chunks and handing results to
-    /// the sink it works on the oldest chunk nobody has taken. No more
-    /// threads are busy than were asked for, so on a machine with as many
-    /// cores none of them waits for the reading while the others run.
+    /// With `threads` threads and `reader_works`, `threads − 1` are spawned
+    /// and the calling thread is the last: between reading chunks and
+    /// handing results to the sink it works on the oldest chunk nobody has
+    /// taken. No more threads are busy than were asked for, so on a machine
+    /// with as many cores none of them waits for the reading while the
+    /// others run. Without `reader_works`, `threads` are spawned.
     pub fn run<T, S, O, E>(
         &self,
         items: impl Iterator<Item = T>,
@@ -93,14 +101,18 @@ impl<I, W, G> Work<I, W, G> {
         let window = window(self.threads);
         // Chunks read and not yet taken that the reading keeps ahead of
         // the workers before the calling thread takes one itself.
-        let ahead = 4 * self.threads;
+        let (ahead, spawned) = if self.reader_works {
+            (4 * self.threads, self.threads - 1)
+        } else {
+            (usize::MAX, self.threads)
+        };
         let queue = Jobs::new();
         std::thread::scope(|s| {
             // Closes the jobs however this pass ends (done, a sink error, a
             // panic), so that the workers stop.
             let jobs = Closing(&queue);
             let (done_tx, done) = mpsc::channel::<Done<O>>();
-            for _ in 1..self.threads {
+            for _ in 0..spawned {
                 let (jobs, done_tx) = (&queue, done_tx.clone());
                 s.spawn(move || self.worker(jobs, done_tx));
             }
@@ -140,7 +152,7 @@ impl<I, W, G> Work<I, W, G> {
                     // The window moved: read on before working.
                     continue;
                 }
-                if let Some((seq, chunk_items)) = jobs.take() {
+                if let Some((seq, chunk_items)) = self.reader_works.then(|| jobs.take()).flatten() {
                     let state = state.get_or_insert_with(&self.init);
                     let (chunk, bytes) = self.work_on(state, chunk_items);
                     results.file(seq, chunk, bytes);

@@ -21,6 +21,7 @@ fn collect(
         work: |_: &mut (), x: u32| f(x),
         weigh: |_: &u64| weight,
         chunk_bytes: CHUNK_BYTES,
+        reader_works: true,
     };
     work.run(items.iter().copied(), |r| {
         seen.push(r);
@@ -112,6 +113,7 @@ fn most_in_flight(threads: usize, weight: usize) -> usize {
         work: |_: &mut (), x: u32| x,
         weigh: |_: &u32| weight,
         chunk_bytes: CHUNK_BYTES,
+        reader_works: true,
     };
     work.run(items, |_| {
         sunk += 1;
@@ -142,6 +144,7 @@ fn the_first_sink_error_ends_the_pass() {
         work: |_: &mut (), x: u32| x,
         weigh: |_: &u32| 0,
         chunk_bytes: CHUNK_BYTES,
+        reader_works: true,
     };
     let out = work.run(0..100_000u32, |x| {
         seen += 1;

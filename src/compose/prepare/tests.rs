@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 
-use super::{prepare, Row};
+use super::{prepare, Pass, Row};
 use crate::job::shard::Shard;
 
 /// Addresses the rows pick from: two spellings of one address, suppressed
@@ -83,6 +83,7 @@ proptest! {
         allow_duplicates in any::<bool>(),
         shard in prop_oneof![Just(None), Just(Some("0/2")), Just(Some("1/2"))],
         threads in 2usize..5,
+        reader_works in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let path = job(dir.path(), &rows, allow_duplicates);
@@ -95,11 +96,12 @@ proptest! {
             .collect();
         prepared.threads = threads;
         let mut got = Vec::new();
+        // Small chunks, so that many travel between the threads.
+        let pass = Pass { chunk_bytes: 512, reader_works };
         prepared
-            .each_row(
+            .each_row_in(
                 None,
-                // Small chunks, so that many travel between the threads.
-                512,
+                pass,
                 |draft| (draft.row, draft.email),
                 |_| 100,
                 |row| {
