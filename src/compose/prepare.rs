@@ -2,6 +2,7 @@
 //! duplicate, a suppressed address (never rendered) or the problems that stop
 //! it; and the validation pass that renders every row before anything is sent.
 
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::compose::message::{Draft, Outgoing};
@@ -35,6 +36,9 @@ pub struct Prepared {
     /// Threads that render the rows of a pass (at least one; every core
     /// unless limited, e.g. by `--threads`).
     pub threads: usize,
+    /// Rows the last pass over the whole list read: the next pass sizes its
+    /// duplicate detector for them at once (see [`FirstSeen::for_rows`]).
+    rows_read: std::sync::atomic::AtomicU64,
 }
 
 /// What a validation pass counted.
@@ -122,6 +126,7 @@ pub fn prepare(path: &std::path::Path, vars: &[String]) -> Result<Prepared> {
         suppression,
         shard: None,
         threads: crate::compose::parallel::available_threads(),
+        rows_read: Default::default(),
     })
 }
 
@@ -391,15 +396,19 @@ impl Prepared {
             chunk_bytes: pass.chunk_bytes,
             reader_works: pass.reader_works,
         };
-        let mut seen = FirstSeen::new();
+        let mut seen = FirstSeen::for_rows(self.rows_read.load(Ordering::Relaxed));
         let allow_duplicates = self.job.recipients.allow_duplicates;
         let rows = rows.take(limit.map_or(usize::MAX, |l| l as usize));
+        let mut read = 0;
         work.run(rows, |staged| {
+            read = read.max(staged.number);
             match staged.told(&mut seen, allow_duplicates, &check) {
                 Some(row) => sink(row),
                 None => Ok(()),
             }
-        })
+        })?;
+        self.rows_read.store(read, Ordering::Relaxed);
+        Ok(())
     }
 
     /// [`Prepared::each_row`] with every message built (and DKIM-signed when

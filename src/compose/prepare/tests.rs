@@ -113,3 +113,31 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+#[test]
+fn a_second_pass_sizes_its_duplicate_detector_for_the_rows_the_first_one_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 50_000;
+    let mut csv = String::from("email,cc\n");
+    for i in 0..rows {
+        csv.push_str(&format!("user{i}@example.com,\n"));
+    }
+    let path = job(dir.path(), &[], false);
+    std::fs::write(dir.path().join("list.csv"), csv).unwrap();
+    let mut prepared = prepare(&path, &[]).unwrap();
+    prepared.threads = 1;
+    let pass = |prepared: &super::Prepared| {
+        let (_, peak, tally) = crate::test_alloc::cost(|| prepared.validate(None, false).unwrap());
+        assert_eq!(tally.messages, rows);
+        peak
+    };
+    let first = pass(&prepared);
+    let second = pass(&prepared);
+    // A detector sized at once holds about 15.5 bytes a row; grown as rows
+    // come, it peaks higher, with an old table and a new one at once.
+    assert!(
+        second <= 16 * rows as usize + 256 * 1024,
+        "second pass peaked at {second} bytes"
+    );
+    assert!(first > second, "first pass {first} bytes, second {second}");
+}
