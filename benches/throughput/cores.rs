@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::contenders::Env;
@@ -56,7 +56,7 @@ fn checked(m: Measured, what: &str, err: &std::path::Path) -> Result<Measured, S
 /// `mailshot check` of `job`, with one thread or all.
 fn check_run(env: &Env, job: &std::path::Path, one: bool) -> Result<Measured, String> {
     let err = env.work.join("cores-check.err");
-    let mut cmd = Command::new(&env.mailshot);
+    let mut cmd = procs::alone(&env.mailshot, &env.work.join("cores-check.usage"));
     cmd.arg("check")
         .arg(job)
         .args(threads_arg(one))
@@ -78,7 +78,7 @@ fn send_run(env: &Env, port: u16, n: usize, one: bool) -> Result<Measured, Strin
     )
     .map_err(|e| e.to_string())?;
     let err = env.work.join("cores-send.err");
-    let mut cmd = Command::new(&env.mailshot);
+    let mut cmd = procs::alone(&env.mailshot, &env.work.join("cores-send.usage"));
     cmd.arg("run")
         .arg(&job)
         .args(["--quiet", "--restart", "--sessions", "1", "--limit"])

@@ -697,6 +697,9 @@ fn main() {
     if args.first().map(String::as_str) == Some("--lettre-worker") {
         std::process::exit(lettre_sender::main(&args[1..]));
     }
+    if args.first().map(String::as_str) == Some(procs::MEASURE_CHILD) {
+        std::process::exit(procs::measure_child(&args[1..]));
+    }
     let opts = Opts::parse();
     let work = work_dir(opts.full);
     fs::create_dir_all(&work).expect("create the work folder");

@@ -1,8 +1,16 @@
 //! Child processes for the benchmark: run a contender to completion under a
 //! deadline and collect its wall time, CPU time and peak RSS from `wait4(2)`'s
 //! `struct rusage`, and keep background servers alive only as long as a guard.
+//!
+//! Linux counts in a child's `ru_maxrss` the memory its parent had when it
+//! started it: the figure of a child of this (large) harness is at least the
+//! harness's size. A command made with [`alone`] is started by a small
+//! process of its own (this harness run afresh with [`MEASURE_CHILD`]), which
+//! measures it and reports back, so its peak RSS is its own.
 
 use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -65,8 +73,25 @@ fn reap(pid: libc::pid_t, deadline: Instant) -> io::Result<(libc::c_int, libc::r
     }
 }
 
+/// The exit code of a wait status, or 128 + the signal that killed it.
+fn exit_code(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        -1
+    }
+}
+
 /// Spawns `cmd`, waits for it (killing it after `timeout`) and measures it.
+/// A command made with [`alone`] has its CPU time and peak RSS from the
+/// small process that started it.
 pub fn run_measured(cmd: &mut Command, timeout: Duration) -> io::Result<Measured> {
+    let report = alone_report(cmd);
+    if let Some(path) = &report {
+        let _ = std::fs::remove_file(path);
+    }
     let start = Instant::now();
     let child = cmd.spawn()?;
     let pid = child.id() as libc::pid_t;
@@ -74,20 +99,93 @@ pub fn run_measured(cmd: &mut Command, timeout: Duration) -> io::Result<Measured
     drop(child);
     let (status, usage, timed_out) = reap(pid, start + timeout)?;
     let wall = start.elapsed();
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        -1
-    };
-    Ok(Measured {
+    let mut measured = Measured {
         wall,
         cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
         max_rss_kb: usage.ru_maxrss as u64,
-        code,
+        code: exit_code(status),
         timed_out,
-    })
+    };
+    if let Some((cpu, rss)) = report.and_then(|path| read_report(&path)) {
+        measured.cpu = cpu;
+        measured.max_rss_kb = rss;
+    }
+    Ok(measured)
+}
+
+/// The first argument of a command made with [`alone`].
+pub const MEASURE_CHILD: &str = "--measure-child";
+
+/// A command for `program` (add its arguments and stdio as usual) that a
+/// small process of its own starts and measures: its peak RSS is then its
+/// own, not the harness's. `report` is a scratch file for the figures.
+pub fn alone(program: &Path, report: &Path) -> Command {
+    let me = std::env::current_exe().expect("the harness's own path");
+    let mut cmd = Command::new(me);
+    cmd.arg(MEASURE_CHILD).arg(report).arg(program);
+    cmd
+}
+
+/// The report file of a command made with [`alone`].
+fn alone_report(cmd: &Command) -> Option<std::path::PathBuf> {
+    let mut args = cmd.get_args();
+    if args.next()? != MEASURE_CHILD {
+        return None;
+    }
+    args.next().map(std::path::PathBuf::from)
+}
+
+/// CPU time and peak RSS (KiB) from a report file.
+fn read_report(path: &Path) -> Option<(Duration, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut it = text.split_whitespace().map(str::parse::<u64>);
+    let cpu_us = it.next()?.ok()?;
+    let rss = it.next()?.ok()?;
+    Some((Duration::from_micros(cpu_us), rss))
+}
+
+/// The small process of [`alone`]: `args` are the report file, the program
+/// and its arguments. Runs it with this process's stdio, writes its CPU
+/// microseconds and peak RSS to the report, and exits as it did. It dies
+/// with this process, so the harness's deadline still holds.
+pub fn measure_child(args: &[String]) -> i32 {
+    let [report, program, rest @ ..] = args else {
+        eprintln!("{MEASURE_CHILD}: want a report file and a program");
+        return 2;
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(rest);
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{MEASURE_CHILD}: {program}: {e}");
+            return 127;
+        }
+    };
+    let pid = child.id() as libc::pid_t;
+    drop(child);
+    let far = Instant::now() + Duration::from_secs(365 * 86_400);
+    let (status, usage, _) = match reap(pid, far) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{MEASURE_CHILD}: wait: {e}");
+            return 125;
+        }
+    };
+    let cpu = timeval(usage.ru_utime) + timeval(usage.ru_stime);
+    let line = format!("{} {}\n", cpu.as_micros(), usage.ru_maxrss);
+    if let Err(e) = std::fs::write(report, line) {
+        eprintln!("{MEASURE_CHILD}: {report}: {e}");
+        return 125;
+    }
+    exit_code(status)
 }
 
 /// A background child (a server) that is killed and reaped when dropped, so

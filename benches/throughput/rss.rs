@@ -13,7 +13,7 @@ use std::fs;
 use std::hash::{DefaultHasher, Hasher};
 use std::io;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use mailshot::compose::seen::FirstSeen;
@@ -49,7 +49,7 @@ fn mb(kb: u64) -> String {
 /// `mailshot ARGS` under the clock; an error unless it exits 0.
 fn mailshot(env: &Env, args: &[&str], job: &Path, what: &str) -> Result<Measured, String> {
     let err = env.work.join(format!("{what}.err"));
-    let mut cmd = Command::new(&env.mailshot);
+    let mut cmd = procs::alone(&env.mailshot, &env.work.join(format!("{what}.usage")));
     cmd.args(args)
         .arg(job)
         .stdin(Stdio::null())
@@ -201,7 +201,7 @@ fn structures(env: &Env, rows: usize, journal_path: &Path) -> Structures {
 /// The whole section for `rows` recipients.
 pub fn section(env: &Env, rows: usize) -> Rss {
     let mut text =
-        format!("### Memory: {rows} recipients (peak RSS from `wait4`; goal ≤ 64 MB)\n\n");
+        format!("### Memory: {rows} recipients (peak RSS from `wait4`, measured alone; goal ≤ 64 MB)\n\n");
     let mut records = Vec::new();
     let sink = match servers::start_sink(&env.work, false) {
         Ok(s) => s,
