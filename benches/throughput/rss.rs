@@ -200,8 +200,9 @@ fn structures(env: &Env, rows: usize, journal_path: &Path) -> Structures {
 
 /// The whole section for `rows` recipients.
 pub fn section(env: &Env, rows: usize) -> Rss {
-    let mut text =
-        format!("### Memory: {rows} recipients (peak RSS from `wait4`, measured alone; goal ≤ 64 MB)\n\n");
+    let mut text = format!(
+        "### Memory: {rows} recipients (peak RSS from `wait4`, measured alone; goal ≤ 64 MB)\n\n"
+    );
     let mut records = Vec::new();
     let sink = match servers::start_sink(&env.work, false) {
         Ok(s) => s,
