@@ -110,10 +110,11 @@ impl<I, W, G> Work<I, W, G> {
         std::thread::scope(|s| {
             // Closes the jobs however this pass ends (done, a sink error, a
             // panic), so that the workers stop.
-            let jobs = Closing(&queue);
+            let _closing = Closing(&queue);
+            let jobs = &queue;
             let (done_tx, done) = mpsc::channel::<Done<O>>();
             for _ in 0..spawned {
-                let (jobs, done_tx) = (&queue, done_tx.clone());
+                let done_tx = done_tx.clone();
                 s.spawn(move || self.worker(jobs, done_tx));
             }
             drop(done_tx);
@@ -303,13 +304,6 @@ impl<T> Jobs<T> {
 
 /// Closes its jobs when dropped.
 struct Closing<'a, T>(&'a Jobs<T>);
-
-impl<T> std::ops::Deref for Closing<'_, T> {
-    type Target = Jobs<T>;
-    fn deref(&self) -> &Jobs<T> {
-        self.0
-    }
-}
 
 impl<T> Drop for Closing<'_, T> {
     fn drop(&mut self) {

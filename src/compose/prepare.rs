@@ -197,55 +197,23 @@ impl Prepared {
         })
     }
 
-    /// The rows rendered into drafts (every draft has a From): all that can
-    /// go wrong with a row shows here, as building the message cannot fail.
+    /// The rows rendered into drafts (every draft has a From), one after
+    /// another on this thread: all that can go wrong with a row shows here,
+    /// as building the message cannot fail.
     fn drafts(&self, limit: Option<u64>) -> Result<impl Iterator<Item = Row<Draft>> + '_> {
+        let (check, rows) = RecipientReader::open(&self.job.recipients)?.split();
         let renderer = self.renderer.rows();
-        Ok(self
-            .recipients(limit)?
-            .map(move |item| self.draft(&renderer, item)))
-    }
-
-    /// The CSV's rows in order (the first `limit`, this shard's only), as
-    /// read: the part of a pass that cannot be shared between threads.
-    fn recipients(
-        &self,
-        limit: Option<u64>,
-    ) -> Result<impl Iterator<Item = std::result::Result<Recipient, Diagnostic>> + '_> {
-        let reader = RecipientReader::open(&self.job.recipients)?;
-        let shard = self.shard;
-        Ok(reader
-            .take(limit.map(|l| l as usize).unwrap_or(usize::MAX))
-            .filter(move |item| match (item, &shard) {
-                (Ok(r), Some(shard)) => shard.contains(&r.email),
-                _ => true,
+        let mut seen = FirstSeen::new();
+        let allow_duplicates = self.job.recipients.allow_duplicates;
+        Ok(rows
+            .take(limit.map_or(usize::MAX, |l| l as usize))
+            .filter_map(move |item| {
+                self.stage(&check, &renderer, item, |draft| draft).told(
+                    &mut seen,
+                    allow_duplicates,
+                    &check,
+                )
             }))
-    }
-
-    /// One row as read, rendered into its draft (or skipped, or refused).
-    fn draft(
-        &self,
-        renderer: &RowsRenderer<'_>,
-        item: std::result::Result<Recipient, Diagnostic>,
-    ) -> Row<Draft> {
-        let r = match item {
-            Err(d) => return invalid(d),
-            Ok(r) => r,
-        };
-        if self.suppression.contains(&r.email) {
-            return Row::Suppressed {
-                row: r.row,
-                email: r.email,
-            };
-        }
-        if let (Some(first), false) = (r.duplicate_of, self.job.recipients.allow_duplicates) {
-            return Row::Duplicate {
-                row: r.row,
-                email: r.email,
-                first,
-            };
-        }
-        self.render(renderer, r).0
     }
 
     /// A row that is neither suppressed by its address nor a duplicate,
@@ -299,7 +267,8 @@ impl Prepared {
 
     /// One row as read, checked and rendered on a rendering thread; whether
     /// it repeats an earlier row is told later, in row order
-    /// ([`Staged::told`]).
+    /// ([`Staged::told`]). A row that does is rendered all the same: which
+    /// row came first is only known once the rows are back in order.
     fn stage<M>(
         &self,
         check: &RowCheck,

@@ -5,7 +5,8 @@
 
 use proptest::prelude::*;
 
-use super::{prepare, Pass, Row};
+use super::{prepare, Pass, Prepared, Row};
+use crate::compose::recipients::RecipientReader;
 use crate::job::shard::Shard;
 
 /// Addresses the rows pick from: two spellings of one address, suppressed
@@ -74,6 +75,36 @@ fn job(
     path
 }
 
+/// What reading the list row after row tells each row: the reader's own
+/// duplicate detection (it sees every row, in this shard or not), then the
+/// shard, then a suppressed address before a duplicate before rendering.
+fn one_after_another(prepared: &Prepared) -> Vec<Told> {
+    let renderer = prepared.renderer.rows();
+    let allow_duplicates = prepared.job.recipients.allow_duplicates;
+    let mut out = Vec::new();
+    for item in RecipientReader::open(&prepared.job.recipients).unwrap() {
+        let r = match item {
+            Ok(r) => r,
+            Err(d) => {
+                out.push(("invalid", d.location.row.unwrap_or(0), String::new(), 0));
+                continue;
+            }
+        };
+        if prepared.shard.is_some_and(|s| !s.contains(&r.email)) {
+            continue;
+        }
+        if prepared.suppression.contains(&r.email) {
+            out.push(("suppressed", r.row, r.email, 0));
+        } else if let (Some(first), false) = (r.duplicate_of, allow_duplicates) {
+            out.push(("duplicate", r.row, r.email, first));
+        } else {
+            let (row, _) = prepared.render(&renderer, r);
+            out.push(told(&row, |d| (d.row, d.email.clone())));
+        }
+    }
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -89,11 +120,13 @@ proptest! {
         let path = job(dir.path(), &rows, allow_duplicates);
         let mut prepared = prepare(&path, &[]).unwrap();
         prepared.shard = shard.map(|s| Shard::parse(s).unwrap());
-        let expected: Vec<Told> = prepared
+        let expected = one_after_another(&prepared);
+        let drafts: Vec<Told> = prepared
             .drafts(None)
             .unwrap()
             .map(|row| told(&row, |d| (d.row, d.email.clone())))
             .collect();
+        prop_assert_eq!(&drafts, &expected);
         prepared.threads = threads;
         let mut got = Vec::new();
         // Small chunks, so that many travel between the threads.
