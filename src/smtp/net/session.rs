@@ -264,7 +264,7 @@ impl<'h> Session<'h> {
         }
         let timeout = self.client.read_timeout();
         if let Some(d) = self.transport.sock_mut() {
-            let _ = d.tcp().set_write_timeout(Some(timeout));
+            d.set_write_timeout(Some(timeout));
         }
         // One vectored write for the pieces (a shared attachment is written
         // from where it lies). Count what was written, so a message whose
@@ -412,7 +412,7 @@ fn handshake(
     // The whole handshake, not each read of it, is bounded.
     tcp.set_read_deadline(Some(Instant::now() + endpoint.connect_timeout));
     tcp.set_read_timeout(None);
-    let _ = tcp.tcp().set_write_timeout(Some(endpoint.connect_timeout));
+    tcp.set_write_timeout(Some(endpoint.connect_timeout));
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData {
