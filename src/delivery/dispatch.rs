@@ -737,7 +737,11 @@ impl Dispatcher {
                 break;
             }
         }
-        let tick = if q.rx.is_some() { 5 } else { 200 };
+        // While the renderer is still at work, its next message is
+        // moments away: a session waiting for it (the first one of the
+        // run above all, which connects only once it has work) looks again
+        // soon.
+        let tick = if q.rx.is_some() { 1 } else { 200 };
         if q.rx.is_none() && pending == 0 {
             return Next::Done;
         }
