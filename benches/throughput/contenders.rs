@@ -77,6 +77,8 @@ pub struct Env {
     /// When set, mailshot requires STARTTLS and trusts this CA (the capture
     /// server's); otherwise it talks plain text.
     pub ca_file: Option<PathBuf>,
+    /// When set, the contender runs on this CPU only.
+    pub cpu: Option<usize>,
 }
 
 /// The result of one run.
@@ -178,6 +180,9 @@ pub fn run(c: Contender, env: &Env, port: u16, n: usize) -> io::Result<Outcome> 
             cmd
         }
     };
+    if let Some(cpu) = env.cpu {
+        procs::on_cpu(&mut cmd, cpu);
+    }
     cmd.stdin(Stdio::null())
         .stdout(fs::File::create(&out)?)
         .stderr(fs::File::create(&err)?);

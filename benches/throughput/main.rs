@@ -215,6 +215,17 @@ fn tls_reps(opts: &Opts) -> usize {
     }
 }
 
+/// Runs of each contender in the attachment section: the server bounds
+/// those runs and the two contenders are a few percent apart, so it takes
+/// more runs than the TLS section to tell them apart.
+fn attach_reps(opts: &Opts) -> usize {
+    if opts.full {
+        opts.reps.max(7)
+    } else {
+        opts.reps
+    }
+}
+
 /// One measured configuration.
 struct Row {
     server: &'static str,
@@ -737,6 +748,7 @@ fn main() {
         timeout: Duration::from_secs(if opts.full { 300 } else { 60 }),
         body_len: 2048,
         ca_file: None,
+        cpu: None,
     };
 
     if opts.render_only {
@@ -856,7 +868,7 @@ fn main() {
         };
         let capture = started.iter().find(|s| s.kind == servers::Kind::Capture);
         if opts.attach_only {
-            let figs = attach::measure(&env, &started, opts.attach_n.max(1), tls_reps(&opts));
+            let figs = attach::measure(&env, &started, opts.attach_n.max(1), attach_reps(&opts));
             add(attach::report(&figs));
         }
         if opts.parallel_only {
@@ -925,7 +937,7 @@ fn main() {
             &env,
             &started,
             opts.attach_n.min(opts.n_max),
-            tls_reps(&opts),
+            attach_reps(&opts),
         )
     } else {
         Vec::new()

@@ -188,6 +188,47 @@ pub fn measure_child(args: &[String]) -> i32 {
     exit_code(status)
 }
 
+/// Keeps thread `tid` (0: the calling thread) on `cpu`, or on every CPU
+/// when `None`.
+pub fn set_affinity(tid: libc::pid_t, cpu: Option<usize>) -> io::Result<()> {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET only writes
+    // inside it for indexes below CPU_SETSIZE.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for c in 0..cpus.min(libc::CPU_SETSIZE as usize) {
+        if cpu.is_none_or(|only| only == c) {
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Keeps every thread of process `pid` on `cpu` (every CPU when `None`);
+/// threads it starts later inherit that.
+pub fn pin_process(pid: u32, cpu: Option<usize>) -> io::Result<()> {
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        if let Some(tid) = entry?.file_name().to_str().and_then(|t| t.parse().ok()) {
+            set_affinity(tid, cpu)?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts `cmd` on `cpu` only (and the threads and children it starts).
+pub fn on_cpu(cmd: &mut Command, cpu: usize) {
+    // SAFETY: the closure only makes a system call, which is
+    // async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || set_affinity(0, Some(cpu)));
+    }
+}
+
 /// A background child (a server) that is killed and reaped when dropped, so
 /// a panicking harness leaves nothing running.
 pub struct Guard {
@@ -211,6 +252,11 @@ impl Guard {
             child: None,
             on_drop: Some(cmd),
         }
+    }
+
+    /// The owned child's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// True while the owned child has not exited.

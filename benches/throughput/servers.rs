@@ -44,6 +44,14 @@ pub struct Server {
 }
 
 impl Server {
+    /// Keeps the server's threads on `cpu` (every CPU when `None`).
+    pub fn pin(&self, cpu: Option<usize>) -> io::Result<()> {
+        match self._guard.pid() {
+            Some(pid) => crate::procs::pin_process(pid, cpu),
+            None => Ok(()),
+        }
+    }
+
     /// A short name for tables.
     pub fn name(&self) -> &'static str {
         match self.kind {

@@ -55,6 +55,7 @@ pub fn with_tls(env: &Env, capture: &Server) -> Result<Env, String> {
         timeout: env.timeout,
         body_len: env.body_len,
         ca_file: Some(ca),
+        cpu: env.cpu,
     })
 }
 
