@@ -220,7 +220,7 @@ fn tls_reps(opts: &Opts) -> usize {
 /// more runs than the TLS section to tell them apart.
 fn attach_reps(opts: &Opts) -> usize {
     if opts.full {
-        opts.reps.max(7)
+        opts.reps.max(9)
     } else {
         opts.reps
     }
