@@ -205,34 +205,27 @@ fn tls_n(opts: &Opts) -> usize {
     opts.n_max
 }
 
-/// Runs of each kind in the TLS and attachment sections (at least 5 in the
-/// full run: each figure is a ratio of two noisy rates).
-fn tls_reps(opts: &Opts) -> usize {
-    if opts.full {
-        opts.reps.max(5)
-    } else {
-        opts.reps
-    }
-}
+/// Runs of each kind in the TLS section of a full run, at least: each
+/// figure is a ratio of two noisy rates.
+const TLS_REPS: usize = 5;
 
-/// Runs of each contender in the attachment section: the server bounds
-/// those runs and the two contenders are a few percent apart, so it takes
-/// more runs than the TLS section to tell them apart.
-fn attach_reps(opts: &Opts) -> usize {
-    if opts.full {
-        opts.reps.max(9)
-    } else {
-        opts.reps
-    }
-}
+/// Runs of each contender in the attachment section of a full run, at
+/// least: the server bounds those runs and the two contenders are a few
+/// percent apart, so it takes more runs than the TLS section to tell them
+/// apart.
+const ATTACH_REPS: usize = 9;
 
-/// Runs of each job in the rendering section. A run takes half a second,
-/// and on a shared machine a slow spell of neighbours' work can outlast
-/// three of them (it once cost a third of the rate of every run): runs
-/// spread over more time make it likelier that one of them ran unhindered.
-fn render_reps(opts: &Opts) -> usize {
+/// Runs of each job in the rendering section of a full run, at least. A
+/// run takes half a second, and on a shared machine a slow spell of
+/// neighbours' work can outlast three of them (it once cost a third of the
+/// rate of every run): runs spread over more time make it likelier that one
+/// of them ran unhindered.
+const RENDER_REPS: usize = 7;
+
+/// `--reps`, and in the full run at least `least`.
+fn reps_at_least(opts: &Opts, least: usize) -> usize {
     if opts.full {
-        opts.reps.max(7)
+        opts.reps.max(least)
     } else {
         opts.reps
     }
@@ -488,13 +481,13 @@ struct Rendering {
     text: String,
 }
 
-/// Renders both jobs [`render_reps`] times, alternating so that both see
-/// the same load.
+/// Renders both jobs `--reps` times (at least [`RENDER_REPS`] in the full
+/// run), alternating so that both see the same load.
 fn render_section(opts: &Opts, env: &Env) -> Rendering {
     // CPU-bound and alone on the machine's cores only in theory: on a
     // shared machine other work can only slow a run down, so the best of
     // the runs is the figure, and every run is listed.
-    let reps = render_reps(opts);
+    let reps = reps_at_least(opts, RENDER_REPS);
     let mut plain_runs: Result<Vec<procs::Measured>, String> = Ok(Vec::new());
     let mut engine_runs: Result<Vec<procs::Measured>, String> = Ok(Vec::new());
     for _ in 0..reps {
@@ -879,7 +872,12 @@ fn main() {
         };
         let capture = started.iter().find(|s| s.kind == servers::Kind::Capture);
         if opts.attach_only {
-            let figs = attach::measure(&env, &started, opts.attach_n.max(1), attach_reps(&opts));
+            let figs = attach::measure(
+                &env,
+                &started,
+                opts.attach_n.max(1),
+                reps_at_least(&opts, ATTACH_REPS),
+            );
             add(attach::report(&figs));
         }
         if opts.parallel_only {
@@ -890,7 +888,7 @@ fn main() {
                 &env,
                 c,
                 tls_n(&opts),
-                tls_reps(&opts),
+                reps_at_least(&opts, TLS_REPS),
             )));
         }
         if let (true, Some(c)) = (opts.send_only, capture) {
@@ -948,7 +946,7 @@ fn main() {
             &env,
             &started,
             opts.attach_n.min(opts.n_max),
-            attach_reps(&opts),
+            reps_at_least(&opts, ATTACH_REPS),
         )
     } else {
         Vec::new()
@@ -959,7 +957,12 @@ fn main() {
     let (scaling_text, scaling_records, scaling_failed) = scaling::report(&scaled);
     let capture = started.iter().find(|s| s.kind == servers::Kind::Capture);
     let (tls_text, tls_records, tls_failed) = match capture {
-        Some(c) => tls::report(&tls::measure(&env, c, tls_n(&opts), tls_reps(&opts))),
+        Some(c) => tls::report(&tls::measure(
+            &env,
+            c,
+            tls_n(&opts),
+            reps_at_least(&opts, TLS_REPS),
+        )),
         None => (String::new(), Vec::new(), false),
     };
     let (send_text, send_records, send_failed) = match capture {
