@@ -97,6 +97,39 @@ impl Duplex {
             }
         }
     }
+
+    /// Run `op` (one write) until it takes something, waiting for room and
+    /// taking replies off the socket meanwhile, up to the write timeout.
+    fn writing(
+        &mut self,
+        mut op: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let deadline = self.write_timeout.map(|t| Instant::now() + t);
+        loop {
+            match op(&self.tcp) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let drain = self.end.is_none() && self.inbox.len() < MAX_BUFFERED;
+                    let events = if drain {
+                        libc::POLLOUT | libc::POLLIN
+                    } else {
+                        libc::POLLOUT
+                    };
+                    match wait(self.tcp.as_raw_fd(), events, deadline)? {
+                        None => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::WouldBlock,
+                                "write timed out",
+                            ))
+                        }
+                        Some(got) if drain && got & libc::POLLOUT == 0 => self.drain(),
+                        Some(_) => {}
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
 }
 
 /// Wait until `fd` is ready for `events` or `deadline` passes (`None`: no
@@ -140,11 +173,7 @@ impl Read for Duplex {
             return Ok(0);
         }
         if !self.inbox.is_empty() {
-            let n = buf.len().min(self.inbox.len());
-            for (dst, src) in buf.iter_mut().zip(self.inbox.drain(..n)) {
-                *dst = src;
-            }
-            return Ok(n);
+            return self.inbox.read(buf);
         }
         match self.end {
             Some(None) => return Ok(0),
@@ -161,41 +190,6 @@ impl Read for Duplex {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if wait(self.tcp.as_raw_fd(), libc::POLLIN, deadline)?.is_none() {
                         return Err(io::Error::new(io::ErrorKind::WouldBlock, "read timed out"));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => return other,
-            }
-        }
-    }
-}
-
-impl Duplex {
-    /// Run `op` (one write) until it takes something, waiting for room and
-    /// taking replies off the socket meanwhile, up to the write timeout.
-    fn writing(
-        &mut self,
-        mut op: impl FnMut(&TcpStream) -> io::Result<usize>,
-    ) -> io::Result<usize> {
-        let deadline = self.write_timeout.map(|t| Instant::now() + t);
-        loop {
-            match op(&self.tcp) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let drain = self.end.is_none() && self.inbox.len() < MAX_BUFFERED;
-                    let events = if drain {
-                        libc::POLLOUT | libc::POLLIN
-                    } else {
-                        libc::POLLOUT
-                    };
-                    match wait(self.tcp.as_raw_fd(), events, deadline)? {
-                        None => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::WouldBlock,
-                                "write timed out",
-                            ))
-                        }
-                        Some(got) if drain && got & libc::POLLOUT == 0 => self.drain(),
-                        Some(_) => {}
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
