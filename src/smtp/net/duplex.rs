@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -199,6 +199,27 @@ impl Read for Duplex {
     }
 }
 
+impl Drop for Duplex {
+    /// Closes with a FIN after what was written. A socket closed with bytes
+    /// unread (replies nobody waited for, TLS 1.3 session tickets) is reset
+    /// instead, and the reset throws away whatever of ours the server has not
+    /// read yet: so what has arrived is taken off first (no more than the
+    /// inbox would hold, and without waiting for more).
+    fn drop(&mut self) {
+        let mut chunk = [0u8; CHUNK];
+        let mut taken = 0;
+        while taken < MAX_BUFFERED {
+            match (&self.tcp).read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => taken += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+}
+
 impl Write for Duplex {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.writing(|mut tcp| tcp.write(buf))
@@ -216,7 +237,7 @@ impl Write for Duplex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Shutdown, TcpListener};
+    use std::net::TcpListener;
 
     fn pair() -> (Duplex, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -329,5 +350,25 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         assert_eq!(server.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn dropping_with_replies_unread_still_delivers_what_was_written() {
+        let (mut duplex, mut server) = pair();
+        // Bytes the client never reads, such as TLS 1.3 session tickets.
+        server.write_all(b"unread").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let sent = vec![b'm'; 1 << 20];
+        duplex.set_write_timeout(Some(Duration::from_secs(10)));
+        duplex.write_all(&sent).unwrap();
+        drop(duplex);
+        // A socket closed with bytes unread resets the connection, and the
+        // reset throws away what the server had not read yet.
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), sent.len());
     }
 }
